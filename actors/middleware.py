@@ -1,0 +1,49 @@
+"""Worker middleware: an app context and a database connection per message."""
+
+import logging
+import threading
+
+from dramatiq.middleware import Middleware
+
+log = logging.getLogger(__name__)
+
+
+class AppContextMiddleware(Middleware):
+    """Push a Flask app context and open the database connection for each message.
+
+    The embedded server sets :attr:`app` itself; a ``dramatiq actors`` worker process
+    builds the app from the environment when it boots.
+    """
+
+    app = None
+    _local = threading.local()
+
+    def before_worker_boot(self, broker, worker):
+        if AppContextMiddleware.app is None:
+            from app import create_app
+
+            AppContextMiddleware.app = create_app()
+
+    def before_process_message(self, broker, message):
+        from app.db import database
+
+        if AppContextMiddleware.app is None:
+            self.before_worker_boot(broker, None)
+        ctx = AppContextMiddleware.app.app_context()
+        ctx.push()
+        self._local.ctx = ctx
+        database.connect(reuse_if_open=True)
+
+    def after_process_message(self, broker, message, *, result=None, exception=None):
+        from app.db import database
+
+        try:
+            if not database.is_closed():
+                database.close()
+        finally:
+            ctx = getattr(self._local, "ctx", None)
+            if ctx is not None:
+                self._local.ctx = None
+                ctx.pop()
+
+    after_skip_message = after_process_message

@@ -1,0 +1,480 @@
+"""The JSON API (``/api/v1``): thin handlers over ``app/services``.
+
+Every error is ``{"error": {"code", "message", "fields"}}`` with a 4xx status.
+"""
+
+import functools
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app import signing
+from app.api import serializers as s
+from app.auth import api_user, csrf
+from app.db import database
+from app.models import Email, Operation, Service, Task
+from app.services import accounts, catalog, operations, orders, provisioning, tasks
+from app.services.errors import (
+    PermissionDenied,
+    ServiceError,
+    Unauthorized,
+    ValidationError,
+)
+
+api_bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(api_bp)
+
+MAX_LIMIT = 1000
+
+
+def error_response(status, code, message, fields=None):
+    response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
+    response.status_code = status
+    return response
+
+
+@api_bp.errorhandler(ServiceError)
+def _service_error(exc):
+    return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+
+@api_bp.errorhandler(HTTPException)
+def _http_error(exc):
+    return error_response(
+        exc.code or 400,
+        (exc.name or "error").lower().replace(" ", "_"),
+        exc.description or exc.name,
+    )
+
+
+def json_body():
+    """The request's JSON object, or a 400 that says why not."""
+    data = request.get_json(silent=True)
+    if data is None:
+        if not request.get_data():
+            return {}
+        raise ServiceError(
+            "the body must be JSON (Content-Type: application/json)", code="invalid_json"
+        )
+    if not isinstance(data, dict):
+        raise ServiceError("the body must be a JSON object", code="invalid_json")
+    return data
+
+
+def requires(role):
+    """Bearer-token auth: ``staff`` (staff and admins) or ``admin``."""
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            user = api_user()
+            if user is None:
+                raise Unauthorized("a valid bearer token is required (provisor tokens create)")
+            if role == "admin" and not user.is_admin:
+                raise PermissionDenied("admins only")
+            if role == "staff" and not user.is_staff:
+                raise PermissionDenied("staff only")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def page(query):
+    """Apply ``limit``/``offset`` from the query string; return rows and paging facts."""
+    errors = {}
+    values = {}
+    for name, default, top in (("limit", 100, MAX_LIMIT), ("offset", 0, 10**9)):
+        raw = request.args.get(name, default)
+        try:
+            values[name] = int(raw)
+            if not 0 <= values[name] <= top:
+                raise ValueError
+        except (TypeError, ValueError):
+            errors[name] = f"Must be a whole number from 0 to {top}."
+    if errors:
+        raise ValidationError(errors)
+    total = query.count()
+    rows = list(query.limit(values["limit"]).offset(values["offset"]))
+    return rows, {"total": total, "limit": values["limit"], "offset": values["offset"]}
+
+
+def int_arg(name):
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit():
+        raise ValidationError({name: "Must be a whole number."})
+    return int(raw)
+
+
+def choice_arg(name, allowed):
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return None
+    if raw not in allowed:
+        raise ValidationError({name: "One of: " + ", ".join(allowed)})
+    return raw
+
+
+# --- health and contract ----------------------------------------------------------------
+
+
+@api_bp.get("/health")
+def health():
+    """Liveness: the database answers."""
+    try:
+        database.execute_sql("SELECT 1")
+        db_state = "ok"
+    except Exception as exc:  # report, do not crash
+        db_state = f"error: {exc.__class__.__name__}"
+    broker = "redis" if current_app.config.get("REDIS_URL") else "embedded"
+    status = "ok" if db_state == "ok" else "degraded"
+    body = {"status": status, "database": db_state, "broker": broker, "version": "0.1.0"}
+    return jsonify(body), 200 if status == "ok" else 503
+
+
+@api_bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of this API."""
+    from app.api.openapi import spec
+
+    return jsonify(spec())
+
+
+# --- catalog (admin API) ----------------------------------------------------------------
+
+
+@api_bp.get("/tariffs")
+@requires("staff")
+def list_tariffs():
+    """Tariff plans with their modules and whether they can be ordered."""
+    include = request.args.get("archived") in ("1", "true")
+    return jsonify({"tariffs": [_tariff(t) for t in catalog.tariffs(include_archived=include)]})
+
+
+def _tariff(t):
+    return s.tariff(
+        t,
+        module_ids=[m.id for m in catalog.tariff_modules(t)],
+        orderable=catalog.is_orderable(t),
+        items=[s.item(i) for i in catalog.items_for(t)],
+    )
+
+
+@api_bp.post("/tariffs")
+@requires("admin")
+def create_tariff():
+    """Create a tariff plan; linking enabled modules queues their ensure_item operations."""
+    return jsonify(_tariff(catalog.create_tariff(json_body()))), 201
+
+
+@api_bp.get("/tariffs/<int:tariff_id>")
+@requires("staff")
+def get_tariff(tariff_id):
+    """One tariff plan."""
+    return jsonify(_tariff(catalog.get_tariff(tariff_id)))
+
+
+@api_bp.put("/tariffs/<int:tariff_id>")
+@requires("admin")
+def update_tariff(tariff_id):
+    """Change a tariff plan (all fields, like POST)."""
+    return jsonify(_tariff(catalog.update_tariff(tariff_id, json_body())))
+
+
+def _module(m):
+    import modules
+
+    cls = modules.get_type(m.type)
+    secrets = [f.name for f in cls.config_fields if f.kind == "secret"] if cls else []
+    return s.module(m, secrets)
+
+
+@api_bp.get("/modules")
+@requires("admin")
+def list_modules():
+    """Processing modules (secrets masked)."""
+    return jsonify({"modules": [_module(m) for m in catalog.processing_modules()]})
+
+
+@api_bp.post("/modules")
+@requires("admin")
+def create_module():
+    """Configure a processing module; its config is validated against its type's schema."""
+    return jsonify(_module(catalog.create_module(json_body()))), 201
+
+
+@api_bp.get("/modules/<int:module_id>")
+@requires("admin")
+def get_module(module_id):
+    """One processing module."""
+    return jsonify(_module(catalog.get_module(module_id)))
+
+
+@api_bp.put("/modules/<int:module_id>")
+@requires("admin")
+def update_module(module_id):
+    """Change a processing module (a blank secret keeps the stored one)."""
+    return jsonify(_module(catalog.update_module(module_id, json_body())))
+
+
+@api_bp.get("/module-types")
+@requires("admin")
+def list_module_types():
+    """Known module types with their configuration schema."""
+    return jsonify({"module_types": [cls.describe() for cls in catalog.module_types().values()]})
+
+
+@api_bp.get("/departments")
+@requires("staff")
+def list_departments():
+    """Departments."""
+    return jsonify({"departments": [s.department(d) for d in catalog.departments()]})
+
+
+@api_bp.post("/departments")
+@requires("admin")
+def create_department():
+    """Create a department."""
+    return jsonify(s.department(catalog.create_department(json_body()))), 201
+
+
+@api_bp.get("/staff")
+@requires("admin")
+def list_staff():
+    """Staff members and admins."""
+    return jsonify({"staff": [s.user(u, accounts.department_ids_of(u)) for u in accounts.staff()]})
+
+
+@api_bp.post("/staff")
+@requires("admin")
+def create_staff():
+    """Create a staff member (``role: admin`` makes an admin)."""
+    data = json_body()
+    role = data.get("role") or "staff"
+    user = accounts.create_user(data, role=role)
+    return jsonify(s.user(user, accounts.department_ids_of(user))), 201
+
+
+@api_bp.get("/clients")
+@requires("staff")
+def list_clients():
+    """Clients (``q`` searches name and email)."""
+    rows, paging = page(accounts.clients(request.args.get("q")))
+    return jsonify({"clients": [s.client(c) for c in rows], **paging})
+
+
+@api_bp.post("/clients")
+@requires("admin")
+def create_client():
+    """Create a client; with ``password`` the client can log in to the client area."""
+    data = json_body()
+    return jsonify(
+        s.client(accounts.create_client(data, with_login=bool(data.get("password"))))
+    ), 201
+
+
+# --- orders and payments ----------------------------------------------------------------
+
+
+@api_bp.post("/orders")
+@requires("staff")
+def create_order():
+    """Order a tariff for a client: an unpaid order and its service."""
+    return jsonify(s.order(orders.create(json_body()))), 201
+
+
+@api_bp.get("/orders/<int:order_id>")
+@requires("staff")
+def get_order(order_id):
+    """One order."""
+    return jsonify(s.order(orders.get(order_id)))
+
+
+@api_bp.post("/orders/<int:order_id>/pay")
+@requires("staff")
+def pay_order(order_id):
+    """Staff marks an order paid (no payment provider involved)."""
+    order, op = orders.mark_paid(order_id, by=api_user().email)
+    return jsonify({**s.order(order), "operation_id": op.id}), 200
+
+
+@api_bp.post("/webhooks/payment")
+def payment_webhook():
+    """A payment provider reports a payment; signed, idempotent on ``payment_id``."""
+    raw = request.get_data()
+    reason = signing.verify(
+        current_app.config["PAYMENT_WEBHOOK_SECRET"],
+        raw,
+        request.headers.get(signing.HEADER),
+        tolerance=current_app.config["PAYMENT_WEBHOOK_TOLERANCE"],
+    )
+    if reason:
+        return error_response(401, "bad_signature", reason)
+    result, created = orders.receive_payment(json_body())
+    return jsonify({**result, "replayed": not created}), 200
+
+
+# --- services ---------------------------------------------------------------------------
+
+
+@api_bp.get("/services")
+@requires("staff")
+def list_services():
+    """Services (``status``, ``client_id``, ``q``)."""
+    status = choice_arg("status", Service.STATUSES)
+    rows, paging = page(
+        provisioning.list_services(status, int_arg("client_id"), request.args.get("q"))
+    )
+    return jsonify({"services": [s.service(x) for x in rows], **paging})
+
+
+@api_bp.get("/services/<int:service_id>")
+@requires("staff")
+def get_service(service_id):
+    """A service: status, details and its operations."""
+    service = provisioning.get(service_id)
+    return jsonify(s.service(service, provisioning.timeline(service)))
+
+
+@api_bp.post("/services/<int:service_id>/<any(suspend, resume, close, change_tariff):kind>")
+@requires("staff")
+def service_action(service_id, kind):
+    """Suspend, resume, close or change the tariff of a service: 202 with the operation."""
+    data = json_body()
+    op = provisioning.request(service_id, kind, api_user().email, params=data)
+    return jsonify(s.operation(op)), 202
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+@api_bp.get("/operations")
+@requires("staff")
+def list_operations():
+    """Operations; without ``status`` the ones not yet finished."""
+    status = choice_arg("status", Operation.STATUSES)
+    kind = choice_arg("kind", Operation.KINDS)
+    query = operations.open_operations(status, int_arg("module_id"), kind)
+    service_id = int_arg("service_id")
+    if service_id:
+        query = query.where(Operation.service == service_id)
+    rows, paging = page(query)
+    return jsonify({"operations": [s.operation(op) for op in rows], **paging})
+
+
+@api_bp.get("/operations/<int:operation_id>")
+@requires("staff")
+def get_operation(operation_id):
+    """An operation with every attempt."""
+    op = operations.get(operation_id)
+    return jsonify(s.operation(op, operations.attempts_of(op)))
+
+
+@api_bp.post("/operations/<int:operation_id>/restart")
+@requires("staff")
+def restart_operation(operation_id):
+    """Run the operation again now."""
+    op = operations.restart(operation_id, actor=api_user().email)
+    return jsonify(s.operation(op)), 202
+
+
+@api_bp.post("/operations/<int:operation_id>/cancel")
+@requires("staff")
+def cancel_operation(operation_id):
+    """Cancel an operation that is not running."""
+    op = operations.cancel(operation_id, actor=api_user().email)
+    return jsonify(s.operation(op)), 200
+
+
+@api_bp.post("/operations/<int:operation_id>/callback")
+def operation_callback(operation_id):
+    """The http module's endpoint completes a pending operation (signed with its secret)."""
+    op = Operation.get_or_none_by_id(operation_id)
+    secret = (op.module.config or {}).get("secret") if op is not None and op.module_id else None
+    if op is None or op.module is None or op.module.type != "http":
+        return error_response(404, "not_found", f"operation {operation_id} not found")
+    reason = signing.verify(
+        secret,
+        request.get_data(),
+        request.headers.get(signing.HEADER),
+        tolerance=current_app.config["PAYMENT_WEBHOOK_TOLERANCE"],
+    )
+    if reason:
+        return error_response(401, "bad_signature", reason)
+    op = operations.callback(operation_id, json_body())
+    return jsonify(s.operation(op)), 200
+
+
+# --- tasks ------------------------------------------------------------------------------
+
+
+@api_bp.get("/tasks")
+@requires("staff")
+def list_tasks():
+    """Tasks of the caller's departments (admins: all); ``department_id``, ``status``."""
+    user = api_user()
+    status = choice_arg("status", Task.STATUSES)
+    departments = None if user.is_admin else accounts.department_ids_of(user)
+    query = tasks.list_tasks(int_arg("department_id"), status, int_arg("assignee_id"), departments)
+    rows, paging = page(query)
+    return jsonify({"tasks": [s.task(t) for t in rows], **paging})
+
+
+@api_bp.get("/tasks/<int:task_id>")
+@requires("staff")
+def get_task(task_id):
+    """One task."""
+    task = tasks.get(task_id)
+    if not tasks.can_act(api_user(), task):
+        raise PermissionDenied("this task belongs to a department you are not in")
+    return jsonify(s.task(task))
+
+
+@api_bp.post("/tasks/<int:task_id>/assign")
+@requires("staff")
+def assign_task(task_id):
+    """Assign the task to the caller (or ``user_id``, admins)."""
+    data = json_body()
+    user = api_user()
+    assignee = None
+    if data.get("user_id") not in (None, ""):
+        from app.models import User
+
+        assignee = User.get_or_none_by_id(data["user_id"])
+        if assignee is None or not assignee.is_staff:
+            raise ValidationError({"user_id": "Choose a staff member."})
+    task = tasks.assign(task_id, user, assignee, force=bool(data.get("force")))
+    return jsonify(s.task(task))
+
+
+@api_bp.post("/tasks/<int:task_id>/close")
+@requires("staff")
+def close_task(task_id):
+    """Close the task with the detail fields: the operation completes."""
+    data = json_body()
+    task = tasks.close(task_id, api_user(), data.get("fields") or {}, data.get("comment") or "")
+    return jsonify(s.task(task))
+
+
+# --- outbox -----------------------------------------------------------------------------
+
+
+@api_bp.get("/emails")
+@requires("staff")
+def list_emails():
+    """The outbox: every email, newest first."""
+    status = choice_arg("status", Email.STATUSES + ("sending",))
+    query = Email.select().order_by(Email.id.desc())
+    if status:
+        query = query.where(Email.status == status)
+    service_id = int_arg("service_id")
+    if service_id:
+        query = query.where(Email.service == service_id)
+    rows, paging = page(query)
+    return jsonify({"emails": [s.email(e) for e in rows], **paging})
+
+
+__all__ = ["api_bp"]

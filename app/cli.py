@@ -1,0 +1,287 @@
+"""The ``provisor`` command (the app's flask CLI; ``flask --app app ...`` works too).
+
+Bad arguments print one clear line and exit non-zero.
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from app.db import database
+from app.services.errors import ServiceError
+
+log = logging.getLogger("provisor")
+
+
+def _fail(message):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
+def _services_call(fn, *args, **kwargs):
+    try:
+        with database.connection_context():
+            return fn(*args, **kwargs)
+    except ServiceError as exc:
+        _fail(exc.message)
+
+
+@click.group("db", help="Database schema.")
+def db_group():
+    pass
+
+
+@db_group.command("upgrade")
+@with_appcontext
+def db_upgrade():
+    """Create or upgrade the schema to the latest version."""
+    from app import schema
+
+    applied = schema.upgrade()
+    if applied:
+        click.echo(f"Schema upgraded to version {applied[-1]}.")
+    else:
+        click.echo(f"Schema is up to date (version {schema.latest_version()}).")
+
+
+@click.group("users", help="Staff, admins and clients.")
+def users_group():
+    pass
+
+
+@users_group.command("create-admin")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--name", default="Administrator")
+@with_appcontext
+def create_admin(email, password, name):
+    """Create an admin who can log in and configure everything."""
+    from app.services import accounts
+
+    user = _services_call(
+        accounts.create_user, {"email": email, "password": password, "name": name}, role="admin"
+    )
+    click.echo(f"Admin {user.email} created.")
+
+
+@users_group.command("create-staff")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--name", default="")
+@click.option("--department-id", "department_ids", multiple=True, type=int)
+@with_appcontext
+def create_staff(email, password, name, department_ids):
+    """Create a staff member of the given departments."""
+    from app.services import accounts
+
+    user = _services_call(
+        accounts.create_user,
+        {
+            "email": email,
+            "password": password,
+            "name": name or email,
+            "department_ids": list(department_ids),
+        },
+    )
+    click.echo(f"Staff member {user.email} created.")
+
+
+@click.group("tokens", help="API bearer tokens.")
+def tokens_group():
+    pass
+
+
+@tokens_group.command("create")
+@click.option("--email", required=True, help="A staff member or admin.")
+@click.option("--name", default="cli")
+@with_appcontext
+def create_token(email, name):
+    """Print a new bearer token for the API."""
+    from app.services import accounts
+
+    click.echo(_services_call(accounts.create_token, email, name))
+
+
+@click.group("ops", help="Operations.")
+def ops_group():
+    pass
+
+
+@ops_group.command("list")
+@click.option("--status", default=None, help="queued, running, retry_wait, manual, ...")
+@click.option("--module-id", type=int, default=None)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_appcontext
+def ops_list(status, module_id, limit, as_json):
+    """List operations not yet finished (or of one status)."""
+    from app.api import serializers
+    from app.models import Operation
+    from app.services import operations
+
+    if status and status not in Operation.STATUSES:
+        _fail(f"unknown status {status!r}; use one of {', '.join(Operation.STATUSES)}")
+    with database.connection_context():
+        rows = list(operations.open_operations(status, module_id).limit(limit))
+        if as_json:
+            for op in rows:
+                click.echo(json.dumps(serializers.operation(op)))
+            return
+        if not rows:
+            click.echo("No operations.")
+            return
+        click.echo(f"{'ID':>6}  {'KIND':<13} {'STATUS':<16} {'ATT':>3}  {'SUBJECT':<14} LAST ERROR")
+        for op in rows:
+            error = (op.last_error or "")[:60]
+            click.echo(
+                f"{op.id:>6}  {op.kind:<13} {op.status:<16} {op.attempts:>3}  "
+                f"{op.subject:<14} {error}"
+            )
+
+
+@ops_group.command("restart")
+@click.argument("operation_id", type=int)
+@with_appcontext
+def ops_restart(operation_id):
+    """Run an operation again now."""
+    from app.services import operations
+
+    op = _services_call(operations.restart, operation_id, actor="cli")
+    click.echo(f"Operation {op.id} queued.")
+
+
+@ops_group.command("cancel")
+@click.argument("operation_id", type=int)
+@with_appcontext
+def ops_cancel(operation_id):
+    """Cancel an operation that is not running."""
+    from app.services import operations
+
+    op = _services_call(operations.cancel, operation_id, actor="cli")
+    click.echo(f"Operation {op.id} cancelled.")
+
+
+@ops_group.command("sweep")
+@with_appcontext
+def ops_sweep():
+    """Re-send due operations and emails now; reclaim stale running operations."""
+    from app import scheduler
+
+    counts = scheduler.run_once(current_app)
+    click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command():
+    """Run the scheduler (scaled-out mode: exactly one such process)."""
+    from app import scheduler
+
+    _configure_logging()
+    thread = scheduler.Scheduler(current_app._get_current_object())
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    thread.start()
+    stop.wait()
+    thread.stop()
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, type=click.IntRange(1, 65535), show_default=True)
+@click.option("--threads", default=8, type=click.IntRange(1, 256), show_default=True)
+@click.option("--no-worker", is_flag=True, help="Do not run the embedded worker and scheduler.")
+@with_appcontext
+def serve(host, port, threads, no_worker):
+    """Run the whole embedded system: web (waitress), worker and scheduler in one process."""
+    from waitress import create_server
+
+    from app import embedded, scheduler, schema
+    from app.services import accounts
+
+    _configure_logging()
+    app = current_app._get_current_object()
+    applied = schema.upgrade()
+    if applied:
+        log.info("schema created/upgraded to version %d", applied[-1])
+    with database.connection_context():
+        first = accounts.ensure_first_admin()
+    if first:
+        click.echo("=" * 60)
+        click.echo("First start: an admin was created. Log in with")
+        click.echo(f"  email:    {first[0]}")
+        click.echo(f"  password: {first[1]}")
+        click.echo("=" * 60)
+    sweeper = None
+    if not no_worker:
+        if app.config.get("REDIS_URL"):
+            log.info("REDIS_URL is set: run `dramatiq actors` workers for the operations")
+        embedded.start_worker(app)
+        sweeper = scheduler.Scheduler(app)
+        sweeper.start()
+    try:
+        server = create_server(app, host=host, port=port, threads=threads)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    click.echo(f"Provisor is running on http://{server.effective_host}:{server.effective_port}/")
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        server.close()
+        if sweeper:
+            sweeper.stop()
+        if not no_worker:
+            embedded.stop_worker()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _configure_logging():
+    level = os.environ.get("PROVISOR_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+COMMANDS = [db_group, users_group, tokens_group, ops_group, scheduler_command, serve]
+
+
+def init_app(app):
+    for command in COMMANDS:
+        app.cli.add_command(command)
+
+
+def _create_app():
+    from app import create_app
+
+    return create_app()
+
+
+def main():
+    """The ``provisor`` console script."""
+    cli = FlaskGroup(
+        create_app=_create_app,
+        add_default_commands=True,
+        add_version_option=False,
+        help="Provisor: service activation for hosting providers.",
+    )
+    try:
+        cli.main(prog_name="provisor")
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,109 @@
+"""The one deferred database of Provisor and its Flask wiring.
+
+``database`` is a :class:`peewee.DatabaseProxy`; :func:`init_db` binds it to the URL in
+the configuration (SQLite by default, PostgreSQL when ``DATABASE_URL`` says so).
+Requests open a connection on first use and close it at teardown; workers do the same per
+message (see ``actors.middleware``).
+"""
+
+import logging
+import os
+import threading
+from contextlib import contextmanager
+
+from peewee import DatabaseProxy, SqliteDatabase
+from playhouse.db_url import connect
+
+log = logging.getLogger(__name__)
+
+database = DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 15000,
+    "foreign_keys": 1,
+    "synchronous": "normal",
+}
+
+
+def make_database(url):
+    """Build a peewee database for ``url`` with Provisor's connection settings."""
+    if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+        path = url[len("sqlite:///") :]
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+    if url.startswith("sqlite"):
+        return connect(url, pragmas=SQLITE_PRAGMAS)
+    return connect(url, autorollback=True)
+
+
+def init_db(url):
+    """Bind the deferred database to ``url`` (once per process or test)."""
+    if database.obj is not None and not database.is_closed():
+        database.close()
+    database.initialize(make_database(url))
+    return database
+
+
+def is_sqlite():
+    return isinstance(database.obj, SqliteDatabase)
+
+
+_local = threading.local()
+
+
+@contextmanager
+def write_transaction():
+    """A transaction meant to write; :func:`after_commit` callbacks run once it commits.
+
+    On SQLite it takes the write lock at once (BEGIN IMMEDIATE): a deferred transaction
+    that reads and then writes can fail with "database is locked" when another thread
+    writes meanwhile, while an immediate one waits for the lock (``busy_timeout``).
+    """
+    depth = getattr(_local, "depth", 0)
+    if depth == 0:
+        _local.callbacks = []
+    _local.depth = depth + 1
+    try:
+        if depth == 0 and is_sqlite() and not database.in_transaction():
+            block = database.atomic(lock_type="IMMEDIATE")
+        else:
+            block = database.atomic()
+        with block:
+            yield
+    except BaseException:
+        if depth == 0:
+            _local.callbacks = []
+        raise
+    finally:
+        _local.depth = depth
+    if depth == 0:
+        callbacks, _local.callbacks = _local.callbacks, []
+        for fn in callbacks:
+            try:
+                fn()
+            except Exception:
+                log.exception("after-commit callback failed")
+
+
+def after_commit(fn):
+    """Run ``fn`` once the outermost :func:`write_transaction` commits (now if none)."""
+    if getattr(_local, "depth", 0) > 0:
+        _local.callbacks.append(fn)
+    else:
+        fn()
+
+
+def init_app(app):
+    """Wire the database into a Flask app: connect per request, close at teardown."""
+    init_db(app.config["DATABASE_URL"])
+
+    @app.before_request
+    def _connect():
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_appcontext
+    def _close(exc):
+        if not database.is_closed():
+            database.close()

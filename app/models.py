@@ -1,0 +1,377 @@
+"""Provisor's data model (peewee).
+
+The database is the source of truth: broker messages only wake work up. Every state
+change of a service, operation or task is written here inside a transaction by the
+services layer (``app/services``).
+"""
+
+import datetime as dt
+import json
+
+from peewee import (
+    BooleanField,
+    CharField,
+    DateTimeField,
+    DecimalField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from app.db import database
+
+
+def utcnow():
+    """Naive UTC now: what every DateTimeField of Provisor stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class JSONField(TextField):
+    """JSON stored as text, so SQLite and PostgreSQL behave alike."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+    @classmethod
+    def get_or_none_by_id(cls, pk):
+        try:
+            return cls.get_or_none(cls._meta.primary_key == int(pk))
+        except (TypeError, ValueError):
+            return None
+
+
+# --- people -----------------------------------------------------------------------------
+
+
+class Client(BaseModel):
+    name = CharField()
+    email = CharField(unique=True)
+    created_at = DateTimeField(default=utcnow)
+
+
+class User(BaseModel):
+    ROLES = ("admin", "staff", "client")
+
+    email = CharField(unique=True)
+    name = CharField()
+    password_hash = CharField(null=True)
+    role = CharField(default="staff", index=True)
+    client = ForeignKeyField(Client, null=True, backref="users", on_delete="CASCADE")
+    is_active = BooleanField(default=True)
+    created_at = DateTimeField(default=utcnow)
+
+    # flask-login protocol
+    @property
+    def is_authenticated(self):
+        return True
+
+    @property
+    def is_anonymous(self):
+        return False
+
+    def get_id(self):
+        return str(self.id)
+
+    @property
+    def is_admin(self):
+        return self.role == "admin"
+
+    @property
+    def is_staff(self):
+        return self.role in ("admin", "staff")
+
+
+class ApiToken(BaseModel):
+    user = ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    token_hash = CharField(unique=True)
+    name = CharField(default="")
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+
+
+class Department(BaseModel):
+    name = CharField(unique=True)
+    notify_email = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+
+class StaffMembership(BaseModel):
+    user = ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
+    department = ForeignKeyField(Department, backref="memberships", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("user", "department"), True),)
+
+
+# --- catalog ----------------------------------------------------------------------------
+
+
+class ProductType(BaseModel):
+    """hosting, vps, dedicated, domain, certificate, database, custom.
+
+    ``detail_fields`` is a list of ``{"name", "label", "required", "secret"}``: what a
+    module or a person fills in and what the welcome email shows.
+    """
+
+    code = CharField(unique=True)
+    name = CharField()
+    detail_fields = JSONField(default=list)
+    welcome_subject = CharField(default="Your {{ tariff.name }} is ready")
+    welcome_template = TextField(default="")
+
+
+class ProcessingModule(BaseModel):
+    name = CharField(unique=True)
+    type = CharField()
+    config = JSONField(default=dict)
+    department = ForeignKeyField(Department, null=True, backref="modules", on_delete="SET NULL")
+    retry_delay = IntegerField(default=300)
+    max_attempts = IntegerField(default=3)
+    max_running = IntegerField(default=0)
+    priority = IntegerField(default=0)
+    enabled = BooleanField(default=True)
+    created_at = DateTimeField(default=utcnow)
+
+
+class Tariff(BaseModel):
+    name = CharField()
+    product_type = ForeignKeyField(ProductType, backref="tariffs")
+    price = DecimalField(max_digits=12, decimal_places=2)
+    currency = CharField(default="USD")
+    period = CharField(default="month")
+    internal_name = CharField(index=True)
+    is_archived = BooleanField(default=False)
+    created_at = DateTimeField(default=utcnow)
+
+
+class TariffModule(BaseModel):
+    tariff = ForeignKeyField(Tariff, backref="tariff_modules", on_delete="CASCADE")
+    module = ForeignKeyField(ProcessingModule, backref="tariff_modules", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("tariff", "module"), True),)
+
+
+class Item(BaseModel):
+    """What a module needs on its panel to serve tariffs of one internal name."""
+
+    STATUSES = ("creating", "ready", "failed", "manual")
+
+    module = ForeignKeyField(ProcessingModule, backref="items", on_delete="CASCADE")
+    internal_name = CharField()
+    status = CharField(default="creating")
+    remote_id = CharField(null=True)
+    error = TextField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("module", "internal_name"), True),)
+
+
+# --- orders and services ----------------------------------------------------------------
+
+
+class Service(BaseModel):
+    STATUSES = ("ordered", "processing", "active", "suspended", "deleted")
+
+    client = ForeignKeyField(Client, backref="services")
+    tariff = ForeignKeyField(Tariff, backref="services")
+    module = ForeignKeyField(ProcessingModule, null=True, backref="services", on_delete="SET NULL")
+    status = CharField(default="ordered", index=True)
+    remote_id = CharField(null=True)
+    details = JSONField(default=dict)
+    params = JSONField(default=dict)
+    module_choice = JSONField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    activated_at = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Order(BaseModel):
+    STATUSES = ("unpaid", "paid", "cancelled")
+
+    client = ForeignKeyField(Client, backref="orders")
+    tariff = ForeignKeyField(Tariff, backref="orders")
+    service = ForeignKeyField(Service, backref="orders")
+    status = CharField(default="unpaid", index=True)
+    amount = DecimalField(max_digits=12, decimal_places=2)
+    currency = CharField(default="USD")
+    created_at = DateTimeField(default=utcnow)
+    paid_at = DateTimeField(null=True)
+    paid_by = CharField(null=True)
+
+
+class Payment(BaseModel):
+    """A payment notification, kept so that a replay returns the same answer."""
+
+    payment_id = CharField(unique=True)
+    order = ForeignKeyField(Order, backref="payments")
+    amount = DecimalField(max_digits=12, decimal_places=2)
+    currency = CharField()
+    result = JSONField(default=dict)
+    received_at = DateTimeField(default=utcnow)
+
+
+class Operation(BaseModel):
+    KINDS = ("open", "suspend", "resume", "close", "change_tariff", "ensure_item")
+    STATUSES = (
+        "queued",
+        "running",
+        "retry_wait",
+        "waiting_callback",
+        "waiting_task",
+        "manual",
+        "done",
+        "cancelled",
+    )
+    OPEN_STATUSES = (
+        "queued",
+        "running",
+        "retry_wait",
+        "waiting_callback",
+        "waiting_task",
+        "manual",
+    )
+
+    kind = CharField()
+    service = ForeignKeyField(Service, null=True, backref="operations", on_delete="CASCADE")
+    item = ForeignKeyField(Item, null=True, backref="operations", on_delete="CASCADE")
+    module = ForeignKeyField(
+        ProcessingModule, null=True, backref="operations", on_delete="SET NULL"
+    )
+    status = CharField(default="queued", index=True)
+    params = JSONField(default=dict)
+    attempts = IntegerField(default=0)
+    next_run_at = DateTimeField(null=True, index=True)
+    dispatched_at = DateTimeField(null=True)
+    lease_until = DateTimeField(null=True)
+    last_error = TextField(null=True)
+    completed_by = CharField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+    updated_at = DateTimeField(default=utcnow)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "next_run_at"), False),)
+
+    @property
+    def is_open(self):
+        return self.status in self.OPEN_STATUSES
+
+    @property
+    def subject(self):
+        if self.service_id:
+            return f"Service #{self.service_id}"
+        if self.item_id:
+            return f"Item {self.item.internal_name}"
+        return "-"
+
+
+class Attempt(BaseModel):
+    OUTCOMES = ("done", "pending", "temporary_error", "permanent_error", "interrupted")
+
+    operation = ForeignKeyField(Operation, backref="attempt_rows", on_delete="CASCADE")
+    number = IntegerField()
+    worker = CharField(default="")
+    started_at = DateTimeField(default=utcnow)
+    finished_at = DateTimeField(null=True)
+    outcome = CharField(null=True)
+    error = TextField(null=True)
+    log = TextField(default="")
+
+    class Meta:
+        indexes = ((("operation", "number"), True),)
+
+
+class Task(BaseModel):
+    STATUSES = ("new", "in_work", "closed", "cancelled")
+    OPEN_STATUSES = ("new", "in_work")
+
+    department = ForeignKeyField(Department, null=True, backref="tasks", on_delete="SET NULL")
+    service = ForeignKeyField(Service, null=True, backref="tasks", on_delete="CASCADE")
+    operation = ForeignKeyField(Operation, null=True, backref="tasks", on_delete="SET NULL")
+    title = CharField()
+    status = CharField(default="new", index=True)
+    assignee = ForeignKeyField(User, null=True, backref="tasks", on_delete="SET NULL")
+    fields = JSONField(default=dict)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    closed_at = DateTimeField(null=True)
+    closed_by = CharField(null=True)
+
+
+class TaskEvent(BaseModel):
+    """The history of a task: created, assigned, commented, closed..."""
+
+    task = ForeignKeyField(Task, backref="events", on_delete="CASCADE")
+    kind = CharField()
+    actor = CharField(default="system")
+    text = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
+
+
+class Email(BaseModel):
+    """Outbox: every email Provisor sends is stored first, then delivered."""
+
+    STATUSES = ("queued", "sent", "retry_wait", "outbox")
+
+    to = CharField()
+    subject = CharField()
+    body = TextField()
+    kind = CharField(default="")
+    service = ForeignKeyField(Service, null=True, backref="emails", on_delete="SET NULL")
+    status = CharField(default="queued", index=True)
+    attempts = IntegerField(default=0)
+    last_error = TextField(null=True)
+    next_try_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+
+
+class SandboxResource(BaseModel):
+    """State of the built-in simulated panel: one row per creation, keyed by operation."""
+
+    operation_key = CharField(unique=True)
+    kind = CharField()
+    remote_id = CharField()
+    details = JSONField(default=dict)
+    created_at = DateTimeField(default=utcnow)
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField()
+    applied_at = DateTimeField(default=utcnow)
+
+
+ALL_MODELS = [
+    Client,
+    User,
+    ApiToken,
+    Department,
+    StaffMembership,
+    ProductType,
+    ProcessingModule,
+    Tariff,
+    TariffModule,
+    Item,
+    Service,
+    Order,
+    Payment,
+    Operation,
+    Attempt,
+    Task,
+    TaskEvent,
+    Email,
+    SandboxResource,
+    SchemaVersion,
+]

@@ -1,0 +1,132 @@
+"""Schema versions: ``provisor db upgrade`` (and the first ``serve``) applies what is missing.
+
+Each migration is a function taking the database; they run in order inside one
+transaction each and are recorded in ``schema_version``. Add new ones at the end, never
+edit an applied one.
+"""
+
+import logging
+
+from app import models
+from app.db import database
+
+log = logging.getLogger(__name__)
+
+PRODUCT_TYPES = [
+    (
+        "hosting",
+        "Shared hosting",
+        [
+            ("domain", "Domain", True, False),
+            ("ip", "IP address", True, False),
+            ("username", "Username", True, False),
+            ("password", "Password", True, True),
+            ("panel_url", "Control panel URL", True, False),
+        ],
+    ),
+    (
+        "vps",
+        "Virtual private server",
+        [
+            ("hostname", "Hostname", True, False),
+            ("ip", "IP address", True, False),
+            ("username", "Username", True, False),
+            ("password", "Root password", True, True),
+            ("panel_url", "Control panel URL", False, False),
+        ],
+    ),
+    (
+        "dedicated",
+        "Dedicated server",
+        [
+            ("hostname", "Hostname", True, False),
+            ("ip", "IP address", True, False),
+            ("username", "Username", True, False),
+            ("password", "Root password", True, True),
+            ("ipmi_url", "IPMI / KVM URL", False, False),
+        ],
+    ),
+    (
+        "domain",
+        "Domain name",
+        [
+            ("domain", "Domain", True, False),
+            ("nameservers", "Name servers", True, False),
+            ("expires_on", "Expires on", False, False),
+        ],
+    ),
+    (
+        "certificate",
+        "TLS certificate",
+        [
+            ("common_name", "Common name", True, False),
+            ("expires_on", "Expires on", False, False),
+            ("certificate_url", "Certificate download URL", False, False),
+        ],
+    ),
+    (
+        "database",
+        "Database",
+        [
+            ("host", "Host", True, False),
+            ("database", "Database name", True, False),
+            ("username", "Username", True, False),
+            ("password", "Password", True, True),
+        ],
+    ),
+    ("custom", "Custom service", [("details", "Details", False, False)]),
+]
+
+WELCOME_TEMPLATE = """Hello {{ client.name }},
+
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) is active.
+
+{% for field in fields %}{{ field.label }}: {{ field.value }}
+{% endfor %}
+Thank you for choosing us.
+"""
+
+
+def _v1_initial(db):
+    db.create_tables(models.ALL_MODELS)
+    for code, name, fields in PRODUCT_TYPES:
+        models.ProductType.create(
+            code=code,
+            name=name,
+            detail_fields=[
+                {"name": n, "label": label, "required": req, "secret": secret}
+                for n, label, req, secret in fields
+            ],
+            welcome_subject="Your {{ tariff.name }} is ready (service #{{ service.id }})",
+            welcome_template=WELCOME_TEMPLATE,
+        )
+
+
+MIGRATIONS = [_v1_initial]
+
+
+def current_version():
+    if not database.table_exists(models.SchemaVersion._meta.table_name):
+        return 0
+    row = models.SchemaVersion.select().order_by(models.SchemaVersion.version.desc()).first()
+    return row.version if row else 0
+
+
+def upgrade():
+    """Apply the missing migrations; return the list of versions applied."""
+    applied = []
+    with database.connection_context():
+        start = current_version()
+        for number, migration in enumerate(MIGRATIONS, start=1):
+            if number <= start:
+                continue
+            with database.atomic():
+                migration(database)
+                models.SchemaVersion.create(version=number)
+            log.info("schema upgraded to version %d (%s)", number, migration.__name__)
+            applied.append(number)
+    return applied
+
+
+def latest_version():
+    return len(MIGRATIONS)

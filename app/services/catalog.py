@@ -1,0 +1,517 @@
+"""The catalog: product types, tariff plans, processing modules and their items.
+
+Every function takes plain data (a dict from a form or JSON), validates it and raises
+:class:`ValidationError` with a message per field, changing nothing when input is bad.
+"""
+
+import re
+from decimal import Decimal, InvalidOperation
+
+import modules
+from app.db import write_transaction
+from app.models import (
+    Department,
+    Item,
+    Operation,
+    ProcessingModule,
+    ProductType,
+    Tariff,
+    TariffModule,
+    utcnow,
+)
+from app.services import dispatch
+from app.services.errors import Conflict, NotFound, ValidationError
+
+INTERNAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+PERIODS = ("month", "quarter", "year", "once")
+
+
+def _text(data, name, errors, required=True, max_length=200):
+    value = data.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            errors[name] = "This field is required."
+        return None
+    if not isinstance(value, str):
+        errors[name] = "Must be text."
+        return None
+    value = value.strip()
+    if len(value) > max_length:
+        errors[name] = f"At most {max_length} characters."
+        return None
+    return value
+
+
+def _int(data, name, errors, default, minimum=0, maximum=10**9):
+    value = data.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        errors[name] = "Must be a whole number."
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        errors[name] = "Must be a whole number."
+        return None
+    if number < minimum or number > maximum:
+        errors[name] = f"Must be between {minimum} and {maximum}."
+        return None
+    return number
+
+
+def _bool(data, name, default):
+    value = data.get(name, default)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _id_list(data, name, errors):
+    value = data.get(name)
+    if value in (None, ""):
+        return []
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        errors[name] = "Must be a list of ids."
+        return []
+    ids = []
+    for v in value:
+        try:
+            ids.append(int(v))
+        except (TypeError, ValueError):
+            errors[name] = "Must be a list of ids."
+            return []
+    return sorted(set(ids))
+
+
+# --- product types ----------------------------------------------------------------------
+
+
+def product_types():
+    return list(ProductType.select().order_by(ProductType.id))
+
+
+def product_type_by(code_or_id):
+    if code_or_id is None:
+        return None
+    if isinstance(code_or_id, int) or str(code_or_id).isdigit():
+        return ProductType.get_or_none_by_id(code_or_id)
+    return ProductType.get_or_none(ProductType.code == str(code_or_id))
+
+
+def parse_detail_fields(text):
+    """Detail fields from lines ``name | Label | required | secret``."""
+    fields, problems = [], []
+    for number, line in enumerate(str(text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        name = parts[0]
+        if not FIELD_NAME.match(name):
+            problems.append(f"line {number}: {name!r} is not a field name (a-z, 0-9, _)")
+            continue
+        flags = {p.lower() for p in parts[2:]}
+        fields.append(
+            {
+                "name": name,
+                "label": parts[1]
+                if len(parts) > 1 and parts[1]
+                else name.replace("_", " ").title(),
+                "required": "required" in flags,
+                "secret": "secret" in flags,
+            }
+        )
+    names = [f["name"] for f in fields]
+    if len(names) != len(set(names)):
+        problems.append("a field name appears twice")
+    return fields, problems
+
+
+def format_detail_fields(fields):
+    lines = []
+    for f in fields or []:
+        flags = [flag for flag in ("required", "secret") if f.get(flag)]
+        lines.append(" | ".join([f["name"], f.get("label", "")] + flags))
+    return "\n".join(lines)
+
+
+def update_product_type(product_type_id, data):
+    errors = {}
+    pt = ProductType.get_or_none_by_id(product_type_id)
+    if pt is None:
+        raise NotFound(f"product type {product_type_id} not found")
+    name = _text(data, "name", errors)
+    fields = data.get("detail_fields")
+    if isinstance(fields, str):
+        fields, problems = parse_detail_fields(fields)
+        if problems:
+            errors["detail_fields"] = "; ".join(problems)
+    elif isinstance(fields, list):
+        for f in fields:
+            if not isinstance(f, dict) or not FIELD_NAME.match(str(f.get("name", ""))):
+                errors["detail_fields"] = "Each field needs a name (a-z, 0-9, _)."
+                break
+    else:
+        errors["detail_fields"] = "Give the detail fields."
+    subject = _text(data, "welcome_subject", errors)
+    template = _text(data, "welcome_template", errors, max_length=20000)
+    for key, value in (("welcome_subject", subject), ("welcome_template", template)):
+        if value and key not in errors:
+            try:
+                from jinja2.sandbox import SandboxedEnvironment
+
+                SandboxedEnvironment().from_string(value)
+            except Exception as exc:
+                errors[key] = f"Template error: {exc}"
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        pt.name = name
+        pt.detail_fields = [
+            {
+                "name": f["name"],
+                "label": f.get("label") or f["name"],
+                "required": bool(f.get("required")),
+                "secret": bool(f.get("secret")),
+            }
+            for f in fields
+        ]
+        pt.welcome_subject = subject
+        pt.welcome_template = template
+        pt.save()
+    return pt
+
+
+# --- departments ------------------------------------------------------------------------
+
+
+def departments():
+    return list(Department.select().order_by(Department.name))
+
+
+def create_department(data):
+    errors = {}
+    name = _text(data, "name", errors, max_length=100)
+    notify = _text(data, "notify_email", errors, required=False)
+    if notify and "@" not in notify:
+        errors["notify_email"] = "Must be an email address."
+    if name and Department.select().where(Department.name == name).exists():
+        errors["name"] = "A department with this name exists."
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        return Department.create(name=name, notify_email=notify)
+
+
+# --- processing modules -----------------------------------------------------------------
+
+
+def module_types():
+    return modules.types()
+
+
+def processing_modules():
+    return list(ProcessingModule.select().order_by(ProcessingModule.id))
+
+
+def get_module(module_id):
+    module = ProcessingModule.get_or_none_by_id(module_id)
+    if module is None:
+        raise NotFound(f"module {module_id} not found")
+    return module
+
+
+def _module_fields(data, errors, existing=None):
+    values = {}
+    values["name"] = _text(data, "name", errors, max_length=100)
+    type_id = data.get("type") if existing is None else existing.type
+    cls = modules.get_type(type_id) if isinstance(type_id, str) else None
+    if cls is None:
+        errors["type"] = (
+            "Choose a module type: " + ", ".join(modules.types())
+            if type_id in (None, "")
+            else f"Unknown module type {type_id!r}."
+        )
+    values["type"] = type_id
+    config = data.get("config", {})
+    if not isinstance(config, dict):
+        errors["config"] = "Must be an object of settings."
+    elif cls is not None:
+        if existing is not None:
+            # a secret left blank in a form keeps its stored value
+            for f in cls.config_fields:
+                if f.kind == "secret" and config.get(f.name) in (None, ""):
+                    config = {**config, f.name: (existing.config or {}).get(f.name)}
+        cleaned, config_errors = cls.validate_config(config)
+        for key, message in config_errors.items():
+            errors[f"config.{key}"] = message
+        values["config"] = cleaned
+    department_id = data.get("department_id")
+    if department_id in (None, ""):
+        values["department"] = None
+    else:
+        department = Department.get_or_none_by_id(department_id)
+        if department is None:
+            errors["department_id"] = "Choose an existing department."
+        values["department"] = department
+    values["retry_delay"] = _int(data, "retry_delay", errors, 300, minimum=1, maximum=7 * 86400)
+    values["max_attempts"] = _int(data, "max_attempts", errors, 3, minimum=1, maximum=100)
+    values["max_running"] = _int(data, "max_running", errors, 0, minimum=0, maximum=100000)
+    values["priority"] = _int(data, "priority", errors, 0, minimum=-1000, maximum=1000)
+    values["enabled"] = _bool(data, "enabled", True)
+    if values["name"]:
+        clash = ProcessingModule.select().where(ProcessingModule.name == values["name"])
+        if existing is not None:
+            clash = clash.where(ProcessingModule.id != existing.id)
+        if clash.exists():
+            errors["name"] = "A module with this name exists."
+    return values
+
+
+def create_module(data):
+    errors = {}
+    values = _module_fields(data, errors)
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        return ProcessingModule.create(**values)
+
+
+def update_module(module_id, data):
+    module = get_module(module_id)
+    errors = {}
+    values = _module_fields(data, errors, existing=module)
+    if errors:
+        raise ValidationError(errors)
+    was_enabled = module.enabled
+    with write_transaction():
+        for key, value in values.items():
+            setattr(module, key, value)
+        module.save()
+        if module.enabled and not was_enabled:
+            for tariff in module_tariffs(module):
+                ensure_item(module, tariff)
+    return module
+
+
+def module_tariffs(module):
+    return list(Tariff.select().join(TariffModule).where(TariffModule.module == module.id))
+
+
+# --- items ------------------------------------------------------------------------------
+
+
+def ensure_item(module, tariff):
+    """Make sure ``module`` has the item for ``tariff``'s internal name (in a transaction).
+
+    Tariffs sharing an internal name share one item: if it exists nothing is queued.
+    """
+    from app.services import operations
+
+    cls = modules.get_type(module.type)
+    if cls is None or "ensure_item" not in cls.operations:
+        return None
+    item = Item.get_or_none(
+        (Item.module == module.id) & (Item.internal_name == tariff.internal_name)
+    )
+    if item is not None and item.status in ("ready", "creating"):
+        return item
+    now = utcnow()
+    if item is None:
+        item = Item.create(
+            module=module, internal_name=tariff.internal_name, status="creating", updated_at=now
+        )
+    else:
+        item.status = "creating"
+        item.error = None
+        item.updated_at = now
+        item.save()
+    if not cls.creates_items:
+        op = operations.create("ensure_item", module=module, item=item)
+        item.status = "manual"
+        item.error = f"{cls.name} cannot create items automatically; create it by hand"
+        item.save()
+        operations._escalate(op, item.error, now)
+        return item
+    op = operations.create("ensure_item", module=module, item=item)
+    dispatch.operation(op.id)
+    return item
+
+
+def mark_item_ready(item_id, remote_id=None):
+    """A person created the item by hand."""
+    item = Item.get_or_none_by_id(item_id)
+    if item is None:
+        raise NotFound(f"item {item_id} not found")
+    with write_transaction():
+        item.status = "ready"
+        item.error = None
+        item.remote_id = remote_id or item.remote_id
+        item.updated_at = utcnow()
+        item.save()
+        for op in Operation.select().where(
+            (Operation.item == item.id) & Operation.status.in_(Operation.OPEN_STATUSES)
+        ):
+            from app.services import operations
+
+            operations.complete_manually(op, {}, "staff", utcnow())
+    return item
+
+
+def items_for(tariff):
+    return list(
+        Item.select(Item, ProcessingModule)
+        .join(ProcessingModule)
+        .join(TariffModule, on=(TariffModule.module == ProcessingModule.id))
+        .where((TariffModule.tariff == tariff.id) & (Item.internal_name == tariff.internal_name))
+    )
+
+
+# --- tariffs ----------------------------------------------------------------------------
+
+
+def tariffs(include_archived=False):
+    query = Tariff.select(Tariff, ProductType).join(ProductType).order_by(Tariff.id)
+    if not include_archived:
+        query = query.where(Tariff.is_archived == False)  # noqa: E712
+    return list(query)
+
+
+def get_tariff(tariff_id):
+    tariff = Tariff.get_or_none_by_id(tariff_id)
+    if tariff is None:
+        raise NotFound(f"tariff {tariff_id} not found")
+    return tariff
+
+
+def tariff_modules(tariff):
+    return list(
+        ProcessingModule.select()
+        .join(TariffModule)
+        .where(TariffModule.tariff == tariff.id)
+        .order_by(ProcessingModule.priority, ProcessingModule.id)
+    )
+
+
+def is_orderable(tariff):
+    """Orderable once at least one enabled processing module serves it."""
+    return (
+        not tariff.is_archived
+        and ProcessingModule.select()
+        .join(TariffModule)
+        .where((TariffModule.tariff == tariff.id) & (ProcessingModule.enabled == True))  # noqa: E712
+        .exists()
+    )
+
+
+def orderable_tariffs():
+    return [t for t in tariffs() if is_orderable(t)]
+
+
+def _tariff_fields(data, errors):
+    values = {}
+    values["name"] = _text(data, "name", errors, max_length=100)
+    pt = product_type_by(data.get("product_type"))
+    if pt is None:
+        errors["product_type"] = "Choose a product type: " + ", ".join(
+            p.code for p in product_types()
+        )
+    values["product_type"] = pt
+    raw_price = data.get("price")
+    try:
+        price = Decimal(str(raw_price).strip())
+        if not price.is_finite() or price < 0 or price > Decimal("9999999999"):
+            raise InvalidOperation
+        values["price"] = price.quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError):
+        errors["price"] = (
+            "This field is required."
+            if raw_price in (None, "")
+            else "Must be a non-negative amount such as 9.99."
+        )
+    currency = _text(data, "currency", errors, required=False, max_length=3) or "USD"
+    if not re.match(r"^[A-Za-z]{3}$", currency):
+        errors["currency"] = "A three-letter currency code such as USD."
+    values["currency"] = currency.upper()
+    period = data.get("period") or "month"
+    if period not in PERIODS:
+        errors["period"] = "One of: " + ", ".join(PERIODS)
+    values["period"] = period
+    internal = _text(data, "internal_name", errors, max_length=64)
+    if internal and not INTERNAL_NAME.match(internal):
+        errors["internal_name"] = "Letters, digits, '.', '_' and '-' only."
+    values["internal_name"] = internal
+    module_ids = _id_list(data, "module_ids", errors)
+    found = (
+        list(ProcessingModule.select().where(ProcessingModule.id.in_(module_ids)))
+        if module_ids
+        else []
+    )
+    if len(found) != len(module_ids):
+        missing = sorted(set(module_ids) - {m.id for m in found})
+        errors["module_ids"] = f"Unknown module id(s): {', '.join(map(str, missing))}."
+    return values, found
+
+
+def create_tariff(data):
+    errors = {}
+    values, module_rows = _tariff_fields(data, errors)
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        tariff = Tariff.create(**values)
+        set_tariff_modules(tariff, module_rows)
+    return tariff
+
+
+def update_tariff(tariff_id, data):
+    tariff = get_tariff(tariff_id)
+    errors = {}
+    values, module_rows = _tariff_fields(data, errors)
+    if (
+        values.get("product_type") is not None
+        and values["product_type"].id != tariff.product_type_id
+    ) and tariff.services.count():
+        errors["product_type"] = "The tariff has services; its product type cannot change."
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        for key, value in values.items():
+            setattr(tariff, key, value)
+        tariff.save()
+        set_tariff_modules(tariff, module_rows)
+    return tariff
+
+
+def set_tariff_modules(tariff, module_rows):
+    """Link the tariff to these modules; a newly enabled link queues ensure_item."""
+    current = {tm.module_id for tm in TariffModule.select().where(TariffModule.tariff == tariff.id)}
+    wanted = {m.id for m in module_rows}
+    if current - wanted:
+        TariffModule.delete().where(
+            (TariffModule.tariff == tariff.id) & TariffModule.module.in_(current - wanted)
+        ).execute()
+    for module in module_rows:
+        if module.id not in current:
+            TariffModule.create(tariff=tariff, module=module)
+        if module.enabled:
+            ensure_item(module, tariff)
+
+
+def archive_tariff(tariff_id, archived=True):
+    tariff = get_tariff(tariff_id)
+    with write_transaction():
+        tariff.is_archived = archived
+        tariff.save()
+    return tariff
+
+
+def delete_module(module_id):
+    module = get_module(module_id)
+    if module.services.count():
+        raise Conflict("services use this module; disable it instead")
+    with write_transaction():
+        module.delete_instance()

@@ -1,0 +1,44 @@
+"""Wake workers up: send broker messages for operations and emails after commit.
+
+The database is the source of truth; a message that cannot be sent (broker down) is only
+logged, since the scheduler's sweep re-sends whatever is due.
+"""
+
+import logging
+
+from app.db import after_commit
+
+log = logging.getLogger(__name__)
+
+
+def _send(actor_name, ids, delay):
+    if not ids:
+        return
+    import actors
+
+    actor = getattr(actors, actor_name)
+    options = {}
+    if delay:
+        options["delay"] = max(0, int(delay * 1000) + 50)
+    for obj_id in ids:
+        try:
+            actor.send_with_options(args=(obj_id,), **options)
+        except Exception as exc:
+            log.warning(
+                "cannot send %s(%s) to the broker (%s); the sweep will", actor_name, obj_id, exc
+            )
+
+
+def operations(ids, delay=None):
+    """Send ``run_operation`` for each id once the current transaction commits."""
+    ids = list(ids)
+    after_commit(lambda: _send("run_operation", ids, delay))
+
+
+def operation(op_id, delay=None):
+    operations([op_id], delay=delay)
+
+
+def emails(ids, delay=None):
+    ids = list(ids)
+    after_commit(lambda: _send("send_email", ids, delay))

@@ -1,0 +1,184 @@
+"""Email: every message is stored in the outbox first, then delivered.
+
+With ``SMTP_URL`` set (``smtp://[user:pass@]host:port``, ``smtps://...`` or
+``smtp+starttls://...``) a worker sends it; a failure is retried with a growing delay and
+the sweep re-sends what a lost message left behind, so nothing is lost while the mail
+server is down. Without ``SMTP_URL`` the message stays in the outbox the UI shows.
+"""
+
+import logging
+import smtplib
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+from urllib.parse import unquote, urlparse
+
+from flask import current_app
+from jinja2.sandbox import SandboxedEnvironment
+
+from app.db import write_transaction
+from app.models import Email, utcnow
+from app.services import dispatch
+
+log = logging.getLogger(__name__)
+
+_templates = SandboxedEnvironment(autoescape=False)
+
+
+def queue(to, subject, body, kind="", service=None):
+    """Store an email and send it once the transaction commits."""
+    email = Email.create(
+        to=to,
+        subject=subject[:250],
+        body=body,
+        kind=kind,
+        service=service,
+        status="queued",
+        next_try_at=utcnow(),
+    )
+    dispatch.emails([email.id])
+    return email
+
+
+def render_welcome(service):
+    tariff = service.tariff
+    product_type = tariff.product_type
+    details = service.details or {}
+    fields = [
+        {
+            "name": f["name"],
+            "label": f.get("label") or f["name"],
+            "value": details.get(f["name"], ""),
+        }
+        for f in product_type.detail_fields or []
+    ]
+    known = {f["name"] for f in fields}
+    fields += [
+        {"name": k, "label": k, "value": v} for k, v in sorted(details.items()) if k not in known
+    ]
+    context = {
+        "service": service,
+        "tariff": tariff,
+        "client": service.client,
+        "product_type": product_type,
+        "details": details,
+        "fields": fields,
+    }
+    subject = _templates.from_string(product_type.welcome_subject or "Your service is ready")
+    body = _templates.from_string(product_type.welcome_template or "")
+    return subject.render(context).strip(), body.render(context)
+
+
+def queue_welcome(service):
+    try:
+        subject, body = render_welcome(service)
+    except Exception as exc:  # a broken template must not block the activation
+        log.exception("welcome template of %s failed", service.tariff.product_type.code)
+        subject = f"Your service #{service.id} is ready"
+        body = "\n".join(f"{k}: {v}" for k, v in (service.details or {}).items())
+        body += f"\n\n(template error: {exc})"
+    return queue(service.client.email, subject, body, kind="welcome", service=service)
+
+
+def _smtp_settings():
+    url = current_app.config.get("SMTP_URL")
+    if not url:
+        return None
+    parsed = urlparse(url)
+    return {
+        "scheme": parsed.scheme,
+        "host": parsed.hostname or "localhost",
+        "port": parsed.port or (465 if parsed.scheme == "smtps" else 25),
+        "username": unquote(parsed.username) if parsed.username else None,
+        "password": unquote(parsed.password) if parsed.password else None,
+    }
+
+
+def _send_smtp(settings, email):
+    message = EmailMessage()
+    message["From"] = current_app.config["MAIL_FROM"]
+    message["To"] = email.to
+    message["Subject"] = email.subject
+    message["Message-ID"] = make_msgid(idstring=f"provisor-email-{email.id}")
+    message.set_content(email.body)
+    timeout = current_app.config["MAIL_TIMEOUT"]
+    cls = smtplib.SMTP_SSL if settings["scheme"] == "smtps" else smtplib.SMTP
+    with cls(settings["host"], settings["port"], timeout=timeout) as smtp:
+        if settings["scheme"] == "smtp+starttls":
+            smtp.starttls()
+        if settings["username"]:
+            smtp.login(settings["username"], settings["password"] or "")
+        smtp.send_message(message)
+
+
+def deliver(email_id):
+    """Send one stored email if it is due (idempotent: a claimed email is skipped)."""
+    now = utcnow()
+    settings = _smtp_settings()
+    lease = now + timedelta(seconds=current_app.config["MAIL_TIMEOUT"] * 3 + 30)
+    with write_transaction():
+        email = Email.get_or_none_by_id(email_id)
+        if email is None or email.status not in ("queued", "retry_wait"):
+            return None
+        if email.next_try_at and email.next_try_at > now + timedelta(seconds=1):
+            return None
+        if settings is None:
+            email.status = "outbox"
+            email.save()
+            return email
+        claimed = (
+            Email.update(status="sending", attempts=Email.attempts + 1, next_try_at=lease)
+            .where((Email.id == email.id) & (Email.status == email.status))
+            .execute()
+        )
+        if claimed != 1:
+            return None
+    try:
+        _send_smtp(settings, email)
+    except (OSError, smtplib.SMTPException) as exc:
+        with write_transaction():
+            email = Email.get_by_id(email_id)
+            base = current_app.config["MAIL_RETRY_DELAY"]
+            delay = base * 2 ** min(email.attempts - 1, 6)
+            email.status = "retry_wait"
+            email.last_error = f"{exc.__class__.__name__}: {exc}"[:1000]
+            email.next_try_at = utcnow() + timedelta(seconds=delay)
+            email.save()
+            dispatch.emails([email.id], delay=delay)
+        log.warning("email %s not sent (%s); retrying in %s s", email_id, exc, delay)
+        return email
+    with write_transaction():
+        Email.update(status="sent", sent_at=utcnow(), last_error=None).where(
+            Email.id == email_id
+        ).execute()
+    return Email.get_by_id(email_id)
+
+
+def sweep(limit=500):
+    """Re-send due emails whose message was lost and reclaim ones stuck in ``sending``."""
+    now = utcnow()
+    grace = timedelta(seconds=current_app.config["SWEEP_GRACE"])
+    with write_transaction():
+        Email.update(status="retry_wait", next_try_at=now).where(
+            (Email.status == "sending") & (Email.next_try_at < now)
+        ).execute()
+        if current_app.config.get("SMTP_URL"):
+            # an outbox kept while there was no SMTP server goes out once there is one
+            Email.update(status="queued", next_try_at=now).where(Email.status == "outbox").execute()
+        due = [
+            row.id
+            for row in Email.select(Email.id)
+            .where(Email.status.in_(("queued", "retry_wait")) & (Email.next_try_at <= now - grace))
+            .limit(limit)
+        ]
+        if due:
+            Email.update(next_try_at=now).where(Email.id.in_(due)).execute()
+            dispatch.emails(due)
+    return {"emails_resent": len(due)}
+
+
+def outbox(status=None):
+    query = Email.select()
+    if status:
+        query = query.where(Email.status == status)
+    return query.order_by(Email.id.desc())

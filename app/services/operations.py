@@ -1,0 +1,521 @@
+"""The operation state machine: queued → running → done / retry_wait / manual ...
+
+``queued``           due at ``next_run_at``; a worker may claim it.
+``running``          claimed by a worker until ``lease_until``; the sweep reclaims it after.
+``retry_wait``       a temporary error; due again at ``next_run_at`` (exactly retry_delay later).
+``waiting_callback`` the module answered "pending"; a callback completes it.
+``waiting_task``     a person does it through a task (manual setup module).
+``manual``           automation gave up; a task was created. Run now or close the task.
+``done``, ``cancelled``  final.
+
+Claiming is one conditional UPDATE, so a duplicate message, a re-sent message after a
+Redis restart or two workers never run the same attempt twice. Module calls carry the
+operation id as the idempotency key, so a reclaimed attempt never creates twice.
+"""
+
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from flask import current_app
+
+import modules
+from app.db import write_transaction
+from app.models import Attempt, Item, Operation, ProcessingModule, Service, Task, utcnow
+from app.services import dispatch, provisioning, tasks
+from app.services.errors import Conflict, NotFound
+from modules.base import ModuleError, OperationContext
+
+log = logging.getLogger(__name__)
+
+EARLY_TOLERANCE = timedelta(milliseconds=500)
+ITEM_WAIT = timedelta(seconds=2)
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+RUNNABLE = ("queued", "retry_wait")
+RESTARTABLE = ("queued", "retry_wait", "manual", "waiting_callback", "cancelled")
+CANCELLABLE = ("queued", "retry_wait", "manual", "waiting_callback", "waiting_task")
+
+
+def _setting(name):
+    return current_app.config[name]
+
+
+def create(kind, *, module, service=None, item=None, params=None, status="queued"):
+    """Create an operation (inside the caller's transaction) and return it.
+
+    The caller sends it with :func:`dispatch.operations` after the transaction commits.
+    """
+    now = utcnow()
+    return Operation.create(
+        kind=kind,
+        module=module,
+        service=service,
+        item=item,
+        params=params or {},
+        status=status,
+        next_run_at=now if status == "queued" else None,
+        dispatched_at=now if status == "queued" else None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def get(operation_id):
+    op = Operation.get_or_none_by_id(operation_id)
+    if op is None:
+        raise NotFound(f"operation {operation_id} not found")
+    return op
+
+
+def module_instance(module):
+    cls = modules.get_type(module.type)
+    if cls is None:
+        return None
+    return cls(module.config or {})
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def run(operation_id):
+    """Run one attempt of an operation if it is due; do nothing otherwise (idempotent)."""
+    claimed = _claim(operation_id)
+    if claimed is None:
+        return None
+    op, attempt, instance = claimed
+    ctx = _context(op, attempt.number)
+    try:
+        result = instance.run(ctx)
+    except ModuleError as exc:
+        return _record_failure(op.id, attempt.id, str(exc), exc.permanent, ctx.log_text)
+    except Exception as exc:  # a bug in a module must not lose the operation
+        log.exception("module %s crashed on operation %s", op.module_id, op.id)
+        message = f"module error: {exc.__class__.__name__}: {exc}"
+        return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
+    if result is None or result.status not in ("done", "pending"):
+        return _record_failure(op.id, attempt.id, "module returned no result", False, ctx.log_text)
+    return _record_result(op.id, attempt.id, result, ctx.log_text)
+
+
+def _claim(operation_id):
+    now = utcnow()
+    with write_transaction():
+        op = Operation.get_or_none_by_id(operation_id)
+        if op is None or op.status not in RUNNABLE:
+            return None
+        if op.next_run_at and op.next_run_at > now + EARLY_TOLERANCE:
+            return None  # an early or duplicate message; the right one (or the sweep) comes
+        module = op.module
+        instance = module_instance(module) if module is not None else None
+        if instance is None:
+            reason = (
+                "no processing module" if module is None else f"unknown module type {module.type!r}"
+            )
+            _escalate(op, reason, now)
+            return None
+        if not module.enabled:
+            _escalate(op, f"module {module.name} is disabled", now)
+            return None
+        if _waits_for_item(op):
+            Operation.update(next_run_at=now + ITEM_WAIT, dispatched_at=now, updated_at=now).where(
+                Operation.id == op.id
+            ).execute()
+            dispatch.operation(op.id, delay=ITEM_WAIT.total_seconds())
+            return None
+        lease = now + timedelta(seconds=instance.timeout() + _setting("LEASE_GRACE"))
+        claimed = (
+            Operation.update(
+                status="running",
+                attempts=Operation.attempts + 1,
+                lease_until=lease,
+                updated_at=now,
+            )
+            .where(
+                (Operation.id == op.id)
+                & (Operation.status == op.status)
+                & (Operation.attempts == op.attempts)
+            )
+            .execute()
+        )
+        if claimed != 1:
+            return None
+        attempt = Attempt.create(
+            operation=op.id, number=op.attempts + 1, worker=WORKER_NAME, started_at=now
+        )
+        op.attempts += 1
+        op.status = "running"
+        return op, attempt, instance
+
+
+def _waits_for_item(op):
+    """An operation on a service waits while its module's item is still being created."""
+    if op.kind == "ensure_item" or op.service_id is None:
+        return False
+    internal_name = op.service.tariff.internal_name
+    item = Item.get_or_none((Item.module == op.module_id) & (Item.internal_name == internal_name))
+    return item is not None and item.status == "creating"
+
+
+def _context(op, attempt_number):
+    service = op.service if op.service_id else None
+    tariff = client = product_type = None
+    if service is not None:
+        tariff = service.tariff
+        client = service.client
+        product_type = tariff.product_type
+    params = dict(op.params or {})
+    if op.kind == "change_tariff" and service is not None:
+        from app.models import Tariff
+
+        new = Tariff.get_or_none_by_id(params.get("tariff_id"))
+        if new is not None:
+            params["tariff_internal_name"] = new.internal_name
+    if service is not None:
+        params = {**(service.params or {}), **params}
+    return OperationContext(
+        op,
+        attempt_number,
+        service=service,
+        tariff=tariff,
+        client=client,
+        item=op.item if op.item_id else None,
+        product_type=product_type,
+        params=params,
+    )
+
+
+def _finish_attempt(attempt_id, outcome, error, log_text, now):
+    Attempt.update(finished_at=now, outcome=outcome, error=error, log=log_text).where(
+        Attempt.id == attempt_id
+    ).execute()
+
+
+def _record_result(op_id, attempt_id, result, log_text):
+    now = utcnow()
+    with write_transaction():
+        op = Operation.get_by_id(op_id)
+        attempt = Attempt.get_by_id(attempt_id)
+        _finish_attempt(attempt_id, result.status, None, log_text, now)
+        current = op.status == "running" and op.attempts == attempt.number
+        if result.status == "pending":
+            if current:
+                op.status = "waiting_callback"
+                op.lease_until = now + timedelta(seconds=_setting("CALLBACK_TIMEOUT"))
+                op.updated_at = now
+                op.save()
+            return op
+        if not op.is_open:
+            return op  # already done or cancelled: this late result changes nothing
+        _complete(op, result.remote_id, result.details, now, by=None)
+    return op
+
+
+def _complete(op, remote_id, details, now, by):
+    """Mark ``op`` done and apply it to its service or item (inside a transaction)."""
+    op.status = "done"
+    op.finished_at = now
+    op.updated_at = now
+    op.lease_until = None
+    op.next_run_at = None
+    op.completed_by = by
+    op.save()
+    if op.kind == "ensure_item" and op.item_id:
+        Item.update(status="ready", remote_id=remote_id, error=None, updated_at=now).where(
+            Item.id == op.item_id
+        ).execute()
+        _wake_waiting_on_item(op.item)
+    elif op.service_id:
+        provisioning.apply_done(op, remote_id, details or {}, now)
+    note = (
+        f"Operation #{op.id} completed by {by}."
+        if by
+        else f"Operation #{op.id} completed automatically; task closed."
+    )
+    tasks.close_for_operation(op, note, now, by=by)
+
+
+def _wake_waiting_on_item(item):
+    waiting = (
+        Operation.select(Operation.id)
+        .join(Service)
+        .where(
+            (Operation.module == item.module_id)
+            & (Operation.status == "queued")
+            & (Operation.service.is_null(False))
+        )
+    )
+    ids = [op.id for op in waiting if op.service.tariff.internal_name == item.internal_name]
+    if ids:
+        now = utcnow()
+        Operation.update(next_run_at=now, dispatched_at=now).where(Operation.id.in_(ids)).execute()
+        dispatch.operations(ids)
+
+
+def _record_failure(op_id, attempt_id, message, permanent, log_text):
+    now = utcnow()
+    outcome = "permanent_error" if permanent else "temporary_error"
+    with write_transaction():
+        op = Operation.get_by_id(op_id)
+        attempt = Attempt.get_by_id(attempt_id)
+        _finish_attempt(attempt_id, outcome, message, log_text, now)
+        if op.status != "running" or op.attempts != attempt.number:
+            return op  # the sweep took this attempt over meanwhile
+        op.last_error = message
+        _after_failure(op, permanent, now)
+    return op
+
+
+def _after_failure(op, permanent, now):
+    """Decide retry or escalation for a failed attempt (inside a transaction)."""
+    module = op.module
+    max_attempts = module.max_attempts if module is not None else 1
+    if permanent or op.attempts >= max_attempts:
+        reason = (
+            "permanent error"
+            if permanent
+            else f"failed {op.attempts} attempt{'s' if op.attempts != 1 else ''}"
+        )
+        _escalate(op, reason, now)
+        return
+    delay = module.retry_delay
+    op.status = "retry_wait"
+    op.next_run_at = now + timedelta(seconds=delay)
+    op.dispatched_at = now
+    op.lease_until = None
+    op.updated_at = now
+    op.save()
+    dispatch.operation(op.id, delay=delay)
+
+
+def _escalate(op, reason, now):
+    """Give the operation to people: status ``manual`` and a task in the module's department."""
+    op.status = "manual"
+    op.lease_until = None
+    op.next_run_at = None
+    op.updated_at = now
+    if not op.last_error:
+        op.last_error = reason
+    op.save()
+    if op.kind == "ensure_item" and op.item_id:
+        Item.update(status="failed", error=op.last_error, updated_at=now).where(
+            Item.id == op.item_id
+        ).execute()
+    tasks.open_for_operation(op, reason, now)
+
+
+# --- people acting on operations --------------------------------------------------------
+
+
+def restart(operation_id, actor="staff"):
+    """Run now: queue the operation for an immediate attempt (one more if it gave up)."""
+    now = utcnow()
+    with write_transaction():
+        op = get(operation_id)
+        if op.status not in RESTARTABLE:
+            raise Conflict(
+                f"operation {op.id} is {op.status}; only an operation that is "
+                f"{', '.join(RESTARTABLE)} can be run now"
+            )
+        # from manual: one more attempt; if it fails too, the operation is manual again
+        op.status = "queued"
+        op.next_run_at = now
+        op.dispatched_at = now
+        op.lease_until = None
+        op.finished_at = None
+        op.updated_at = now
+        op.save()
+        tasks.note_for_operation(op, f"{actor} ran the operation again.", now, actor)
+        dispatch.operation(op.id)
+    return op
+
+
+def cancel(operation_id, actor="staff"):
+    now = utcnow()
+    with write_transaction():
+        op = get(operation_id)
+        if op.status not in CANCELLABLE:
+            raise Conflict(
+                f"operation {op.id} is {op.status}; only an operation that is "
+                f"{', '.join(CANCELLABLE)} can be cancelled"
+            )
+        op.status = "cancelled"
+        op.finished_at = now
+        op.updated_at = now
+        op.next_run_at = None
+        op.lease_until = None
+        op.completed_by = actor
+        op.save()
+        tasks.cancel_for_operation(op, f"Operation #{op.id} cancelled by {actor}.", now, actor)
+    return op
+
+
+def complete_manually(op, details, actor, now):
+    """A person did the work (closing its task): the operation is done. Inside a txn."""
+    if not op.is_open:
+        raise Conflict(f"operation {op.id} is already {op.status}")
+    if op.status == "running":
+        raise Conflict(f"operation {op.id} is running an attempt right now; try again shortly")
+    _complete(op, None, details, now, by=actor)
+
+
+def callback(operation_id, data):
+    """The http module's endpoint reports the result of a pending operation."""
+    from modules.http import parse_reply
+
+    now = utcnow()
+    with write_transaction():
+        op = get(operation_id)
+        if op.status == "done":
+            return op  # a repeated callback
+        if op.status != "waiting_callback":
+            raise Conflict(f"operation {op.id} is {op.status}, not waiting for a callback")
+        attempt = (
+            Attempt.select()
+            .where(Attempt.operation == op.id)
+            .order_by(Attempt.number.desc())
+            .first()
+        )
+        try:
+            result = parse_reply(data)
+        except ModuleError as exc:
+            message = f"callback: {exc}"
+            Attempt.update(
+                outcome="permanent_error" if exc.permanent else "temporary_error",
+                error=message,
+                finished_at=now,
+                log=(attempt.log + f"\n< callback {data}")[:20000],
+            ).where(Attempt.id == attempt.id).execute()
+            op.last_error = message
+            _after_failure(op, exc.permanent, now)
+        else:
+            if result.status == "pending":
+                return op
+            Attempt.update(outcome="done", log=(attempt.log + "\n< callback: done")).where(
+                Attempt.id == attempt.id
+            ).execute()
+            _complete(op, result.remote_id, result.details, now, by=None)
+    return op
+
+
+# --- the sweep --------------------------------------------------------------------------
+
+
+def sweep(limit=1000):
+    """Recover what messages lost: re-send due operations, reclaim stale running ones.
+
+    Run every few seconds by the scheduler (and by ``provisor ops sweep``). Returns counts.
+    """
+    now = utcnow()
+    counts = {"reclaimed": 0, "callback_timeouts": 0, "resent": 0}
+    stale = list(
+        Operation.select(Operation.id)
+        .where((Operation.status == "running") & (Operation.lease_until < now))
+        .limit(limit)
+    )
+    for row in stale:
+        with write_transaction():
+            op = Operation.get_by_id(row.id)
+            if op.status != "running" or op.lease_until >= now:
+                continue
+            Attempt.update(
+                finished_at=now,
+                outcome="interrupted",
+                error="the worker stopped during this attempt (lease expired)",
+            ).where((Attempt.operation == op.id) & Attempt.finished_at.is_null()).execute()
+            op.last_error = "the worker stopped during the attempt"
+            max_attempts = op.module.max_attempts if op.module is not None else 1
+            if op.attempts >= max_attempts:
+                _escalate(op, f"interrupted after {op.attempts} attempts", now)
+            else:
+                op.status = "queued"
+                op.next_run_at = now
+                op.dispatched_at = now
+                op.lease_until = None
+                op.updated_at = now
+                op.save()
+                dispatch.operation(op.id)
+            counts["reclaimed"] += 1
+    waiting = list(
+        Operation.select(Operation.id)
+        .where((Operation.status == "waiting_callback") & (Operation.lease_until < now))
+        .limit(limit)
+    )
+    for row in waiting:
+        with write_transaction():
+            op = Operation.get_by_id(row.id)
+            if op.status != "waiting_callback" or op.lease_until >= now:
+                continue
+            message = "no callback came from the endpoint in time"
+            Attempt.update(outcome="temporary_error", error=message, finished_at=now).where(
+                (Attempt.operation == op.id) & (Attempt.number == op.attempts)
+            ).execute()
+            op.last_error = message
+            _after_failure(op, False, now)
+            counts["callback_timeouts"] += 1
+    grace = timedelta(seconds=_setting("SWEEP_GRACE"))
+    due = list(
+        Operation.select(Operation.id)
+        .where(
+            Operation.status.in_(RUNNABLE)
+            & (Operation.next_run_at <= now - grace)
+            & (Operation.dispatched_at.is_null() | (Operation.dispatched_at <= now - grace))
+        )
+        .order_by(Operation.next_run_at)
+        .limit(limit)
+    )
+    if due:
+        ids = [row.id for row in due]
+        with write_transaction():
+            Operation.update(dispatched_at=now).where(Operation.id.in_(ids)).execute()
+            dispatch.operations(ids)
+        counts["resent"] = len(ids)
+    if any(counts.values()):
+        log.info("sweep: %s", counts)
+    return counts
+
+
+# --- queries for pages and the API ------------------------------------------------------
+
+
+def open_operations(status=None, module_id=None, kind=None, search=None):
+    query = (
+        Operation.select(Operation, ProcessingModule)
+        .join(ProcessingModule, join_type="LEFT OUTER")
+        .switch(Operation)
+    )
+    if status:
+        query = query.where(Operation.status == status)
+    else:
+        query = query.where(Operation.status.in_(Operation.OPEN_STATUSES))
+    if module_id:
+        query = query.where(Operation.module == module_id)
+    if kind:
+        query = query.where(Operation.kind == kind)
+    if search:
+        term = str(search).strip().lstrip("#")
+        if term.isdigit():
+            query = query.where((Operation.id == int(term)) | (Operation.service == int(term)))
+    return query.order_by(Operation.created_at.desc(), Operation.id.desc())
+
+
+def attempts_of(op):
+    return list(Attempt.select().where(Attempt.operation == op.id).order_by(Attempt.number))
+
+
+def open_task_of(op):
+    return (
+        Task.select().where((Task.operation == op.id) & Task.status.in_(Task.OPEN_STATUSES)).first()
+    )
+
+
+def counts_by_status():
+    from peewee import fn
+
+    rows = (
+        Operation.select(Operation.status, fn.COUNT(Operation.id).alias("n"))
+        .where(Operation.status.in_(Operation.OPEN_STATUSES))
+        .group_by(Operation.status)
+    )
+    return {row.status: row.n for row in rows}

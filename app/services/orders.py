@@ -1,0 +1,202 @@
+"""Orders and payments: an order is unpaid until a payment (webhook or staff) arrives."""
+
+import logging
+from decimal import Decimal, InvalidOperation
+
+from peewee import IntegrityError
+
+from app.db import write_transaction
+from app.models import Client, Operation, Order, Payment, Service, Tariff, utcnow
+from app.services import catalog, provisioning
+from app.services.errors import Conflict, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+def get(order_id):
+    order = Order.get_or_none_by_id(order_id)
+    if order is None:
+        raise NotFound(f"order {order_id} not found")
+    return order
+
+
+def create(data):
+    """An unpaid order and its service (status ``ordered``)."""
+    errors = {}
+    client = Client.get_or_none_by_id(data.get("client_id"))
+    if client is None:
+        errors["client_id"] = "Choose an existing client."
+    tariff = Tariff.get_or_none_by_id(data.get("tariff_id"))
+    if tariff is None:
+        errors["tariff_id"] = "Choose an existing tariff."
+    elif not catalog.is_orderable(tariff):
+        errors["tariff_id"] = "This tariff cannot be ordered: no enabled module serves it."
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        errors["params"] = "Must be an object."
+    elif any(not isinstance(k, str) or len(k) > 64 for k in params):
+        errors["params"] = "Parameter names must be short strings."
+    if errors:
+        raise ValidationError(errors)
+    now = utcnow()
+    with write_transaction():
+        service = Service.create(
+            client=client,
+            tariff=tariff,
+            status="ordered",
+            params=params,
+            created_at=now,
+            updated_at=now,
+        )
+        return Order.create(
+            client=client,
+            tariff=tariff,
+            service=service,
+            amount=tariff.price,
+            currency=tariff.currency,
+            status="unpaid",
+            created_at=now,
+        )
+
+
+def mark_paid(order_id, by):
+    """Staff (or a payment) marks the order paid: the service goes ``processing``."""
+    with write_transaction():
+        order = get(order_id)
+        if order.status == "paid":
+            raise Conflict(f"order {order.id} is already paid")
+        if order.status != "unpaid":
+            raise Conflict(f"order {order.id} is {order.status}")
+        op = _pay(order, by)
+    return order, op
+
+
+def _pay(order, by):
+    now = utcnow()
+    updated = (
+        Order.update(status="paid", paid_at=now, paid_by=by)
+        .where((Order.id == order.id) & (Order.status == "unpaid"))
+        .execute()
+    )
+    if updated != 1:
+        raise Conflict(f"order {order.id} is already paid")
+    order.status, order.paid_at, order.paid_by = "paid", now, by
+    service = Service.get_by_id(order.service_id)
+    return provisioning.start_open(service, now)
+
+
+def cancel(order_id):
+    with write_transaction():
+        order = get(order_id)
+        if order.status != "unpaid":
+            raise Conflict(
+                f"order {order.id} is {order.status}; only unpaid orders can be cancelled"
+            )
+        order.status = "cancelled"
+        order.save()
+        Service.update(status="deleted", updated_at=utcnow()).where(
+            Service.id == order.service_id
+        ).execute()
+    return order
+
+
+def parse_payment(data):
+    if not isinstance(data, dict):
+        raise ValidationError({"body": "Must be a JSON object."})
+    errors = {}
+    payment_id = data.get("payment_id")
+    if (
+        not isinstance(payment_id, (str, int))
+        or isinstance(payment_id, bool)
+        or str(payment_id).strip() == ""
+    ):
+        errors["payment_id"] = "Required: the payment's id at the payment provider."
+    elif len(str(payment_id)) > 200:
+        errors["payment_id"] = "At most 200 characters."
+    order_id = data.get("order_id")
+    if isinstance(order_id, bool) or not str(order_id or "").strip().isdigit():
+        errors["order_id"] = "Required: the id of the order."
+    try:
+        amount = Decimal(str(data.get("amount")))
+        if not amount.is_finite() or amount < 0 or isinstance(data.get("amount"), bool):
+            raise InvalidOperation
+    except (InvalidOperation, ValueError):
+        errors["amount"] = "Required: the amount paid, such as 9.99."
+        amount = None
+    currency = data.get("currency")
+    if not isinstance(currency, str) or len(currency.strip()) != 3:
+        errors["currency"] = "Required: a three-letter currency code."
+    if errors:
+        raise ValidationError(errors)
+    return str(payment_id).strip(), int(order_id), amount, currency.strip().upper()
+
+
+def receive_payment(data):
+    """A (verified) payment notification. Idempotent on ``payment_id``.
+
+    Returns ``(result, created)``: a replay returns the stored result and queues nothing.
+    """
+    payment_id, order_id, amount, currency = parse_payment(data)
+    existing = Payment.get_or_none(Payment.payment_id == payment_id)
+    if existing is not None:
+        return _replay(existing, order_id)
+    try:
+        with write_transaction():
+            if Payment.select().where(Payment.payment_id == payment_id).exists():
+                raise _Replay()
+            order = Order.get_or_none_by_id(order_id)
+            if order is None:
+                raise NotFound(f"order {order_id} not found")
+            if currency != order.currency:
+                raise ValidationError({"currency": f"The order is in {order.currency}."})
+            if amount < order.amount:
+                raise ValidationError(
+                    {"amount": f"The order costs {order.amount} {order.currency}."}
+                )
+            if order.status == "cancelled":
+                raise Conflict(f"order {order.id} is cancelled")
+            if order.status == "paid":
+                raise Conflict(f"order {order.id} is already paid by another payment")
+            op = _pay(order, f"payment {payment_id}")
+            result = {
+                "payment_id": payment_id,
+                "order_id": order.id,
+                "order_status": "paid",
+                "service_id": order.service_id,
+                "operation_id": op.id,
+            }
+            Payment.create(
+                payment_id=payment_id, order=order, amount=amount, currency=currency, result=result
+            )
+        return result, True
+    except (IntegrityError, _Replay):
+        return _replay(Payment.get(Payment.payment_id == payment_id), order_id)
+
+
+class _Replay(Exception):
+    pass
+
+
+def _replay(payment, order_id):
+    if payment.order_id != order_id:
+        raise Conflict(f"payment {payment.payment_id} was already used for another order")
+    return payment.result, False
+
+
+def for_client(client_id):
+    return Order.select().where(Order.client == client_id).order_by(Order.id.desc())
+
+
+def list_orders(status=None):
+    query = Order.select().order_by(Order.id.desc())
+    if status:
+        query = query.where(Order.status == status)
+    return query
+
+
+def open_operation_of(service):
+    return (
+        Operation.select()
+        .where((Operation.service == service.id) & Operation.status.in_(Operation.OPEN_STATUSES))
+        .first()
+    )

@@ -1,0 +1,219 @@
+"""Tasks: work for people in a department (new → in_work → closed / cancelled).
+
+A task is opened when an operation escalates (or for every operation of a manual
+module); closing it with the detail fields completes the operation.
+"""
+
+import logging
+
+from app.db import write_transaction
+from app.models import Operation, Task, TaskEvent, utcnow
+from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    "open": "Set up service #{service} manually",
+    "suspend": "Suspend service #{service} manually",
+    "resume": "Resume service #{service} manually",
+    "close": "Delete service #{service} manually",
+    "change_tariff": "Change the tariff of service #{service} manually",
+    "ensure_item": "Create item {item} on module {module} manually",
+}
+
+
+def title_for(op):
+    return TITLES[op.kind].format(
+        service=op.service_id,
+        item=op.item.internal_name if op.item_id else "",
+        module=op.module.name if op.module_id else "",
+    )
+
+
+def _event(task, kind, actor, text, now):
+    TaskEvent.create(task=task, kind=kind, actor=actor or "system", text=text, created_at=now)
+
+
+def get(task_id):
+    task = Task.get_or_none_by_id(task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    return task
+
+
+def open_for_operation(op, reason, now):
+    """The task for an operation that people must do (inside the caller's transaction)."""
+    existing = (
+        Task.select().where((Task.operation == op.id) & Task.status.in_(Task.OPEN_STATUSES)).first()
+    )
+    if existing is not None:
+        _event(existing, "note", "system", f"Operation #{op.id}: {reason}.", now)
+        return existing
+    department = op.module.department_id if op.module_id else None
+    task = Task.create(
+        department=department,
+        service=op.service_id,
+        operation=op.id,
+        title=title_for(op),
+        status="new",
+        created_at=now,
+        updated_at=now,
+    )
+    _event(task, "created", "system", f"Operation #{op.id} ({op.kind}): {reason}.", now)
+    log.info("task %s created for operation %s: %s", task.id, op.id, reason)
+    return task
+
+
+def _open_tasks_of(op):
+    return list(
+        Task.select().where((Task.operation == op.id) & Task.status.in_(Task.OPEN_STATUSES))
+    )
+
+
+def close_for_operation(op, note, now, by=None):
+    for task in _open_tasks_of(op):
+        task.status = "closed"
+        task.closed_at = now
+        task.closed_by = by or "system"
+        task.updated_at = now
+        task.save()
+        _event(task, "closed", by or "system", note, now)
+
+
+def cancel_for_operation(op, note, now, actor):
+    for task in _open_tasks_of(op):
+        task.status = "cancelled"
+        task.closed_at = now
+        task.closed_by = actor
+        task.updated_at = now
+        task.save()
+        _event(task, "cancelled", actor, note, now)
+
+
+def note_for_operation(op, note, now, actor):
+    for task in _open_tasks_of(op):
+        _event(task, "note", actor, note, now)
+
+
+def list_tasks(department_id=None, status=None, assignee_id=None, departments=None):
+    query = Task.select().order_by(Task.id.desc())
+    if department_id:
+        query = query.where(Task.department == department_id)
+    if departments is not None:
+        query = query.where(Task.department.in_(departments))
+    if status:
+        query = query.where(Task.status == status)
+    if assignee_id:
+        query = query.where(Task.assignee == assignee_id)
+    return query
+
+
+def can_act(user, task):
+    """Admins act on every task; staff on the tasks of their departments."""
+    if user.is_admin:
+        return True
+    if not user.is_staff:
+        return False
+    from app.models import StaffMembership
+
+    return (
+        task.department_id is not None
+        and StaffMembership.select()
+        .where(
+            (StaffMembership.user == user.id) & (StaffMembership.department == task.department_id)
+        )
+        .exists()
+    )
+
+
+def assign(task_id, user, assignee=None, force=False):
+    """Give the task to ``assignee`` (default: ``user``).
+
+    A task that is already someone else's is only handed over with ``force`` (an admin or
+    the current assignee): when two people click "Assign to me" at once, one gets it and
+    the other is told who did.
+    """
+    assignee = assignee or user
+    now = utcnow()
+    with write_transaction():
+        task = get(task_id)
+        if not can_act(user, task):
+            raise PermissionDenied("this task belongs to a department you are not in")
+        if task.status not in Task.OPEN_STATUSES:
+            raise Conflict(f"task {task.id} is {task.status}")
+        if task.assignee_id == assignee.id:
+            return task
+        current = task.assignee_id
+        may_hand_over = force and (user.is_admin or current == user.id)
+        if current is not None and not may_hand_over:
+            raise Conflict(f"task {task.id} is already assigned to {task.assignee.name}")
+        updated = (
+            Task.update(assignee=assignee.id, status="in_work", updated_at=now)
+            .where(
+                (Task.id == task.id)
+                & (Task.assignee.is_null() if current is None else (Task.assignee == current))
+            )
+            .execute()
+        )
+        if updated != 1:
+            task = Task.get_by_id(task.id)
+            who = task.assignee.name if task.assignee_id else "someone"
+            raise Conflict(f"task {task.id} was just assigned to {who}")
+        task = Task.get_by_id(task.id)
+        _event(task, "assigned", user.email, f"Assigned to {assignee.name}.", now)
+    return task
+
+
+def close(task_id, user, fields=None, comment=""):
+    """Close a task with the detail fields: the operation completes, the service moves on."""
+    from app.services import operations
+
+    fields = fields or {}
+    if not isinstance(fields, dict):
+        raise ValidationError({"fields": "Must be an object of detail fields."})
+    now = utcnow()
+    with write_transaction():
+        task = get(task_id)
+        if not can_act(user, task):
+            raise PermissionDenied("this task belongs to a department you are not in")
+        if task.status not in Task.OPEN_STATUSES:
+            raise Conflict(f"task {task.id} is already {task.status}")
+        op = Operation.get_or_none_by_id(task.operation_id) if task.operation_id else None
+        cleaned = clean_fields(task, op, fields)
+        task.fields = {**(task.fields or {}), **cleaned}
+        task.status = "closed"
+        task.closed_at = now
+        task.closed_by = user.email
+        task.updated_at = now
+        if task.assignee_id is None:
+            task.assignee = user.id
+        task.save()
+        if comment:
+            _event(task, "comment", user.email, str(comment), now)
+        _event(task, "closed", user.email, "Closed with the detail fields.", now)
+        if op is not None and op.is_open:
+            operations.complete_manually(op, cleaned, user.email, now)
+    return task
+
+
+def clean_fields(task, op, fields):
+    """Check the detail fields of the product type; required ones for setting a service up."""
+    if op is None or op.kind != "open" or task.service_id is None:
+        return {str(k): str(v) for k, v in fields.items() if v not in (None, "")}
+    product_type = task.service.tariff.product_type
+    declared = product_type.detail_fields or []
+    errors, cleaned = {}, {}
+    names = {f["name"] for f in declared}
+    for f in declared:
+        value = fields.get(f["name"])
+        value = "" if value is None else str(value).strip()
+        if not value and f.get("required"):
+            errors[f["name"]] = f"{f.get('label') or f['name']} is required."
+        elif value:
+            cleaned[f["name"]] = value
+    for name in fields:
+        if name not in names:
+            errors[name] = "Not a detail field of this product type."
+    if errors:
+        raise ValidationError(errors)
+    return cleaned

@@ -1,0 +1,76 @@
+"""Processing module types and their registry.
+
+Built-in and third-party types are found alike, through the ``provisor.modules``
+entry-point group (see ``modules.base`` for the interface). :func:`register` adds a type
+by hand (tests, plugins loaded in code).
+"""
+
+import logging
+from importlib.metadata import entry_points
+
+from modules.base import (
+    ConfigField,
+    ModuleType,
+    OperationContext,
+    PermanentError,
+    Result,
+    TemporaryError,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ConfigField",
+    "ModuleType",
+    "OperationContext",
+    "PermanentError",
+    "Result",
+    "TemporaryError",
+    "get_type",
+    "register",
+    "types",
+]
+
+BUILTIN = {
+    "sandbox": "modules.sandbox:SandboxModule",
+    "http": "modules.http:HttpModule",
+}
+
+_registry: dict[str, type[ModuleType]] = {}
+_loaded = False
+
+
+def register(cls):
+    """Register a module type class (usable as a decorator)."""
+    if not cls.id:
+        raise ValueError("a module type needs an id")
+    _registry[cls.id] = cls
+    return cls
+
+
+def _load():
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    found = {ep.name: ep for ep in entry_points(group="provisor.modules")}
+    for name, target in BUILTIN.items():
+        if name not in found:  # running from a source tree that is not installed
+            module_name, _, attr = target.partition(":")
+            register(getattr(__import__(module_name, fromlist=[attr]), attr))
+    for name, ep in found.items():
+        try:
+            register(ep.load())
+        except Exception:
+            log.exception("cannot load processing module type %r", name)
+
+
+def types():
+    """All known module types, by id."""
+    _load()
+    return dict(sorted(_registry.items()))
+
+
+def get_type(type_id):
+    _load()
+    return _registry.get(type_id)

@@ -1,0 +1,134 @@
+"""The http module: for panels with no built-in module.
+
+For each operation Provisor POSTs JSON ``{"operation", "operation_id", "service",
+"tariff", "client", "params"}`` to ``url``, signed like the payment webhook with
+``secret`` (header ``X-Provisor-Signature``). A 2xx reply ``{"status": "done",
+"remote_id", "details"}`` completes the operation; ``{"status": "pending"}`` leaves it
+waiting for ``POST /api/v1/operations/<id>/callback``; a 5xx, a timeout or a refused
+connection is a temporary error; a 4xx is a permanent one. ``operation_id`` is the
+idempotency key: the endpoint must answer a repeated id with the same result.
+"""
+
+import json
+
+import requests
+
+from app.signing import HEADER, sign
+from modules.base import ConfigField, ModuleType, PermanentError, Result, TemporaryError
+
+MAX_LOGGED = 4000
+
+
+def _short(text):
+    return text if len(text) <= MAX_LOGGED else text[:MAX_LOGGED] + "... (cut)"
+
+
+class HttpModule(ModuleType):
+    id = "http"
+    name = "HTTP endpoint"
+    description = "Calls your own HTTP endpoint with signed JSON for each operation."
+    config_fields = [
+        ConfigField("url", "Endpoint URL", kind="url", required=True),
+        ConfigField("secret", "Signing secret", kind="secret", required=True),
+        ConfigField(
+            "timeout", "Timeout (s)", kind="float", default=30.0, minimum=0.1, maximum=3600
+        ),
+    ]
+
+    def _payload(self, ctx):
+        service = ctx.service
+        tariff = ctx.tariff
+        client = ctx.client
+        return {
+            "operation": ctx.kind,
+            "operation_id": ctx.operation.id,
+            "attempt": ctx.attempt_number,
+            "service": None
+            if service is None
+            else {
+                "id": service.id,
+                "status": service.status,
+                "remote_id": service.remote_id,
+                "details": service.details or {},
+            },
+            "tariff": None
+            if tariff is None
+            else {
+                "id": tariff.id,
+                "name": tariff.name,
+                "product_type": tariff.product_type.code,
+                "internal_name": tariff.internal_name,
+                "price": str(tariff.price),
+                "period": tariff.period,
+            },
+            "item": None if ctx.item is None else {"internal_name": ctx.item.internal_name},
+            "client": None
+            if client is None
+            else {
+                "id": client.id,
+                "name": client.name,
+                "email": client.email,
+            },
+            "params": ctx.params,
+        }
+
+    def _call(self, ctx):
+        body = json.dumps(self._payload(ctx), sort_keys=True).encode()
+        url = self.config["url"]
+        headers = {
+            "Content-Type": "application/json",
+            HEADER: sign(self.config["secret"], body),
+            "Idempotency-Key": str(ctx.operation.id),
+            "User-Agent": "Provisor",
+        }
+        ctx.log(f"> POST {url}")
+        ctx.log(f"> {_short(body.decode())}")
+        try:
+            reply = requests.post(url, data=body, headers=headers, timeout=self.timeout())
+        except requests.Timeout:
+            ctx.log(f"< timeout after {self.timeout():g} s")
+            raise TemporaryError(f"timeout after {self.timeout():g} s calling {url}") from None
+        except requests.RequestException as exc:
+            ctx.log(f"< connection error: {exc.__class__.__name__}")
+            raise TemporaryError(f"cannot reach {url}: {exc.__class__.__name__}") from None
+        ctx.log(f"< {reply.status_code} {reply.reason}")
+        ctx.log(f"< {_short(reply.text)}")
+        if reply.status_code >= 500:
+            raise TemporaryError(
+                f"endpoint answered {reply.status_code}: {_short(reply.text)[:200]}"
+            )
+        if reply.status_code >= 400:
+            raise PermanentError(
+                f"endpoint answered {reply.status_code}: {_short(reply.text)[:200]}"
+            )
+        if not 200 <= reply.status_code < 300:
+            raise TemporaryError(f"endpoint answered {reply.status_code}")
+        try:
+            data = reply.json()
+        except ValueError:
+            raise TemporaryError("endpoint answered with a body that is not JSON") from None
+        return parse_reply(data)
+
+    def open(self, ctx):
+        return self._call(ctx)
+
+    suspend = resume = close = change_tariff = ensure_item = open
+
+
+def parse_reply(data):
+    """A reply (or callback) body as a Result; raise on ``error`` or a malformed body."""
+    if not isinstance(data, dict):
+        raise TemporaryError("endpoint reply is not a JSON object")
+    status = data.get("status")
+    if status == "done":
+        details = data.get("details") or {}
+        if not isinstance(details, dict):
+            raise TemporaryError("endpoint reply: details must be an object")
+        remote_id = data.get("remote_id")
+        return Result.done(None if remote_id is None else str(remote_id), details)
+    if status == "pending":
+        return Result.pending()
+    if status == "error":
+        message = str(data.get("message") or data.get("error") or "endpoint reported an error")
+        raise (PermanentError if data.get("permanent") else TemporaryError)(message)
+    raise TemporaryError(f"endpoint reply has an unknown status {status!r}")

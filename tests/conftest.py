@@ -1,0 +1,176 @@
+"""Fixtures: the app on its own SQLite file, the embedded worker, real loopback servers.
+
+Tests needing PostgreSQL, Redis or chromium are skipped (with the reason) when those are
+not reachable, except under CI (``CI=true``), where they fail instead.
+"""
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+
+# the test process uses the in-process broker; scaled tests run their own processes
+for _name in (
+    "REDIS_URL",
+    "PROVISOR_REDIS_URL",
+    "DATABASE_URL",
+    "PROVISOR_DATABASE_URL",
+    "SMTP_URL",
+    "PROVISOR_SMTP_URL",
+):
+    os.environ.pop(_name, None)
+os.environ.setdefault("PROVISOR_INSTANCE_PATH", tempfile.mkdtemp(prefix="provisor-test-instance-"))
+
+import pytest  # noqa: E402
+
+from app import create_app, schema  # noqa: E402
+from app.db import database  # noqa: E402
+from tests import support  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition, reason):
+    """Skip with ``reason`` unless ``condition``; under CI a missing component fails."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def worker():
+    """One embedded Dramatiq worker for the whole session (re-pointed at each test's app)."""
+    import actors
+    from app import embedded
+
+    w = embedded.start_worker(
+        create_app(
+            {"DATABASE_URL": "sqlite:///:memory:", "SECRET_KEY": "x", "PAYMENT_WEBHOOK_SECRET": "x"}
+        ),
+        threads=4,
+    )
+    yield w
+    embedded.stop_worker()
+    actors.broker.flush_all()
+
+
+@pytest.fixture
+def app(tmp_path, worker):
+    """The app on a fresh SQLite database, with the embedded worker running its actors."""
+    import actors
+    from actors.middleware import AppContextMiddleware
+
+    actors.broker.flush_all()
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/provisor.sqlite3",
+            "SECRET_KEY": "test-secret-key",
+            "PAYMENT_WEBHOOK_SECRET": support.WEBHOOK_SECRET,
+            "WTF_CSRF_ENABLED": False,
+            "LEASE_GRACE": 2,
+            "SWEEP_GRACE": 0,
+            "MAIL_RETRY_DELAY": 1,
+        }
+    )
+    schema.upgrade()
+    AppContextMiddleware.app = app
+    yield app
+    actors.broker.flush_all()
+    time.sleep(0.05)  # let a message in flight finish before the database goes away
+    if not database.is_closed():
+        database.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def api(app, client):
+    """An API client with an admin's bearer token (see ``tests/support.py``)."""
+    with app.app_context(), database.connection_context():
+        from app.services import accounts
+
+        accounts.create_user(
+            {"email": "admin@example.com", "name": "Admin", "password": "admin-password"},
+            role="admin",
+        )
+        token = accounts.create_token("admin@example.com")
+    return support.Api(client, token)
+
+
+@pytest.fixture
+def http_endpoint():
+    """A real HTTP server on loopback speaking the http module's protocol."""
+    server = support.ModuleEndpoint()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on a free loopback port."""
+    controller, handler = support.start_smtp(support.free_port())
+    yield handler
+    controller.stop()
+
+
+def _reachable(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    need(_reachable("127.0.0.1", 5432), "PostgreSQL is not reachable on 127.0.0.1:5432")
+    try:
+        import psycopg2
+    except ImportError:
+        need(False, "psycopg2 is not installed (pip install -e '.[test]')")
+    name = f"provisor_test_{os.getpid()}"
+    admin = psycopg2.connect(
+        host="127.0.0.1", port=5432, user=os.environ.get("PGUSER", "postgres"), dbname="postgres"
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://{os.environ.get('PGUSER', 'postgres')}@127.0.0.1:5432/{name}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A Redis database number of its own, flushed before and after."""
+    need(_reachable("127.0.0.1", 6379), "Redis is not reachable on 127.0.0.1:6379")
+    import redis
+
+    url = "redis://127.0.0.1:6379/11"
+    conn = redis.Redis.from_url(url)
+    conn.flushdb()
+    yield url
+    conn.flushdb()
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    need(path is not None, "chromium is not installed (apt-get install chromium)")
+    return path
