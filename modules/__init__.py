@@ -6,6 +6,7 @@ by hand (tests, plugins loaded in code).
 """
 
 import logging
+import threading
 from importlib.metadata import entry_points
 
 from modules.base import (
@@ -38,6 +39,7 @@ BUILTIN = {
 
 _registry: dict[str, type[ModuleType]] = {}
 _loaded = False
+_lock = threading.Lock()
 
 
 def register(cls):
@@ -52,17 +54,20 @@ def _load():
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    found = {ep.name: ep for ep in entry_points(group="provisor.modules")}
-    for name, target in BUILTIN.items():
-        if name not in found:  # running from a source tree that is not installed
-            module_name, _, attr = target.partition(":")
-            register(getattr(__import__(module_name, fromlist=[attr]), attr))
-    for name, ep in found.items():
-        try:
-            register(ep.load())
-        except Exception:
-            log.exception("cannot load processing module type %r", name)
+    with _lock:  # worker threads may ask for a type at the same moment
+        if _loaded:
+            return
+        found = {ep.name: ep for ep in entry_points(group="provisor.modules")}
+        for name, target in BUILTIN.items():
+            if name not in found:  # running from a source tree that is not installed
+                module_name, _, attr = target.partition(":")
+                register(getattr(__import__(module_name, fromlist=[attr]), attr))
+        for name, ep in found.items():
+            try:
+                register(ep.load())
+            except Exception:
+                log.exception("cannot load processing module type %r", name)
+        _loaded = True
 
 
 def types():

@@ -135,22 +135,30 @@ def _reachable(host, port):
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+def postgres_server():
+    """Connection settings of the PostgreSQL server (skips or fails when unreachable)."""
     need(_reachable("127.0.0.1", 5432), "PostgreSQL is not reachable on 127.0.0.1:5432")
     try:
-        import psycopg2
+        import psycopg2  # noqa: F401
     except ImportError:
         need(False, "psycopg2 is not installed (pip install -e '.[test]')")
-    name = f"provisor_test_{os.getpid()}"
-    admin = psycopg2.connect(
-        host="127.0.0.1", port=5432, user=os.environ.get("PGUSER", "postgres"), dbname="postgres"
-    )
+    user = os.environ.get("PGUSER", "postgres")
+    return f"postgresql://{user}@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    name = f"provisor_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = psycopg2.connect(postgres_server + "/postgres")
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://{os.environ.get('PGUSER', 'postgres')}@127.0.0.1:5432/{name}"
+    yield f"{postgres_server}/{name}"
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()

@@ -130,14 +130,16 @@ class Api:
 class ModuleEndpoint:
     """A panel endpoint for the http module: a real HTTP server on loopback.
 
-    ``script`` is a list of behaviours used one per request ("500", "timeout", "400",
-    "pending", "done", "close"); after it runs out every request is answered "done".
+    ``script`` is a list of behaviours used one per request of ``script_kinds`` ("500",
+    "timeout", "400", "pending", "done", "close"); other requests, and every request once
+    it runs out, are answered "done".
     Creations are recorded by operation id, as a real panel keyed on the idempotency key.
     """
 
-    def __init__(self, secret=ENDPOINT_SECRET, script=None, delay=0.0):
+    def __init__(self, secret=ENDPOINT_SECRET, script=None, delay=0.0, script_kinds=("open",)):
         self.secret = secret
         self.script = list(script or [])
+        self.script_kinds = set(script_kinds)
         self.delay = delay
         self.requests = []
         self.creations = {}  # operation_id -> remote_id
@@ -160,7 +162,8 @@ class ModuleEndpoint:
                 payload = json.loads(raw)
                 with endpoint.lock:
                     endpoint.requests.append(payload)
-                    behaviour = endpoint.script.pop(0) if endpoint.script else "done"
+                    scripted = endpoint.script and payload["operation"] in endpoint.script_kinds
+                    behaviour = endpoint.script.pop(0) if scripted else "done"
                 if endpoint.delay:
                     time.sleep(endpoint.delay)
                 if behaviour == "timeout":

@@ -182,3 +182,18 @@ def outbox(status=None):
     if status:
         query = query.where(Email.status == status)
     return query.order_by(Email.id.desc())
+
+
+def get(email_id):
+    """One stored email."""
+    from app.services.errors import NotFound
+
+    email = Email.get_or_none_by_id(email_id)
+    if email is None:
+        raise NotFound(f"email {email_id} not found")
+    return email
+
+
+def for_service(service_id):
+    """The emails about one service, newest first."""
+    return list(Email.select().where(Email.service == service_id).order_by(Email.id.desc()))

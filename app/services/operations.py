@@ -19,6 +19,7 @@ import socket
 from datetime import timedelta
 
 from flask import current_app
+from peewee import JOIN
 
 import modules
 from app.db import write_transaction
@@ -29,7 +30,6 @@ from modules.base import ModuleError, OperationContext
 
 log = logging.getLogger(__name__)
 
-EARLY_TOLERANCE = timedelta(milliseconds=500)
 ITEM_WAIT = timedelta(seconds=2)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -105,8 +105,11 @@ def _claim(operation_id):
         op = Operation.get_or_none_by_id(operation_id)
         if op is None or op.status not in RUNNABLE:
             return None
-        if op.next_run_at and op.next_run_at > now + EARLY_TOLERANCE:
-            return None  # an early or duplicate message; the right one (or the sweep) comes
+        if op.next_run_at and op.next_run_at > now:
+            # an early message (brokers may deliver delayed messages a little early):
+            # wait for the rest of the delay, so that retries are never early
+            dispatch.operation(op.id, delay=(op.next_run_at - now).total_seconds())
+            return None
         module = op.module
         instance = module_instance(module) if module is not None else None
         if instance is None:
@@ -237,16 +240,20 @@ def _complete(op, remote_id, details, now, by):
 
 
 def _wake_waiting_on_item(item):
-    waiting = (
-        Operation.select(Operation.id)
+    """Operations that waited for this item to be created may run now."""
+    from app.models import Tariff
+
+    ids = [
+        row.id
+        for row in Operation.select(Operation.id)
         .join(Service)
+        .join(Tariff)
         .where(
             (Operation.module == item.module_id)
             & (Operation.status == "queued")
-            & (Operation.service.is_null(False))
+            & (Tariff.internal_name == item.internal_name)
         )
-    )
-    ids = [op.id for op in waiting if op.service.tariff.internal_name == item.internal_name]
+    ]
     if ids:
         now = utcnow()
         Operation.update(next_run_at=now, dispatched_at=now).where(Operation.id.in_(ids)).execute()
@@ -482,7 +489,7 @@ def sweep(limit=1000):
 def open_operations(status=None, module_id=None, kind=None, search=None):
     query = (
         Operation.select(Operation, ProcessingModule)
-        .join(ProcessingModule, join_type="LEFT OUTER")
+        .join(ProcessingModule, JOIN.LEFT_OUTER)
         .switch(Operation)
     )
     if status:
@@ -519,3 +526,13 @@ def counts_by_status():
         .group_by(Operation.status)
     )
     return {row.status: row.n for row in rows}
+
+
+def available_actions(op):
+    """What a person may do with ``op`` now: a list of ``"restart"`` and ``"cancel"``."""
+    actions = []
+    if op.status in RESTARTABLE:
+        actions.append("restart")
+    if op.status in CANCELLABLE:
+        actions.append("cancel")
+    return actions

@@ -200,3 +200,11 @@ def open_operation_of(service):
         .where((Operation.service == service.id) & Operation.status.in_(Operation.OPEN_STATUSES))
         .first()
     )
+
+
+def get_for_client(order_id, client_id):
+    """An order of this client; any other order is "not found" (client isolation)."""
+    order = Order.get_or_none_by_id(order_id)
+    if order is None or order.client_id != client_id:
+        raise NotFound(f"order {order_id} not found")
+    return order

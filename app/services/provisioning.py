@@ -275,3 +275,40 @@ def list_services(status=None, client_id=None, search=None):
             cond = cond | (Service.id == int(term.lstrip("#")))
         query = query.where(cond)
     return query.order_by(Service.id.desc())
+
+
+def get_for_client(service_id, client_id):
+    """A service of this client; any other service is "not found" (client isolation)."""
+    service = Service.get_or_none_by_id(service_id)
+    if service is None or service.client_id != client_id:
+        raise NotFound(f"service {service_id} not found")
+    return service
+
+
+def allowed_actions(service):
+    """The staff actions ``request`` would accept for the service now (none while busy)."""
+    busy = (
+        Operation.select()
+        .where(
+            (Operation.service == service.id)
+            & Operation.status.in_(Operation.OPEN_STATUSES)
+            & (Operation.kind != "ensure_item")
+        )
+        .exists()
+    )
+    if busy:
+        return []
+    return [kind for kind, statuses in ALLOWED_FROM.items() if service.status in statuses]
+
+
+def tariff_choices(service):
+    """The tariffs the service could move to: same product type, not archived, not its own."""
+    return list(
+        Tariff.select()
+        .where(
+            (Tariff.product_type == service.tariff.product_type_id)
+            & (Tariff.id != service.tariff_id)
+            & (Tariff.is_archived == False)  # noqa: E712
+        )
+        .order_by(Tariff.price, Tariff.id)
+    )

@@ -217,3 +217,24 @@ def clean_fields(task, op, fields):
     if errors:
         raise ValidationError(errors)
     return cleaned
+
+
+def list_open_tasks(department_id=None, assignee_id=None, departments=None):
+    """Tasks still to do (``new`` or ``in_work``), newest first; filters as list_tasks."""
+    return list_tasks(department_id, None, assignee_id, departments).where(
+        Task.status.in_(Task.OPEN_STATUSES)
+    )
+
+
+def events_of(task):
+    """The history of a task, oldest first."""
+    return list(
+        TaskEvent.select()
+        .where(TaskEvent.task == task.id)
+        .order_by(TaskEvent.created_at, TaskEvent.id)
+    )
+
+
+def for_operation(op):
+    """Every task of an operation, newest first."""
+    return list(Task.select().where(Task.operation == op.id).order_by(Task.id.desc()))

@@ -1,0 +1,277 @@
+"""The scaled-out system: PostgreSQL + Redis, gunicorn, separate `dramatiq` worker processes
+and one scheduler process, all real processes talking over loopback.
+
+Skipped (with the reason) when PostgreSQL or Redis is not reachable; failing under CI=true.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.support import ModuleEndpoint, free_port, signed, start_smtp, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.scaled]
+
+BIN = os.path.dirname(sys.executable)
+
+
+class System:
+    """A running scaled-out Provisor: web, workers and scheduler as subprocesses."""
+
+    def __init__(self, tmp_path, database_url, redis_url, extra_env=None):
+        self.tmp = tmp_path
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.namespace = f"provisor-test-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": self.namespace,
+            "PROVISOR_INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "scaled-secret",
+            "PAYMENT_WEBHOOK_SECRET": "test-webhook-secret",
+            "LEASE_GRACE": "2",
+            "SWEEP_INTERVAL": "1",
+            "SWEEP_GRACE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.procs = {}
+        self.logs = {}
+
+    def cli(self, *args):
+        result = subprocess.run(
+            [f"{BIN}/provisor", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def start(self, name, argv):
+        log = open(self.tmp / f"{name}.log", "ab")
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
+
+    def start_worker(self, name="worker"):
+        self.start(name, [f"{BIN}/dramatiq", "actors", "--processes", "1", "--threads", "4"])
+
+    def stop(self, name, sig=signal.SIGTERM):
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def up(self):
+        self.cli("db", "upgrade")
+        self.cli(
+            "users", "create-admin", "--email", "admin@example.com", "--password", "admin-pass"
+        )
+        self.token = self.cli("tokens", "create", "--email", "admin@example.com")
+        self.start(
+            "web",
+            [
+                f"{BIN}/gunicorn",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "app:create_app()",
+            ],
+        )
+        self.start_worker()
+        self.start("scheduler", [f"{BIN}/provisor", "scheduler"])
+        wait_for(self._healthy, timeout=30, message="gunicorn to answer")
+
+    def _healthy(self):
+        try:
+            return requests.get(self.base + "/api/v1/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def down(self):
+        for name in list(self.procs):
+            self.stop(name)
+        for log in self.logs.values():
+            log.close()
+
+    def log_text(self, name):
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    # API
+    def call(self, method, path, body=None, status=(200, 201, 202)):
+        response = requests.request(
+            method,
+            self.base + "/api/v1" + path,
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code in status, (response.status_code, response.text)
+        return response.json()
+
+    def setup_catalog(self, module_type, config, **fields):
+        department = self.call("POST", "/departments", {"name": f"Dept {uuid.uuid4().hex[:6]}"})
+        module = self.call(
+            "POST",
+            "/modules",
+            {
+                "name": f"m-{uuid.uuid4().hex[:6]}",
+                "type": module_type,
+                "config": config,
+                "department_id": department["id"],
+                **fields,
+            },
+        )
+        tariff = self.call(
+            "POST",
+            "/tariffs",
+            {
+                "name": "VPS",
+                "product_type": "vps",
+                "price": "5.00",
+                "module_ids": [module["id"]],
+                "internal_name": f"vps-{uuid.uuid4().hex[:6]}",
+            },
+        )
+        client = self.call(
+            "POST", "/clients", {"name": "Bob", "email": f"bob-{uuid.uuid4().hex[:6]}@example.com"}
+        )
+        return department, module, tariff, client
+
+    def order_and_pay(self, client, tariff):
+        order = self.call("POST", "/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
+        raw, headers = signed(
+            {
+                "payment_id": f"p-{uuid.uuid4().hex}",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        response = requests.post(
+            self.base + "/api/v1/webhooks/payment", data=raw, headers=headers, timeout=10
+        )
+        assert response.status_code == 200, response.text
+        return order, response.json()["operation_id"]
+
+    def operation(self, op_id):
+        return self.call("GET", f"/operations/{op_id}")
+
+    def wait_done(self, op_id, timeout=30, statuses=("done",)):
+        return wait_for(
+            lambda: (op := self.operation(op_id))["status"] in statuses and op,
+            timeout=timeout,
+            interval=0.2,
+            message=f"operation {op_id} {statuses}",
+        )
+
+
+@pytest.fixture
+def system(tmp_path, postgres_url, redis_url):
+    controller, smtp = start_smtp(free_port())
+    sys_ = System(tmp_path, postgres_url, redis_url, {"SMTP_URL": smtp.url})
+    sys_.smtp = smtp
+    try:
+        sys_.up()
+        yield sys_
+    finally:
+        sys_.down()
+        controller.stop()
+
+
+def test_whole_flow_on_postgres_redis_and_worker_processes(system):
+    endpoint = ModuleEndpoint(script=["500", "500"])
+    endpoint.start()
+    try:
+        _, module, tariff, client = system.setup_catalog(
+            "http", endpoint.config(), retry_delay=1, max_attempts=3
+        )
+        order, op_id = system.order_and_pay(client, tariff)
+        op = system.wait_done(op_id)
+        assert op["attempts"] == 3
+        assert [a["outcome"] for a in op["attempt_log"]] == [
+            "temporary_error",
+            "temporary_error",
+            "done",
+        ]
+        assert len([c for c in endpoint.calls("open") if c["operation_id"] == op_id]) == 3
+        assert list(endpoint.creations) == [op_id]
+        service = system.call("GET", f"/services/{order['service_id']}")
+        assert service["status"] == "active"
+        message = wait_for(lambda: system.smtp.messages, timeout=15)[0]
+        assert message["to"] == [client["email"]]
+        assert "198.51.100.7" in message["body"]
+    finally:
+        endpoint.stop()
+
+
+def test_worker_killed_mid_operation_completes_once(system):
+    """SIGKILL the worker while the endpoint is handling the call: the sweep reclaims the
+    operation after its lease, a new worker runs it again with the same idempotency key,
+    and the endpoint has exactly one creation for it."""
+    endpoint = ModuleEndpoint(delay=1.5)
+    endpoint.start()
+    try:
+        _, module, tariff, client = system.setup_catalog(
+            "http", endpoint.config(timeout=2), retry_delay=1, max_attempts=3
+        )
+        order, op_id = system.order_and_pay(client, tariff)
+        wait_for(lambda: endpoint.calls("open"), timeout=20, message="the first call")
+        system.stop("worker", signal.SIGKILL)
+        assert system.operation(op_id)["status"] == "running"
+        system.start_worker("worker2")
+        op = system.wait_done(op_id, timeout=40)
+        outcomes = [a["outcome"] for a in op["attempt_log"]]
+        assert outcomes[0] == "interrupted" and outcomes[-1] == "done", outcomes
+        calls = [c for c in endpoint.calls("open") if c["operation_id"] == op_id]
+        assert len(calls) >= 2
+        assert list(endpoint.creations) == [op_id]  # one creation, however many calls
+        service = system.call("GET", f"/services/{order['service_id']}")
+        assert service["status"] == "active"
+        assert service["remote_id"] == endpoint.creations[op_id]
+        # and the welcome email went out once
+        wait_for(lambda: system.smtp.messages, timeout=15)
+        time.sleep(1.5)
+        assert len([m for m in system.smtp.messages if m["to"] == [client["email"]]]) == 1
+    finally:
+        endpoint.stop()
+
+
+def test_redis_flushed_while_operations_wait_for_retry(system, redis_url):
+    """Redis loses every message while operations wait for their retry: none is lost."""
+    import redis
+
+    _, module, tariff, client = system.setup_catalog(
+        "sandbox", {"fail_first": 1}, retry_delay=4, max_attempts=3
+    )
+    ops = [system.order_and_pay(client, tariff)[1] for _ in range(5)]
+    for op_id in ops:
+        system.wait_done(op_id, statuses=("retry_wait",), timeout=20)
+    # the worker holds prefetched delayed messages in memory: stop it, then flush Redis
+    system.stop("worker")
+    redis.Redis.from_url(redis_url).flushdb()
+    system.start_worker("worker2")
+    for op_id in ops:
+        op = system.wait_done(op_id, timeout=40)
+        assert op["attempts"] == 2, op
+    assert "resent" in system.log_text("scheduler")
+
+
+def test_health_reports_the_scaled_setup(system):
+    body = requests.get(system.base + "/api/v1/health", timeout=5).json()
+    assert body == {**body, "status": "ok", "database": "ok", "broker": "redis"}
+    listed = json.loads(system.cli("ops", "list", "--json", "--status", "done") or "null")
+    assert listed is None  # nothing has run yet on this fresh database
