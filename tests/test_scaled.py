@@ -4,6 +4,7 @@ and one scheduler process, all real processes talking over loopback.
 Skipped (with the reason) when PostgreSQL or Redis is not reachable; failing under CI=true.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -55,7 +56,7 @@ class System:
         return result.stdout.strip()
 
     def start(self, name, argv):
-        log = open(self.tmp / f"{name}.log", "ab")
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 (closed in down())
         self.logs[name] = log
         self.procs[name] = subprocess.Popen(
             argv, env=self.env, stdout=log, stderr=log, start_new_session=True
@@ -66,10 +67,8 @@ class System:
 
     def stop(self, name, sig=signal.SIGTERM):
         proc = self.procs.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=30)
 
     def up(self):
