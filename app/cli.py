@@ -282,6 +282,34 @@ def main():
         help="Provisor: service activation for hosting providers.",
     )
     try:
-        cli.main(prog_name="provisor")
+        code = cli.main(prog_name="provisor", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:  # bad arguments: one line, non-zero
+        hint = (
+            f" (see: provisor {exc.ctx.command_path.partition(' ')[2]} --help)".replace("  ", " ")
+            if getattr(exc, "ctx", None) is not None
+            else ""
+        )
+        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # never a traceback to the user; the log has it
+        log.debug("command failed", exc_info=True)
+        click.echo(f"Error: {_explain(exc)}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _explain(exc):
+    from peewee import OperationalError, ProgrammingError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    if isinstance(exc, (OperationalError, ProgrammingError)) and (
+        "no such table" in text or "does not exist" in text
+    ):
+        return f"the database has no schema yet ({text}); run: provisor db upgrade"
+    if isinstance(exc, OperationalError):
+        return f"cannot use the database: {text}"
+    return f"{exc.__class__.__name__}: {text}"

@@ -1,7 +1,7 @@
 """The sandbox module: a simulated panel built into Provisor.
 
 For trying Provisor out and for benchmarks. It answers after ``latency_ms``, fails the
-first ``fail_first`` attempts of each operation, fails at random with ``failure_rate``
+first ``fail_first`` attempts of each service operation (items are made at once), fails at random with ``failure_rate``
 (permanently when ``permanent_failures`` is on), and fills plausible detail fields. Its
 "panel" is a table keyed by the operation id, so a repeated attempt never creates a second
 account.
@@ -32,11 +32,13 @@ class SandboxModule(ModuleType):
     def timeout(self):
         return (self.config.get("latency_ms") or 0) / 1000.0 + 30.0
 
-    def _simulate(self, ctx):
+    def _simulate(self, ctx, failures=True):
         latency = (self.config.get("latency_ms") or 0) / 1000.0
         ctx.log(f"sandbox: {ctx.kind} key={ctx.idempotency_key} attempt={ctx.attempt_number}")
         if latency:
             time.sleep(latency)
+        if not failures:
+            return
         error_class = PermanentError if self.config.get("permanent_failures") else TemporaryError
         if ctx.attempt_number <= (self.config.get("fail_first") or 0):
             ctx.log("sandbox: simulated failure (fail_first)")
@@ -93,7 +95,7 @@ class SandboxModule(ModuleType):
         return self._create(ctx, "account", lambda digest: self._details(ctx, digest))
 
     def ensure_item(self, ctx):
-        self._simulate(ctx)
+        self._simulate(ctx, failures=False)  # simulated failures are for services only
         return self._create(ctx, "package", lambda digest: {"package": ctx.internal_name})
 
     def _change(self, ctx, what):

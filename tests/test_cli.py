@@ -1,0 +1,181 @@
+"""The ``provisor`` command: in-process through Flask's runner, and as a real process."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.support import free_port, signed, wait_for
+
+BIN = os.path.dirname(sys.executable)
+
+
+def test_create_admin_and_token(runner, client):
+    result = runner.invoke(
+        args=["users", "create-admin", "--email", "Boss@Example.com", "--password", "long-password"]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["tokens", "create", "--email", "boss@example.com"])
+    assert result.exit_code == 0
+    token = result.output.strip()
+    assert token.startswith("pv_")
+    response = client.get("/api/v1/departments", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["users", "create-admin", "--email", "not-an-email", "--password", "long-password"],
+            "email",
+        ),
+        (["users", "create-admin", "--email", "a@b.example", "--password", "short"], "8"),
+        (["tokens", "create", "--email", "nobody@example.com"], "no user"),
+        (["ops", "restart", "12345"], "not found"),
+        (["ops", "list", "--status", "bogus"], "unknown status"),
+        (["ops", "cancel", "777"], "not found"),
+    ],
+)
+def test_bad_arguments_print_one_line_and_fail(runner, args, message):
+    result = runner.invoke(args=args)
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_ops_list_restart_and_sweep(runner, api):
+    _, _, tariff, client = api.catalog(
+        "sandbox", {"permanent_failures": True, "fail_first": 1}, retry_delay=1
+    )
+    order = api.order(client["id"], tariff["id"])
+    _, paid = api.pay(order)
+    op = api.wait_operation(paid["operation_id"], ("manual",))
+    result = runner.invoke(args=["ops", "list"])
+    assert result.exit_code == 0
+    row = [line for line in result.output.splitlines() if line.strip().startswith(str(op["id"]))]
+    assert row and "manual" in row[0] and f"Service #{order['service_id']}" in row[0]
+    result = runner.invoke(args=["ops", "restart", str(op["id"])])
+    assert result.exit_code == 0, result.output
+    assert f"Operation {op['id']} queued" in result.output
+    done = api.wait_operation(op["id"])  # the second attempt is past fail_first
+    assert done["attempts"] == 2
+    result = runner.invoke(args=["ops", "restart", str(op["id"])])
+    assert result.exit_code != 0 and "done" in result.output
+    result = runner.invoke(args=["ops", "sweep"])
+    assert result.exit_code == 0 and "reclaimed: 0" in result.output
+
+
+def _run(env, *args):
+    return subprocess.run(
+        [f"{BIN}/provisor", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_console_script_bad_arguments(tmp_path):
+    env = {**os.environ, "PROVISOR_INSTANCE_PATH": str(tmp_path)}
+    for args, expected in [
+        (("ops", "restart", "not-a-number"), "not a valid integer"),
+        (("users", "create-admin", "--email", "x@example.com"), "--password"),
+        (("no-such-command",), "No such command"),
+        (("ops", "list"), "provisor db upgrade"),  # before the schema exists
+    ]:
+        result = _run(env, *args)
+        assert result.returncode != 0
+        assert result.stderr.count("\n") == 1, result.stderr  # one line
+        assert expected in result.stderr
+    result = _run(env, "db", "upgrade")
+    assert result.returncode == 0 and "version 1" in result.stdout
+
+
+def test_serve_runs_the_whole_embedded_system(tmp_path):
+    """`provisor serve` with no settings: SQLite under the instance folder, the in-process
+    worker and scheduler; an order paid through the webhook becomes active."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PROVISOR_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PAYMENT_WEBHOOK_SECRET": "test-webhook-secret",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("DATABASE_URL", "REDIS_URL", "SMTP_URL"):
+        env.pop(name, None)
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [f"{BIN}/provisor", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(base), timeout=30, message="provisor serve to answer")
+        output = (tmp_path / "serve.log").read_text()
+        match = re.search(r"email:\s+(\S+)\s+password:\s+(\S+)", output)
+        assert match, output
+        assert (tmp_path / "instance" / "provisor.sqlite3").exists()
+        # the printed login works
+        session = requests.Session()
+        login = session.get(base + "/login", timeout=5)
+        assert login.status_code == 200
+        token = _run(env, "tokens", "create", "--email", match.group(1)).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def call(method, path, body=None):
+            response = requests.request(
+                method, base + "/api/v1" + path, json=body, headers=headers, timeout=10
+            )
+            assert response.status_code < 300, response.text
+            return response.json()
+
+        module = call("POST", "/modules", {"name": "Sandbox", "type": "sandbox", "config": {}})
+        tariff = call(
+            "POST",
+            "/tariffs",
+            {
+                "name": "Web S",
+                "product_type": "hosting",
+                "price": "3.50",
+                "internal_name": "web-s",
+                "module_ids": [module["id"]],
+            },
+        )
+        client = call("POST", "/clients", {"name": "Carol", "email": "carol@example.com"})
+        order = call("POST", "/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
+        raw, sig = signed(
+            {
+                "payment_id": "p-1",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        paid = requests.post(base + "/api/v1/webhooks/payment", data=raw, headers=sig, timeout=10)
+        assert paid.status_code == 200, paid.text
+        wait_for(
+            lambda: call("GET", f"/services/{order['service_id']}")["status"] == "active",
+            timeout=20,
+            message="the service to become active",
+        )
+        emails = call("GET", "/emails")["emails"]
+        assert emails and emails[0]["status"] == "outbox"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def _up(base):
+    try:
+        return requests.get(base + "/api/v1/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        time.sleep(0.1)
+        return False
