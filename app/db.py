@@ -87,6 +87,15 @@ def write_transaction():
                 log.exception("after-commit callback failed")
 
 
+def get_for_update(model, pk):
+    """``model`` row ``pk`` locked until the transaction ends (FOR UPDATE on PostgreSQL;
+    SQLite's write transactions are serialised already). None if there is no such row."""
+    query = model.select().where(model._meta.primary_key == pk)
+    if not is_sqlite():
+        query = query.for_update()
+    return query.first()
+
+
 def after_commit(fn):
     """Run ``fn`` once the outermost :func:`write_transaction` commits (now if none)."""
     if getattr(_local, "depth", 0) > 0:

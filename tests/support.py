@@ -144,6 +144,7 @@ class ModuleEndpoint:
         self.requests = []
         self.creations = {}  # operation_id -> remote_id
         self.bad_signatures = 0
+        self.before_reply = None  # called with (payload, behaviour) before answering
         self.lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/provision"
@@ -166,6 +167,8 @@ class ModuleEndpoint:
                     behaviour = endpoint.script.pop(0) if scripted else "done"
                 if endpoint.delay:
                     time.sleep(endpoint.delay)
+                if endpoint.before_reply is not None:
+                    endpoint.before_reply(payload, behaviour)
                 if behaviour == "timeout":
                     time.sleep(3)
                     return self._reply(200, {"status": "done"})

@@ -186,6 +186,43 @@ def test_pending_then_signed_callback(app, api, http_endpoint):
     assert again.status_code == 200
 
 
+def test_callback_before_the_pending_answer_is_recorded(app, api, http_endpoint):
+    """The endpoint calls back at once, before Provisor has recorded its "pending" reply."""
+    from tests.support import ENDPOINT_SECRET, signed
+
+    answers = []
+
+    def call_back_first(payload, behaviour):
+        if payload["operation"] == "open" and behaviour == "pending":
+            raw, headers = signed(
+                {"status": "done", "remote_id": "fast-1", "details": {"ip": "192.0.2.55"}},
+                ENDPOINT_SECRET,
+            )
+            response = app.test_client().post(
+                f"/api/v1/operations/{payload['operation_id']}/callback", data=raw, headers=headers
+            )
+            answers.append(response.status_code)
+
+    http_endpoint.script = ["pending"]
+    http_endpoint.before_reply = call_back_first
+    _, _, tariff, client = api.catalog("http", http_endpoint.config(), retry_delay=1)
+    order = api.order(client["id"], tariff["id"])
+    _, paid = api.pay(order)
+    op = api.wait_operation(paid["operation_id"])
+    assert answers == [200]
+    assert [a["outcome"] for a in op["attempt_log"]] == ["done"]
+    # the module's request log is recorded too, before the callback's note
+    log = wait_for(
+        lambda: (
+            "POST" in (text := api.ok("get", f"/operations/{op['id']}")["attempt_log"][0]["log"])
+            and text
+        )
+    )
+    assert log.index("POST") < log.index("callback: done")
+    service = api.ok("get", f"/services/{order['service_id']}")
+    assert service["status"] == "active" and service["remote_id"] == "fast-1"
+
+
 def test_lost_messages_are_found_by_the_sweep(app, api, runner, monkeypatch):
     """Broker messages lost (queued ones, then a delayed retry): the sweep runs them."""
     from app.services import dispatch

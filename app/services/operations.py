@@ -22,7 +22,7 @@ from flask import current_app
 from peewee import JOIN
 
 import modules
-from app.db import write_transaction
+from app.db import get_for_update, write_transaction
 from app.models import Attempt, Item, Operation, ProcessingModule, Service, Task, utcnow
 from app.services import dispatch, provisioning, tasks
 from app.services.errors import Conflict, NotFound
@@ -62,8 +62,15 @@ def create(kind, *, module, service=None, item=None, params=None, status="queued
     )
 
 
-def get(operation_id):
-    op = Operation.get_or_none_by_id(operation_id)
+def get(operation_id, lock=False):
+    """The operation, or NotFound; ``lock`` holds it for this transaction (FOR UPDATE)."""
+    try:
+        pk = int(operation_id)
+    except (TypeError, ValueError):
+        pk = None
+    op = None
+    if pk is not None:
+        op = get_for_update(Operation, pk) if lock else Operation.get_or_none_by_id(pk)
     if op is None:
         raise NotFound(f"operation {operation_id} not found")
     return op
@@ -104,7 +111,7 @@ def _claim(operation_id):
     with write_transaction():
         op = Operation.get_or_none_by_id(operation_id)
         if op is None or op.status not in RUNNABLE:
-            return None
+            return None  # most duplicates stop here, before any lock
         if op.next_run_at and op.next_run_at > now:
             # an early message (brokers may deliver delayed messages a little early):
             # wait for the rest of the delay, so that retries are never early
@@ -189,18 +196,24 @@ def _context(op, attempt_number):
     )
 
 
-def _finish_attempt(attempt_id, outcome, error, log_text, now):
-    Attempt.update(finished_at=now, outcome=outcome, error=error, log=log_text).where(
-        Attempt.id == attempt_id
-    ).execute()
+def _finish_attempt(attempt, outcome, error, log_text, now):
+    """Record how an attempt ended, unless a callback or the sweep already did (their
+    notes stay in the log after the module's own lines)."""
+    log = log_text + ("\n" + attempt.log if attempt.log else "")
+    Attempt.update(
+        finished_at=attempt.finished_at or now,
+        outcome=attempt.outcome or outcome,
+        error=attempt.error if attempt.outcome else error,
+        log=log,
+    ).where(Attempt.id == attempt.id).execute()
 
 
 def _record_result(op_id, attempt_id, result, log_text):
     now = utcnow()
     with write_transaction():
-        op = Operation.get_by_id(op_id)
+        op = get_for_update(Operation, op_id)
         attempt = Attempt.get_by_id(attempt_id)
-        _finish_attempt(attempt_id, result.status, None, log_text, now)
+        _finish_attempt(attempt, result.status, None, log_text, now)
         current = op.status == "running" and op.attempts == attempt.number
         if result.status == "pending":
             if current:
@@ -264,9 +277,9 @@ def _record_failure(op_id, attempt_id, message, permanent, log_text):
     now = utcnow()
     outcome = "permanent_error" if permanent else "temporary_error"
     with write_transaction():
-        op = Operation.get_by_id(op_id)
+        op = get_for_update(Operation, op_id)
         attempt = Attempt.get_by_id(attempt_id)
-        _finish_attempt(attempt_id, outcome, message, log_text, now)
+        _finish_attempt(attempt, outcome, message, log_text, now)
         if op.status != "running" or op.attempts != attempt.number:
             return op  # the sweep took this attempt over meanwhile
         op.last_error = message
@@ -319,7 +332,7 @@ def restart(operation_id, actor="staff"):
     """Run now: queue the operation for an immediate attempt (one more if it gave up)."""
     now = utcnow()
     with write_transaction():
-        op = get(operation_id)
+        op = get(operation_id, lock=True)
         if op.status not in RESTARTABLE:
             raise Conflict(
                 f"operation {op.id} is {op.status}; only an operation that is "
@@ -341,7 +354,7 @@ def restart(operation_id, actor="staff"):
 def cancel(operation_id, actor="staff"):
     now = utcnow()
     with write_transaction():
-        op = get(operation_id)
+        op = get(operation_id, lock=True)
         if op.status not in CANCELLABLE:
             raise Conflict(
                 f"operation {op.id} is {op.status}; only an operation that is "
@@ -373,10 +386,11 @@ def callback(operation_id, data):
 
     now = utcnow()
     with write_transaction():
-        op = get(operation_id)
+        op = get(operation_id, lock=True)
         if op.status == "done":
             return op  # a repeated callback
-        if op.status != "waiting_callback":
+        # "running": the endpoint called back before its "pending" answer was recorded
+        if op.status not in ("waiting_callback", "running"):
             raise Conflict(f"operation {op.id} is {op.status}, not waiting for a callback")
         attempt = (
             Attempt.select()
@@ -423,7 +437,7 @@ def sweep(limit=1000):
     )
     for row in stale:
         with write_transaction():
-            op = Operation.get_by_id(row.id)
+            op = get_for_update(Operation, row.id)
             if op.status != "running" or op.lease_until >= now:
                 continue
             Attempt.update(
@@ -451,7 +465,7 @@ def sweep(limit=1000):
     )
     for row in waiting:
         with write_transaction():
-            op = Operation.get_by_id(row.id)
+            op = get_for_update(Operation, row.id)
             if op.status != "waiting_callback" or op.lease_until >= now:
                 continue
             message = "no callback came from the endpoint in time"

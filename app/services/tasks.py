@@ -6,7 +6,7 @@ module); closing it with the detail fields completes the operation.
 
 import logging
 
-from app.db import write_transaction
+from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, utcnow
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 
@@ -178,7 +178,7 @@ def close(task_id, user, fields=None, comment=""):
             raise PermissionDenied("this task belongs to a department you are not in")
         if task.status not in Task.OPEN_STATUSES:
             raise Conflict(f"task {task.id} is already {task.status}")
-        op = Operation.get_or_none_by_id(task.operation_id) if task.operation_id else None
+        op = get_for_update(Operation, task.operation_id) if task.operation_id else None
         cleaned = clean_fields(task, op, fields)
         task.fields = {**(task.fields or {}), **cleaned}
         task.status = "closed"
