@@ -320,7 +320,7 @@ def _escalate(op, reason, now):
     op.save()
     if op.kind == "ensure_item" and op.item_id:
         Item.update(status="failed", error=op.last_error, updated_at=now).where(
-            Item.id == op.item_id
+            (Item.id == op.item_id) & (Item.status == "creating")
         ).execute()
     tasks.open_for_operation(op, reason, now)
 
