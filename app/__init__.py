@@ -39,10 +39,11 @@ def create_app(test_config=None):
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     app.json.sort_keys = False
 
-    from app import auth, cli, db, web
+    from app import auth, cli, db, guards, web
     from app.api import api_bp
 
     db.init_app(app)
+    guards.init_app(app)
     auth.init_app(app)
     web.init_app(app)
     app.register_blueprint(api_bp)

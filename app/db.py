@@ -35,7 +35,7 @@ def make_database(url):
             os.makedirs(directory, exist_ok=True)
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS)
-    return connect(url, autorollback=True)
+    return connect(url)
 
 
 def init_db(url):

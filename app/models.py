@@ -37,6 +37,23 @@ class JSONField(TextField):
         return None if value is None else json.loads(value)
 
 
+MAX_ID = 2**63 - 1
+
+
+def parse_id(value):
+    """A database id from user input (an int or ASCII digits, 1..2^63-1), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:
+            return None
+        value = int(text)
+    if not isinstance(value, int):
+        return None
+    return value if 0 < value <= MAX_ID else None
+
+
 class BaseModel(Model):
     class Meta:
         database = database
@@ -44,10 +61,9 @@ class BaseModel(Model):
 
     @classmethod
     def get_or_none_by_id(cls, pk):
-        try:
-            return cls.get_or_none(cls._meta.primary_key == int(pk))
-        except (TypeError, ValueError):
-            return None
+        """The row with this id, or None (also for ids that are not ids at all)."""
+        pk = parse_id(pk)
+        return None if pk is None else cls.get_or_none(cls._meta.primary_key == pk)
 
 
 # --- people -----------------------------------------------------------------------------

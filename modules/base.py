@@ -34,6 +34,7 @@ like the built-in ones::
     mypanel = "mypackage.mypanel:MyPanel"
 """
 
+import math
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -101,14 +102,7 @@ class ConfigField:
                 return False
             raise ValueError("Must be true or false.")
         if self.kind in ("int", "float"):
-            if isinstance(raw, bool):
-                raise ValueError("Must be a number.")
-            try:
-                value = int(raw) if self.kind == "int" else float(raw)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    "Must be a whole number." if self.kind == "int" else "Must be a number."
-                ) from None
+            value = _number(raw, whole=self.kind == "int")
             if self.minimum is not None and value < self.minimum:
                 raise ValueError(f"Must be at least {self.minimum:g}.")
             if self.maximum is not None and value > self.maximum:
@@ -122,6 +116,24 @@ class ConfigField:
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ValueError("Must be an http:// or https:// URL.")
         return value
+
+
+def _number(raw, whole):
+    """A finite number from user input; ``whole`` refuses fractions (1.5, not 2.0)."""
+    message = "Must be a whole number." if whole else "Must be a number."
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ValueError(message)
+    try:
+        value = float(raw.strip()) if isinstance(raw, str) else float(raw)
+    except (ValueError, OverflowError):
+        raise ValueError(message) from None
+    if not math.isfinite(value) or abs(value) > 1e15:
+        raise ValueError(message)
+    if whole:
+        if not value.is_integer():
+            raise ValueError(message)
+        return int(value)
+    return value
 
 
 class OperationContext:

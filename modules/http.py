@@ -58,7 +58,7 @@ class HttpModule(ModuleType):
                 "name": tariff.name,
                 "product_type": tariff.product_type.code,
                 "internal_name": tariff.internal_name,
-                "price": str(tariff.price),
+                "price": f"{tariff.price:.2f}",
                 "period": tariff.period,
             },
             "item": None if ctx.item is None else {"internal_name": ctx.item.internal_name},

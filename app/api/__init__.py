@@ -12,7 +12,8 @@ from app import signing
 from app.api import serializers as s
 from app.auth import api_user, csrf
 from app.db import database
-from app.models import Email, Operation, Service, Task
+from app.guards import contains_nul
+from app.models import Email, Operation, Service, Task, parse_id
 from app.services import accounts, catalog, operations, orders, provisioning, tasks
 from app.services.errors import (
     PermissionDenied,
@@ -40,11 +41,15 @@ def _service_error(exc):
 
 @api_bp.errorhandler(HTTPException)
 def _http_error(exc):
-    return error_response(
+    from app.web import allow_header
+
+    response = error_response(
         exc.code or 400,
         (exc.name or "error").lower().replace(" ", "_"),
         exc.description or exc.name,
     )
+    response.headers.extend(allow_header(exc))
+    return response
 
 
 def json_body():
@@ -58,6 +63,13 @@ def json_body():
         )
     if not isinstance(data, dict):
         raise ServiceError("the body must be a JSON object", code="invalid_json")
+    bad = {
+        key: "NUL characters are not allowed."
+        for key, value in data.items()
+        if contains_nul(key) or contains_nul(value)
+    }
+    if bad:
+        raise ValidationError(bad)
     return data
 
 
@@ -104,9 +116,10 @@ def int_arg(name):
     raw = request.args.get(name)
     if raw in (None, ""):
         return None
-    if not raw.isdigit():
-        raise ValidationError({name: "Must be a whole number."})
-    return int(raw)
+    number = parse_id(raw)
+    if number is None:
+        raise ValidationError({name: "Must be an id (a whole number from 1)."})
+    return number
 
 
 def choice_arg(name, allowed):
@@ -253,8 +266,7 @@ def list_staff():
 def create_staff():
     """Create a staff member (``role: admin`` makes an admin)."""
     data = json_body()
-    role = data.get("role") or "staff"
-    user = accounts.create_user(data, role=role)
+    user = accounts.create_user(data, role=data.get("role", "staff"))
     return jsonify(s.user(user, accounts.department_ids_of(user))), 201
 
 
@@ -359,7 +371,7 @@ def list_operations():
     kind = choice_arg("kind", Operation.KINDS)
     query = operations.open_operations(status, int_arg("module_id"), kind)
     service_id = int_arg("service_id")
-    if service_id:
+    if service_id is not None:
         query = query.where(Operation.service == service_id)
     rows, paging = page(query)
     return jsonify({"operations": [s.operation(op) for op in rows], **paging})
@@ -455,7 +467,7 @@ def assign_task(task_id):
 def close_task(task_id):
     """Close the task with the detail fields: the operation completes."""
     data = json_body()
-    task = tasks.close(task_id, api_user(), data.get("fields") or {}, data.get("comment") or "")
+    task = tasks.close(task_id, api_user(), data.get("fields"), data.get("comment"))
     return jsonify(s.task(task))
 
 
@@ -471,7 +483,7 @@ def list_emails():
     if status:
         query = query.where(Email.status == status)
     service_id = int_arg("service_id")
-    if service_id:
+    if service_id is not None:
         query = query.where(Email.service == service_id)
     rows, paging = page(query)
     return jsonify({"emails": [s.email(e) for e in rows], **paging})

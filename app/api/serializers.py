@@ -1,5 +1,12 @@
 """JSON shapes of the API's objects (one function per model)."""
 
+from decimal import Decimal
+
+
+def money(value):
+    """Amounts always with two decimals ("10.00"), whatever the database gives back."""
+    return f"{Decimal(value):.2f}"
+
 
 def _time(value):
     return value.isoformat(timespec="seconds") + "Z" if value else None
@@ -55,7 +62,7 @@ def tariff(t, module_ids=None, orderable=None, items=None):
         "id": t.id,
         "name": t.name,
         "product_type": t.product_type.code,
-        "price": str(t.price),
+        "price": money(t.price),
         "currency": t.currency,
         "period": t.period,
         "internal_name": t.internal_name,
@@ -77,7 +84,7 @@ def order(o):
         "client_id": o.client_id,
         "tariff_id": o.tariff_id,
         "service_id": o.service_id,
-        "amount": str(o.amount),
+        "amount": money(o.amount),
         "currency": o.currency,
         "created_at": _time(o.created_at),
         "paid_at": _time(o.paid_at),

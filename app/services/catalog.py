@@ -17,6 +17,7 @@ from app.models import (
     ProductType,
     Tariff,
     TariffModule,
+    parse_id,
     utcnow,
 )
 from app.services import dispatch
@@ -47,18 +48,30 @@ def _int(data, name, errors, default, minimum=0, maximum=10**9):
     value = data.get(name)
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
-        errors[name] = "Must be a whole number."
-        return None
-    try:
-        number = int(str(value).strip())
-    except ValueError:
+    number = whole_number(value)
+    if number is None:
         errors[name] = "Must be a whole number."
         return None
     if number < minimum or number > maximum:
         errors[name] = f"Must be between {minimum} and {maximum}."
         return None
     return number
+
+
+def whole_number(value):
+    """An int from user input (int, integral float, or text of ASCII digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None  # inf and nan are not integers
+    if isinstance(value, str):
+        text = value.strip()
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+            return None
+        return sign * int(digits)
+    return value if isinstance(value, int) else None
 
 
 def _bool(data, name, default):
@@ -77,13 +90,10 @@ def _id_list(data, name, errors):
     if not isinstance(value, (list, tuple)):
         errors[name] = "Must be a list of ids."
         return []
-    ids = []
-    for v in value:
-        try:
-            ids.append(int(v))
-        except (TypeError, ValueError):
-            errors[name] = "Must be a list of ids."
-            return []
+    ids = [parse_id(v) for v in value]
+    if None in ids:
+        errors[name] = "Must be a list of ids."
+        return []
     return sorted(set(ids))
 
 
@@ -97,7 +107,7 @@ def product_types():
 def product_type_by(code_or_id):
     if code_or_id is None:
         return None
-    if isinstance(code_or_id, int) or str(code_or_id).isdigit():
+    if parse_id(code_or_id) is not None:
         return ProductType.get_or_none_by_id(code_or_id)
     return ProductType.get_or_none(ProductType.code == str(code_or_id))
 

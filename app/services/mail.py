@@ -6,6 +6,7 @@ the sweep re-sends what a lost message left behind, so nothing is lost while the
 server is down. Without ``SMTP_URL`` the message stays in the outbox the UI shows.
 """
 
+import functools
 import logging
 import smtplib
 from datetime import timedelta
@@ -23,6 +24,12 @@ from app.services import dispatch
 log = logging.getLogger(__name__)
 
 _templates = SandboxedEnvironment(autoescape=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source):
+    """Templates come from the database; compile each distinct text once."""
+    return _templates.from_string(source)
 
 
 def queue(to, subject, body, kind="", service=None):
@@ -64,8 +71,8 @@ def render_welcome(service):
         "details": details,
         "fields": fields,
     }
-    subject = _templates.from_string(product_type.welcome_subject or "Your service is ready")
-    body = _templates.from_string(product_type.welcome_template or "")
+    subject = _compiled(product_type.welcome_subject or "Your service is ready")
+    body = _compiled(product_type.welcome_template or "")
     return subject.render(context).strip(), body.render(context)
 
 

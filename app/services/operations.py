@@ -23,7 +23,16 @@ from peewee import JOIN
 
 import modules
 from app.db import get_for_update, write_transaction
-from app.models import Attempt, Item, Operation, ProcessingModule, Service, Task, utcnow
+from app.models import (
+    Attempt,
+    Item,
+    Operation,
+    ProcessingModule,
+    Service,
+    Task,
+    parse_id,
+    utcnow,
+)
 from app.services import dispatch, provisioning, tasks
 from app.services.errors import Conflict, NotFound
 from modules.base import ModuleError, OperationContext
@@ -64,10 +73,7 @@ def create(kind, *, module, service=None, item=None, params=None, status="queued
 
 def get(operation_id, lock=False):
     """The operation, or NotFound; ``lock`` holds it for this transaction (FOR UPDATE)."""
-    try:
-        pk = int(operation_id)
-    except (TypeError, ValueError):
-        pk = None
+    pk = parse_id(operation_id)
     op = None
     if pk is not None:
         op = get_for_update(Operation, pk) if lock else Operation.get_or_none_by_id(pk)
@@ -515,9 +521,9 @@ def open_operations(status=None, module_id=None, kind=None, search=None):
     if kind:
         query = query.where(Operation.kind == kind)
     if search:
-        term = str(search).strip().lstrip("#")
-        if term.isdigit():
-            query = query.where((Operation.id == int(term)) | (Operation.service == int(term)))
+        number = parse_id(str(search).strip().lstrip("#"))
+        if number is not None:
+            query = query.where((Operation.id == number) | (Operation.service == number))
     return query.order_by(Operation.created_at.desc(), Operation.id.desc())
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 from peewee import IntegrityError
 
 from app.db import write_transaction
-from app.models import Client, Operation, Order, Payment, Service, Tariff, utcnow
+from app.models import Client, Operation, Order, Payment, Service, Tariff, parse_id, utcnow
 from app.services import catalog, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
 
@@ -31,7 +31,8 @@ def create(data):
         errors["tariff_id"] = "Choose an existing tariff."
     elif not catalog.is_orderable(tariff):
         errors["tariff_id"] = "This tariff cannot be ordered: no enabled module serves it."
-    params = data.get("params") or {}
+    params = data.get("params")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         errors["params"] = "Must be an object."
     elif any(not isinstance(k, str) or len(k) > 64 for k in params):
@@ -113,8 +114,8 @@ def parse_payment(data):
         errors["payment_id"] = "Required: the payment's id at the payment provider."
     elif len(str(payment_id)) > 200:
         errors["payment_id"] = "At most 200 characters."
-    order_id = data.get("order_id")
-    if isinstance(order_id, bool) or not str(order_id or "").strip().isdigit():
+    order_id = parse_id(data.get("order_id"))
+    if order_id is None:
         errors["order_id"] = "Required: the id of the order."
     try:
         amount = Decimal(str(data.get("amount")))
@@ -128,7 +129,7 @@ def parse_payment(data):
         errors["currency"] = "Required: a three-letter currency code."
     if errors:
         raise ValidationError(errors)
-    return str(payment_id).strip(), int(order_id), amount, currency.strip().upper()
+    return str(payment_id).strip(), order_id, amount, currency.strip().upper()
 
 
 def receive_payment(data):

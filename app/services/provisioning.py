@@ -20,6 +20,7 @@ from app.models import (
     Service,
     Tariff,
     TariffModule,
+    parse_id,
     utcnow,
 )
 from app.services import mail
@@ -271,8 +272,9 @@ def list_services(status=None, client_id=None, search=None):
             | (Tariff.name.contains(term))
             | (Service.remote_id.contains(term))
         )
-        if term.lstrip("#").isdigit():
-            cond = cond | (Service.id == int(term.lstrip("#")))
+        number = parse_id(term.lstrip("#"))
+        if number is not None:
+            cond = cond | (Service.id == number)
         query = query.where(cond)
     return query.order_by(Service.id.desc())
 

@@ -168,9 +168,12 @@ def close(task_id, user, fields=None, comment=""):
     """Close a task with the detail fields: the operation completes, the service moves on."""
     from app.services import operations
 
-    fields = fields or {}
+    fields = {} if fields is None else fields
+    comment = "" if comment is None else comment
     if not isinstance(fields, dict):
         raise ValidationError({"fields": "Must be an object of detail fields."})
+    if not isinstance(comment, str):
+        raise ValidationError({"comment": "Must be text."})
     now = utcnow()
     with write_transaction():
         task = get(task_id)
