@@ -28,6 +28,9 @@ DEFAULTS = {
     "SANDBOX_PAYMENTS": False,  # a "Pay now (sandbox)" button in the client area
     "ALLOW_REGISTRATION": True,
     "PAGE_SIZE": 25,
+    # password hashing (argon2id); the defaults are argon2-cffi's own
+    "ARGON2_TIME_COST": 3,
+    "ARGON2_MEMORY_COST": 65536,
 }
 
 INT_KEYS = {
@@ -41,6 +44,8 @@ INT_KEYS = {
     "CALLBACK_TIMEOUT",
     "WORKER_THREADS",
     "PAGE_SIZE",
+    "ARGON2_TIME_COST",
+    "ARGON2_MEMORY_COST",
 }
 BOOL_KEYS = {"SANDBOX_PAYMENTS", "ALLOW_REGISTRATION"}
 

@@ -74,6 +74,8 @@ def app(tmp_path, worker):
             "LEASE_GRACE": 2,
             "SWEEP_GRACE": 0,
             "MAIL_RETRY_DELAY": 1,
+            "ARGON2_TIME_COST": 1,  # fast hashing for tests; production keeps the defaults
+            "ARGON2_MEMORY_COST": 1024,
         }
     )
     schema.upgrade()

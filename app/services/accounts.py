@@ -12,18 +12,28 @@ from app.models import ApiToken, Client, Department, StaffMembership, User, utcn
 from app.services.errors import NotFound, ValidationError
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_hasher = PasswordHasher()
+_hashers = {}
+
+
+def _hasher():
+    """argon2id with the configured cost (``ARGON2_TIME_COST``, ``ARGON2_MEMORY_COST`` KiB)."""
+    from flask import current_app
+
+    key = (current_app.config["ARGON2_TIME_COST"], current_app.config["ARGON2_MEMORY_COST"])
+    if key not in _hashers:
+        _hashers[key] = PasswordHasher(time_cost=key[0], memory_cost=key[1])
+    return _hashers[key]
 
 
 def hash_password(password):
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def check_password(user, password):
     if not user or not user.password_hash or not user.is_active:
         return False
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher().verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
