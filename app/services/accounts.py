@@ -102,6 +102,11 @@ def create_client(data, with_login=None):
     return client
 
 
+def login_of(client):
+    """The client-area login of ``client`` (None if it has none)."""
+    return User.get_or_none((User.client == client.id) & (User.role == "client"))
+
+
 def clients(search=None):
     query = Client.select().order_by(Client.id.desc())
     if search:

@@ -351,24 +351,25 @@ def ensure_item(module, tariff):
     return item
 
 
-def mark_item_ready(item_id, remote_id=None):
-    """A person created the item by hand."""
+def mark_item_ready(item_id, remote_id=None, actor="staff"):
+    """A person created the item by hand: it is ready, its open operation is done."""
+    from app.services import operations
+
     item = Item.get_or_none_by_id(item_id)
     if item is None:
         raise NotFound(f"item {item_id} not found")
+    now = utcnow()
     with write_transaction():
         item.status = "ready"
         item.error = None
         item.remote_id = remote_id or item.remote_id
-        item.updated_at = utcnow()
+        item.updated_at = now
         item.save()
         for op in Operation.select().where(
             (Operation.item == item.id) & Operation.status.in_(Operation.OPEN_STATUSES)
         ):
-            from app.services import operations
-
-            operations.complete_manually(op, {}, "staff", utcnow())
-    return item
+            operations.complete_manually(op, {}, actor, now)
+    return Item.get_by_id(item.id)
 
 
 def items_for(tariff):

@@ -244,9 +244,10 @@ def _complete(op, remote_id, details, now, by):
     op.completed_by = by
     op.save()
     if op.kind == "ensure_item" and op.item_id:
-        Item.update(status="ready", remote_id=remote_id, error=None, updated_at=now).where(
-            Item.id == op.item_id
-        ).execute()
+        changes = {"status": "ready", "error": None, "updated_at": now}
+        if remote_id is not None:  # a person closing the task may not know one
+            changes["remote_id"] = remote_id
+        Item.update(**changes).where(Item.id == op.item_id).execute()
         _wake_waiting_on_item(op.item)
     elif op.service_id:
         provisioning.apply_done(op, remote_id, details or {}, now)

@@ -16,11 +16,39 @@ def wants_json():
     return request.path.startswith(("/api/", "/proxy/"))
 
 
+def allow_header(exc):
+    """Keep the ``Allow`` header of a 405 (the rest of the HTTPException's headers are
+    about its own HTML body)."""
+    return [(k, v) for k, v in exc.get_headers() if k.lower() == "allow"]
+
+
 def init_app(app):
     htmx.init_app(app)
-    from app.web import auth_views, catalog, home, my, operations, services, staff
+    from app.web import (
+        auth_views,
+        catalog,
+        clients,
+        home,
+        my,
+        operations,
+        orders,
+        outbox,
+        services,
+        staff,
+    )
 
-    for module in (auth_views, home, operations, services, catalog, staff, my):
+    for module in (
+        auth_views,
+        home,
+        operations,
+        services,
+        orders,
+        clients,
+        outbox,
+        catalog,
+        staff,
+        my,
+    ):
         app.register_blueprint(module.bp)
 
     from app.web import helpers
@@ -37,8 +65,8 @@ def init_app(app):
         if wants_json():
             code = (exc.name or "error").lower().replace(" ", "_")
             body = {"error": {"code": code, "message": exc.description or exc.name, "fields": {}}}
-            return jsonify(body), exc.code
-        return render_template("error.html", error=exc), exc.code
+            return jsonify(body), exc.code, allow_header(exc)
+        return render_template("error.html", error=exc), exc.code, allow_header(exc)
 
     @app.errorhandler(ServiceError)
     def _service_error(exc):

@@ -1,17 +1,29 @@
-"""Shared web helpers: partial-or-page rendering, pagination, template filters."""
+"""Shared web helpers: partial-or-page rendering, pagination, input parsing, filters."""
 
+import datetime as dt
 import math
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
 
-from flask import current_app, render_template, request
+from flask import current_app, redirect, render_template, request, url_for
+
+from app.models import utcnow
 
 
-def render(page, partial=None, target=None, **context):
+def render(template, partial=None, target=None, **context):
     """Render ``partial`` for an htmx request aimed at ``target`` (or at anything, when
-    ``target`` is None), else the whole ``page`` (which includes the partial)."""
-    is_htmx = bool(request.headers.get("HX-Request")) and not request.headers.get("HX-Boosted")
-    if partial and is_htmx and (target is None or request.headers.get("HX-Target") == target):
+    ``target`` is None), else the whole page ``template`` (which includes the partial).
+
+    The one place that decides "partial or page" (the context may hold a ``page`` of rows).
+    """
+    if partial and is_htmx() and (target is None or request.headers.get("HX-Target") == target):
         return render_template(partial, **context)
-    return render_template(page, **context)
+    return render_template(template, **context)
+
+
+def is_htmx():
+    """True for a request htmx made (not a boosted navigation)."""
+    return bool(request.headers.get("HX-Request")) and not request.headers.get("HX-Boosted")
 
 
 class Page:
@@ -37,13 +49,138 @@ class Page:
     def has_next(self):
         return self.number < self.pages
 
+    @property
+    def first_row(self):
+        return (self.number - 1) * self.size + 1 if self.total else 0
+
+    @property
+    def last_row(self):
+        return min(self.number * self.size, self.total)
+
+
+# --- input ------------------------------------------------------------------------------
+
+MAX_ID = 2**63 - 1  # larger numbers cannot be a database id (and overflow SQLite)
+
+
+def arg_int(name, source=None):
+    """A whole-number query (or form) argument, or None when absent or not a number."""
+    raw = (source if source is not None else request.args).get(name, "")
+    raw = str(raw).strip().lstrip("#")
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    number = int(raw)
+    return number if number <= MAX_ID else None
+
+
+def arg_choice(name, allowed, default=None):
+    """A query argument that must be one of ``allowed``; anything else gives ``default``."""
+    raw = request.args.get(name, "")
+    return raw if raw in allowed else default
+
+
+def local_url(target, default="/"):
+    """``target`` if it is a path on this site (never another host), else ``default``."""
+    if not target or not isinstance(target, str):
+        return default
+    target = target.strip()
+    parts = urlsplit(target)
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or parts.scheme
+        or parts.netloc
+    ):
+        return default
+    return target
+
+
+def redirect_back(default):
+    """Redirect to the form's ``next`` field when it is a local path, else ``default``."""
+    return redirect(local_url(request.form.get("next") or request.args.get("next"), default))
+
+
+def page_url(number):
+    """The current page's URL with ``page=number`` (keeping the filters)."""
+    args = {**request.args.to_dict(), "page": number}
+    return url_for(request.endpoint, **(request.view_args or {}), **args)
+
+
+def here():
+    """The current path with its query string (for a form's ``next`` field)."""
+    return request.full_path.rstrip("?") if request.query_string else request.path
+
+
+# --- template filters -------------------------------------------------------------------
+
 
 def _when(value):
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
+def _span(seconds):
+    seconds = abs(seconds)
+    if seconds < 90:
+        return f"{round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    if seconds < 36 * 3600:
+        return f"{round(seconds / 3600)} h"
+    return f"{round(seconds / 86400)} d"
+
+
+def _relative(value, now=None):
+    """'in 5 s', '3 min ago', 'now' for a naive UTC datetime."""
+    if not value:
+        return ""
+    delta = (value - (now or utcnow())).total_seconds()
+    if abs(delta) < 1:
+        return "now"
+    return f"in {_span(delta)}" if delta > 0 else f"{_span(delta)} ago"
+
+
+def _duration(start, end=None):
+    """How long from ``start`` to ``end`` (or until now, for a running attempt)."""
+    if not start:
+        return ""
+    seconds = ((end or utcnow()) - start).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    return _span(seconds)
+
+
+def _money(value, currency=""):
+    """An amount with two decimals (and its currency), e.g. ``4.50 USD``."""
+    if value is None:
+        return ""
+    try:
+        text = f"{Decimal(str(value)):.2f}"
+    except InvalidOperation:
+        text = str(value)
+    return f"{text} {currency}".strip()
+
+
+def _iso(value):
+    return value.isoformat(timespec="seconds") + "Z" if isinstance(value, dt.datetime) else ""
+
+
+def _label(value):
+    return str(value or "").replace("_", " ")
+
+
 def init_app(app):
+    from app.services import operations
+
     app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["relative"] = _relative
+    app.jinja_env.filters["duration"] = _duration
+    app.jinja_env.filters["iso"] = _iso
+    app.jinja_env.filters["money"] = _money
+    app.jinja_env.filters["label"] = _label
+    app.jinja_env.globals["here"] = here
+    app.jinja_env.globals["page_url"] = page_url
+    app.jinja_env.globals["operation_actions"] = operations.available_actions
     app.jinja_env.globals["STATUS_CLASSES"] = {
         "done": "ok",
         "active": "ok",
@@ -69,4 +206,9 @@ def init_app(app):
         "ordered": "muted",
         "paid": "ok",
         "sending": "info",
+        # attempt outcomes
+        "pending": "info",
+        "temporary_error": "warn",
+        "permanent_error": "bad",
+        "interrupted": "warn",
     }

@@ -1,5 +1,101 @@
-"""Placeholder blueprint (being written)."""
+"""The client area: my services (live while being set up), ordering, my orders."""
 
-from flask import Blueprint
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
-bp = Blueprint("my", __name__)
+from app.auth import client_required
+from app.services import catalog, orders, provisioning
+from app.services.errors import Conflict, ValidationError
+from app.web.helpers import Page, is_htmx, render
+
+bp = Blueprint("my", __name__, url_prefix="/my")
+
+SETTLING = ("ordered", "processing")
+
+
+@bp.get("")
+@client_required
+def index():
+    """My services; the list polls itself only while one of them is being set up."""
+    services = list(provisioning.list_services(client_id=current_user.client_id))
+    return render(
+        "my/index.html",
+        "my/_services.html",
+        target="my-services",
+        services=services,
+        live=any(s.status in SETTLING for s in services),
+    )
+
+
+@bp.get("/services/<int:service_id>")
+@client_required
+def service(service_id):
+    """One of my services: its status, and its details once it is ready."""
+    svc = provisioning.get_for_client(service_id, current_user.client_id)
+    return render(
+        "my/service.html",
+        "my/_service_live.html",
+        target="service-live",
+        service=svc,
+        live=svc.status in SETTLING,
+    )
+
+
+@bp.route("/order", methods=["GET", "POST"])
+@client_required
+def order():
+    """Choose a tariff plan and order it (the order waits for payment)."""
+    errors = {}
+    if request.method == "POST":
+        data = {
+            "client_id": current_user.client_id,
+            "tariff_id": request.form.get("tariff_id"),
+            "params": {},
+        }
+        try:
+            new_order = orders.create(data)
+        except ValidationError as exc:
+            errors = exc.fields
+        else:
+            flash(
+                f"Order #{new_order.id} for {new_order.tariff.name} placed: "
+                f"{new_order.amount:.2f} {new_order.currency} to pay.",
+                "success",
+            )
+            return redirect(url_for("my.orders"))
+    return render_template(
+        "my/order.html",
+        tariffs=catalog.orderable_tariffs(),
+        selected=request.form.get("tariff_id", ""),
+        errors=errors,
+    ), (422 if errors else 200)
+
+
+@bp.get("/orders", endpoint="orders")
+@client_required
+def orders_index():
+    """My orders with their status (and a sandbox payment button when enabled)."""
+    return render(
+        "my/orders.html",
+        page=Page(orders.for_client(current_user.client_id)),
+        sandbox=current_app.config.get("SANDBOX_PAYMENTS"),
+    )
+
+
+@bp.post("/orders/<int:order_id>/pay")
+@client_required
+def pay(order_id):
+    """Pay an order in the sandbox (no real payment provider): the service gets set up."""
+    if not current_app.config.get("SANDBOX_PAYMENTS"):
+        abort(404)
+    order_ = orders.get_for_client(order_id, current_user.client_id)
+    message, category = None, "success"
+    try:
+        orders.mark_paid(order_.id, by="sandbox payment")
+    except Conflict as exc:
+        message, category = exc.message, "error"
+    order_ = orders.get(order_.id)
+    if is_htmx():
+        return render_template("my/_order_row.html", order=order_, sandbox=True, note=message)
+    flash(message or f"Order #{order_.id} paid: your service is being set up.", category)
+    return redirect(url_for("my.orders"))

@@ -1,5 +1,91 @@
-"""Placeholder blueprint (being written)."""
+"""Services (staff): the list, one service's whole story, and staff actions on it."""
 
-from flask import Blueprint
+from flask import Blueprint, abort, flash, redirect, request, url_for
+from flask_login import current_user
+
+from app.auth import staff_required
+from app.models import Service
+from app.services import accounts, mail, provisioning
+from app.services.errors import Conflict, ValidationError
+from app.web.helpers import Page, arg_choice, arg_int, render
 
 bp = Blueprint("services", __name__)
+
+ACTION_LABELS = {
+    "suspend": "Suspend",
+    "resume": "Resume",
+    "close": "Close",
+    "change_tariff": "Change tariff",
+}
+
+
+@bp.get("/services")
+@staff_required
+def index():
+    """Services with search (client, email, tariff, #id), a status filter and pages."""
+    filters = {
+        "q": request.args.get("q", "").strip(),
+        "status": arg_choice("status", Service.STATUSES, default=""),
+        "client_id": arg_int("client_id"),
+    }
+    query = provisioning.list_services(
+        filters["status"] or None, filters["client_id"], filters["q"] or None
+    )
+    client = accounts.get_client(filters["client_id"]) if filters["client_id"] else None
+    return render(
+        "services/index.html",
+        "services/_rows.html",
+        target="services-list",
+        page=Page(query),
+        filters=filters,
+        client=client,
+        statuses=Service.STATUSES,
+    )
+
+
+def _detail_context(service, errors=None, form=None):
+    return {
+        "service": service,
+        "timeline": provisioning.timeline(service),
+        "emails": mail.for_service(service.id),
+        "actions": provisioning.allowed_actions(service),
+        "tariff_choices": provisioning.tariff_choices(service),
+        "action_labels": ACTION_LABELS,
+        "errors": errors or {},
+        "form": form or {},
+    }
+
+
+@bp.get("/services/<int:service_id>")
+@staff_required
+def detail(service_id):
+    """A service: status, details, why its module, the live operation timeline, emails."""
+    service = provisioning.get(service_id)
+    return render(
+        "services/detail.html",
+        "services/_live.html",
+        target="service-live",
+        **_detail_context(service),
+    )
+
+
+@bp.post("/services/<int:service_id>/<kind>")
+@staff_required
+def action(service_id, kind):
+    """Suspend, resume, close or change the tariff: queue the operation."""
+    if kind not in ACTION_LABELS:
+        abort(404)
+    params = {}
+    if kind == "change_tariff":
+        params["tariff_id"] = request.form.get("tariff_id") or None
+    try:
+        op = provisioning.request(service_id, kind, actor=current_user.email, params=params)
+    except ValidationError as exc:
+        service = provisioning.get(service_id)
+        context = _detail_context(service, errors=exc.fields, form=request.form)
+        return render("services/detail.html", **context), 422
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"{ACTION_LABELS[kind]}: operation #{op.id} queued.", "success")
+    return redirect(url_for("services.detail", service_id=service_id))
