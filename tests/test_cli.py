@@ -163,8 +163,11 @@ def test_serve_runs_the_whole_embedded_system(tmp_path):
             timeout=20,
             message="the service to become active",
         )
-        emails = call("GET", "/emails")["emails"]
-        assert emails and emails[0]["status"] == "outbox"
+        emails = wait_for(
+            lambda: call("GET", "/emails?status=outbox")["emails"],
+            message="the welcome email in the outbox",
+        )
+        assert emails[0]["to"] == "carol@example.com"
     finally:
         proc.terminate()
         proc.wait(timeout=20)
