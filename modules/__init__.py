@@ -35,6 +35,7 @@ __all__ = [
 BUILTIN = {
     "sandbox": "modules.sandbox:SandboxModule",
     "http": "modules.http:HttpModule",
+    "manual": "modules.manual:ManualModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

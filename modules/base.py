@@ -21,7 +21,8 @@ validated ``config``) and calls the method named after the operation:
             ...
             return Result.done(remote_id="acc-42", details={"username": "u42"})
 
-Methods return :class:`Result` (``done`` or ``pending``) or raise
+Methods return :class:`Result` (``done``, ``pending``, or ``task`` to have a person do
+it through a task in the module's department) or raise
 :class:`TemporaryError` (retried after the module's retry delay) or
 :class:`PermanentError` (straight to a manual task). Any other exception is treated as a
 temporary error. ``ctx.idempotency_key`` (the operation id) must be passed to the panel
@@ -59,7 +60,7 @@ class PermanentError(ModuleError):
 
 @dataclass
 class Result:
-    status: str  # "done" or "pending"
+    status: str  # "done", "pending" or "task"
     remote_id: str | None = None
     details: dict = field(default_factory=dict)
 
@@ -70,6 +71,11 @@ class Result:
     @classmethod
     def pending(cls):
         return cls("pending")
+
+    @classmethod
+    def task(cls):
+        """People do this operation: a task in the module's department, then done."""
+        return cls("task")
 
 
 @dataclass

@@ -270,6 +270,29 @@ def create_staff():
     return jsonify(s.user(user, accounts.department_ids_of(user))), 201
 
 
+@api_bp.get("/staff/<int:user_id>")
+@requires("admin")
+def get_staff(user_id):
+    """One staff member or admin."""
+    user = accounts.get_user(user_id)
+    return jsonify(s.user(user, accounts.department_ids_of(user)))
+
+
+@api_bp.put("/staff/<int:user_id>")
+@requires("admin")
+def update_staff(user_id):
+    """Change a staff member: name, role, departments, active, password."""
+    user = accounts.update_user(user_id, json_body(), actor=api_user())
+    return jsonify(s.user(user, accounts.department_ids_of(user)))
+
+
+@api_bp.put("/departments/<int:department_id>")
+@requires("admin")
+def update_department(department_id):
+    """Rename a department or change its notification email."""
+    return jsonify(s.department(catalog.update_department(department_id, json_body())))
+
+
 @api_bp.get("/clients")
 @requires("staff")
 def list_clients():
@@ -401,6 +424,13 @@ def cancel_operation(operation_id):
     return jsonify(s.operation(op)), 200
 
 
+@api_bp.post("/operations/<int:operation_id>/take-over")
+@requires("staff")
+def take_over_operation(operation_id):
+    """Set up manually: stop automatic retries and return the operation's task (made if none)."""
+    return jsonify(s.task(operations.take_over(operation_id, api_user().email)))
+
+
 @api_bp.post("/operations/<int:operation_id>/callback")
 def operation_callback(operation_id):
     """The http module's endpoint completes a pending operation (signed with its secret)."""
@@ -430,7 +460,10 @@ def list_tasks():
     user = api_user()
     status = choice_arg("status", Task.STATUSES)
     departments = None if user.is_admin else accounts.department_ids_of(user)
-    query = tasks.list_tasks(int_arg("department_id"), status, int_arg("assignee_id"), departments)
+    kind = choice_arg("kind", Operation.KINDS)
+    query = tasks.list_tasks(
+        int_arg("department_id"), status, int_arg("assignee_id"), departments, kind=kind
+    )
     rows, paging = page(query)
     return jsonify({"tasks": [s.task(t) for t in rows], **paging})
 
@@ -438,11 +471,32 @@ def list_tasks():
 @api_bp.get("/tasks/<int:task_id>")
 @requires("staff")
 def get_task(task_id):
-    """One task."""
+    """One task with its history (comments, assignments, notes)."""
     task = tasks.get(task_id)
     if not tasks.can_act(api_user(), task):
         raise PermissionDenied("this task belongs to a department you are not in")
-    return jsonify(s.task(task))
+    return jsonify({**s.task(task), "events": [s.task_event(e) for e in tasks.events_of(task)]})
+
+
+@api_bp.post("/tasks/<int:task_id>/comment")
+@requires("staff")
+def comment_task(task_id):
+    """Add a comment to the task's history."""
+    return jsonify(s.task(tasks.comment(task_id, api_user(), json_body().get("text"))))
+
+
+@api_bp.post("/tasks/<int:task_id>/cancel")
+@requires("staff")
+def cancel_task(task_id):
+    """Cancel the task (nobody will do it); its open operation is cancelled too."""
+    return jsonify(s.task(tasks.cancel(task_id, api_user(), json_body().get("reason"))))
+
+
+@api_bp.post("/tasks/<int:task_id>/reopen")
+@requires("admin")
+def reopen_task(task_id):
+    """Reopen a closed or cancelled task (admins)."""
+    return jsonify(s.task(tasks.reopen(task_id, api_user())))
 
 
 @api_bp.post("/tasks/<int:task_id>/assign")

@@ -357,6 +357,31 @@ SCHEMAS = {
             "closed_by": TEXT_OR_NULL,
         }
     ),
+    "TaskEvent": obj(
+        {
+            "kind": {
+                "type": "string",
+                "description": "created, assigned, comment, note, closed, cancelled, reopened",
+            },
+            "actor": {"type": "string"},
+            "text": {"type": "string"},
+            "created_at": TIME_OR_NULL,
+        }
+    ),
+    "TaskWithEvents": {
+        "allOf": [
+            ref("Task"),
+            obj(
+                {
+                    "events": {
+                        "type": "array",
+                        "items": ref("TaskEvent"),
+                        "description": "Oldest first.",
+                    }
+                }
+            ),
+        ]
+    },
     "Email": obj(
         {
             "id": ID,
@@ -533,6 +558,18 @@ SCHEMAS = {
                 "type": "boolean",
                 "description": "Hand over a task already assigned (admins or its assignee).",
             },
+        },
+        required=[],
+    ),
+    "TaskCommentInput": obj({"text": {"type": "string", "minLength": 1, "maxLength": 10000}}),
+    "TaskCancelInput": obj({"reason": {"type": "string"}}, required=[]),
+    "StaffUpdate": obj(
+        {
+            "name": NAME,
+            "password": {"type": "string", "minLength": 8},
+            "department_ids": {"type": "array", "items": ID},
+            "role": {"type": "string", "enum": ["staff", "admin"]},
+            "is_active": {"type": "boolean"},
         },
         required=[],
     ),
@@ -927,10 +964,46 @@ OPERATIONS = {
             _id_query("department_id", "Only this department's tasks."),
             _enum("status", Task.STATUSES, "Only tasks in this status."),
             _id_query("assignee_id", "Only tasks assigned to this user."),
+            _enum("kind", Operation.KINDS, "Only tasks of operations of this kind."),
             *PAGING,
         ],
     ),
-    "api.get_task": op("Tasks", "staff", "Task", [404]),
+    "api.get_task": op("Tasks", "staff", "TaskWithEvents", [404]),
+    "api.comment_task": op(
+        "Tasks",
+        "staff",
+        "Task",
+        [404, 422],
+        request=body("TaskCommentInput"),
+        ok_description="The comment is in the task's history.",
+    ),
+    "api.cancel_task": op(
+        "Tasks",
+        "staff",
+        "Task",
+        [404, 409, 422],
+        request=body("TaskCancelInput", required=False),
+        ok_description="Cancelled; its open operation is cancelled too.",
+    ),
+    "api.reopen_task": op(
+        "Tasks",
+        "admin",
+        "Task",
+        [404, 409],
+        ok_description="Reopened; a cancelled operation comes back for people to finish.",
+    ),
+    "api.take_over_operation": op(
+        "Operations",
+        "staff",
+        "Task",
+        [404, 409],
+        ok_description="The operation is `manual` (no more automatic retries); its task.",
+    ),
+    "api.get_staff": op("People", "admin", "Staff", [404]),
+    "api.update_staff": op("People", "admin", "Staff", [404, 422], request=body("StaffUpdate")),
+    "api.update_department": op(
+        "People", "admin", "Department", [404, 422], request=body("DepartmentInput")
+    ),
     "api.assign_task": op(
         "Tasks",
         "staff",

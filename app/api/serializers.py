@@ -161,6 +161,10 @@ def task(t):
     }
 
 
+def task_event(e):
+    return {"kind": e.kind, "actor": e.actor, "text": e.text, "created_at": _time(e.created_at)}
+
+
 def email(e):
     return {
         "id": e.id,

@@ -154,6 +154,65 @@ def create_user(data, role="staff"):
     return user
 
 
+def _departments(data, errors):
+    department_ids = data.get("department_ids")
+    if department_ids is None:
+        return None
+    if isinstance(department_ids, (str, int)):
+        department_ids = [department_ids]
+    if not isinstance(department_ids, list):
+        errors["department_ids"] = "Must be a list of department ids."
+        return None
+    departments = []
+    for raw in department_ids:
+        department = Department.get_or_none_by_id(raw)
+        if department is None:
+            errors["department_ids"] = f"Unknown department {raw!r}."
+        else:
+            departments.append(department)
+    return departments
+
+
+def get_user(user_id):
+    user = User.get_or_none_by_id(user_id)
+    if user is None or not user.is_staff:
+        raise NotFound(f"staff member {user_id} not found")
+    return user
+
+
+def update_user(user_id, data, actor):
+    """Change a staff member: name, departments, role, active, password (if given)."""
+    user = get_user(user_id)
+    errors = {}
+    name = _name(data, errors) if "name" in data else user.name
+    password = _password(data, errors, required=False)
+    departments = _departments(data, errors)
+    role = data.get("role", user.role)
+    if role not in ("staff", "admin"):
+        errors["role"] = "Must be staff or admin."
+    is_active = data.get("is_active", user.is_active)
+    if not isinstance(is_active, bool):
+        errors["is_active"] = "Must be true or false."
+    if user.id == actor.id and (role != "admin" or is_active is False) and user.is_admin:
+        errors["role" if role != "admin" else "is_active"] = (
+            "You cannot demote or lock yourself out."
+        )
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        user.name = name
+        user.role = role
+        user.is_active = is_active
+        if password:
+            user.password_hash = hash_password(password)
+        user.save()
+        if departments is not None:
+            StaffMembership.delete().where(StaffMembership.user == user.id).execute()
+            for department in departments:
+                StaffMembership.create(user=user, department=department)
+    return user
+
+
 def staff():
     return list(User.select().where(User.role.in_(("staff", "admin"))).order_by(User.id))
 

@@ -202,18 +202,42 @@ def departments():
     return list(Department.select().order_by(Department.name))
 
 
-def create_department(data):
+def _department_fields(data, existing=None):
     errors = {}
     name = _text(data, "name", errors, max_length=100)
     notify = _text(data, "notify_email", errors, required=False)
     if notify and "@" not in notify:
         errors["notify_email"] = "Must be an email address."
-    if name and Department.select().where(Department.name == name).exists():
+    clash = Department.select().where(Department.name == (name or ""))
+    if existing is not None:
+        clash = clash.where(Department.id != existing.id)
+    if name and clash.exists():
         errors["name"] = "A department with this name exists."
     if errors:
         raise ValidationError(errors)
+    return {"name": name, "notify_email": notify}
+
+
+def create_department(data):
+    """A department; ``notify_email`` gets an email on each new task."""
+    values = _department_fields(data)
     with write_transaction():
-        return Department.create(name=name, notify_email=notify)
+        return Department.create(**values)
+
+
+def get_department(department_id):
+    department = Department.get_or_none_by_id(department_id)
+    if department is None:
+        raise NotFound(f"department {department_id} not found")
+    return department
+
+
+def update_department(department_id, data):
+    department = get_department(department_id)
+    values = _department_fields(data, existing=department)
+    with write_transaction():
+        Department.update(**values).where(Department.id == department.id).execute()
+    return get_department(department.id)
 
 
 # --- processing modules -----------------------------------------------------------------

@@ -107,7 +107,7 @@ def run(operation_id):
         log.exception("module %s crashed on operation %s", op.module_id, op.id)
         message = f"module error: {exc.__class__.__name__}: {exc}"
         return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
-    if result is None or result.status not in ("done", "pending"):
+    if result is None or result.status not in ("done", "pending", "task"):
         return _record_failure(op.id, attempt.id, "module returned no result", False, ctx.log_text)
     return _record_result(op.id, attempt.id, result, ctx.log_text)
 
@@ -227,6 +227,14 @@ def _record_result(op_id, attempt_id, result, log_text):
                 op.lease_until = now + timedelta(seconds=_setting("CALLBACK_TIMEOUT"))
                 op.updated_at = now
                 op.save()
+            return op
+        if result.status == "task":
+            if current:
+                op.status = "waiting_task"
+                op.lease_until = None
+                op.updated_at = now
+                op.save()
+                tasks.open_for_operation(op, "the manual setup module leaves it to people", now)
             return op
         if not op.is_open:
             return op  # already done or cancelled: this late result changes nothing
@@ -359,23 +367,60 @@ def restart(operation_id, actor="staff"):
 
 
 def cancel(operation_id, actor="staff"):
+    """Cancel an operation that is not running; its open tasks are cancelled too."""
     now = utcnow()
     with write_transaction():
         op = get(operation_id, lock=True)
-        if op.status not in CANCELLABLE:
-            raise Conflict(
-                f"operation {op.id} is {op.status}; only an operation that is "
-                f"{', '.join(CANCELLABLE)} can be cancelled"
-            )
-        op.status = "cancelled"
-        op.finished_at = now
-        op.updated_at = now
-        op.next_run_at = None
-        op.lease_until = None
-        op.completed_by = actor
-        op.save()
-        tasks.cancel_for_operation(op, f"Operation #{op.id} cancelled by {actor}.", now, actor)
+        cancel_locked(op, actor, now)
     return op
+
+
+def cancel_locked(op, actor, now):
+    """Cancel ``op`` (locked by the caller's transaction)."""
+    if op.status not in CANCELLABLE:
+        raise Conflict(
+            f"operation {op.id} is {op.status}; only an operation that is "
+            f"{', '.join(CANCELLABLE)} can be cancelled"
+        )
+    op.status = "cancelled"
+    op.finished_at = now
+    op.updated_at = now
+    op.next_run_at = None
+    op.lease_until = None
+    op.completed_by = actor
+    op.save()
+    tasks.cancel_for_operation(op, f"Operation #{op.id} cancelled by {actor}.", now, actor)
+
+
+def bring_back(op, actor, now):
+    """A cancelled operation comes back for people to finish (its task was reopened)."""
+    op.status = "waiting_task" if op.module is not None and op.module.type == "manual" else "manual"
+    op.finished_at = None
+    op.completed_by = None
+    op.updated_at = now
+    op.save()
+
+
+def take_over(operation_id, actor):
+    """ "Set up manually": people take the operation over; returns its task (made if none).
+
+    Automatic retries stop (the operation becomes ``manual``); "Run now" still works.
+    """
+    now = utcnow()
+    with write_transaction():
+        op = get(operation_id, lock=True)
+        if not op.is_open:
+            raise Conflict(f"operation {op.id} is {op.status}; there is nothing to take over")
+        if op.status == "running":
+            raise Conflict(f"operation {op.id} is running an attempt; try again shortly")
+        if op.status in ("queued", "retry_wait", "waiting_callback"):
+            op.status = "manual"
+            op.next_run_at = None
+            op.lease_until = None
+            op.updated_at = now
+            op.save()
+        task = tasks.open_for_operation(op, f"taken over by {actor}", now)
+    return task
 
 
 def complete_manually(op, details, actor, now):

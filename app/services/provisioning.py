@@ -247,6 +247,14 @@ def apply_done(op, remote_id, details, now):
         mail.queue_welcome(service)
 
 
+def correct_details(service_id, details, now):
+    """People correct the detail fields of a service (no module is called)."""
+    service = Service.get_by_id(service_id)
+    service.details = {**(service.details or {}), **details}
+    service.updated_at = now
+    service.save()
+
+
 def timeline(service):
     """The service's operations, newest first."""
     return list(

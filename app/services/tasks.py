@@ -7,7 +7,7 @@ module); closing it with the detail fields completes the operation.
 import logging
 
 from app.db import get_for_update, write_transaction
-from app.models import Operation, Task, TaskEvent, utcnow
+from app.models import Operation, Task, TaskEvent, parse_id, utcnow
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,42 @@ def open_for_operation(op, reason, now):
     )
     _event(task, "created", "system", f"Operation #{op.id} ({op.kind}): {reason}.", now)
     log.info("task %s created for operation %s: %s", task.id, op.id, reason)
+    _notify_department(task, reason)
     return task
+
+
+def _notify_department(task, reason):
+    """A department that asked for it gets an email on each new task."""
+    department = task.department
+    if department is None or not department.notify_email:
+        return
+    from app.services import mail
+
+    body = (
+        f"A new task is waiting in {department.name}:\n\n  #{task.id} {task.title}\n\n"
+        f"Why: {reason}.\n"
+    )
+    mail.queue(
+        department.notify_email,
+        f"New task #{task.id}: {task.title}",
+        body,
+        kind="task_new",
+        service=task.service_id,
+    )
+
+
+def _notify_assignee(task, assignee, by):
+    """The person a task is handed to (by someone else) gets an email."""
+    from app.services import mail
+
+    body = f"Hello {assignee.name},\n\n{by} handed you task #{task.id}: {task.title}.\n"
+    mail.queue(
+        assignee.email,
+        f"Task #{task.id} is yours: {task.title}",
+        body,
+        kind="task_assigned",
+        service=task.service_id,
+    )
 
 
 def _open_tasks_of(op):
@@ -95,8 +130,10 @@ def note_for_operation(op, note, now, actor):
         _event(task, "note", actor, note, now)
 
 
-def list_tasks(department_id=None, status=None, assignee_id=None, departments=None):
+def list_tasks(department_id=None, status=None, assignee_id=None, departments=None, kind=None):
     query = Task.select().order_by(Task.id.desc())
+    if kind:
+        query = query.join(Operation).where(Operation.kind == kind).switch(Task)
     if department_id:
         query = query.where(Task.department == department_id)
     if departments is not None:
@@ -161,6 +198,8 @@ def assign(task_id, user, assignee=None, force=False):
             raise Conflict(f"task {task.id} was just assigned to {who}")
         task = Task.get_by_id(task.id)
         _event(task, "assigned", user.email, f"Assigned to {assignee.name}.", now)
+        if assignee.id != user.id:
+            _notify_assignee(task, assignee, user.name)
     return task
 
 
@@ -196,6 +235,86 @@ def close(task_id, user, fields=None, comment=""):
         _event(task, "closed", user.email, "Closed with the detail fields.", now)
         if op is not None and op.is_open:
             operations.complete_manually(op, cleaned, user.email, now)
+        elif op is not None and op.status == "done" and cleaned and task.service_id:
+            # a reopened task closed again: the details are corrected, nothing re-runs
+            from app.services import provisioning
+
+            provisioning.correct_details(task.service_id, cleaned, now)
+            _event(task, "note", user.email, "Service details corrected.", now)
+    return task
+
+
+def _get_acting(task_id, user):
+    task = get_for_update(Task, parse_id(task_id)) if parse_id(task_id) else None
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    if not can_act(user, task):
+        raise PermissionDenied("this task belongs to a department you are not in")
+    return task
+
+
+def comment(task_id, user, text):
+    """Add a comment to the task's history."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError({"text": "Write a comment."})
+    if len(text) > 10000:
+        raise ValidationError({"text": "At most 10000 characters."})
+    now = utcnow()
+    with write_transaction():
+        task = _get_acting(task_id, user)
+        _event(task, "comment", user.email, text.strip(), now)
+        task.updated_at = now
+        task.save()
+    return task
+
+
+def cancel(task_id, user, reason=""):
+    """Nobody will do this by hand: the task is cancelled, and its open operation too."""
+    from app.services import operations
+
+    if reason is not None and not isinstance(reason, str):
+        raise ValidationError({"reason": "Must be text."})
+    now = utcnow()
+    with write_transaction():
+        task = _get_acting(task_id, user)
+        if task.status not in Task.OPEN_STATUSES:
+            raise Conflict(f"task {task.id} is already {task.status}")
+        op = get_for_update(Operation, task.operation_id) if task.operation_id else None
+        if op is not None and op.status == "running":
+            raise Conflict(f"operation #{op.id} is running an attempt; try again shortly")
+        task.status = "cancelled"
+        task.closed_at = now
+        task.closed_by = user.email
+        task.updated_at = now
+        task.save()
+        _event(task, "cancelled", user.email, (reason or "").strip() or "Cancelled.", now)
+        if op is not None and op.is_open:
+            operations.cancel_locked(op, user.email, now)
+    return task
+
+
+def reopen(task_id, user):
+    """An admin reopens a closed or cancelled task; a cancelled operation comes back."""
+    from app.services import operations
+
+    if not user.is_admin:
+        raise PermissionDenied("only admins reopen tasks")
+    now = utcnow()
+    with write_transaction():
+        task = _get_acting(task_id, user)
+        if task.status in Task.OPEN_STATUSES:
+            raise Conflict(f"task {task.id} is {task.status}, not closed")
+        op = get_for_update(Operation, task.operation_id) if task.operation_id else None
+        if op is not None and op.status != "done" and op.is_open:
+            raise Conflict(f"operation #{op.id} already has other work open")
+        task.status = "in_work" if task.assignee_id else "new"
+        task.closed_at = None
+        task.closed_by = None
+        task.updated_at = now
+        task.save()
+        _event(task, "reopened", user.email, "Reopened.", now)
+        if op is not None and op.status == "cancelled":
+            operations.bring_back(op, user.email, now)
     return task
 
 
