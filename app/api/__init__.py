@@ -464,6 +464,9 @@ def list_tasks():
     query = tasks.list_tasks(
         int_arg("department_id"), status, int_arg("assignee_id"), departments, kind=kind
     )
+    operation_id = int_arg("operation_id")
+    if operation_id is not None:
+        query = query.where(Task.operation == operation_id)
     rows, paging = page(query)
     return jsonify({"tasks": [s.task(t) for t in rows], **paging})
 

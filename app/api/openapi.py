@@ -965,6 +965,7 @@ OPERATIONS = {
             _enum("status", Task.STATUSES, "Only tasks in this status."),
             _id_query("assignee_id", "Only tasks assigned to this user."),
             _enum("kind", Operation.KINDS, "Only tasks of operations of this kind."),
+            _id_query("operation_id", "Only the tasks of this operation."),
             *PAGING,
         ],
     ),
