@@ -259,7 +259,118 @@ def _configure_logging():
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
-COMMANDS = [db_group, users_group, tokens_group, ops_group, scheduler_command, serve]
+@click.command("remotetaskctl")
+@click.option(
+    "--command",
+    "command",
+    required=True,
+    type=click.Choice(["checkevent", "push"]),
+    help="checkevent: pull the remote events now; push: send pending changes now.",
+)
+@with_appcontext
+def remotetaskctl(command):
+    """Tasks proxy control: bring remote task changes back now (or push pending ones)."""
+    from app.services import proxy
+
+    with database.connection_context():
+        sides = proxy.client_sides()
+        if not sides:
+            click.echo("No client side is configured (nothing to do).")
+            return
+        failed = 0
+        for side in sides:
+            if not side.enabled:
+                continue
+            try:
+                count = proxy.pull(side.id) if command == "checkevent" else proxy.push(side.id)
+            except ServiceError as exc:
+                failed += 1
+                click.echo(f"{side.department.name} -> {side.url}: error: {exc.message}", err=True)
+                continue
+            what = "events applied" if command == "checkevent" else "changes sent"
+            click.echo(f"{side.department.name} -> {side.url}: {count} {what}")
+    if failed:
+        sys.exit(1)
+
+
+@click.group("proxy", help="Tasks proxy: server sides and client sides.")
+def proxy_group():
+    pass
+
+
+@proxy_group.command("server-side")
+@click.option("--login", required=True, help="The client id the remote instance logs in as.")
+@click.option("--password", required=True)
+@click.option("--department-id", required=True, type=int, help="The department for its tasks.")
+@with_appcontext
+def proxy_server_side(login, password, department_id):
+    """Accept tasks from a remote instance into a department."""
+    from app.services import proxy
+
+    side = _services_call(
+        proxy.create_server_side,
+        {"login": login, "password": password, "department_id": department_id},
+    )
+    click.echo(f"Server side {side.id}: {login} sends tasks to department {department_id}.")
+
+
+@proxy_group.command("client-side")
+@click.option("--url", required=True, help="URL of the remote Provisor.")
+@click.option("--login", required=True)
+@click.option("--password", required=True)
+@click.option("--remote-department-id", required=True, type=int)
+@click.option("--department-id", required=True, type=int, help="The local department.")
+@with_appcontext
+def proxy_client_side(url, login, password, remote_department_id, department_id):
+    """Forward a local department's tasks to a remote instance's department."""
+    from app.services import proxy
+
+    side = _services_call(
+        proxy.create_client_side,
+        {
+            "url": url,
+            "login": login,
+            "password": password,
+            "remote_department_id": remote_department_id,
+            "department_id": department_id,
+        },
+    )
+    click.echo(
+        f"Client side {side.id}: department {department_id} -> {url} "
+        f"({side.remote_department_name})."
+    )
+
+
+@proxy_group.command("list")
+@with_appcontext
+def proxy_list():
+    """Show the server and client sides with their last sync and errors."""
+    from app.services import proxy
+
+    with database.connection_context():
+        for side in proxy.server_sides():
+            click.echo(
+                f"server {side.id}: login {side.login} -> {side.department.name}; "
+                f"last seen {side.last_seen_at or 'never'}"
+            )
+        for side in proxy.client_sides():
+            click.echo(
+                f"client {side.id}: {side.department.name} -> {side.url} "
+                f"({side.remote_department_name}); cursor {side.cursor}; last pull "
+                f"{side.last_pull_at or 'never'}; error: {side.last_error or 'none'}"
+            )
+
+
+COMMANDS = [
+    db_group,
+    users_group,
+    tokens_group,
+    ops_group,
+    scheduler_command,
+    serve,
+    remotetaskctl,
+    proxy_group,
+]
 
 
 def init_app(app):
@@ -291,7 +402,8 @@ def main():
             if getattr(exc, "ctx", None) is not None
             else ""
         )
-        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        message = " ".join(exc.format_message().split())  # always one line
+        click.echo(f"Error: {message}{hint}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -24,6 +24,10 @@ DEFAULTS = {
     "RECENT_ERROR_WINDOW": 900,  # module choice: errors in the last N seconds count
     "CALLBACK_TIMEOUT": 86400,  # http module: a pending operation waits this long
     "WORKER_THREADS": 4,  # embedded worker threads
+    # tasks proxy
+    "PROXY_PULL_INTERVAL": 300,  # seconds between pulls of a peer's events
+    "PROXY_RETRY_DELAY": 10,  # seconds before a failed push is tried again
+    "PROXY_TIMEOUT": 10,  # seconds a call to a peer may take
     # client area
     "SANDBOX_PAYMENTS": False,  # a "Pay now (sandbox)" button in the client area
     "ALLOW_REGISTRATION": True,
@@ -44,6 +48,9 @@ INT_KEYS = {
     "CALLBACK_TIMEOUT",
     "WORKER_THREADS",
     "PAGE_SIZE",
+    "PROXY_PULL_INTERVAL",
+    "PROXY_RETRY_DELAY",
+    "PROXY_TIMEOUT",
     "ARGON2_TIME_COST",
     "ARGON2_MEMORY_COST",
 }

@@ -364,6 +364,106 @@ class SandboxResource(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
+# --- tasks proxy ------------------------------------------------------------------------
+
+
+class ProxyServerSide(BaseModel):
+    """This instance receives tasks: a peer logs in as ``login`` and its tasks go to
+    ``department`` (one department per server side)."""
+
+    login = CharField(unique=True)
+    password_hash = CharField()
+    department = ForeignKeyField(
+        Department, unique=True, backref="proxy_server_side", on_delete="CASCADE"
+    )
+    enabled = BooleanField(default=True)
+    created_at = DateTimeField(default=utcnow)
+    last_seen_at = DateTimeField(null=True)
+
+
+class ProxyClientSide(BaseModel):
+    """This instance sends the tasks of ``department`` to a peer's department."""
+
+    url = CharField()
+    login = CharField()
+    password_encrypted = TextField()
+    remote_department_id = IntegerField()
+    remote_department_name = CharField(default="")
+    department = ForeignKeyField(
+        Department, unique=True, backref="proxy_client_side", on_delete="CASCADE"
+    )
+    enabled = BooleanField(default=True)
+    cursor = IntegerField(default=0)  # the last remote event pulled
+    last_push_at = DateTimeField(null=True)
+    last_pull_at = DateTimeField(null=True)
+    last_error = TextField(null=True)
+    last_error_at = DateTimeField(null=True)
+    pushing_until = DateTimeField(null=True)  # a pusher's lease (keeps events in order)
+    created_at = DateTimeField(default=utcnow)
+
+
+class ProxyLink(BaseModel):
+    """A local task forwarded through a client side: which remote task it is."""
+
+    task = ForeignKeyField(Task, unique=True, backref="proxy_links", on_delete="CASCADE")
+    client_side = ForeignKeyField(ProxyClientSide, backref="links", on_delete="CASCADE")
+    remote_task_id = IntegerField(null=True)
+    last_synced_at = DateTimeField(null=True)
+    sync_error = TextField(null=True)
+
+
+class ProxyOutgoing(BaseModel):
+    """A change of a forwarded task waiting to be pushed (in id order, exactly once)."""
+
+    client_side = ForeignKeyField(ProxyClientSide, backref="outgoing", on_delete="CASCADE")
+    task = ForeignKeyField(Task, backref="proxy_outgoing", on_delete="CASCADE")
+    event_id = CharField(unique=True)
+    kind = CharField()  # create, comment, fields, cancel, close
+    payload = JSONField(default=dict)
+    status = CharField(default="pending", index=True)  # pending, sent
+    attempts = IntegerField(default=0)
+    last_error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+
+
+class ProxyInbound(BaseModel):
+    """A task received through a server side: the sender's task id and the local task."""
+
+    server_side = ForeignKeyField(ProxyServerSide, backref="inbound", on_delete="CASCADE")
+    sender_task_id = IntegerField()
+    task = ForeignKeyField(Task, unique=True, backref="proxy_inbound", on_delete="CASCADE")
+    description = TextField(default="")
+    form = JSONField(default=list)  # the sender's detail fields: name, label, required
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("server_side", "sender_task_id"), True),)
+
+
+class ProxyReceived(BaseModel):
+    """Event ids already applied on the server side (pushes are idempotent on them)."""
+
+    server_side = ForeignKeyField(ProxyServerSide, on_delete="CASCADE")
+    event_id = CharField()
+    received_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("server_side", "event_id"), True),)
+
+
+class ProxyEvent(BaseModel):
+    """A change made here to a received task, for the sender to pull (id = cursor)."""
+
+    server_side = ForeignKeyField(ProxyServerSide, backref="events", on_delete="CASCADE")
+    sender_task_id = IntegerField()
+    kind = CharField()  # assigned, comment, fields, closed, cancelled, reopened
+    actor = CharField(default="")
+    text = TextField(default="")
+    fields = JSONField(default=dict)
+    created_at = DateTimeField(default=utcnow)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField()
     applied_at = DateTimeField(default=utcnow)
@@ -390,4 +490,14 @@ ALL_MODELS = [
     Email,
     SandboxResource,
     SchemaVersion,
+]
+
+PROXY_MODELS = [
+    ProxyServerSide,
+    ProxyClientSide,
+    ProxyLink,
+    ProxyOutgoing,
+    ProxyInbound,
+    ProxyReceived,
+    ProxyEvent,
 ]

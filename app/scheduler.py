@@ -13,13 +13,14 @@ log = logging.getLogger(__name__)
 
 
 def run_once(app):
-    from app.services import mail, operations
+    from app.services import mail, operations, proxy
 
     with app.app_context():
         database.connect(reuse_if_open=True)
         try:
             result = operations.sweep()
             result.update(mail.sweep())
+            result.update(proxy.sweep())
             return result
         finally:
             database.close()

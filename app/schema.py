@@ -102,7 +102,11 @@ def _v1_initial(db):
         )
 
 
-MIGRATIONS = [_v1_initial]
+def _v2_tasks_proxy(db):
+    db.create_tables(models.PROXY_MODELS)
+
+
+MIGRATIONS = [_v1_initial, _v2_tasks_proxy]
 
 
 def current_version():

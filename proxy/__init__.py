@@ -1,25 +1,106 @@
-"""The tasks proxy (``/proxy/v1``): forwards a department's tasks to a peer Provisor.
+"""The tasks proxy's server side (``/proxy/v1``): what a peer Provisor calls.
 
-The server and client sides come with the tasks-proxy issue; the blueprint is mounted now
-so that the URL space is reserved and answers JSON.
+HTTP Basic with a server side's login and password. Every answer is JSON; errors are
+``{"error": {"code", "message", "fields"}}``. A peer only ever sees its own department,
+its own tasks and its own events.
 """
 
-from flask import Blueprint, jsonify
+import functools
+
+from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from app.auth import csrf
+from app.services import proxy
+from app.services.errors import ServiceError, ValidationError
 
 proxy_bp = Blueprint("proxy", __name__, url_prefix="/proxy/v1")
 csrf.exempt(proxy_bp)
 
 
-@proxy_bp.route("/<path:anything>", methods=["GET", "POST"])
-def not_configured(anything):
-    """Every proxy call answers 404 until the tasks proxy is configured."""
-    body = {
-        "error": {
-            "code": "not_found",
-            "message": "the tasks proxy is not configured here",
-            "fields": {},
-        }
-    }
-    return jsonify(body), 404
+def _error(status, code, message, fields=None):
+    response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
+    response.status_code = status
+    return response
+
+
+@proxy_bp.errorhandler(ServiceError)
+def _service_error(exc):
+    return _error(exc.status, exc.code, exc.message, exc.fields)
+
+
+@proxy_bp.errorhandler(HTTPException)
+def _http_error(exc):
+    return _error(
+        exc.code or 400,
+        (exc.name or "error").lower().replace(" ", "_"),
+        exc.description or exc.name,
+    )
+
+
+def peer_required(view):
+    """HTTP Basic as a server side's account; 401 (with a challenge) otherwise."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        auth = request.authorization
+        side = proxy.authenticate_peer(auth.username, auth.password) if auth else None
+        if side is None:
+            response = _error(401, "unauthorized", "unknown login or wrong password")
+            response.headers["WWW-Authenticate"] = 'Basic realm="provisor-proxy"'
+            return response
+        g.peer = side
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _body():
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ServiceError("the body must be a JSON object", code="invalid_json")
+    return data
+
+
+@proxy_bp.get("/departments")
+@peer_required
+def departments():
+    """The department this account's tasks go to."""
+    return jsonify(
+        {"departments": [{"id": d.id, "name": d.name} for d in proxy.peer_departments(g.peer)]}
+    )
+
+
+@proxy_bp.post("/tasks")
+@peer_required
+def receive_task():
+    """Receive a task (idempotent on the sender's task id): 201 new, 200 already here."""
+    task, created = proxy.receive_task(g.peer, _body())
+    return jsonify({"task_id": task.id, "status": task.status, "created": created}), (
+        201 if created else 200
+    )
+
+
+@proxy_bp.post("/tasks/<int:sender_task_id>/events")
+@peer_required
+def receive_event(sender_task_id):
+    """A change of a task the peer sent (idempotent on ``event_id``)."""
+    task, applied = proxy.receive_event(g.peer, sender_task_id, _body())
+    return jsonify({"task_id": task.id, "status": task.status, "applied": applied})
+
+
+@proxy_bp.get("/events")
+@peer_required
+def events():
+    """Changes made here to the peer's tasks after the cursor ``after``."""
+    raw = request.args.get("after", "0")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise ValidationError({"after": "Must be a cursor (a whole number from 0)."})
+    items, cursor = proxy.events_after(g.peer, int(raw))
+    return jsonify({"events": items, "next": cursor})
+
+
+@proxy_bp.route("/<path:anything>", methods=["GET", "POST", "PUT", "DELETE"])
+def unknown(anything):
+    """Anything else under /proxy/v1 is a JSON 404."""
+    return _error(404, "not_found", f"no such proxy endpoint: /proxy/v1/{anything}")

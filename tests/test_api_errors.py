@@ -161,7 +161,8 @@ def manual(api):
     )
     w = SimpleNamespace(department=department, module=module, tariff=tariff, client=client)
     service, op = _paid_service(api, w, statuses=("manual",))
-    task = next(t for t in api.ok("get", "/tasks")["tasks"] if t["operation_id"] == op["id"])
+    listed = next(t for t in api.ok("get", "/tasks")["tasks"] if t["operation_id"] == op["id"])
+    task = api.ok("get", f"/tasks/{listed['id']}")  # with its history, to compare later
     assert task["status"] == "new"
     return SimpleNamespace(**vars(w), service=service, operation=op, task=task)
 

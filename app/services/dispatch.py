@@ -39,6 +39,14 @@ def operation(op_id, delay=None):
     operations([op_id], delay=delay)
 
 
+def proxy_push(side_id, delay=None):
+    after_commit(lambda: _send("push_proxy", [side_id], delay))
+
+
+def proxy_pull(side_id, delay=None):
+    after_commit(lambda: _send("pull_proxy", [side_id], delay))
+
+
 def emails(ids, delay=None):
     ids = list(ids)
     after_commit(lambda: _send("send_email", ids, delay))

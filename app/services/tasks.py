@@ -30,8 +30,12 @@ def title_for(op):
     )
 
 
-def _event(task, kind, actor, text, now):
+def _event(task, kind, actor, text, now, fields=None):
+    """Record a change in the task's history; the tasks proxy forwards it to peers."""
+    from app.services import proxy
+
     TaskEvent.create(task=task, kind=kind, actor=actor or "system", text=text, created_at=now)
+    proxy.on_task_event(task, kind, actor or "system", text, fields, now)
 
 
 def get(task_id):
@@ -205,43 +209,84 @@ def assign(task_id, user, assignee=None, force=False):
 
 def close(task_id, user, fields=None, comment=""):
     """Close a task with the detail fields: the operation completes, the service moves on."""
-    from app.services import operations
+    fields, comment = _fields_and_comment(fields, comment)
+    now = utcnow()
+    with write_transaction():
+        task = _get_acting(task_id, user)
+        close_locked(task, user.email, fields, comment, now, assignee=user)
+    return task
 
+
+def _fields_and_comment(fields, comment):
     fields = {} if fields is None else fields
     comment = "" if comment is None else comment
     if not isinstance(fields, dict):
         raise ValidationError({"fields": "Must be an object of detail fields."})
     if not isinstance(comment, str):
         raise ValidationError({"comment": "Must be text."})
+    return fields, comment
+
+
+def close_locked(task, actor, fields, comment, now, assignee=None):
+    """Close ``task`` (locked by the caller) as ``actor``; the operation completes."""
+    from app.services import operations
+
+    if task.status not in Task.OPEN_STATUSES:
+        raise Conflict(f"task {task.id} is already {task.status}")
+    op = get_for_update(Operation, task.operation_id) if task.operation_id else None
+    if op is not None and op.status == "running":
+        raise Conflict(f"operation #{op.id} is running an attempt; try again shortly")
+    cleaned = clean_fields(task, op, fields)
+    task.fields = {**(task.fields or {}), **cleaned}
+    task.status = "closed"
+    task.closed_at = now
+    task.closed_by = actor
+    task.updated_at = now
+    if task.assignee_id is None and assignee is not None:
+        task.assignee = assignee.id
+    task.save()
+    if comment:
+        _event(task, "comment", actor, comment, now)
+    _event(task, "closed", actor, "Closed with the detail fields.", now, fields=task.fields)
+    if op is not None and op.is_open:
+        operations.complete_manually(op, cleaned, actor, now)
+    elif op is not None and op.status == "done" and cleaned and task.service_id:
+        # a reopened task closed again: the details are corrected, nothing re-runs
+        from app.services import provisioning
+
+        provisioning.correct_details(task.service_id, cleaned, now)
+        _event(task, "note", actor, "Service details corrected.", now)
+
+
+def save_fields(task_id, user, fields):
+    """Fill in (some of) the detail fields without closing the task."""
+    fields, _ = _fields_and_comment(fields, "")
     now = utcnow()
     with write_transaction():
-        task = get(task_id)
-        if not can_act(user, task):
-            raise PermissionDenied("this task belongs to a department you are not in")
-        if task.status not in Task.OPEN_STATUSES:
-            raise Conflict(f"task {task.id} is already {task.status}")
-        op = get_for_update(Operation, task.operation_id) if task.operation_id else None
-        cleaned = clean_fields(task, op, fields)
-        task.fields = {**(task.fields or {}), **cleaned}
-        task.status = "closed"
-        task.closed_at = now
-        task.closed_by = user.email
-        task.updated_at = now
-        if task.assignee_id is None:
-            task.assignee = user.id
-        task.save()
-        if comment:
-            _event(task, "comment", user.email, str(comment), now)
-        _event(task, "closed", user.email, "Closed with the detail fields.", now)
-        if op is not None and op.is_open:
-            operations.complete_manually(op, cleaned, user.email, now)
-        elif op is not None and op.status == "done" and cleaned and task.service_id:
-            # a reopened task closed again: the details are corrected, nothing re-runs
-            from app.services import provisioning
-
-            provisioning.correct_details(task.service_id, cleaned, now)
-            _event(task, "note", user.email, "Service details corrected.", now)
+        task = _get_acting(task_id, user)
+        save_fields_locked(task, user.email, fields, now)
     return task
+
+
+def save_fields_locked(task, actor, fields, now):
+    if task.status not in Task.OPEN_STATUSES:
+        raise Conflict(f"task {task.id} is {task.status}")
+    known = {f["name"] for f in form_of(task)}
+    unknown = [name for name in fields if known and name not in known]
+    if unknown:
+        raise ValidationError({name: "Not a detail field of this task." for name in unknown})
+    values = {str(k): str(v).strip() for k, v in fields.items() if v not in (None, "")}
+    task.fields = {**(task.fields or {}), **values}
+    task.updated_at = now
+    task.save()
+    _event(
+        task,
+        "fields",
+        actor,
+        "Detail fields filled in: " + ", ".join(sorted(values)),
+        now,
+        fields=task.fields,
+    )
 
 
 def _get_acting(task_id, user):
@@ -270,27 +315,31 @@ def comment(task_id, user, text):
 
 def cancel(task_id, user, reason=""):
     """Nobody will do this by hand: the task is cancelled, and its open operation too."""
-    from app.services import operations
-
     if reason is not None and not isinstance(reason, str):
         raise ValidationError({"reason": "Must be text."})
     now = utcnow()
     with write_transaction():
         task = _get_acting(task_id, user)
-        if task.status not in Task.OPEN_STATUSES:
-            raise Conflict(f"task {task.id} is already {task.status}")
-        op = get_for_update(Operation, task.operation_id) if task.operation_id else None
-        if op is not None and op.status == "running":
-            raise Conflict(f"operation #{op.id} is running an attempt; try again shortly")
-        task.status = "cancelled"
-        task.closed_at = now
-        task.closed_by = user.email
-        task.updated_at = now
-        task.save()
-        _event(task, "cancelled", user.email, (reason or "").strip() or "Cancelled.", now)
-        if op is not None and op.is_open:
-            operations.cancel_locked(op, user.email, now)
+        cancel_locked(task, user.email, reason, now)
     return task
+
+
+def cancel_locked(task, actor, reason, now):
+    from app.services import operations
+
+    if task.status not in Task.OPEN_STATUSES:
+        raise Conflict(f"task {task.id} is already {task.status}")
+    op = get_for_update(Operation, task.operation_id) if task.operation_id else None
+    if op is not None and op.status == "running":
+        raise Conflict(f"operation #{op.id} is running an attempt; try again shortly")
+    task.status = "cancelled"
+    task.closed_at = now
+    task.closed_by = actor
+    task.updated_at = now
+    task.save()
+    _event(task, "cancelled", actor, (reason or "").strip() or "Cancelled.", now)
+    if op is not None and op.is_open:
+        operations.cancel_locked(op, actor, now)
 
 
 def reopen(task_id, user):
@@ -318,16 +367,30 @@ def reopen(task_id, user):
     return task
 
 
+def form_of(task):
+    """The detail fields a person fills in for this task: the product type's for a
+    service, the sender's form for a task received through the tasks proxy."""
+    if task.service_id is not None:
+        return task.service.tariff.product_type.detail_fields or []
+    from app.models import ProxyInbound
+
+    inbound = ProxyInbound.get_or_none(ProxyInbound.task == task.id)
+    return inbound.form if inbound is not None else []
+
+
 def clean_fields(task, op, fields):
-    """Check the detail fields of the product type; required ones for setting a service up."""
-    if op is None or op.kind != "open" or task.service_id is None:
+    """Check the detail fields; the required ones when they set a service up."""
+    declared = form_of(task)
+    sets_up = (op is not None and op.kind == "open") or (
+        op is None and task.service_id is None and bool(declared)
+    )
+    if not sets_up:
         return {str(k): str(v) for k, v in fields.items() if v not in (None, "")}
-    product_type = task.service.tariff.product_type
-    declared = product_type.detail_fields or []
     errors, cleaned = {}, {}
     names = {f["name"] for f in declared}
+    merged = {**(task.fields or {}), **fields}
     for f in declared:
-        value = fields.get(f["name"])
+        value = merged.get(f["name"])
         value = "" if value is None else str(value).strip()
         if not value and f.get("required"):
             errors[f["name"]] = f"{f.get('label') or f['name']} is required."
@@ -360,3 +423,13 @@ def events_of(task):
 def for_operation(op):
     """Every task of an operation, newest first."""
     return list(Task.select().where(Task.operation == op.id).order_by(Task.id.desc()))
+
+
+def search_tasks(status=None, department_id=None, assignee_id=None, departments=None, kind=None):
+    """The Tasks page's query: ``status`` "open" means new or in work, None any status;
+    the other filters as :func:`list_tasks`."""
+    if status == "open":
+        return list_tasks(department_id, None, assignee_id, departments, kind=kind).where(
+            Task.status.in_(Task.OPEN_STATUSES)
+        )
+    return list_tasks(department_id, status, assignee_id, departments, kind=kind)
