@@ -213,6 +213,7 @@ def test_forward_work_remotely_and_bring_the_result_back(instances):
     # the provider's staff work on it there
     provider.call("POST", f"/tasks/{remote['id']}/assign", {})
     provider.call("POST", f"/tasks/{remote['id']}/comment", {"text": "racking it now"})
+    provider.call("POST", f"/tasks/{remote['id']}/fields", {"fields": {"hostname": "ded42"}})
     code = requests.post(
         f"{provider.url}/api/v1/tasks/{remote['id']}/close",
         json={"fields": {"ip": "198.51.100.42"}},
@@ -230,6 +231,8 @@ def test_forward_work_remotely_and_bring_the_result_back(instances):
     assert task["status"] == "closed"
     history = [(e["kind"], e["text"]) for e in task["events"]]
     assert any(kind == "comment" and text == "racking it now" for kind, text in history)
+    assert any(kind == "note" and "hostname" in text for kind, text in history)
+    assert [k for k, _ in history].count("closed") == 1
     assert reseller.call("GET", f"/operations/{op_id}")["status"] == "done"
     service = reseller.call("GET", f"/services/{order['service_id']}")
     assert service["status"] == "active" and service["details"] == DETAILS

@@ -488,6 +488,13 @@ def comment_task(task_id):
     return jsonify(s.task(tasks.comment(task_id, api_user(), json_body().get("text"))))
 
 
+@api_bp.post("/tasks/<int:task_id>/fields")
+@requires("staff")
+def fill_task_fields(task_id):
+    """Fill in detail fields without closing the task."""
+    return jsonify(s.task(tasks.save_fields(task_id, api_user(), json_body().get("fields"))))
+
+
 @api_bp.post("/tasks/<int:task_id>/cancel")
 @requires("staff")
 def cancel_task(task_id):

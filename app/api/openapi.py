@@ -562,6 +562,9 @@ SCHEMAS = {
         required=[],
     ),
     "TaskCommentInput": obj({"text": {"type": "string", "minLength": 1, "maxLength": 10000}}),
+    "TaskFieldsInput": obj(
+        {"fields": {"type": "object", "additionalProperties": {"type": ["string", "number"]}}}
+    ),
     "TaskCancelInput": obj({"reason": {"type": "string"}}, required=[]),
     "StaffUpdate": obj(
         {
@@ -977,6 +980,14 @@ OPERATIONS = {
         [404, 422],
         request=body("TaskCommentInput"),
         ok_description="The comment is in the task's history.",
+    ),
+    "api.fill_task_fields": op(
+        "Tasks",
+        "staff",
+        "Task",
+        [404, 409, 422],
+        request=body("TaskFieldsInput"),
+        ok_description="The fields are saved on the task (and forwarded to a peer).",
     ),
     "api.cancel_task": op(
         "Tasks",
