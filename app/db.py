@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 database = DatabaseProxy()
 
+POOL_SIZE = int(os.environ.get("PROVISOR_DB_POOL_SIZE", "32"))
+
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "busy_timeout": 15000,
@@ -35,13 +37,23 @@ def make_database(url):
             os.makedirs(directory, exist_ok=True)
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS)
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        # a pool: a new PostgreSQL backend per request or message costs more than the work;
+        # database.close() hands the connection back to the pool
+        return connect(
+            f"postgresql+pool://{rest}", max_connections=POOL_SIZE, stale_timeout=300, timeout=30
+        )
     return connect(url)
 
 
 def init_db(url):
     """Bind the deferred database to ``url`` (once per process or test)."""
-    if database.obj is not None and not database.is_closed():
-        database.close()
+    if database.obj is not None:
+        if not database.is_closed():
+            database.close()
+        if hasattr(database.obj, "close_all"):
+            database.obj.close_all()
     database.initialize(make_database(url))
     return database
 

@@ -270,6 +270,7 @@ class Operation(BaseModel):
     attempts = IntegerField(default=0)
     next_run_at = DateTimeField(null=True, index=True)
     dispatched_at = DateTimeField(null=True)
+    redispatches = IntegerField(default=0)  # re-sent by the sweep since last claimed
     lease_until = DateTimeField(null=True)
     last_error = TextField(null=True)
     completed_by = CharField(null=True)
@@ -300,7 +301,7 @@ class Attempt(BaseModel):
     number = IntegerField()
     worker = CharField(default="")
     started_at = DateTimeField(default=utcnow)
-    finished_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True, index=True)
     outcome = CharField(null=True)
     error = TextField(null=True)
     log = TextField(default="")

@@ -106,7 +106,22 @@ def _v2_tasks_proxy(db):
     db.create_tables(models.PROXY_MODELS)
 
 
-MIGRATIONS = [_v1_initial, _v2_tasks_proxy]
+def _v3_sweep_backoff_and_error_index(db):
+    from peewee import IntegerField
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    migrator = SchemaMigrator.from_database(db)
+    columns = {c.name for c in db.get_columns("operation")}
+    indexes = {i.name for i in db.get_indexes("attempt")}
+    steps = []
+    if "redispatches" not in columns:
+        steps.append(migrator.add_column("operation", "redispatches", IntegerField(default=0)))
+    if "attempt_finished_at" not in indexes:
+        steps.append(migrator.add_index("attempt", ("finished_at",), False))
+    migrate(*steps)
+
+
+MIGRATIONS = [_v1_initial, _v2_tasks_proxy, _v3_sweep_backoff_and_error_index]
 
 
 def current_version():

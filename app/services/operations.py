@@ -146,6 +146,7 @@ def _claim(operation_id):
                 status="running",
                 attempts=Operation.attempts + 1,
                 lease_until=lease,
+                redispatches=0,
                 updated_at=now,
             )
             .where(
@@ -528,8 +529,8 @@ def sweep(limit=1000):
             _after_failure(op, False, now)
             counts["callback_timeouts"] += 1
     grace = timedelta(seconds=_setting("SWEEP_GRACE"))
-    due = list(
-        Operation.select(Operation.id)
+    candidates = (
+        Operation.select(Operation.id, Operation.dispatched_at, Operation.redispatches)
         .where(
             Operation.status.in_(RUNNABLE)
             & (Operation.next_run_at <= now - grace)
@@ -538,10 +539,19 @@ def sweep(limit=1000):
         .order_by(Operation.next_run_at)
         .limit(limit)
     )
-    if due:
-        ids = [row.id for row in due]
+    # a backlog is not a loss: each further re-send of the same operation waits twice as
+    # long (grace, 2 x grace, 4 x grace ... up to 64 x), so a busy worker is not flooded
+    ids = [
+        row.id
+        for row in candidates
+        if row.dispatched_at is None
+        or row.dispatched_at <= now - grace * 2 ** min(row.redispatches, 6)
+    ]
+    if ids:
         with write_transaction():
-            Operation.update(dispatched_at=now).where(Operation.id.in_(ids)).execute()
+            Operation.update(dispatched_at=now, redispatches=Operation.redispatches + 1).where(
+                Operation.id.in_(ids)
+            ).execute()
             dispatch.operations(ids)
         counts["resent"] = len(ids)
     if any(counts.values()):

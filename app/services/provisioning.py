@@ -70,6 +70,26 @@ def rank_modules(service, kind="open"):
     ]
     if not candidates:
         return []
+    if len(candidates) == 1 and not candidates[0].max_running:
+        # one module: nothing to rank (spares three queries on every payment)
+        m = candidates[0]
+        return [
+            (
+                m,
+                {
+                    "module_id": m.id,
+                    "module": m.name,
+                    "item": "not ranked",
+                    "item_blocked": False,
+                    "recent_errors": False,
+                    "over_limit": False,
+                    "running": None,
+                    "current": m.id == service.module_id,
+                    "priority": m.priority,
+                    "only_candidate": True,
+                },
+            )
+        ]
     ids = [m.id for m in candidates]
     since = utcnow() - timedelta(seconds=current_app.config["RECENT_ERROR_WINDOW"])
     errored = {
