@@ -1,0 +1,1 @@
+"""Benchmarks of Provisor (run by hand, not tests): see bench/README.md."""

@@ -1,0 +1,420 @@
+"""Shared helpers of the benchmarks: environment, own database and Redis db, processes,
+/proc readings (RSS, CPU) and result files.
+
+Every benchmark uses its OWN PostgreSQL database (``provisor_bench`` by default) and its
+own Redis db number and namespace, and removes them at the end.
+"""
+
+import atexit
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+RESULTS = os.path.join(ROOT, "bench", "results")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_DB = os.environ.get("BENCH_PG_DB", "provisor_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+# settings that the parent environment must not leak into the benchmark's processes
+_SCRUB = ("DATABASE_URL", "REDIS_URL", "REDIS_NAMESPACE", "SMTP_URL", "INSTANCE_PATH")
+
+
+def database_url(db=PG_DB):
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{db}"
+
+
+def bench_env(database_url, redis_url=REDIS_URL, namespace=None, **extra):
+    """Environment for the benchmark process and its children; also applied to os.environ
+    (the project reads its settings from the environment at import / create_app time)."""
+    namespace = namespace or f"provisor-bench-{uuid.uuid4().hex[:8]}"
+    instance = tempfile.mkdtemp(prefix="provisor-bench-instance-")
+    atexit.register(shutil.rmtree, instance, True)
+    env = dict(os.environ)
+    for key in _SCRUB:
+        env.pop(key, None)
+        env.pop(f"PROVISOR_{key}", None)
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "PROVISOR_INSTANCE_PATH": instance,
+            "SECRET_KEY": "bench-secret",
+            "PAYMENT_WEBHOOK_SECRET": "bench-webhook-secret",
+            "PYTHONUNBUFFERED": "1",
+            "PROVISOR_LOG_LEVEL": "WARNING",
+        }
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+        env["REDIS_NAMESPACE"] = namespace
+    env.update({k: str(v) for k, v in extra.items()})
+    os.environ.clear()
+    os.environ.update(env)
+    return env
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _admin():
+    import psycopg2
+
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True
+    return conn
+
+
+def recreate_database(db=PG_DB):
+    conn = _admin()
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (db,),
+        )
+        cur.execute(f'DROP DATABASE IF EXISTS "{db}"')
+        cur.execute(f'CREATE DATABASE "{db}"')
+    conn.close()
+
+
+def drop_database(db=PG_DB):
+    conn = _admin()
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (db,),
+        )
+        cur.execute(f'DROP DATABASE IF EXISTS "{db}"')
+    conn.close()
+
+
+def pg_db_stats(db=PG_DB):
+    """Counters of pg_stat_database for our database (sessions = connections opened)."""
+    conn = _admin()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(
+            "SELECT sessions, xact_commit, xact_rollback, tup_returned, tup_fetched, "
+            "tup_inserted, tup_updated, tup_deleted, blks_hit, blks_read "
+            "FROM pg_stat_database WHERE datname = %s",
+            (db,),
+        )
+        row = cur.fetchone()
+    conn.close()
+    names = [
+        "sessions",
+        "xact_commit",
+        "xact_rollback",
+        "tup_returned",
+        "tup_fetched",
+        "tup_inserted",
+        "tup_updated",
+        "tup_deleted",
+        "blks_hit",
+        "blks_read",
+    ]
+    return dict(zip(names, row, strict=True)) if row else {}
+
+
+def pg_table_stats(db=PG_DB):
+    """pg_stat_user_tables of our database: seq_scan, seq_tup_read, idx_scan per table."""
+    import psycopg2
+
+    conn = psycopg2.connect(database_url(db))
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(
+            "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup "
+            "FROM pg_stat_user_tables"
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return {
+        r[0]: {"seq_scan": r[1], "seq_tup_read": r[2], "idx_scan": r[3], "rows": r[4]} for r in rows
+    }
+
+
+def diff(after, before):
+    return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))}
+
+
+# --- Redis ------------------------------------------------------------------------------
+
+
+def redis_client(url=REDIS_URL):
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def clean_namespace(namespace, url=REDIS_URL):
+    client = redis_client(url)
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+    return len(keys)
+
+
+def redis_commands(url=REDIS_URL):
+    return int(redis_client(url).info("stats")["total_commands_processed"])
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid):
+    out = []
+    for child in children(pid):
+        out.append(child)
+        out.extend(descendants(child))
+    return out
+
+
+def status_kb(pid, field):
+    """A ``kB`` field of /proc/<pid>/status (VmRSS, VmHWM, ...) in MB, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def cpu_seconds(pid, with_reaped_children=False):
+    """utime+stime of a process (plus cutime+cstime: its reaped children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    total = utime + stime + ((cutime + cstime) if with_reaped_children else 0)
+    return total / CLK_TCK
+
+
+def pids_by_exe(name):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as fh:
+                    if fh.read().strip() == name:
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def postgres_cpu():
+    """CPU of the whole PostgreSQL server, including backends that already exited
+    (the postmaster reaps them: their time is in its cutime/cstime). Includes other
+    databases' work on this server: a noisy machine shows up here."""
+    pids = pids_by_exe("postgres")
+    if not pids:
+        return None
+    ppids = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                ppids[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            pass
+    master = [p for p in pids if ppids.get(p) not in pids]
+    total = 0.0
+    for pid in pids:
+        total += cpu_seconds(pid, with_reaped_children=pid in master)
+    return total
+
+
+def redis_cpu():
+    pids = pids_by_exe("redis-server")
+    return sum(cpu_seconds(p) for p in pids) if pids else None
+
+
+def machine_cpu():
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as fh:
+        parts = [int(x) for x in fh.readline().split()[1:]]
+    idle = parts[3] + parts[4]
+    return (sum(parts) - idle) / CLK_TCK, sum(parts) / CLK_TCK
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+class Procs:
+    """Subprocesses of the benchmark, each in its own session, logs in a temp dir."""
+
+    def __init__(self, env, logdir=None):
+        self.env = env
+        self.logdir = logdir or tempfile.mkdtemp(prefix="provisor-bench-logs-")
+        if not os.environ.get("BENCH_KEEP_LOGS"):  # set it to look at the processes' logs
+            atexit.register(shutil.rmtree, self.logdir, True)
+        self.procs = {}
+        self._logs = {}
+
+    def start(self, name, argv, **env):
+        log = open(os.path.join(self.logdir, f"{name}.log"), "ab")  # noqa: SIM115
+        self._logs[name] = log
+        proc = subprocess.Popen(
+            argv,
+            env={**self.env, **env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name, sig=signal.SIGTERM, timeout=60):
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        self._logs.pop(name).close()
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.stop(name)
+
+    def log_text(self, name):
+        path = os.path.join(self.logdir, f"{name}.log")
+        with open(path, errors="replace") as fh:
+            return fh.read()
+
+
+def worker_child(parent_pid, timeout=30):
+    """The pid of the dramatiq worker process (the child doing the work) of ``parent_pid``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in descendants(parent_pid):
+            if "python" in cmdline(pid) or "dramatiq" in cmdline(pid):
+                return pid
+        time.sleep(0.1)
+    raise RuntimeError(f"no worker child of {parent_pid}")
+
+
+def wait_until(predicate, timeout, interval=0.05, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {message}")
+
+
+# --- results ----------------------------------------------------------------------------
+
+
+def machine_info():
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git": git_revision(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/loadavg") as fh:
+            info["loadavg"] = fh.read().split()[:3]
+    except OSError:
+        pass
+    return info
+
+
+def git_revision():
+    """The checkout's HEAD and whether files were modified (read-only git commands)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")
+        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
+    except Exception as exc:  # noqa: BLE001
+        return {"error": str(exc)}
+
+
+def write_result(name, data):
+    os.makedirs(RESULTS, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(RESULTS, f"{name}-{stamp}.json")
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2, default=str)
+    return path
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (p in 0..100)."""
+    values = sorted(values)
+    if not values:
+        return None
+    k = max(0, min(len(values) - 1, int(round(p / 100.0 * len(values) + 0.5)) - 1))
+    return values[k]
+
+
+def table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(out)

@@ -1,0 +1,167 @@
+"""Count and time what peewee sends to the database, per unit of work (a message, a call).
+
+Importing this module patches peewee (execute_sql, commit, connect, close), Actor
+sending and the welcome template's compilation with timers that add to the thread-local
+"current" record (:func:`begin` / :func:`end`, or ``with measure(kind):``).
+For analysis only: it slows things down a little.
+"""
+
+import collections
+import contextlib
+import re
+import threading
+import time
+
+import dramatiq
+import peewee
+
+_local = threading.local()
+_lock = threading.Lock()
+_stats = {}
+
+
+def shape(sql):
+    m = re.match(r"^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+\"(\w+)\"", sql, re.I)
+    if m:
+        return f"{m.group(1).upper()} {m.group(2)}"
+    stripped = sql.lstrip()
+    m = re.search(r'\bFROM\s+"(\w+)"', sql, re.I)
+    if m and stripped.upper().startswith("SELECT"):
+        joins = re.findall(r'JOIN\s+"(\w+)"', sql, re.I)
+        extra = f" JOIN {','.join(joins)}" if joins else ""
+        return f"SELECT {m.group(1)}{extra}"
+    return stripped.split()[0].upper() if stripped else "?"
+
+
+def _new():
+    return {
+        "t_sql": 0.0,
+        "n_sql": 0,
+        "t_commit": 0.0,
+        "n_commit": 0,
+        "t_connect": 0.0,
+        "n_connect": 0,
+        "t_close": 0.0,
+        "n_close": 0,
+        "t_send": 0.0,
+        "n_send": 0,
+        "t_jinja_compile": 0.0,
+        "n_jinja_compile": 0,
+        "shapes": collections.Counter(),
+        "samples": {},
+    }
+
+
+def _timed(name, fn):
+    def wrapper(*args, **kwargs):
+        cur = getattr(_local, "cur", None)
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if cur is not None:
+                cur["t_" + name] += time.perf_counter() - start
+                cur["n_" + name] += 1
+
+    return wrapper
+
+
+_orig_execute_sql = peewee.Database.execute_sql
+
+
+def _execute_sql(self, sql, params=None, *args, **kwargs):
+    cur = getattr(_local, "cur", None)
+    start = time.perf_counter()
+    try:
+        return _orig_execute_sql(self, sql, params, *args, **kwargs)
+    finally:
+        if cur is not None:
+            cur["t_sql"] += time.perf_counter() - start
+            cur["n_sql"] += 1
+            key = shape(sql)
+            cur["shapes"][key] += 1
+            cur["samples"].setdefault(key, sql[:500])
+
+
+peewee.Database.execute_sql = _execute_sql
+peewee.Database.commit = _timed("commit", peewee.Database.commit)
+for _cls in (peewee.PostgresqlDatabase, peewee.SqliteDatabase):
+    _cls._connect = _timed("connect", _cls._connect)
+peewee.Database._close = _timed("close", peewee.Database._close)
+dramatiq.Actor.send_with_options = _timed("send", dramatiq.Actor.send_with_options)
+
+try:  # the welcome email template is compiled per activation: time it
+    from app.services import mail as _mail
+
+    _mail._templates.from_string = _timed("jinja_compile", _mail._templates.from_string)
+except Exception:  # pragma: no cover
+    pass
+
+
+def begin():
+    _local.cur = _new()
+    _local.start = time.perf_counter()
+
+
+def end():
+    cur = getattr(_local, "cur", None)
+    _local.cur = None
+    if cur is None:
+        return None, 0.0
+    return cur, time.perf_counter() - _local.start
+
+
+def add(kind, cur, elapsed, exception=False):
+    with _lock:
+        agg = _stats.setdefault(kind, {"messages": 0, "t_wall": 0.0, "exceptions": 0, **_new()})
+        agg["messages"] += 1
+        agg["t_wall"] += elapsed
+        agg["exceptions"] += bool(exception)
+        for key, value in cur.items():
+            if key == "shapes":
+                agg["shapes"].update(value)
+            elif key == "samples":
+                for k, v in value.items():
+                    agg["samples"].setdefault(k, v)
+            else:
+                agg[key] += value
+
+
+@contextlib.contextmanager
+def measure(kind):
+    begin()
+    try:
+        yield
+    finally:
+        cur, elapsed = end()
+        if cur is not None:
+            add(kind, cur, elapsed)
+
+
+def snapshot():
+    with _lock:
+        return {k: {**v, "shapes": dict(v["shapes"])} for k, v in _stats.items()}
+
+
+def reset():
+    with _lock:
+        _stats.clear()
+
+
+def report(stats):
+    """Readable lines: per unit, statements by shape and the time split."""
+    lines = []
+    for kind, v in sorted(stats.items()):
+        n = v["messages"] or 1
+        lines.append(
+            f"{kind}: {v['messages']} x; per unit: wall {1000 * v['t_wall'] / n:.2f} ms, "
+            f"SQL {v['n_sql'] / n:.1f} stmts {1000 * v['t_sql'] / n:.2f} ms, "
+            f"commits {v['n_commit'] / n:.1f} ({1000 * v['t_commit'] / n:.2f} ms), "
+            f"connects {v['n_connect'] / n:.2f} ({1000 * v['t_connect'] / n:.2f} ms), "
+            f"sends {v['n_send'] / n:.2f} ({1000 * v['t_send'] / n:.2f} ms), "
+            f"jinja compiles {v['n_jinja_compile'] / n:.1f} "
+            f"({1000 * v['t_jinja_compile'] / n:.2f} ms)"
+        )
+        for key, count in sorted(v["shapes"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {count / n:5.2f}  {key}")
+    return "\n".join(lines)
