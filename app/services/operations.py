@@ -233,6 +233,7 @@ def _record_result(op_id, attempt_id, result, log_text):
             if current:
                 op.status = "waiting_task"
                 op.lease_until = None
+                op.next_run_at = None
                 op.updated_at = now
                 op.save()
                 tasks.open_for_operation(op, "the manual setup module leaves it to people", now)

@@ -33,8 +33,10 @@ def init_app(app):
         operations,
         orders,
         outbox,
+        proxy_views,
         services,
         staff,
+        tasks,
     )
 
     for module in (
@@ -46,7 +48,9 @@ def init_app(app):
         clients,
         outbox,
         catalog,
+        tasks,
         staff,
+        proxy_views,
         my,
     ):
         app.register_blueprint(module.bp)

@@ -4,7 +4,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from app.auth import admin_required
-from app.services import catalog
+from app.services import accounts, catalog
 from app.services.errors import ValidationError
 
 bp = Blueprint("catalog", __name__, url_prefix="/catalog")
@@ -281,6 +281,38 @@ def departments():
     return render_template(
         "catalog/departments.html",
         departments=catalog.departments(),
+        members=_members(),
         form=form,
         errors=errors,
+    ), (422 if errors else 200)
+
+
+def _members():
+    """Department id → the names of its staff."""
+    members = {}
+    for user in accounts.staff():
+        for department_id in accounts.department_ids_of(user):
+            members.setdefault(department_id, []).append(user.name)
+    return members
+
+
+@bp.route("/departments/<int:department_id>/edit", methods=["GET", "POST"])
+@admin_required
+def department_edit(department_id):
+    """Rename a department or change the address that gets an email on each new task."""
+    department = catalog.get_department(department_id)
+    errors = {}
+    if request.method == "POST":
+        form = {k: request.form.get(k, "") for k in ("name", "notify_email")}
+        try:
+            catalog.update_department(department_id, form)
+        except ValidationError as exc:
+            errors = exc.fields
+        else:
+            flash(f"Department {form['name'].strip()} saved.", "success")
+            return redirect(url_for("catalog.departments"))
+    else:
+        form = {"name": department.name, "notify_email": department.notify_email or ""}
+    return render_template(
+        "catalog/department_form.html", department=department, form=form, errors=errors
     ), (422 if errors else 200)

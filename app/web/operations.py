@@ -1,6 +1,6 @@
 """Current operations: the live list of operations not yet done, and each one's attempts."""
 
-from flask import Blueprint, flash, request, url_for
+from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import current_user
 
 from app.auth import staff_required
@@ -83,4 +83,22 @@ def cancel(operation_id):
         flash(exc.message, "error")
     else:
         flash(f"Operation #{op.id} cancelled.", "success")
+    return redirect_back(url_for("operations.detail", operation_id=operation_id))
+
+
+@bp.post("/operations/<int:operation_id>/take-over")
+@staff_required
+def take_over(operation_id):
+    """Set up manually: retries stop and the operation's task opens (made if none)."""
+    user = current_user._get_current_object()
+    try:
+        task = operations.take_over(operation_id, user.email)
+    except Conflict as exc:
+        flash(exc.message, "error")
+        return redirect_back(url_for("operations.detail", operation_id=operation_id))
+    if tasks.can_act(user, task):
+        flash(f"Task #{task.id}: do the work by hand, then close the task.", "success")
+        return redirect(url_for("tasks.detail", task_id=task.id))
+    where = task.department.name if task.department_id else "no department (admins)"
+    flash(f"Task #{task.id} waits in {where}: its staff do it by hand.", "info")
     return redirect_back(url_for("operations.detail", operation_id=operation_id))
