@@ -563,12 +563,17 @@ def sweep(limit=1000):
 # --- queries for pages and the API ------------------------------------------------------
 
 
-def open_operations(status=None, module_id=None, kind=None, search=None):
-    query = (
-        Operation.select(Operation, ProcessingModule)
-        .join(ProcessingModule, JOIN.LEFT_OUTER)
-        .switch(Operation)
-    )
+def open_operations(status=None, module_id=None, kind=None, search=None, with_module=True):
+    """Operations not finished (or of ``status``), newest first; ``with_module`` joins
+    the module's row (for names) — leave it out to count."""
+    if with_module:
+        query = (
+            Operation.select(Operation, ProcessingModule)
+            .join(ProcessingModule, JOIN.LEFT_OUTER)
+            .switch(Operation)
+        )
+    else:
+        query = Operation.select(Operation.id)
     if status:
         query = query.where(Operation.status == status)
     else:
@@ -586,6 +591,15 @@ def open_operations(status=None, module_id=None, kind=None, search=None):
 
 def attempts_of(op):
     return list(Attempt.select().where(Attempt.operation == op.id).order_by(Attempt.number))
+
+
+def open_tasks_by_operation(ops):
+    """The open task of each of these operations, by operation id (one query)."""
+    ids = [op.id for op in ops if op.status in ("manual", "waiting_task")]
+    if not ids:
+        return {}
+    rows = Task.select().where(Task.operation.in_(ids) & Task.status.in_(Task.OPEN_STATUSES))
+    return {task.operation_id: task for task in rows}
 
 
 def open_task_of(op):

@@ -29,13 +29,15 @@ def is_htmx():
 class Page:
     """One page of a query: ``rows``, ``number``, ``pages``, ``total``."""
 
-    def __init__(self, query, number=None, size=None):
+    def __init__(self, query, number=None, size=None, count_query=None):
         size = size or current_app.config["PAGE_SIZE"]
         try:
             number = int(number or request.args.get("page", 1))
         except (TypeError, ValueError):
             number = 1
-        self.total = query.count()
+        # ``count_query``: the same rows without the joins that only add columns (SQLite
+        # scans a whole table to count a LEFT JOIN)
+        self.total = (count_query or query).count()
         self.size = size
         self.pages = max(1, math.ceil(self.total / size))
         self.number = min(max(1, number), self.pages)

@@ -26,21 +26,29 @@ def _filters():
 def index():
     """Current operations; htmx polls refresh only the table (``#operations-live``)."""
     filters = _filters()
-    query = operations.open_operations(
-        filters["status"] or None, filters["module"], filters["kind"] or None, filters["q"] or None
+    args = (
+        filters["status"] or None,
+        filters["module"],
+        filters["kind"] or None,
+        filters["q"] or None,
     )
+    page = Page(
+        operations.open_operations(*args),
+        count_query=operations.open_operations(*args, with_module=False),
+    )
+    tasks_by_operation = operations.open_tasks_by_operation(page.rows)
     return render(
         "operations/index.html",
         "operations/_rows.html",
         target="operations-live",
-        page=Page(query),
+        page=page,
         filters=filters,
         counts=operations.counts_by_status(),
-        modules=catalog.processing_modules(),
+        modules=catalog.processing_modules,  # called by the full page only, not the partial
         statuses=Operation.STATUSES,
         open_statuses=Operation.OPEN_STATUSES,
         kinds=Operation.KINDS,
-        task_of=operations.open_task_of,
+        task_of=lambda op: tasks_by_operation.get(op.id),
     )
 
 
