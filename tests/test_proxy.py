@@ -390,51 +390,28 @@ def test_wrong_password_unknown_login_and_no_leaks(instances):
         provider.url + "/proxy/v1/departments", auth=("reseller-3", PEER_PASSWORD), timeout=5
     ).json()
     assert offered == {"departments": [{"id": dc["id"], "name": "DC"}]}
-    wrong_dept = reseller.cli(
-        "proxy",
-        "client-side",
-        "--url",
-        provider.url,
-        "--login",
-        "reseller-3",
-        "--password",
-        PEER_PASSWORD,
-        "--remote-department-id",
-        str(private["id"]),
-        "--department-id",
-        str(upstream["id"]),
-        check=False,
-    )
+
+    def client_side(remote_department, check=False):
+        return reseller.cli(
+            "proxy",
+            "client-side",
+            "--url",
+            provider.url,
+            "--login",
+            "reseller-3",
+            "--password",
+            PEER_PASSWORD,
+            "--remote-department-id",
+            str(remote_department["id"]),
+            "--department-id",
+            str(upstream["id"]),
+            check=check,
+        )
+
+    wrong_dept = client_side(private)
     assert wrong_dept.returncode != 0 and "does not offer" in wrong_dept.stderr
-    reseller.cli(
-        "proxy",
-        "client-side",
-        "--url",
-        provider.url,
-        "--login",
-        "reseller-3",
-        "--password",
-        PEER_PASSWORD,
-        "--remote-department-id",
-        str(dc["id"]),
-        "--department-id",
-        str(upstream["id"]),
-    )
-    again = reseller.cli(
-        "proxy",
-        "client-side",
-        "--url",
-        provider.url,
-        "--login",
-        "reseller-3",
-        "--password",
-        PEER_PASSWORD,
-        "--remote-department-id",
-        str(dc["id"]),
-        "--department-id",
-        str(upstream["id"]),
-        check=False,
-    )
+    client_side(dc, check=True)
+    again = client_side(dc)
     assert again.returncode != 0 and "already forwarded" in again.stderr
     dup = provider.cli(
         "proxy",

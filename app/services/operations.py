@@ -356,16 +356,21 @@ def restart(operation_id, actor="staff"):
                 f"{', '.join(RESTARTABLE)} can be run now"
             )
         # from manual: one more attempt; if it fails too, the operation is manual again
-        op.status = "queued"
-        op.next_run_at = now
-        op.dispatched_at = now
-        op.lease_until = None
-        op.finished_at = None
-        op.updated_at = now
-        op.save()
+        _queue_now(op, now)
         tasks.note_for_operation(op, f"{actor} ran the operation again.", now, actor)
-        dispatch.operation(op.id)
     return op
+
+
+def _queue_now(op, now):
+    """Due at once, and a worker woken for it (after the transaction commits)."""
+    op.status = "queued"
+    op.next_run_at = now
+    op.dispatched_at = now
+    op.lease_until = None
+    op.finished_at = None
+    op.updated_at = now
+    op.save()
+    dispatch.operation(op.id)
 
 
 def cancel(operation_id, actor="staff"):
@@ -504,13 +509,7 @@ def sweep(limit=1000):
             if op.attempts >= max_attempts:
                 _escalate(op, f"interrupted after {op.attempts} attempts", now)
             else:
-                op.status = "queued"
-                op.next_run_at = now
-                op.dispatched_at = now
-                op.lease_until = None
-                op.updated_at = now
-                op.save()
-                dispatch.operation(op.id)
+                _queue_now(op, now)
             counts["reclaimed"] += 1
     waiting = list(
         Operation.select(Operation.id)
