@@ -62,8 +62,8 @@ def parse_args():
     p.add_argument(
         "--patches",
         default="",
-        help="candidate fixes to try (bench/experiments.py): pool,jinja_cache,outbox_direct,"
-        "rank_single",
+        help="candidate fixes to try (bench/experiments.py); none by default: the code as it "
+        "is (pool, jinja_cache, outbox_direct and rank_single have landed)",
     )
     return p.parse_args()
 

@@ -19,6 +19,7 @@ It also counts the SQL statements one partial request makes.
 """
 
 import argparse
+import atexit
 import os
 import random
 import re
@@ -50,6 +51,8 @@ def parse_args(argv=None):
 # imported by bench.profile_partial: defaults, not that script's arguments
 ARGS = parse_args() if __name__ == "__main__" else parse_args([])
 TMP = tempfile.mkdtemp(prefix="provisor-bench-ops-")
+if __name__ != "__main__":  # imported (profile_partial, partial_experiments): unused
+    atexit.register(shutil.rmtree, TMP, True)
 SQLITE_URL = f"sqlite:///{TMP}/provisor.sqlite3"
 STAFF_EMAIL, STAFF_PASSWORD = "staff@bench.example", "bench-password"
 POLL_PATH = "/operations?status=&module=&kind=&q=&page=1"
@@ -557,6 +560,8 @@ def main():
         "operations-page", {"args": vars(ARGS), "machine": info, "results": results}
     )
     print(f"\nresults: {path}")
+    if ARGS.keep:
+        print(f"kept: PostgreSQL database {PG_DB}, SQLite {SQLITE_URL} (remove them by hand)")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,28 @@
-"""Candidate fixes for the Current operations partial, measured on a COPY of the templates.
+"""Candidate fixes for the Current operations partial, measured side by side.
 
-Needs the data of ``bench.operations_page --keep`` (database ``provisor_bench_ops``).
+Needs the data of ``bench.operations_page --keep`` (database ``provisor_bench_ops``, or
+``--database-url sqlite:///<its temp dir>/provisor.sqlite3``).
 
     .venv/bin/python -m bench.partial_experiments [--requests 200] [--database-url URL]
 
 Variants, each timed with the test client in the same run (p50/p95 of N requests,
 interleaved round-robin so that machine noise hits all alike):
 
-- ``as is``: the project's templates and code;
-- ``no per-row macro import``: ``templates/operations/_actions.html`` without its own
-  ``{% import "macros.html" as m with context %}`` (the including template's ``m`` is
-  used; importing *with context* re-runs the macros module for every row);
-- ``+ tasks in one query``: ``task_of`` answered from one query for the page's rows
-  instead of one query per manual row;
-- ``+ pooled connection``: PostgreSQL connection from a pool instead of a connect per
-  request.
+- ``as is``: the project's code;
+- ``Page: no bool() on count_query``: ``app.web.helpers.Page`` picks the count query with
+  ``count_query if count_query is not None else query`` instead of ``count_query or
+  query``. A peewee query has no ``__bool__``, so ``or`` calls its ``__len__``, which
+  *executes the whole unpaginated query and fetches every row* (all open operations, in
+  ``created_at`` order: on SQLite a scan of the whole ``operation`` table through its
+  ``created_at`` index) before the real ``COUNT`` runs.
+
+The earlier candidates (no per-row macro import, the page's tasks in one query, pooled
+connection, count without the join) landed in 6afc4db / 3d96fc1 and were removed.
 """
 
 import argparse
-import os
-import shutil
+import math
 import statistics
-import tempfile
 import time
 
 from bench import common
@@ -36,62 +37,25 @@ common.bench_env(ARGS.database_url, redis_url=None)
 from bench import operations_page as op  # noqa: E402
 
 
-def patched_templates():
-    src = os.path.join(common.ROOT, "templates")
-    dst = tempfile.mkdtemp(prefix="provisor-bench-templates-")
-    shutil.copytree(src, dst, dirs_exist_ok=True)
-    path = os.path.join(dst, "operations", "_actions.html")
-    with open(path) as fh:
-        text = fh.read()
-    new = text.replace('{% import "macros.html" as m with context %}\n', "", 1)
-    if new == text:
-        raise SystemExit("_actions.html has no per-row macro import any more: nothing to try")
-    with open(path, "w") as fh:
-        fh.write(new)
-    return dst
+def fixed_page_class():
+    from flask import current_app, request
 
+    from app.web import helpers
 
-def make_app(templates=None, pool=False, batch_tasks=False):
-    import jinja2
+    class Page(helpers.Page):
+        def __init__(self, query, number=None, size=None, count_query=None):
+            size = size or current_app.config["PAGE_SIZE"]
+            try:
+                number = int(number or request.args.get("page", 1))
+            except (TypeError, ValueError):
+                number = 1
+            self.total = (count_query if count_query is not None else query).count()
+            self.size = size
+            self.pages = max(1, math.ceil(self.total / size))
+            self.number = min(max(1, number), self.pages)
+            self.rows = list(query.paginate(self.number, size))
 
-    from app import db
-
-    original = db.make_database
-    if pool:
-        from bench import experiments
-
-        experiments._pool()
-    from app import create_app
-
-    app = create_app({"DATABASE_URL": ARGS.database_url})
-    db.make_database = original
-    if templates:
-        app.jinja_loader = jinja2.FileSystemLoader(templates)
-    if batch_tasks:
-        from app.models import Task
-        from app.services import operations
-        from app.web import helpers
-
-        original_render = helpers.render
-
-        def render(template, partial=None, target=None, **context):
-            rows = context.get("page").rows if context.get("page") is not None else []
-            ids = [r.id for r in rows if r.status in ("manual", "waiting_task")]
-            found = {}
-            if ids:
-                for task in Task.select().where(
-                    Task.operation.in_(ids) & Task.status.in_(Task.OPEN_STATUSES)
-                ):
-                    found.setdefault(task.operation_id, task)
-            context["task_of"] = lambda o: found.get(o.id)
-            return original_render(template, partial, target, **context)
-
-        # the view imported ``render`` by name: patch it there
-        import app.web.operations as view
-
-        view.render = render
-        _ = operations
-    return app
+    return Page
 
 
 def login(app):
@@ -106,49 +70,35 @@ def login(app):
 
 
 def main():
-    templates = patched_templates()
     import app.web.operations as view
+    from app import create_app
+    from app.web import helpers
 
-    original_view_render = view.render
-    variants = []
-    # each variant needs its own app (and the view's render restored in between)
-    specs = [
-        ("as is", {}),
-        ("no per-row macro import", {"templates": templates}),
-        ("+ tasks in one query", {"templates": templates, "batch_tasks": True}),
-        ("+ pooled connection", {"templates": templates, "batch_tasks": True, "pool": True}),
-    ]
-    from app.db import database
-
-    for name, kw in specs:
-        view.render = original_view_render
-        app = make_app(**kw)
-        # the database proxy is global: keep each variant's own database object and
-        # bind it before each of its requests
-        variants.append((name, database.obj, login(app), view.render))
-    samples = {name: [] for name, *_ in variants}
+    app = create_app({"DATABASE_URL": ARGS.database_url})
+    client = login(app)
+    variants = [("as is", helpers.Page), ("Page: no bool() on count_query", fixed_page_class())]
+    samples = {name: [] for name, _ in variants}
     bodies = {}
     for _ in range(10):
-        for name, dbobj, client, render in variants:
-            view.render = render
-            database.initialize(dbobj)
+        for name, page_class in variants:
+            view.Page = page_class
             r = client.get(op.POLL_PATH, headers=op.POLL_HEADERS)
             op.check_partial(r.status_code, r.get_data(as_text=True))
-            bodies[name] = len(r.get_data())
+            bodies[name] = r.get_data()
+    assert len({b for b in bodies.values()}) == 1, "the variants answer differently"
     for _ in range(ARGS.requests):
-        for name, dbobj, client, render in variants:
-            view.render = render
-            database.initialize(dbobj)
+        for name, page_class in variants:
+            view.Page = page_class
             t = time.perf_counter()
             client.get(op.POLL_PATH, headers=op.POLL_HEADERS)
             samples[name].append(time.perf_counter() - t)
-    view.render = original_view_render
+    view.Page = helpers.Page
     rows = []
     base = statistics.median(samples["as is"])
     result = {}
     for name, values in samples.items():
         s = op.stats_ms(values)
-        result[name] = {**s, "bytes": bodies[name]}
+        result[name] = {**s, "bytes": len(bodies[name])}
         rows.append(
             [
                 name,
@@ -156,16 +106,16 @@ def main():
                 s["p95_ms"],
                 s["p99_ms"],
                 f"{statistics.median(values) / base:.2f}",
-                bodies[name],
+                len(bodies[name]),
             ]
         )
+    print(f"database: {ARGS.database_url}")
     print(common.table(rows, ["variant", "p50 ms", "p95 ms", "p99 ms", "p50 vs as is", "bytes"]))
     path = common.write_result(
         "partial-experiments",
         {"machine": common.machine_info(), "database_url": ARGS.database_url, "variants": result},
     )
     print(f"\nresults: {path}")
-    shutil.rmtree(templates, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class Page:
             number = 1
         # ``count_query``: the same rows without the joins that only add columns (SQLite
         # scans a whole table to count a LEFT JOIN)
-        self.total = (count_query or query).count()
+        self.total = (count_query if count_query is not None else query).count()
         self.size = size
         self.pages = max(1, math.ceil(self.total / size))
         self.number = min(max(1, number), self.pages)
