@@ -485,3 +485,29 @@ def test_chain_a_to_b_to_c(instances):
     assert a.call("GET", f"/operations/{op_id}")["status"] == "done"
     service = a.call("GET", f"/services/{order['service_id']}")
     assert service["status"] == "active" and service["details"]["ip"] == DETAILS["ip"]
+
+
+def test_the_scheduler_pulls_by_itself(tmp_path):
+    """Without checkevent: the scheduler brings remote changes back every
+    PROXY_PULL_INTERVAL seconds (300 by default; 2 here)."""
+    reseller, provider = Instance(tmp_path, "reseller"), Instance(tmp_path, "provider")
+    reseller.env["PROXY_PULL_INTERVAL"] = "2"
+    try:
+        reseller.start()
+        provider.start()
+        upstream = reseller.department("Upstream DC")
+        dc = provider.department("DC")
+        _connect(reseller, provider, upstream, dc, "reseller-5")
+        order, op_id = reseller.order_manual_service(upstream["id"])
+        remote = wait_for(lambda: provider.tasks(dc["id"]), timeout=15)[0]
+        provider.call("POST", f"/tasks/{remote['id']}/close", {"fields": DETAILS})
+        wait_for(
+            lambda: reseller.call("GET", f"/operations/{op_id}")["status"] == "done",
+            timeout=20,
+            message="the scheduled pull to close the local task",
+        )
+        service = reseller.call("GET", f"/services/{order['service_id']}")
+        assert service["status"] == "active"
+    finally:
+        reseller.stop()
+        provider.stop()
