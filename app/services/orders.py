@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 from peewee import IntegrityError
 
 from app.db import write_transaction
-from app.models import Client, Operation, Order, Payment, Service, Tariff, parse_id, utcnow
+from app.models import Client, Order, Payment, Service, Tariff, parse_id, utcnow
 from app.services import catalog, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
 
@@ -193,14 +193,6 @@ def list_orders(status=None):
     if status:
         query = query.where(Order.status == status)
     return query
-
-
-def open_operation_of(service):
-    return (
-        Operation.select()
-        .where((Operation.service == service.id) & Operation.status.in_(Operation.OPEN_STATUSES))
-        .first()
-    )
 
 
 def get_for_client(order_id, client_id):

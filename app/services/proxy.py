@@ -42,7 +42,7 @@ from app.models import (
     utcnow,
 )
 from app.services import dispatch
-from app.services.errors import Conflict, NotFound, ServiceError, ValidationError
+from app.services.errors import NotFound, ServiceError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -755,8 +755,3 @@ def link_of(task):
 def inbound_of(task):
     """Where a received task came from (or None)."""
     return ProxyInbound.get_or_none(ProxyInbound.task == task.id)
-
-
-def assert_unused(department_id):
-    if ProxyClientSide.select().where(ProxyClientSide.department == department_id).exists():
-        raise Conflict("this department is forwarded by a client side")

@@ -404,13 +404,6 @@ def clean_fields(task, op, fields):
     return cleaned
 
 
-def list_open_tasks(department_id=None, assignee_id=None, departments=None):
-    """Tasks still to do (``new`` or ``in_work``), newest first; filters as list_tasks."""
-    return list_tasks(department_id, None, assignee_id, departments).where(
-        Task.status.in_(Task.OPEN_STATUSES)
-    )
-
-
 def events_of(task):
     """The history of a task, oldest first."""
     return list(
