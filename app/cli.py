@@ -41,14 +41,22 @@ def db_group():
 @db_group.command("upgrade")
 @with_appcontext
 def db_upgrade():
-    """Create or upgrade the schema to the latest version."""
+    """Create or upgrade the schema: apply the pending migrations of app/migrations."""
+    applied = _upgrade_schema()
+    if applied:
+        click.echo(f"Schema upgraded: {', '.join(applied)}.")
+    else:
+        click.echo("Schema is up to date.")
+
+
+def _upgrade_schema():
     from app import schema
 
-    applied = schema.upgrade()
-    if applied:
-        click.echo(f"Schema upgraded to version {applied[-1]}.")
-    else:
-        click.echo(f"Schema is up to date (version {schema.latest_version()}).")
+    try:
+        return schema.upgrade()
+    except schema.UpgradeError as exc:
+        log.debug("schema upgrade failed", exc_info=True)
+        _fail(str(exc))
 
 
 @click.group("users", help="Staff, admins and clients.")
@@ -204,14 +212,14 @@ def serve(host, port, threads, no_worker):
     """Run the whole embedded system: web (waitress), worker and scheduler in one process."""
     from waitress import create_server
 
-    from app import embedded, scheduler, schema
+    from app import embedded, scheduler
     from app.services import accounts
 
     _configure_logging()
     app = current_app._get_current_object()
-    applied = schema.upgrade()
+    applied = _upgrade_schema()
     if applied:
-        log.info("schema created/upgraded to version %d", applied[-1])
+        log.info("schema upgraded: %s", ", ".join(applied))
     with database.connection_context():
         first = accounts.ensure_first_admin()
     if first:

@@ -1,151 +1,147 @@
-"""Schema versions: ``provisor db upgrade`` (and the first ``serve``) applies what is missing.
+"""The database schema: frozen migrations in ``app/migrations``, run by peewee's
+``playhouse.migrations.Runner`` and recorded in its ``schema_migration`` table.
 
-Each migration is a function taking the database; they run in order inside one
-transaction each and are recorded in ``schema_version``. Add new ones at the end, never
-edit an applied one.
+``provisor db upgrade`` (and ``provisor serve`` when it starts) calls :func:`upgrade`.
+Several processes may upgrade at once (scaled deployments start several): the run holds a
+lock, so the second one waits and then finds nothing to do. On PostgreSQL the lock is an
+advisory lock and each migration runs in its own transaction; on SQLite the whole run is
+one ``BEGIN IMMEDIATE`` transaction, with foreign keys off meanwhile (SQLite rebuilds a
+table to change a column; with them on, dropping the old copy would cascade) and checked
+before it commits. README, "Schema changes", says how to add a migration.
 """
 
 import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
 
-from app import models
+from peewee import DatabaseError, InterfaceError, OperationalError, SqliteDatabase
+from playhouse.migrations import Migration, Runner
+
 from app.db import database
 
 log = logging.getLogger(__name__)
 
-PRODUCT_TYPES = [
-    (
-        "hosting",
-        "Shared hosting",
-        [
-            ("domain", "Domain", True, False),
-            ("ip", "IP address", True, False),
-            ("username", "Username", True, False),
-            ("password", "Password", True, True),
-            ("panel_url", "Control panel URL", True, False),
-        ],
-    ),
-    (
-        "vps",
-        "Virtual private server",
-        [
-            ("hostname", "Hostname", True, False),
-            ("ip", "IP address", True, False),
-            ("username", "Username", True, False),
-            ("password", "Root password", True, True),
-            ("panel_url", "Control panel URL", False, False),
-        ],
-    ),
-    (
-        "dedicated",
-        "Dedicated server",
-        [
-            ("hostname", "Hostname", True, False),
-            ("ip", "IP address", True, False),
-            ("username", "Username", True, False),
-            ("password", "Root password", True, True),
-            ("ipmi_url", "IPMI / KVM URL", False, False),
-        ],
-    ),
-    (
-        "domain",
-        "Domain name",
-        [
-            ("domain", "Domain", True, False),
-            ("nameservers", "Name servers", True, False),
-            ("expires_on", "Expires on", False, False),
-        ],
-    ),
-    (
-        "certificate",
-        "TLS certificate",
-        [
-            ("common_name", "Common name", True, False),
-            ("expires_on", "Expires on", False, False),
-            ("certificate_url", "Certificate download URL", False, False),
-        ],
-    ),
-    (
-        "database",
-        "Database",
-        [
-            ("host", "Host", True, False),
-            ("database", "Database name", True, False),
-            ("username", "Username", True, False),
-            ("password", "Password", True, True),
-        ],
-    ),
-    ("custom", "Custom service", [("details", "Details", False, False)]),
-]
-
-WELCOME_TEMPLATE = """Hello {{ client.name }},
-
-your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) is active.
-
-{% for field in fields %}{{ field.label }}: {{ field.value }}
-{% endfor %}
-Thank you for choosing us.
-"""
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+HISTORY_TABLE = "schema_migration"  # playhouse.migrations' default (pwmigrate uses it too)
+PG_LOCK_KEY = 0x70726F76_6D696772  # "provmigr": the advisory lock of a schema upgrade
+SQLITE_LOCK_WAIT = 600  # seconds to wait for another process's upgrade (or write) on SQLite
 
 
-def _v1_initial(db):
-    db.create_tables(models.ALL_MODELS)
-    for code, name, fields in PRODUCT_TYPES:
-        models.ProductType.create(
-            code=code,
-            name=name,
-            detail_fields=[
-                {"name": n, "label": label, "required": req, "secret": secret}
-                for n, label, req, secret in fields
-            ],
-            welcome_subject="Your {{ tariff.name }} is ready (service #{{ service.id }})",
-            welcome_template=WELCOME_TEMPLATE,
-        )
+class UpgradeError(Exception):
+    """The schema could not be upgraded; the message is one line for the operator."""
 
 
-def _v2_tasks_proxy(db):
-    db.create_tables(models.PROXY_MODELS)
+def migration_names():
+    """The names of the migrations this release has, in order (``0001_initial``, ...)."""
+    return [m.name for m in Migration.load_directory(MIGRATIONS_DIR)]
 
 
-def _v3_sweep_backoff_and_error_index(db):
-    from peewee import IntegerField
-    from playhouse.migrate import SchemaMigrator, migrate
-
-    migrator = SchemaMigrator.from_database(db)
-    columns = {c.name for c in db.get_columns("operation")}
-    indexes = {i.name for i in db.get_indexes("attempt")}
-    steps = []
-    if "redispatches" not in columns:
-        steps.append(migrator.add_column("operation", "redispatches", IntegerField(default=0)))
-    if "attempt_finished_at" not in indexes:
-        steps.append(migrator.add_index("attempt", ("finished_at",), False))
-    migrate(*steps)
+def _runner(db):
+    return Runner(db, MIGRATIONS_DIR, table_name=HISTORY_TABLE)
 
 
-MIGRATIONS = [_v1_initial, _v2_tasks_proxy, _v3_sweep_backoff_and_error_index]
-
-
-def current_version():
-    if not database.table_exists(models.SchemaVersion._meta.table_name):
-        return 0
-    row = models.SchemaVersion.select().order_by(models.SchemaVersion.version.desc()).first()
-    return row.version if row else 0
+def pending():
+    """Names of the migrations not yet applied to the database."""
+    with database.connection_context():
+        return [m.name for m in _runner(database.obj).status() if not m.applied]
 
 
 def upgrade():
-    """Apply the missing migrations; return the list of versions applied."""
+    """Apply the pending migrations in order; return the names applied (``[]``: none).
+
+    Raises :class:`UpgradeError` with a one-line message when a migration fails (that
+    migration is rolled back; on SQLite the whole run is) or the database is unreachable.
+    """
+    db = database.obj
+    try:
+        with database.connection_context():
+            lock = _sqlite_lock if isinstance(db, SqliteDatabase) else _postgres_lock
+            with lock(db):
+                return _apply(_runner(db))
+    except UpgradeError:
+        raise
+    except (DatabaseError, InterfaceError) as exc:
+        raise UpgradeError(f"cannot upgrade the schema: {_first_line(exc)}") from exc
+
+
+def _apply(runner):
+    status = runner.status()
+    unknown = [m.name for m in status if m.path is None]
+    if unknown:
+        log.warning(
+            "the database has migrations this release does not have (a newer release "
+            "upgraded it?): %s",
+            ", ".join(unknown),
+        )
     applied = []
-    with database.connection_context():
-        start = current_version()
-        for number, migration in enumerate(MIGRATIONS, start=1):
-            if number <= start:
-                continue
-            with database.atomic():
-                migration(database)
-                models.SchemaVersion.create(version=number)
-            log.info("schema upgraded to version %d (%s)", number, migration.__name__)
-            applied.append(number)
+    for migration in status:
+        if migration.applied or migration.path is None:
+            continue
+        try:
+            applied += runner.up(target=migration.name)
+        except Exception as exc:
+            log.debug("migration %s failed", migration.name, exc_info=True)
+            raise UpgradeError(f"migration {migration.name} failed: {_first_line(exc)}") from exc
+        log.info("schema migration applied: %s", migration.name)
     return applied
 
 
-def latest_version():
-    return len(MIGRATIONS)
+@contextmanager
+def _postgres_lock(db):
+    (got,) = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (PG_LOCK_KEY,)).fetchone()
+    if not got:
+        log.info("another process is upgrading the schema: waiting for it")
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (PG_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        try:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (PG_LOCK_KEY,))
+        except (DatabaseError, InterfaceError):
+            # the connection is gone, and its session lock with it
+            log.warning("could not release the schema upgrade lock", exc_info=True)
+
+
+@contextmanager
+def _sqlite_lock(db):
+    foreign_keys = db.pragma("foreign_keys")
+    db.pragma("foreign_keys", 0)  # only possible outside a transaction
+    try:
+        transaction = _begin_immediate(db)
+        try:
+            before = set(db.execute_sql("PRAGMA foreign_key_check").fetchall())
+            yield
+            broken = set(db.execute_sql("PRAGMA foreign_key_check").fetchall()) - before
+            if broken:
+                table, rowid, parent, _ = sorted(broken)[0]
+                raise UpgradeError(
+                    f"the upgrade would break {len(broken)} foreign keys (e.g. {table} "
+                    f"row {rowid} -> {parent}); nothing was changed"
+                )
+        except BaseException:
+            transaction.__exit__(*sys.exc_info())
+            raise
+        transaction.__exit__(None, None, None)
+    finally:
+        db.pragma("foreign_keys", foreign_keys)
+
+
+def _begin_immediate(db):
+    """BEGIN IMMEDIATE, waiting up to SQLITE_LOCK_WAIT for another writer to finish."""
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT
+    while True:
+        transaction = db.transaction(lock_type="IMMEDIATE")
+        try:
+            transaction.__enter__()
+            return transaction
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            log.info("the database is locked (another upgrade?): waiting")
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__

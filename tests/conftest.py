@@ -166,6 +166,31 @@ def postgres_url(postgres_server):
     admin.close()
 
 
+@pytest.fixture
+def make_postgres_database(postgres_server):
+    """A factory of further fresh PostgreSQL databases (URLs), all dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    admin = psycopg2.connect(postgres_server + "/postgres")
+    admin.autocommit = True
+    names = []
+
+    def make():
+        name = f"provisor_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return f"{postgres_server}/{name}"
+
+    yield make
+    with admin.cursor() as cur:
+        for name in names:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     """A Redis database number of its own, flushed before and after."""
