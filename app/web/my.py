@@ -50,7 +50,12 @@ def order():
         data = {
             "client_id": current_user.client_id,
             "tariff_id": request.form.get("tariff_id"),
-            "params": {},
+            # the order fields of the tariff's product type, named "params.<field>"
+            "params": {
+                key.removeprefix("params."): value
+                for key, value in request.form.items()
+                if key.startswith("params.")
+            },
         }
         try:
             new_order = orders.create(data)
@@ -67,6 +72,7 @@ def order():
         "my/order.html",
         tariffs=catalog.orderable_tariffs(),
         selected=request.form.get("tariff_id", ""),
+        form=request.form,
         errors=errors,
     ), (422 if errors else 200)
 
