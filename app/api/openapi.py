@@ -13,10 +13,10 @@ import re
 from flask import current_app
 
 from app.models import Attempt, Email, Item, Operation, Order, Service, Task
+from app.services.catalog import INTERNAL_NAME, PERIODS
 from app.services.order_fields import KINDS as ORDER_FIELD_KINDS
 from app.states import KINDS, REQUESTABLE
 from modules.base import KINDS as CONFIG_KINDS
-from app.services.catalog import INTERNAL_NAME, PERIODS
 
 API_PREFIX = "/api/v1"
 OPENAPI_VERSION = "3.1.0"
