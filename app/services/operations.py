@@ -37,6 +37,7 @@ from app.models import (
     Item,
     Operation,
     ProcessingModule,
+    ProductType,
     Service,
     Tariff,
     Task,
@@ -143,12 +144,18 @@ def _result_problem(result):
 
 
 def _mask_details(ctx, result):
-    """Secret detail fields of the product type never appear in the attempt log."""
-    if ctx.product_type is None:
+    """Secret detail fields never appear in the attempt log: those of the product type,
+    or for an item (no product type) those of every product type."""
+    if not result.details:
         return
-    for f in ctx.product_type.detail_fields or []:
-        if f.get("secret"):
-            ctx.secret((result.details or {}).get(f["name"]))
+    if ctx.product_type is not None:
+        declared = [ctx.product_type.detail_fields or []]
+    else:
+        declared = [pt.detail_fields or [] for pt in ProductType.select(ProductType.detail_fields)]
+    for fields in declared:
+        for f in fields:
+            if f.get("secret"):
+                ctx.secret(result.details.get(f["name"]))
 
 
 def _claim(operation_id):
@@ -557,6 +564,8 @@ def callback(operation_id, data, instance):
             .order_by(Attempt.number.desc())
             .first()
         )
+        log_so_far = attempt.log if attempt is not None else ""
+        attempt_id = attempt.id if attempt is not None else None
         try:
             result = instance.parse_callback(data)
         except ModuleError as exc:
@@ -565,15 +574,15 @@ def callback(operation_id, data, instance):
                 outcome="permanent_error" if exc.permanent else "temporary_error",
                 error=message,
                 finished_at=now,
-                log=(attempt.log + f"\n< callback {data}")[:20000],
-            ).where(Attempt.id == attempt.id).execute()
+                log=(log_so_far + f"\n< callback {data}")[:20000],
+            ).where(Attempt.id == attempt_id).execute()
             op.last_error = message
             _after_failure(op, exc.permanent, now)
         else:
             if result.status != "done":
                 return op
-            Attempt.update(outcome="done", log=(attempt.log + "\n< callback: done")).where(
-                Attempt.id == attempt.id
+            Attempt.update(outcome="done", log=(log_so_far + "\n< callback: done")).where(
+                Attempt.id == attempt_id
             ).execute()
             _complete(
                 op,

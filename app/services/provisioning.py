@@ -203,6 +203,15 @@ def request(service_id, kind, actor, params=None):
     now = utcnow()
     with write_transaction():
         service = get_for_update_or_404(service_id)
+        module = service.module
+        if module is None or not module.enabled:
+            module, _ = choose_module(service, kind)
+        cls = modules.get_type(module.type) if module is not None else None
+        if module is not None and (cls is None or not cls.supports(kind)):
+            raise Conflict(
+                f"module {module.name} ({module.type}) does not do {label}; "
+                f"service #{service.id} cannot be asked to"
+            )
         if not SERVICE.allows(f"request_{kind}", service.status):
             raise Conflict(
                 f"service #{service.id} is {service.status}; {label} needs "
@@ -225,15 +234,6 @@ def request(service_id, kind, actor, params=None):
                     {"tariff_id": "The new tariff must be of the same product type."}
                 )
             params["tariff_id"] = new.id
-        module = service.module
-        if module is None or not module.enabled:
-            module, _ = choose_module(service, kind)
-        cls = modules.get_type(module.type) if module is not None else None
-        if module is not None and (cls is None or not cls.supports(kind)):
-            raise Conflict(
-                f"module {module.name} ({module.type}) does not do {label}; "
-                f"service #{service.id} cannot be asked to"
-            )
         op = operations.create(kind, module=module, service=service, params=params)
         op.params = {**params, "requested_by": actor}
         op.save()
@@ -398,6 +398,18 @@ def allowed_actions(service):
         if SERVICE.allows(f"request_{kind}", service.status)
         and (cls.supports(kind) if cls is not None else True)
     ]
+
+
+def for_client(service):
+    """What the client area shows beyond the service itself: the kind of the operation in
+    progress (of the kinds clients see) and the module data the module type lets clients
+    see (``client_data``)."""
+    busy = _busy(service)
+    kind = KINDS.get(busy.kind) if busy is not None else None
+    cls = modules.get_type(service.module.type) if service.module_id else None
+    shown = cls.client_data if cls is not None else ()
+    data = {k: v for k, v in (service.module_data or {}).items() if k in shown}
+    return {"in_progress": kind if kind is not None and kind.clients_see else None, "data": data}
 
 
 def tariff_choices(service):

@@ -32,12 +32,14 @@ def index():
 def service(service_id):
     """One of my services: its status, and its details once it is ready."""
     svc = provisioning.get_for_client(service_id, current_user.client_id)
+    view = provisioning.for_client(svc)
     return render(
         "my/service.html",
         "my/_service_live.html",
         target="service-live",
         service=svc,
-        live=svc.status in SETTLING,
+        live=svc.status in SETTLING or view["in_progress"] is not None,
+        **view,
     )
 
 
