@@ -43,6 +43,7 @@ from app.models import (
 )
 from app.services import dispatch, tasks
 from app.services.errors import NotFound, ServiceError, ValidationError
+from app.states import PROXY_OUTGOING
 
 log = logging.getLogger(__name__)
 
@@ -644,8 +645,14 @@ def _send_one(side, call, event):
     now = utcnow()
     with write_transaction():
         ProxyOutgoing.update(
-            status="sent", sent_at=now, attempts=ProxyOutgoing.attempts + 1, last_error=None
-        ).where(ProxyOutgoing.id == event.id).execute()
+            status=PROXY_OUTGOING.target("sent", "pending"),
+            sent_at=now,
+            attempts=ProxyOutgoing.attempts + 1,
+            last_error=None,
+        ).where(
+            (ProxyOutgoing.id == event.id)
+            & ProxyOutgoing.status.in_(PROXY_OUTGOING.sources("sent"))
+        ).execute()
         if link is not None:
             ProxyLink.update(last_synced_at=now, sync_error=None).where(
                 ProxyLink.id == link.id

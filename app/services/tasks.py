@@ -14,6 +14,7 @@ arguments (``app.messages``).
 import logging
 
 from blinker import Namespace
+from peewee import JOIN
 
 from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, parse_id, utcnow
@@ -175,9 +176,15 @@ def note_for_operation(op, now, actor, message, args):
 
 
 def list_tasks(department_id=None, status=None, assignee_id=None, departments=None, kind=None):
-    query = Task.select().order_by(Task.id.desc())
+    # the operation comes with each row: a task's title is made from it when shown
+    query = (
+        Task.select(Task, Operation)
+        .join(Operation, JOIN.LEFT_OUTER)
+        .switch(Task)
+        .order_by(Task.id.desc())
+    )
     if kind:
-        query = query.join(Operation).where(Operation.kind == kind).switch(Task)
+        query = query.where(Operation.kind == kind)
     if department_id:
         query = query.where(Task.department == department_id)
     if departments is not None:
