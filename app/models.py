@@ -19,6 +19,7 @@ from peewee import (
     TextField,
 )
 
+from app import messages, states
 from app.db import database
 
 
@@ -136,12 +137,15 @@ class ProductType(BaseModel):
     """hosting, vps, dedicated, domain, certificate, database, custom.
 
     ``detail_fields`` is a list of ``{"name", "label", "required", "secret"}``: what a
-    module or a person fills in and what the welcome email shows.
+    module or a person fills in and what the welcome email shows. ``order_fields`` is a
+    list of ``{"name", "label", "kind", "required", "max_length", "options"}``: what a
+    client fills in when ordering (see ``app.services.order_fields``).
     """
 
     code = CharField(unique=True)
     name = CharField()
     detail_fields = JSONField(default=list)
+    order_fields = JSONField(default=list)
     welcome_subject = CharField(default="Your {{ tariff.name }} is ready")
     welcome_template = TextField(default="")
 
@@ -153,6 +157,7 @@ class ProcessingModule(BaseModel):
     department = ForeignKeyField(Department, null=True, backref="modules", on_delete="SET NULL")
     retry_delay = IntegerField(default=300)
     max_attempts = IntegerField(default=3)
+    max_wait = IntegerField(default=3600)  # seconds a polling operation may wait in all
     max_running = IntegerField(default=0)
     priority = IntegerField(default=0)
     enabled = BooleanField(default=True)
@@ -181,7 +186,7 @@ class TariffModule(BaseModel):
 class Item(BaseModel):
     """What a module needs on its panel to serve tariffs of one internal name."""
 
-    STATUSES = ("creating", "ready", "failed", "manual")
+    STATUSES = states.ITEM.statuses
 
     module = ForeignKeyField(ProcessingModule, backref="items", on_delete="CASCADE")
     internal_name = CharField()
@@ -198,7 +203,7 @@ class Item(BaseModel):
 
 
 class Service(BaseModel):
-    STATUSES = ("ordered", "processing", "active", "suspended", "deleted")
+    STATUSES = states.SERVICE.statuses
 
     client = ForeignKeyField(Client, backref="services")
     tariff = ForeignKeyField(Tariff, backref="services")
@@ -208,6 +213,11 @@ class Service(BaseModel):
     details = JSONField(default=dict)
     params = JSONField(default=dict)
     module_choice = JSONField(null=True)
+    # what the module keeps for later (a certificate's expiry, a VM's UUID, a contact id);
+    # staff see it, clients only the keys the module type lists in ``client_data``
+    module_data = JSONField(default=dict)
+    expires_at = DateTimeField(null=True, index=True)
+    renewal_queued_for = DateTimeField(null=True)  # the expiry a renew was queued for
     created_at = DateTimeField(default=utcnow)
     activated_at = DateTimeField(null=True)
     updated_at = DateTimeField(default=utcnow)
@@ -239,25 +249,9 @@ class Payment(BaseModel):
 
 
 class Operation(BaseModel):
-    KINDS = ("open", "suspend", "resume", "close", "change_tariff", "ensure_item")
-    STATUSES = (
-        "queued",
-        "running",
-        "retry_wait",
-        "waiting_callback",
-        "waiting_task",
-        "manual",
-        "done",
-        "cancelled",
-    )
-    OPEN_STATUSES = (
-        "queued",
-        "running",
-        "retry_wait",
-        "waiting_callback",
-        "waiting_task",
-        "manual",
-    )
+    KINDS = states.KIND_NAMES
+    STATUSES = states.OPERATION.statuses
+    OPEN_STATUSES = states.OPERATION.open
 
     kind = CharField()
     service = ForeignKeyField(Service, null=True, backref="operations", on_delete="CASCADE")
@@ -267,7 +261,10 @@ class Operation(BaseModel):
     )
     status = CharField(default="queued", index=True)
     params = JSONField(default=dict)
-    attempts = IntegerField(default=0)
+    attempts = IntegerField(default=0)  # attempts started (polling checks included)
+    failures = IntegerField(default=0)  # failed attempts: what max_attempts counts
+    state = JSONField(null=True)  # the module's own memory between calls (never shown to clients)
+    deadline_at = DateTimeField(null=True)  # a polling operation escalates after this
     next_run_at = DateTimeField(null=True, index=True)
     dispatched_at = DateTimeField(null=True)
     redispatches = IntegerField(default=0)  # re-sent by the sweep since last claimed
@@ -295,7 +292,15 @@ class Operation(BaseModel):
 
 
 class Attempt(BaseModel):
-    OUTCOMES = ("done", "pending", "temporary_error", "permanent_error", "interrupted")
+    OUTCOMES = (
+        "done",
+        "pending",
+        "poll",
+        "task",
+        "temporary_error",
+        "permanent_error",
+        "interrupted",
+    )
 
     operation = ForeignKeyField(Operation, backref="attempt_rows", on_delete="CASCADE")
     number = IntegerField()
@@ -311,13 +316,14 @@ class Attempt(BaseModel):
 
 
 class Task(BaseModel):
-    STATUSES = ("new", "in_work", "closed", "cancelled")
-    OPEN_STATUSES = ("new", "in_work")
+    STATUSES = states.TASK.statuses
+    OPEN_STATUSES = states.TASK.open
 
     department = ForeignKeyField(Department, null=True, backref="tasks", on_delete="SET NULL")
     service = ForeignKeyField(Service, null=True, backref="tasks", on_delete="CASCADE")
     operation = ForeignKeyField(Operation, null=True, backref="tasks", on_delete="SET NULL")
-    title = CharField()
+    # only a title that cannot be made from the operation (a task received from a peer)
+    stored_title = CharField(column_name="title", null=True)
     status = CharField(default="new", index=True)
     assignee = ForeignKeyField(User, null=True, backref="tasks", on_delete="SET NULL")
     fields = JSONField(default=dict)
@@ -326,21 +332,48 @@ class Task(BaseModel):
     closed_at = DateTimeField(null=True)
     closed_by = CharField(null=True)
 
+    @property
+    def title(self):
+        """Rendered from the operation when shown (``stored_title`` for a peer's task)."""
+        if self.stored_title:
+            return self.stored_title
+        return states.task_title(self.operation) if self.operation_id else f"Task #{self.id}"
+
+    @title.setter
+    def title(self, value):
+        self.stored_title = value
+
 
 class TaskEvent(BaseModel):
-    """The history of a task: created, assigned, commented, closed..."""
+    """The history of a task: created, assigned, commented, closed...
+
+    Provisor's own entries are a ``message`` key with ``args`` (see ``app.messages``),
+    rendered when shown; what people write is kept in ``stored_text``.
+    """
 
     task = ForeignKeyField(Task, backref="events", on_delete="CASCADE")
     kind = CharField()
     actor = CharField(default="system")
-    text = TextField(default="")
+    stored_text = TextField(column_name="text", default="")
+    message = CharField(null=True)
+    args = JSONField(null=True)
     created_at = DateTimeField(default=utcnow)
+
+    @property
+    def text(self):
+        if self.message:
+            return messages.render(self.message, self.args)
+        return self.stored_text
+
+    @text.setter
+    def text(self, value):
+        self.stored_text = value
 
 
 class Email(BaseModel):
     """Outbox: every email Provisor sends is stored first, then delivered."""
 
-    STATUSES = ("queued", "sent", "retry_wait", "outbox")
+    STATUSES = states.EMAIL.statuses
 
     to = CharField()
     subject = CharField()
@@ -362,6 +395,8 @@ class SandboxResource(BaseModel):
     kind = CharField()
     remote_id = CharField()
     details = JSONField(default=dict)
+    service_id = IntegerField(null=True, index=True)
+    status = CharField(default="active")
     created_at = DateTimeField(default=utcnow)
 
 

@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 
 from modules.base import (
     ConfigField,
+    ConfigProblem,
     ModuleType,
     OperationContext,
     PermanentError,
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ConfigField",
+    "ConfigProblem",
     "ModuleType",
     "OperationContext",
     "PermanentError",
@@ -44,9 +46,14 @@ _lock = threading.Lock()
 
 
 def register(cls):
-    """Register a module type class (usable as a decorator)."""
+    """Register a module type class (usable as a decorator).
+
+    The class must declare its ``id`` and its ``operations`` (every kind it implements,
+    each with its method): there is no "all of them" default.
+    """
     if not cls.id:
         raise ValueError("a module type needs an id")
+    cls.declared_operations()  # raises TypeError for a type that does not declare them
     _registry[cls.id] = cls
     return cls
 

@@ -1,8 +1,8 @@
-"""The processing module interface.
+"""The processing module interface (v2).
 
-A module *type* is a class with declared attributes and plain methods that take domain
-objects. Provisor creates one instance per configured processing module (with its
-validated ``config``) and calls the method named after the operation:
+A module *type* is a class with declared attributes and plain methods that take the
+operation context. Provisor creates one instance per configured processing module (with
+its validated ``config``) and calls the method named after the operation's kind::
 
     class MyPanel(ModuleType):
         id = "mypanel"                      # stored in processing_module.type
@@ -13,20 +13,45 @@ validated ``config``) and calls the method named after the operation:
             ConfigField("token", "API token", kind="secret", required=True),
             ConfigField("timeout", "Timeout (s)", kind="float", default=30, minimum=1),
         ]
-        operations = {"open", "suspend", "resume", "close", "change_tariff", "ensure_item"}
-        creates_items = True                # False: items must be made by a person
+        operations = {"open", "suspend", "resume", "close", "ensure_item"}  # required
 
         def open(self, ctx):                # ctx: OperationContext
-            ctx.log("POST /accounts ...")
-            ...
-            return Result.done(remote_id="acc-42", details={"username": "u42"})
+            with ctx.call("POST", "/accounts") as call:
+                account = ...
+                call.outcome = "201 Created"
+            return Result.done(remote_id=account.id, details={"username": account.login})
 
-Methods return :class:`Result` (``done``, ``pending``, or ``task`` to have a person do
-it through a task in the module's department) or raise
-:class:`TemporaryError` (retried after the module's retry delay) or
-:class:`PermanentError` (straight to a manual task). Any other exception is treated as a
-temporary error. ``ctx.idempotency_key`` (the operation id) must be passed to the panel
-so that a repeated attempt never creates a second account.
+**Results.** A method returns a :class:`Result` — ``Result.done(...)``,
+``Result.pending()`` (an external callback completes it), ``Result.task()`` (people do it
+through a task) or ``Result.poll(after=seconds, state={...})`` ("not finished: check again
+in N seconds, remember this") — or raises :class:`TemporaryError` (retried after the
+module's retry delay) or :class:`PermanentError` (straight to a task, with the panel's own
+message). Any other exception counts as a temporary error.
+
+**Polling.** A long remote job (a VM being created, an ACME order being validated) must not
+hold a worker: start it, then return ``Result.poll(after=10, state={"job": job_id})``. The
+operation waits in ``polling``; ``state`` is stored with the operation and handed back as
+``ctx.state`` on the next call, which checks the job and returns ``poll`` again or
+``done``. A check is not a failed attempt; the module's ``max_wait`` (seconds, default one
+hour) bounds the whole wait, after which a person gets a task.
+
+**Take over, never duplicate.** Derive the remote object's key from the service or the
+operation (``ctx.idempotency_key``, ``ctx.service.id``), look it up first, and adopt what an
+earlier attempt created: a worker may die after the remote call and before its result is
+recorded. ``ctx.save_state({...})`` stores ``state`` at once, before a long call.
+
+**Capabilities** are declared on the class, never tested by type id in core code:
+``operations`` (the kinds it implements: a kind it does not declare is never offered;
+``ensure_item`` means it needs an item per tariff), ``creates_items`` (False: a person
+makes the items, no ``ensure_item`` method needed), ``people_do_it`` (its operations become tasks), ``accepts_callbacks``
+(with :meth:`ModuleType.verify_callback` and :meth:`ModuleType.parse_callback`),
+:meth:`ModuleType.check_config` ("Test connection"), :meth:`ModuleType.renew_days_before`
+(renewed automatically that many days before the service expires) and ``client_data``
+(keys of the per-service module data that the client may see).
+
+**Secrets.** Config fields of kind ``secret`` are write-only: never returned by the API,
+never shown in forms, and masked in the attempt log together with every value the module
+passes to ``ctx.secret(value)`` and the service's secret detail fields.
 
 Third-party types register through the ``provisor.modules`` entry-point group, exactly
 like the built-in ones::
@@ -35,11 +60,20 @@ like the built-in ones::
     mypanel = "mypackage.mypanel:MyPanel"
 """
 
+import contextlib
+import datetime as dt
+import json
 import math
+import time
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
-ALL_OPERATIONS = frozenset({"open", "suspend", "resume", "close", "change_tariff", "ensure_item"})
+from app.states import KIND_NAMES
+
+ALL_OPERATIONS = frozenset(KIND_NAMES)
+RESULT_STATUSES = ("done", "pending", "task", "poll")
+MASK = "********"
+MAX_POLL_AFTER = 24 * 3600
 
 
 class ModuleError(Exception):
@@ -49,27 +83,47 @@ class ModuleError(Exception):
 
 
 class TemporaryError(ModuleError):
-    """Worth retrying: the panel is down, timed out, answered 5xx."""
+    """Worth retrying: the panel is down, timed out, answered 5xx, is busy."""
 
 
 class PermanentError(ModuleError):
-    """Retrying will not help: bad request, unknown plan, refused by the panel."""
+    """Retrying will not help: bad request, unknown plan, name taken, refused by the panel."""
 
     permanent = True
 
 
+class ConfigProblem(Exception):
+    """``check_config`` found the settings do not work: ``field`` names the setting."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
 @dataclass
 class Result:
-    status: str  # "done", "pending" or "task"
+    status: str  # "done", "pending", "task" or "poll"
     remote_id: str | None = None
     details: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # merged into the service's module data
+    expires_at: dt.datetime | None = None  # the service's new expiry (certificates, domains)
+    after: float | None = None  # poll: seconds until the next check
+    state: dict | None = None  # poll (or done): the module's memory for the next call
 
     @classmethod
-    def done(cls, remote_id=None, details=None):
-        return cls("done", remote_id, dict(details or {}))
+    def done(cls, remote_id=None, details=None, data=None, expires_at=None):
+        return cls(
+            "done",
+            None if remote_id is None else str(remote_id),
+            dict(details or {}),
+            dict(data or {}),
+            _as_datetime(expires_at),
+        )
 
     @classmethod
     def pending(cls):
+        """An external callback (``accepts_callbacks``) completes the operation."""
         return cls("pending")
 
     @classmethod
@@ -77,10 +131,43 @@ class Result:
         """People do this operation: a task in the module's department, then done."""
         return cls("task")
 
+    @classmethod
+    def poll(cls, after, state=None):
+        """Not finished: check again in ``after`` seconds, handing ``state`` back."""
+        if isinstance(after, bool) or not isinstance(after, (int, float)):
+            raise TypeError("Result.poll(after=...) takes seconds")
+        if not math.isfinite(after):
+            raise ValueError("Result.poll(after=...) must be finite")
+        after = min(max(float(after), 0.2), MAX_POLL_AFTER)
+        return cls("poll", after=after, state=None if state is None else dict(state))
+
+
+def _as_datetime(value):
+    """A naive UTC datetime from a datetime, a date or an ISO text (or None)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
+    raise TypeError("expires_at must be a datetime, a date or an ISO 8601 text")
+
+
+KINDS = ("str", "secret", "url", "int", "float", "bool", "choice", "text")
+
 
 @dataclass
 class ConfigField:
-    """One setting of a module type; ``kind`` is str, secret, url, int, float or bool."""
+    """One setting of a module type.
+
+    ``kind``: ``str`` (one line), ``text`` (several lines: a PEM, a record template),
+    ``secret`` (write-only; ``multiline`` for a key), ``url``, ``int``, ``float``, ``bool``
+    or ``choice`` (one of ``options``: values, or ``(value, label)`` pairs).
+    """
 
     name: str
     label: str
@@ -90,6 +177,29 @@ class ConfigField:
     minimum: float | None = None
     maximum: float | None = None
     help: str = ""
+    options: tuple = ()
+    max_length: int | None = None
+    multiline: bool = False
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"config field {self.name}: unknown kind {self.kind!r}")
+        if self.kind == "choice" and not self.options:
+            raise ValueError(f"config field {self.name}: a choice needs options")
+        self.options = tuple(
+            (o, str(o)) if not isinstance(o, (tuple, list)) else (o[0], str(o[1]))
+            for o in self.options
+        )
+        if self.max_length is None:
+            self.max_length = 100_000 if self.kind in ("text", "secret") else 2000
+
+    @property
+    def is_secret(self):
+        return self.kind == "secret"
+
+    @property
+    def is_multiline(self):
+        return self.kind == "text" or (self.kind == "secret" and self.multiline)
 
     def clean(self, raw):
         """Return the cleaned value or raise ValueError with a message for the user."""
@@ -114,14 +224,40 @@ class ConfigField:
             if self.maximum is not None and value > self.maximum:
                 raise ValueError(f"Must be at most {self.maximum:g}.")
             return value
+        if self.kind == "choice":
+            for value, _ in self.options:
+                if raw == value or (isinstance(raw, str) and raw.strip() == str(value)):
+                    return value
+            raise ValueError("One of: " + ", ".join(str(v) for v, _ in self.options))
         if not isinstance(raw, str):
             raise ValueError("Must be text.")
-        value = raw.strip()
+        value = raw.strip() if not self.is_multiline else raw.strip("\n").replace("\r\n", "\n")
+        if len(value) > self.max_length:
+            raise ValueError(f"At most {self.max_length} characters.")
+        if not self.is_multiline and ("\n" in value or "\r" in value):
+            raise ValueError("Must be on one line.")
         if self.kind == "url":
             parsed = urlparse(value)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ValueError("Must be an http:// or https:// URL.")
         return value
+
+    def describe(self):
+        data = {
+            "name": self.name,
+            "label": self.label,
+            "kind": self.kind,
+            "required": self.required,
+            "default": self.default,
+            "help": self.help,
+        }
+        if self.kind == "choice":
+            data["options"] = [{"value": v, "label": label} for v, label in self.options]
+        if self.kind in ("str", "text", "secret", "url"):
+            data["max_length"] = self.max_length
+        if self.is_multiline:
+            data["multiline"] = True
+        return data
 
 
 def _number(raw, whole):
@@ -142,6 +278,34 @@ def _number(raw, whole):
     return value
 
 
+def mask(text, secrets):
+    """``text`` with every secret (and its JSON- and URL-escaped forms) replaced."""
+    if not text or not secrets:
+        return text
+    forms = set()
+    for secret in secrets:
+        forms.add(secret)
+        forms.add(json.dumps(secret)[1:-1])
+        forms.add(quote(secret, safe=""))
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) >= 4:
+            text = text.replace(form, MASK)
+    return text
+
+
+class RemoteCall:
+    """One remote call in the attempt log (see :meth:`OperationContext.call`)."""
+
+    def __init__(self, ctx, method, target):
+        self.ctx = ctx
+        self.method = method
+        self.target = target
+        self.outcome = None
+
+    def note(self, line):
+        self.ctx.log(f"  {line}")
+
+
 class OperationContext:
     """What a module method gets: the operation and the objects it is about."""
 
@@ -155,6 +319,9 @@ class OperationContext:
         item=None,
         product_type=None,
         params=None,
+        state=None,
+        secrets=(),
+        save_state=None,
     ):
         self.operation = operation
         self.attempt_number = attempt_number
@@ -164,6 +331,9 @@ class OperationContext:
         self.item = item
         self.product_type = product_type
         self.params = params or {}
+        self.state = dict(state or {})
+        self._secrets = {str(s) for s in secrets if s not in (None, "")}
+        self._save_state = save_state
         self._log = []
 
     @property
@@ -180,13 +350,51 @@ class OperationContext:
             return self.item.internal_name
         return self.tariff.internal_name if self.tariff is not None else None
 
+    @property
+    def service_data(self):
+        """What the module stored for this service (``Result.done(data=...)``)."""
+        return dict((self.service.module_data or {}) if self.service is not None else {})
+
+    def secret(self, value):
+        """Mark a value secret: it is masked wherever it appears in the attempt log."""
+        if value not in (None, ""):
+            self._secrets.add(str(value))
+        return value
+
+    def save_state(self, state):
+        """Store ``state`` with the operation now (before a long call), not only with the
+        result: an attempt that dies later hands it to the next one as ``ctx.state``."""
+        self.state = dict(state)
+        if self._save_state is not None:
+            self._save_state(self.state)
+
     def log(self, line):
-        """Append a line to the attempt's request/response log (keep secrets out)."""
+        """Append a line to the attempt's request/response log (secrets are masked)."""
         self._log.append(str(line))
+
+    @contextlib.contextmanager
+    def call(self, method, target):
+        """Log one remote call: ``> METHOD target``, then ``< outcome (N ms)``; a failure
+        is logged with its exception class before it propagates."""
+        record = RemoteCall(self, method, target)
+        self.log(f"> {method} {target}")
+        start = time.monotonic()
+        try:
+            yield record
+        except BaseException as exc:
+            elapsed = (time.monotonic() - start) * 1000
+            self.log(f"< {record.outcome or exc.__class__.__name__} ({elapsed:.0f} ms)")
+            raise
+        elapsed = (time.monotonic() - start) * 1000
+        self.log(f"< {record.outcome or 'ok'} ({elapsed:.0f} ms)")
+
+    @property
+    def secrets(self):
+        return frozenset(self._secrets)
 
     @property
     def log_text(self):
-        return "\n".join(self._log)
+        return mask("\n".join(self._log), self._secrets)
 
 
 class ModuleType:
@@ -194,12 +402,48 @@ class ModuleType:
     name = ""
     description = ""
     config_fields: list = []
-    operations = ALL_OPERATIONS
-    creates_items = True
+    operations: frozenset | None = None  # must be declared by every type
+    creates_items = True  # False: the items it needs are made by a person
+    people_do_it = False  # True: every operation becomes a task (the manual module)
+    accepts_callbacks = False  # True: POST /api/v1/operations/<id>/callback completes it
+    client_data: tuple = ()  # keys of the service's module data a client may see
     default_timeout = 30.0
 
     def __init__(self, config):
         self.config = config
+
+    # --- declarations -------------------------------------------------------------------
+
+    @classmethod
+    def declared_operations(cls):
+        """The kinds this type implements (checked when the type is registered)."""
+        if cls.operations is None:
+            raise TypeError(f"module type {cls.id!r} must declare its operations")
+        unknown = set(cls.operations) - ALL_OPERATIONS
+        if unknown:
+            raise TypeError(f"module type {cls.id!r} declares unknown operations {unknown}")
+        # "ensure_item" without creates_items: it needs items, and a person makes them
+        missing = [
+            k
+            for k in cls.operations
+            if not callable(getattr(cls, k, None)) and (k != "ensure_item" or cls.creates_items)
+        ]
+        if missing:
+            raise TypeError(f"module type {cls.id!r} declares {missing} without methods")
+        return frozenset(cls.operations)
+
+    @classmethod
+    def supports(cls, kind):
+        return kind in (cls.operations or ())
+
+    @classmethod
+    def can_check(cls):
+        """Whether the type has a "Test connection" of its own."""
+        return cls.check_config is not ModuleType.check_config
+
+    @classmethod
+    def secret_fields(cls):
+        return [f.name for f in cls.config_fields if f.is_secret]
 
     @classmethod
     def validate_config(cls, data):
@@ -223,27 +467,44 @@ class ModuleType:
             "id": cls.id,
             "name": cls.name,
             "description": cls.description,
-            "operations": sorted(cls.operations),
+            "operations": sorted(cls.operations or ()),
             "creates_items": cls.creates_items,
-            "config_fields": [
-                {
-                    "name": f.name,
-                    "label": f.label,
-                    "kind": f.kind,
-                    "required": f.required,
-                    "default": f.default,
-                    "help": f.help,
-                }
-                for f in cls.config_fields
-            ],
+            "people_do_it": cls.people_do_it,
+            "accepts_callbacks": cls.accepts_callbacks,
+            "can_check": cls.can_check(),
+            "config_fields": [f.describe() for f in cls.config_fields],
         }
+
+    # --- hooks --------------------------------------------------------------------------
 
     def timeout(self):
         """Longest time one attempt may take (the lease of a running operation)."""
         return float(self.config.get("timeout") or self.default_timeout)
 
+    def secret_values(self):
+        """The values of the secret settings (masked in every attempt log)."""
+        return [self.config.get(name) for name in self.secret_fields() if self.config.get(name)]
+
+    def check_config(self):
+        """ "Test connection": talk to the real server with these settings. Return a short
+        text of what was verified, or raise :class:`ConfigProblem` naming the setting."""
+        return None
+
+    def renew_days_before(self):
+        """Renew a service automatically this many days before it expires (None: never)."""
+        return None
+
+    def verify_callback(self, body, headers, tolerance):
+        """``accepts_callbacks``: None when the callback is authentic, else why not."""
+        return "this module type accepts no callbacks"
+
+    def parse_callback(self, data):
+        """``accepts_callbacks``: the callback body as a Result (raise a ModuleError for
+        an error the panel reports)."""
+        raise PermanentError("this module type accepts no callbacks")
+
     def run(self, ctx):
         method = getattr(self, ctx.kind, None)
-        if ctx.kind not in self.operations or method is None:
+        if not self.supports(ctx.kind) or method is None:
             raise PermanentError(f"module type {self.id!r} does not support {ctx.kind!r}")
         return method(ctx)

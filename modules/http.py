@@ -7,14 +7,25 @@ For each operation Provisor POSTs JSON ``{"operation", "operation_id", "service"
 waiting for ``POST /api/v1/operations/<id>/callback``; a 5xx, a timeout or a refused
 connection is a temporary error; a 4xx is a permanent one. ``operation_id`` is the
 idempotency key: the endpoint must answer a repeated id with the same result.
+
+"Test connection" POSTs ``{"operation": "check"}`` signed the same way: a 2xx answer (or a
+4xx other than 401/403/404: the endpoint may not know ``check``) means the URL and the
+secret work.
 """
 
 import json
 
 import requests
 
-from app.signing import HEADER, sign
-from modules.base import ConfigField, ModuleType, PermanentError, Result, TemporaryError
+from app import signing
+from modules.base import (
+    ConfigField,
+    ConfigProblem,
+    ModuleType,
+    PermanentError,
+    Result,
+    TemporaryError,
+)
 
 MAX_LOGGED = 4000
 
@@ -27,6 +38,10 @@ class HttpModule(ModuleType):
     id = "http"
     name = "HTTP endpoint"
     description = "Calls your own HTTP endpoint with signed JSON for each operation."
+    operations = frozenset(
+        {"open", "suspend", "resume", "close", "change_tariff", "renew", "ensure_item"}
+    )
+    accepts_callbacks = True
     config_fields = [
         ConfigField("url", "Endpoint URL", kind="url", required=True),
         ConfigField("secret", "Signing secret", kind="secret", required=True),
@@ -50,6 +65,9 @@ class HttpModule(ModuleType):
                 "status": service.status,
                 "remote_id": service.remote_id,
                 "details": service.details or {},
+                "expires_at": service.expires_at.isoformat(timespec="seconds") + "Z"
+                if service.expires_at
+                else None,
             },
             "tariff": None
             if tariff is None
@@ -72,27 +90,31 @@ class HttpModule(ModuleType):
             "params": ctx.params,
         }
 
+    def _post(self, body, idempotency_key=None):
+        headers = {
+            "Content-Type": "application/json",
+            signing.HEADER: signing.sign(self.config["secret"], body),
+            "User-Agent": "Provisor",
+        }
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return requests.post(self.config["url"], data=body, headers=headers, timeout=self.timeout())
+
     def _call(self, ctx):
         body = json.dumps(self._payload(ctx), sort_keys=True).encode()
         url = self.config["url"]
-        headers = {
-            "Content-Type": "application/json",
-            HEADER: sign(self.config["secret"], body),
-            "Idempotency-Key": str(ctx.operation.id),
-            "User-Agent": "Provisor",
-        }
-        ctx.log(f"> POST {url}")
-        ctx.log(f"> {_short(body.decode())}")
-        try:
-            reply = requests.post(url, data=body, headers=headers, timeout=self.timeout())
-        except requests.Timeout:
-            ctx.log(f"< timeout after {self.timeout():g} s")
-            raise TemporaryError(f"timeout after {self.timeout():g} s calling {url}") from None
-        except requests.RequestException as exc:
-            ctx.log(f"< connection error: {exc.__class__.__name__}")
-            raise TemporaryError(f"cannot reach {url}: {exc.__class__.__name__}") from None
-        ctx.log(f"< {reply.status_code} {reply.reason}")
-        ctx.log(f"< {_short(reply.text)}")
+        with ctx.call("POST", url) as call:
+            call.note(_short(body.decode()))
+            try:
+                reply = self._post(body, str(ctx.operation.id))
+            except requests.Timeout:
+                call.outcome = f"timeout after {self.timeout():g} s"
+                raise TemporaryError(f"timeout after {self.timeout():g} s calling {url}") from None
+            except requests.RequestException as exc:
+                call.outcome = f"connection error: {exc.__class__.__name__}"
+                raise TemporaryError(f"cannot reach {url}: {exc.__class__.__name__}") from None
+            call.outcome = f"{reply.status_code} {reply.reason}"
+        ctx.log(f"  {_short(reply.text)}")
         if reply.status_code >= 500:
             raise TemporaryError(
                 f"endpoint answered {reply.status_code}: {_short(reply.text)[:200]}"
@@ -112,7 +134,40 @@ class HttpModule(ModuleType):
     def open(self, ctx):
         return self._call(ctx)
 
-    suspend = resume = close = change_tariff = ensure_item = open
+    suspend = resume = close = change_tariff = renew = ensure_item = open
+
+    def check_config(self):
+        url = self.config["url"]
+        body = json.dumps({"operation": "check", "operation_id": None}).encode()
+        try:
+            reply = self._post(body)
+        except requests.Timeout:
+            raise ConfigProblem(
+                f"no answer from {url} within {self.timeout():g} s", field="timeout"
+            ) from None
+        except requests.RequestException as exc:
+            raise ConfigProblem(
+                f"cannot reach {url}: {exc.__class__.__name__}", field="url"
+            ) from None
+        text = " ".join(reply.text.split())[:200]
+        if reply.status_code in (401, 403):
+            raise ConfigProblem(
+                f"the endpoint refused the signature ({reply.status_code} {reply.reason}: {text})",
+                field="secret",
+            )
+        if reply.status_code == 404 or reply.status_code >= 500:
+            raise ConfigProblem(
+                f"the endpoint answered {reply.status_code} {reply.reason}: {text}", field="url"
+            )
+        return f"{url} answered {reply.status_code} {reply.reason}"
+
+    def verify_callback(self, body, headers, tolerance):
+        return signing.verify(
+            self.config.get("secret"), body, headers.get(signing.HEADER), tolerance=tolerance
+        )
+
+    def parse_callback(self, data):
+        return parse_reply(data)
 
 
 def parse_reply(data):
@@ -125,7 +180,14 @@ def parse_reply(data):
         if not isinstance(details, dict):
             raise TemporaryError("endpoint reply: details must be an object")
         remote_id = data.get("remote_id")
-        return Result.done(None if remote_id is None else str(remote_id), details)
+        try:
+            return Result.done(
+                None if remote_id is None else str(remote_id),
+                details,
+                expires_at=data.get("expires_at"),
+            )
+        except (TypeError, ValueError):
+            raise TemporaryError("endpoint reply: expires_at must be an ISO 8601 date") from None
     if status == "pending":
         return Result.pending()
     if status == "error":

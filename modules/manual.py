@@ -1,6 +1,6 @@
 """The manual setup module: for services no module can automate.
 
-Every operation (open, suspend, resume, close, change tariff) becomes a task in the
+Every operation (open, suspend, resume, close, change tariff, renew) becomes a task in the
 module's department and waits (``waiting_task``); closing the task with its form completes
 the operation and gives the service the status that operation leads to. Tariffs on this
 module need no item.
@@ -14,8 +14,9 @@ class ManualModule(ModuleType):
     name = "Manual setup"
     description = "Every operation becomes a task for the module's department."
     config_fields = []
-    operations = frozenset({"open", "suspend", "resume", "close", "change_tariff"})
+    operations = frozenset({"open", "suspend", "resume", "close", "change_tariff", "renew"})
     creates_items = False
+    people_do_it = True
 
     def timeout(self):
         return 5.0
@@ -24,4 +25,4 @@ class ManualModule(ModuleType):
         ctx.log(f"manual: {ctx.kind} is done by people through a task")
         return Result.task()
 
-    open = suspend = resume = close = change_tariff = _to_people
+    open = suspend = resume = close = change_tariff = renew = _to_people

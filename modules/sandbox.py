@@ -1,12 +1,18 @@
 """The sandbox module: a simulated panel built into Provisor.
 
 For trying Provisor out and for benchmarks. It answers after ``latency_ms``, fails the
-first ``fail_first`` attempts of each service operation (items are made at once), fails at random with ``failure_rate``
-(permanently when ``permanent_failures`` is on), and fills plausible detail fields. Its
-"panel" is a table keyed by the operation id, so a repeated attempt never creates a second
-account.
+first ``fail_first`` attempts of each service operation (items are made at once), fails at
+random with ``failure_rate`` (permanently when ``permanent_failures`` is on), and fills
+plausible detail fields. With ``job_checks`` a new account is a long job: the operation
+polls that many times before the account is ready. With ``expires_in_days`` services
+expire and are renewed by the tariff's period (automatically ``renew_days_before`` days
+before expiry when that is set).
+
+Its "panel" is a table (``SandboxResource``) keyed by the operation id and the service,
+so a repeated attempt takes over what an earlier one created instead of creating again.
 """
 
+import datetime as dt
 import hashlib
 import random
 import secrets
@@ -14,11 +20,16 @@ import time
 
 from modules.base import ConfigField, ModuleType, PermanentError, Result, TemporaryError
 
+PERIOD_DAYS = {"month": 30, "quarter": 91, "year": 365, "once": 3650}
+
 
 class SandboxModule(ModuleType):
     id = "sandbox"
     name = "Sandbox (simulated panel)"
     description = "A built-in simulated control panel for trying Provisor out and for benchmarks."
+    operations = frozenset(
+        {"open", "suspend", "resume", "close", "change_tariff", "renew", "ensure_item"}
+    )
     config_fields = [
         ConfigField("latency_ms", "Latency (ms)", kind="int", default=0, minimum=0, maximum=600000),
         ConfigField("fail_first", "Fail the first N attempts", kind="int", default=0, minimum=0),
@@ -27,10 +38,45 @@ class SandboxModule(ModuleType):
         ),
         ConfigField("permanent_failures", "Failures are permanent", kind="bool", default=False),
         ConfigField("panel_host", "Panel host name", default="panel.sandbox.test"),
+        ConfigField(
+            "job_checks",
+            "Checks before a new account is ready",
+            kind="int",
+            default=0,
+            minimum=0,
+            maximum=1000,
+            help="0: accounts are ready at once; N: the open operation polls N times.",
+        ),
+        ConfigField(
+            "expires_in_days",
+            "Services expire after (days)",
+            kind="int",
+            default=0,
+            minimum=0,
+            maximum=3650,
+            help="0: services do not expire.",
+        ),
+        ConfigField(
+            "renew_days_before",
+            "Renew automatically (days before expiry)",
+            kind="int",
+            default=0,
+            minimum=0,
+            maximum=365,
+            help="0: only when staff ask.",
+        ),
     ]
 
     def timeout(self):
         return (self.config.get("latency_ms") or 0) / 1000.0 + 30.0
+
+    def renew_days_before(self):
+        return self.config.get("renew_days_before") or None
+
+    def check_config(self):
+        return (
+            f"the simulated panel {self.config.get('panel_host') or 'panel.sandbox.test'} answers"
+        )
 
     def _simulate(self, ctx, failures=True):
         latency = (self.config.get("latency_ms") or 0) / 1000.0
@@ -48,22 +94,49 @@ class SandboxModule(ModuleType):
             ctx.log("sandbox: simulated failure (failure_rate)")
             raise error_class("sandbox: simulated random failure")
 
-    def _create(self, ctx, kind, make_details):
+    def _expiry(self, ctx, start=None):
+        days = self.config.get("expires_in_days") or 0
+        if not days:
+            return None
+        start = start or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return start + dt.timedelta(days=days)
+
+    def _find(self, ctx, kind):
+        """What an earlier attempt made: by this operation, else this service's account."""
         from app.models import SandboxResource
 
-        existing = SandboxResource.get_or_none(SandboxResource.operation_key == ctx.idempotency_key)
+        row = SandboxResource.get_or_none(SandboxResource.operation_key == ctx.idempotency_key)
+        if row is None and kind == "account" and ctx.service is not None:
+            row = (
+                SandboxResource.select()
+                .where(
+                    (SandboxResource.service_id == ctx.service.id)
+                    & (SandboxResource.kind == "account")
+                    & (SandboxResource.status != "deleted")
+                )
+                .first()
+            )
+        return row
+
+    def _create(self, ctx, kind, make_details, status="active"):
+        from app.models import SandboxResource
+
+        existing = self._find(ctx, kind)
         if existing is not None:
-            ctx.log(f"sandbox: {kind} {existing.remote_id} already exists for this operation")
-            return Result.done(existing.remote_id, existing.details)
+            ctx.log(f"sandbox: {kind} {existing.remote_id} already exists: taking it over")
+            return existing
         digest = hashlib.sha1(ctx.idempotency_key.encode()).hexdigest()
-        remote_id = f"sbx-{kind}-{digest[:10]}"
-        details = make_details(digest)
         SandboxResource.insert(
-            operation_key=ctx.idempotency_key, kind=kind, remote_id=remote_id, details=details
+            operation_key=ctx.idempotency_key,
+            kind=kind,
+            remote_id=f"sbx-{kind}-{digest[:10]}",
+            details=make_details(digest),
+            service_id=ctx.service.id if ctx.service is not None else None,
+            status=status,
         ).on_conflict_ignore().execute()
         row = SandboxResource.get(SandboxResource.operation_key == ctx.idempotency_key)
         ctx.log(f"sandbox: created {kind} {row.remote_id}")
-        return Result.done(row.remote_id, row.details)
+        return row
 
     def _details(self, ctx, digest):
         n = int(digest[:6], 16)
@@ -75,12 +148,12 @@ class SandboxModule(ModuleType):
             "username": user,
             "password": secrets.token_urlsafe(12),
             "panel_url": f"https://{host}/",
-            "hostname": f"srv{n % 100000}.sandbox.test",
+            "hostname": ctx.params.get("hostname") or f"srv{n % 100000}.sandbox.test",
             "domain": (ctx.params.get("domain") or f"site{n % 100000}.sandbox.test"),
             "nameservers": "ns1.sandbox.test, ns2.sandbox.test",
             "common_name": ctx.params.get("domain") or f"site{n % 100000}.sandbox.test",
             "host": "db.sandbox.test",
-            "database": f"db_{user}",
+            "database": f"{ctx.params.get('prefix') or 'db'}_{user}",
             "ipmi_url": f"https://ipmi.sandbox.test/{n % 1000}",
             "certificate_url": f"https://{host}/certs/{digest[:8]}.pem",
             "expires_on": "2027-12-31",
@@ -91,26 +164,82 @@ class SandboxModule(ModuleType):
         return {name: values.get(name, f"{name}-{digest[:6]}") for name in wanted}
 
     def open(self, ctx):
+        from app.models import SandboxResource
+
         self._simulate(ctx)
-        return self._create(ctx, "account", lambda digest: self._details(ctx, digest))
+        checks = self.config.get("job_checks") or 0
+        row = self._create(
+            ctx,
+            "account",
+            lambda digest: self._details(ctx, digest),
+            status="creating" if checks else "active",
+        )
+        if row.status == "creating":
+            left = ctx.state.get("checks_left", checks)
+            if left > 0:
+                ctx.log(f"sandbox: account {row.remote_id} is being created ({left} checks left)")
+                return Result.poll(
+                    after=1, state={"account": row.remote_id, "checks_left": left - 1}
+                )
+            SandboxResource.update(status="active").where(SandboxResource.id == row.id).execute()
+            ctx.log(f"sandbox: account {row.remote_id} is ready")
+        return Result.done(
+            row.remote_id,
+            row.details,
+            data={"sandbox_account": row.remote_id},
+            expires_at=self._expiry(ctx),
+        )
 
     def ensure_item(self, ctx):
         self._simulate(ctx, failures=False)  # simulated failures are for services only
-        return self._create(ctx, "package", lambda digest: {"package": ctx.internal_name})
+        row = self._create(ctx, "package", lambda digest: {"package": ctx.internal_name})
+        return Result.done(row.remote_id, row.details)
 
-    def _change(self, ctx, what):
+    def _account(self, ctx):
+        from app.models import SandboxResource
+
+        row = SandboxResource.get_or_none(
+            (SandboxResource.remote_id == (ctx.service.remote_id or ""))
+            & (SandboxResource.kind == "account")
+        )
+        if row is None:
+            raise PermanentError(f"sandbox: no account {ctx.service.remote_id!r} on the panel")
+        return row
+
+    def _change(self, ctx, what, status=None, **changes):
+        from app.models import SandboxResource
+
         self._simulate(ctx)
+        row = self._account(ctx)
+        if status is not None:
+            changes["status"] = status
+        if changes:
+            SandboxResource.update(**changes).where(SandboxResource.id == row.id).execute()
         ctx.log(f"sandbox: {what} {ctx.service.remote_id}")
         return Result.done(ctx.service.remote_id)
 
     def suspend(self, ctx):
-        return self._change(ctx, "suspended")
+        return self._change(ctx, "suspended", status="suspended")
 
     def resume(self, ctx):
-        return self._change(ctx, "resumed")
+        return self._change(ctx, "resumed", status="active")
 
     def close(self, ctx):
-        return self._change(ctx, "deleted")
+        return self._change(ctx, "deleted", status="deleted")
 
     def change_tariff(self, ctx):
-        return self._change(ctx, f"moved to {ctx.params.get('tariff_internal_name')}")
+        name = ctx.params.get("tariff_internal_name")
+        row = self._account(ctx)
+        return self._change(
+            ctx, f"moved to {name}", details={**(row.details or {}), "package": name}
+        )
+
+    def renew(self, ctx):
+        self._simulate(ctx)
+        self._account(ctx)
+        current = ctx.service.expires_at
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        days = PERIOD_DAYS.get(ctx.tariff.period if ctx.tariff is not None else "", 30)
+        expires = max(current or now, now) + dt.timedelta(days=days)
+        ctx.log(f"sandbox: renewed {ctx.service.remote_id} until {expires:%Y-%m-%d}")
+        return Result.done(ctx.service.remote_id, expires_at=expires)

@@ -30,6 +30,22 @@ def wait_for(predicate, timeout=10.0, interval=0.05, message="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {message} (last: {last!r})")
 
 
+def order_params(order_fields):
+    """Plausible values for the required order fields of a product type."""
+    n = time.monotonic_ns() % 10**8
+    samples = {
+        "domain": f"site{n}.example.com",
+        "hostname": f"srv{n}.example.com",
+        "slug": f"db{n}",
+        "text": "test",
+    }
+    params = {}
+    for f in order_fields:
+        if f.get("required"):
+            params[f["name"]] = (f.get("options") or [None])[0] or samples[f.get("kind", "text")]
+    return params
+
+
 def signed(body, secret=WEBHOOK_SECRET, timestamp=None):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return raw, {
@@ -99,10 +115,13 @@ class Api:
         return department, module, tariff, client
 
     def order(self, client_id, tariff_id, params=None):
+        if params is None:
+            fields = self.ok("get", f"/tariffs/{tariff_id}").get("order_fields", [])
+            params = order_params(fields)
         return self.ok(
             "post",
             "/orders",
-            {"client_id": client_id, "tariff_id": tariff_id, "params": params or {}},
+            {"client_id": client_id, "tariff_id": tariff_id, "params": params},
             status=201,
         )
 

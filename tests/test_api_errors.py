@@ -439,7 +439,11 @@ def _valid_body(path, w):
             "internal_name": f"hosting-m-{n}",
             "module_ids": [w.module["id"]],
         },
-        "/orders": {"client_id": w.client["id"], "tariff_id": w.tariff["id"], "params": {}},
+        "/orders": {
+            "client_id": w.client["id"],
+            "tariff_id": w.tariff["id"],
+            "params": {"domain": "shop.example.com"},
+        },
     }[path]
 
 

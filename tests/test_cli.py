@@ -152,7 +152,15 @@ def test_serve_runs_the_whole_embedded_system(tmp_path):
             },
         )
         client = call("POST", "/clients", {"name": "Carol", "email": "carol@example.com"})
-        order = call("POST", "/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
+        order = call(
+            "POST",
+            "/orders",
+            {
+                "client_id": client["id"],
+                "tariff_id": tariff["id"],
+                "params": {"domain": "carol.example.com"},
+            },
+        )
         raw, sig = signed(
             {
                 "payment_id": "p-1",

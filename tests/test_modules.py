@@ -16,6 +16,7 @@ class RackModule(ModuleType):
     id = "rack"
     name = "Rack (dedicated servers)"
     config_fields = [ConfigField("datacenter", "Datacenter", required=True)]
+    operations = {"open", "ensure_item"}  # it needs an item per tariff...
     creates_items = False  # a dedicated server cannot be made by software
 
     def open(self, ctx):

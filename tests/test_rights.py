@@ -179,6 +179,8 @@ MATRIX = [
         admin_only("/catalog/modules"),
     ),
     ("GET", "/catalog/modules/config-fields?type=manual", None, admin_only()),
+    ("POST", "/catalog/modules/check", {"type": "sandbox", "name": "M{n}"}, admin_only()),
+    ("POST", "/catalog/modules/{spare_module}/check", {"name": "M{n}"}, admin_only()),
     ("GET", "/catalog/product-types", None, admin_only()),
     ("GET", "/catalog/product-types/{product_type}/edit", None, admin_only()),
     (

@@ -274,3 +274,70 @@ def test_health_reports_the_scaled_setup(system):
     assert body == {**body, "status": "ok", "database": "ok", "broker": "redis"}
     listed = json.loads(system.cli("ops", "list", "--json", "--status", "done") or "null")
     assert listed is None  # nothing has run yet on this fresh database
+
+
+@pytest.fixture
+def polling_system(tmp_path, postgres_url, redis_url):
+    """The scaled system with the poll-based test module installed as a plugin (a
+    distribution on PYTHONPATH declaring a ``provisor.modules`` entry point), and its panel."""
+    from tests.modules.jobpanel import JobPanel
+
+    plugins = tmp_path / "plugins"
+    info = plugins / "jobpanel_test-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: jobpanel-test\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[provisor.modules]\njobpanel = tests.modules.jobpanel:JobPanelModule\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys_ = System(tmp_path, postgres_url, redis_url, {"PYTHONPATH": f"{plugins}{os.pathsep}{root}"})
+    panel = JobPanel(checks_needed=3).start()
+    try:
+        sys_.up()
+        yield sys_, panel
+    finally:
+        sys_.down()
+        panel.stop()
+
+
+def test_a_polling_operation_survives_a_killed_worker_without_a_second_job(polling_system):
+    """SIGKILL the worker while it checks a long job: the sweep reclaims the attempt, the
+    next one goes on with the stored state, and the panel has exactly one job."""
+    system, panel = polling_system
+    _, module, tariff, client = system.setup_catalog(
+        "jobpanel", panel.config(poll_after=0.5, timeout=2), retry_delay=1, max_attempts=3
+    )
+    order, op_id = system.order_and_pay(client, tariff)
+    polling = system.wait_done(op_id, statuses=("polling",), timeout=20)
+    assert polling["state"] == {"job": "job-1"}
+    panel.hang_next_status = 8.0
+    wait_for(panel.hanging.is_set, timeout=20, message="a check in flight")
+    system.stop("worker", signal.SIGKILL)
+    assert system.operation(op_id)["status"] == "running"
+    system.start_worker("worker2")
+    op = system.wait_done(op_id, timeout=60)
+    outcomes = [a["outcome"] for a in op["attempt_log"]]
+    assert "interrupted" in outcomes and outcomes[-1] == "done", outcomes
+    assert panel.creations == [f"service-{order['service_id']}"]  # one job, ever
+    service = system.call("GET", f"/services/{order['service_id']}")
+    assert service["status"] == "active" and service["remote_id"] == "job-1"
+
+
+def test_a_polling_operation_survives_a_redis_flush(polling_system, redis_url):
+    """Redis loses the message of the next check: the sweep re-sends it, and the job is
+    checked (not created) again."""
+    import redis
+
+    system, panel = polling_system
+    _, module, tariff, client = system.setup_catalog(
+        "jobpanel", panel.config(poll_after=4, timeout=2), retry_delay=1, max_attempts=2
+    )
+    order, op_id = system.order_and_pay(client, tariff)
+    system.wait_done(op_id, statuses=("polling",), timeout=20)
+    system.stop("worker")
+    redis.Redis.from_url(redis_url).flushdb()
+    system.start_worker("worker2")
+    op = system.wait_done(op_id, timeout=60)
+    assert op["failures"] == 0
+    assert panel.creations == [f"service-{order['service_id']}"]
+    assert "resent" in system.log_text("scheduler")

@@ -515,6 +515,7 @@ class HandMadeItems(ModuleType):
 
     id = "handmade-web-test"
     name = "Hand-made (test)"
+    operations = {"open", "ensure_item"}
     creates_items = False
 
     def open(self, ctx):

@@ -21,6 +21,7 @@ from app.services.errors import (
     Unauthorized,
     ValidationError,
 )
+from app.states import REQUESTABLE
 
 api_bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api_bp)
@@ -233,6 +234,13 @@ def update_module(module_id):
     return jsonify(_module(catalog.update_module(module_id, json_body())))
 
 
+@api_bp.post("/modules/<int:module_id>/check")
+@requires("admin")
+def check_module(module_id):
+    """Test connection: the module type talks to its server with the stored settings."""
+    return jsonify(catalog.check_module(module_id))
+
+
 @api_bp.get("/module-types")
 @requires("admin")
 def list_module_types():
@@ -374,10 +382,11 @@ def get_service(service_id):
     return jsonify(s.service(service, provisioning.timeline(service)))
 
 
-@api_bp.post("/services/<int:service_id>/<any(suspend, resume, close, change_tariff):kind>")
+@api_bp.post(f"/services/<int:service_id>/<any({', '.join(REQUESTABLE)}):kind>")
 @requires("staff")
 def service_action(service_id, kind):
-    """Suspend, resume, close or change the tariff of a service: 202 with the operation."""
+    """Request an operation on a service (suspend, resume, close, change tariff, renew...):
+    202 with the operation; 409 when the service's status or its module does not allow it."""
     data = json_body()
     op = provisioning.request(service_id, kind, api_user().email, params=data)
     return jsonify(s.operation(op)), 202
@@ -433,20 +442,10 @@ def take_over_operation(operation_id):
 
 @api_bp.post("/operations/<int:operation_id>/callback")
 def operation_callback(operation_id):
-    """The http module's endpoint completes a pending operation (signed with its secret)."""
-    op = Operation.get_or_none_by_id(operation_id)
-    secret = (op.module.config or {}).get("secret") if op is not None and op.module_id else None
-    if op is None or op.module is None or op.module.type != "http":
-        return error_response(404, "not_found", f"operation {operation_id} not found")
-    reason = signing.verify(
-        secret,
-        request.get_data(),
-        request.headers.get(signing.HEADER),
-        tolerance=current_app.config["PAYMENT_WEBHOOK_TOLERANCE"],
-    )
-    if reason:
-        return error_response(401, "bad_signature", reason)
-    op = operations.callback(operation_id, json_body())
+    """A module's endpoint completes a pending operation (signed as its module type says:
+    the http module signs with its secret)."""
+    module = operations.verify_callback(operation_id, request.get_data(), request.headers)
+    op = operations.callback(operation_id, json_body(), module)
     return jsonify(s.operation(op)), 200
 
 
@@ -542,7 +541,7 @@ def close_task(task_id):
 @requires("staff")
 def list_emails():
     """The outbox: every email, newest first."""
-    status = choice_arg("status", Email.STATUSES + ("sending",))
+    status = choice_arg("status", Email.STATUSES)
     query = Email.select().order_by(Email.id.desc())
     if status:
         query = query.where(Email.status == status)

@@ -12,13 +12,25 @@ import re
 
 from flask import current_app
 
-from app.models import Email, Item, Operation, Order, Service, Task
+from app.models import Attempt, Email, Item, Operation, Order, Service, Task
 from app.services.catalog import INTERNAL_NAME, PERIODS
+from app.services.order_fields import KINDS as ORDER_FIELD_KINDS
+from app.states import KINDS, REQUESTABLE
+from modules.base import KINDS as CONFIG_KINDS
 
 API_PREFIX = "/api/v1"
 OPENAPI_VERSION = "3.1.0"
 SIGNATURE_HEADER = "X-Provisor-Signature"
-PRODUCT_TYPES = ("hosting", "vps", "dedicated", "domain", "certificate", "database", "custom")
+PRODUCT_TYPES = (
+    "hosting",
+    "vps",
+    "dedicated",
+    "domain",
+    "dns",
+    "certificate",
+    "database",
+    "custom",
+)
 ROLES = ("admin", "staff", "client")
 
 # --- small schema helpers ---------------------------------------------------------------
@@ -160,6 +172,10 @@ SCHEMAS = {
             "department_id": {**ID_OR_NULL, "description": "The department that gets its tasks."},
             "retry_delay": {"type": "integer", "description": "Seconds between attempts."},
             "max_attempts": {"type": "integer"},
+            "max_wait": {
+                "type": "integer",
+                "description": "Seconds a polling operation may wait in all.",
+            },
             "max_running": {"type": "integer", "description": "0: no limit."},
             "priority": {"type": "integer", "description": "Lower runs first."},
             "enabled": {"type": "boolean"},
@@ -170,11 +186,42 @@ SCHEMAS = {
         {
             "name": {"type": "string"},
             "label": {"type": "string"},
-            "kind": {"type": "string", "enum": ["str", "secret", "url", "int", "float", "bool"]},
+            "kind": {"type": "string", "enum": list(CONFIG_KINDS)},
             "required": {"type": "boolean"},
             "default": {"description": "Any JSON value, or null."},
             "help": {"type": "string"},
-        }
+            "options": {
+                "type": "array",
+                "items": obj({"value": {}, "label": {"type": "string"}}),
+                "description": "For a `choice`: the values it takes.",
+            },
+            "max_length": {"type": "integer", "minimum": 1},
+            "multiline": {"type": "boolean", "description": "A secret of several lines."},
+        },
+        required=["name", "label", "kind", "required", "default", "help"],
+    ),
+    "CheckResult": obj(
+        {
+            "ok": {"type": "boolean"},
+            "message": {"type": "string", "description": "The server's own words."},
+            "fields": {
+                **STRINGS,
+                "description": "The setting at fault (`config.<name>`) with the message.",
+            },
+        },
+        description="The answer of Test connection.",
+    ),
+    "OrderField": obj(
+        {
+            "name": {"type": "string"},
+            "label": {"type": "string"},
+            "kind": {"type": "string", "enum": list(ORDER_FIELD_KINDS)},
+            "required": {"type": "boolean"},
+            "max_length": {"type": "integer", "minimum": 1},
+            "options": {"type": "array", "items": {"type": "string"}},
+        },
+        required=["name", "label", "kind", "required"],
+        description="A field the client fills in when ordering; sent as `params.<name>`.",
     ),
     "ModuleType": obj(
         {
@@ -188,6 +235,18 @@ SCHEMAS = {
             "creates_items": {
                 "type": "boolean",
                 "description": "False: the items it needs must be made by a person.",
+            },
+            "people_do_it": {
+                "type": "boolean",
+                "description": "True: every operation becomes a task for people.",
+            },
+            "accepts_callbacks": {
+                "type": "boolean",
+                "description": "True: its endpoint may call POST /operations/{id}/callback.",
+            },
+            "can_check": {
+                "type": "boolean",
+                "description": "True: POST /modules/{id}/check talks to its server.",
             },
             "config_fields": {"type": "array", "items": ref("ConfigField")},
         }
@@ -213,6 +272,7 @@ SCHEMAS = {
             "period": {"type": "string", "enum": list(PERIODS)},
             "internal_name": {"type": "string"},
             "archived": {"type": "boolean"},
+            "order_fields": {"type": "array", "items": ref("OrderField")},
             "module_ids": {"type": "array", "items": ID},
             "orderable": {
                 "type": "boolean",
@@ -261,13 +321,7 @@ SCHEMAS = {
             "outcome": nullable(
                 {
                     "type": "string",
-                    "enum": [
-                        "done",
-                        "pending",
-                        "temporary_error",
-                        "permanent_error",
-                        "interrupted",
-                    ],
+                    "enum": list(Attempt.OUTCOMES),
                 }
             ),
             "error": TEXT_OR_NULL,
@@ -288,8 +342,24 @@ SCHEMAS = {
             "service_id": ID_OR_NULL,
             "item_id": ID_OR_NULL,
             "module_id": ID_OR_NULL,
-            "attempts": {"type": "integer", "minimum": 0},
+            "attempts": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Attempts started, polling checks included.",
+            },
+            "failures": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Failed attempts: what the module's max_attempts counts.",
+            },
             "next_run_at": TIME_OR_NULL,
+            "deadline_at": {
+                **TIME_OR_NULL,
+                "description": "A polling operation goes to people after this (max_wait).",
+            },
+            "state": nullable(
+                {"type": "object", "description": "The module's memory between calls (staff)."}
+            ),
             "last_error": TEXT_OR_NULL,
             "completed_by": {
                 **TEXT_OR_NULL,
@@ -324,6 +394,14 @@ SCHEMAS = {
             "module_choice": nullable(
                 {"type": "object", "description": "Why this module was chosen."}
             ),
+            "module_data": {
+                "type": "object",
+                "description": "What the module keeps for this service (staff only).",
+            },
+            "expires_at": {
+                **TIME_OR_NULL,
+                "description": "When the service expires (renewed by a `renew` operation).",
+            },
             "created_at": TIME_OR_NULL,
             "activated_at": TIME_OR_NULL,
         }
@@ -390,7 +468,7 @@ SCHEMAS = {
             "body": {"type": "string"},
             "kind": {"type": "string", "description": "welcome, task, ..."},
             "service_id": ID_OR_NULL,
-            "status": {"type": "string", "enum": [*Email.STATUSES, "sending"]},
+            "status": {"type": "string", "enum": list(Email.STATUSES)},
             "attempts": {"type": "integer", "minimum": 0},
             "last_error": TEXT_OR_NULL,
             "created_at": TIME_OR_NULL,
@@ -457,6 +535,7 @@ SCHEMAS = {
             "department_id": {**ID_OR_NULL, "description": "The department for its tasks."},
             "retry_delay": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 300},
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
+            "max_wait": {"type": "integer", "minimum": 1, "maximum": 2592000, "default": 3600},
             "max_running": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 0},
             "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "default": 0},
             "enabled": {"type": "boolean", "default": True},
@@ -475,6 +554,7 @@ SCHEMAS = {
             "department_id": ID_OR_NULL,
             "retry_delay": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 300},
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
+            "max_wait": {"type": "integer", "minimum": 1, "maximum": 2592000, "default": 3600},
             "max_running": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 0},
             "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "default": 0},
             "enabled": {"type": "boolean", "default": True},
@@ -854,6 +934,13 @@ OPERATIONS = {
     "api.get_module": op("Catalog", "admin", "Module", [404]),
     "api.update_module": op("Catalog", "admin", "Module", [404, 422], request=body("ModuleUpdate")),
     "api.list_module_types": op("Catalog", "admin", "ModuleTypeList"),
+    "api.check_module": op(
+        "Catalog",
+        "admin",
+        "CheckResult",
+        [404],
+        ok_description="What the module's server said; `ok` false names the setting at fault.",
+    ),
     # people
     "api.list_departments": op("People", "staff", "DepartmentList"),
     "api.create_department": op(
@@ -1039,7 +1126,7 @@ OPERATIONS = {
         "EmailPage",
         [422],
         params=[
-            _enum("status", [*Email.STATUSES, "sending"], "Only emails in this status."),
+            _enum("status", Email.STATUSES, "Only emails in this status."),
             _id_query("service_id", "Only this service's emails."),
             *PAGING,
         ],
@@ -1047,14 +1134,12 @@ OPERATIONS = {
 }
 
 _ACTION_SUMMARIES = {
-    "suspend": ("Suspend an active service", "ServiceActionInput", False),
-    "resume": ("Resume a suspended service", "ServiceActionInput", False),
-    "close": ("Close (delete) a service", "ServiceActionInput", False),
-    "change_tariff": (
-        "Move a service to another tariff of the same product type",
-        "ChangeTariffInput",
-        True,
-    ),
+    name: (
+        KINDS[name].summary,
+        "ChangeTariffInput" if KINDS[name].params else "ServiceActionInput",
+        bool(KINDS[name].params),
+    )
+    for name in REQUESTABLE
 }
 for _kind, (_summary, _input, _required) in _ACTION_SUMMARIES.items():
     OPERATIONS[("api.service_action", _kind)] = op(
@@ -1244,6 +1329,8 @@ def api_routes(app=None):
 
 KIND_SCHEMAS = {
     "str": {"type": "string"},
+    "text": {"type": "string"},
+    "choice": {},
     "secret": {"type": "string", "writeOnly": True},
     "url": {"type": "string", "format": "uri", "pattern": "^https?://"},
     "int": {"type": "integer"},
@@ -1261,10 +1348,16 @@ def config_schema(cls):
     properties, required = {}, []
     for field in cls.config_fields:
         prop = {**KIND_SCHEMAS.get(field.kind, {}), "title": field.label}
+        if field.kind == "choice":
+            prop["enum"] = [value for value, _ in field.options]
+        elif field.max_length and prop.get("type") == "string":
+            prop["maxLength"] = field.max_length
         if field.required:
             required.append(field.name)
             if prop.get("type") == "string":
                 prop["minLength"] = 1
+        elif field.kind == "choice":
+            prop["enum"] = [*prop["enum"], None, ""]  # null or "": the default
         else:
             prop["type"] = [prop["type"], "null"]  # null or "": the default
             if field.default is not None:

@@ -40,6 +40,7 @@ def module(m, secrets=None):
         "department_id": m.department_id,
         "retry_delay": m.retry_delay,
         "max_attempts": m.max_attempts,
+        "max_wait": m.max_wait,
         "max_running": m.max_running,
         "priority": m.priority,
         "enabled": m.enabled,
@@ -67,6 +68,7 @@ def tariff(t, module_ids=None, orderable=None, items=None):
         "period": t.period,
         "internal_name": t.internal_name,
         "archived": t.is_archived,
+        "order_fields": t.product_type.order_fields or [],
     }
     if module_ids is not None:
         data["module_ids"] = module_ids
@@ -113,7 +115,10 @@ def operation(op, attempts=None):
         "item_id": op.item_id,
         "module_id": op.module_id,
         "attempts": op.attempts,
+        "failures": op.failures,
         "next_run_at": _time(op.next_run_at),
+        "deadline_at": _time(op.deadline_at),
+        "state": op.state,
         "last_error": op.last_error,
         "completed_by": op.completed_by,
         "params": op.params or {},
@@ -137,6 +142,8 @@ def service(s, operations=None):
         "details": s.details or {},
         "params": s.params or {},
         "module_choice": s.module_choice,
+        "module_data": s.module_data or {},
+        "expires_at": _time(s.expires_at),
         "created_at": _time(s.created_at),
         "activated_at": _time(s.activated_at),
     }

@@ -29,6 +29,14 @@ def hash_password(password):
     return _hasher().hash(password)
 
 
+def verify_password_hash(stored_hash, password):
+    """Whether ``password`` matches an argon2 hash made by :func:`hash_password`."""
+    try:
+        return _hasher().verify(stored_hash, password or "")
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def check_password(user, password):
     if not user or not user.password_hash or not user.is_active:
         return False

@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 
 import modules
 from app.db import write_transaction
+from app.messages import Reason
 from app.models import (
     Department,
     Item,
@@ -20,8 +21,9 @@ from app.models import (
     parse_id,
     utcnow,
 )
-from app.services import dispatch
+from app.services import dispatch, order_fields
 from app.services.errors import Conflict, NotFound, ValidationError
+from app.states import ITEM
 
 INTERNAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -166,6 +168,18 @@ def update_product_type(product_type_id, data):
                 break
     else:
         errors["detail_fields"] = "Give the detail fields."
+    order_specs = data.get("order_fields", pt.order_fields or [])
+    if isinstance(order_specs, str):
+        order_specs, problems = order_fields.parse(order_specs)
+        if problems:
+            errors["order_fields"] = "; ".join(problems)
+    elif not isinstance(order_specs, list) or any(
+        not isinstance(f, dict)
+        or not order_fields.FIELD_NAME.match(str(f.get("name", "")))
+        or f.get("kind", "text") not in order_fields.KINDS
+        for f in order_specs
+    ):
+        errors["order_fields"] = "Each field needs a name (a-z, 0-9, _) and a known kind."
     subject = _text(data, "welcome_subject", errors)
     template = _text(data, "welcome_template", errors, max_length=20000)
     for key, value in (("welcome_subject", subject), ("welcome_template", template)):
@@ -189,6 +203,7 @@ def update_product_type(product_type_id, data):
             }
             for f in fields
         ]
+        pt.order_fields = order_specs
         pt.welcome_subject = subject
         pt.welcome_template = template
         pt.save()
@@ -293,6 +308,7 @@ def _module_fields(data, errors, existing=None):
         values["department"] = department
     values["retry_delay"] = _int(data, "retry_delay", errors, 300, minimum=1, maximum=7 * 86400)
     values["max_attempts"] = _int(data, "max_attempts", errors, 3, minimum=1, maximum=100)
+    values["max_wait"] = _int(data, "max_wait", errors, 3600, minimum=1, maximum=30 * 86400)
     values["max_running"] = _int(data, "max_running", errors, 0, minimum=0, maximum=100000)
     values["priority"] = _int(data, "priority", errors, 0, minimum=-1000, maximum=1000)
     values["enabled"] = _bool(data, "enabled", True)
@@ -306,10 +322,14 @@ def _module_fields(data, errors, existing=None):
 
 
 def create_module(data):
+    """A processing module; with ``check`` true its settings are tested first (Test
+    connection) and a failing test saves nothing."""
     errors = {}
     values = _module_fields(data, errors)
     if errors:
         raise ValidationError(errors)
+    if _bool(data, "check", False):
+        _require_working(values["type"], values["config"])
     with write_transaction():
         return ProcessingModule.create(**values)
 
@@ -320,6 +340,8 @@ def update_module(module_id, data):
     values = _module_fields(data, errors, existing=module)
     if errors:
         raise ValidationError(errors)
+    if _bool(data, "check", False):
+        _require_working(module.type, values["config"])
     was_enabled = module.enabled
     with write_transaction():
         for key, value in values.items():
@@ -329,6 +351,59 @@ def update_module(module_id, data):
             for tariff in module_tariffs(module):
                 ensure_item(module, tariff)
     return module
+
+
+def check_settings(type_id, config):
+    """ "Test connection": the module type talks to its server with these (cleaned)
+    settings. ``{"ok", "message", "fields"}``; ``fields`` names the setting at fault
+    (``config.<name>``) with the server's own words."""
+    cls = modules.get_type(type_id)
+    if cls is None:
+        return {"ok": False, "message": f"Unknown module type {type_id!r}.", "fields": {}}
+    if not cls.can_check():
+        return {
+            "ok": True,
+            "message": f"{cls.name} has no connection to test.",
+            "fields": {},
+        }
+    try:
+        verified = cls(config or {}).check_config()
+    except modules.ConfigProblem as exc:
+        fields = {f"config.{exc.field}": exc.message} if exc.field else {}
+        return {"ok": False, "message": exc.message, "fields": fields}
+    except Exception as exc:  # a module's bug is its answer, never a 500
+        return {"ok": False, "message": f"{exc.__class__.__name__}: {exc}", "fields": {}}
+    return {
+        "ok": True,
+        "message": f"Connection works: {verified}." if verified else "Connection works.",
+        "fields": {},
+    }
+
+
+def check_module(module_id):
+    """Test connection with a saved module's settings."""
+    module = get_module(module_id)
+    return check_settings(module.type, module.config)
+
+
+def check_form(data, existing=None):
+    """Test connection with settings from a form (a blank secret keeps the stored one);
+    invalid settings are reported as such, nothing is saved."""
+    errors = {}
+    values = _module_fields({**data, "name": data.get("name") or "check"}, errors, existing)
+    config_errors = {k: v for k, v in errors.items() if k.startswith("config") or k == "type"}
+    if config_errors:
+        return {"ok": False, "message": "Fix the settings first.", "fields": config_errors}
+    return check_settings(values["type"], values["config"])
+
+
+def _require_working(type_id, config):
+    result = check_settings(type_id, config)
+    if not result["ok"]:
+        raise ValidationError(
+            result["fields"] or {"config": result["message"]},
+            message=f"Test connection failed: {result['message']}",
+        )
 
 
 def module_tariffs(module):
@@ -346,29 +421,30 @@ def ensure_item(module, tariff):
     from app.services import operations
 
     cls = modules.get_type(module.type)
-    if cls is None or "ensure_item" not in cls.operations:
+    if cls is None or not cls.supports("ensure_item"):
         return None
     item = Item.get_or_none(
         (Item.module == module.id) & (Item.internal_name == tariff.internal_name)
     )
-    if item is not None and item.status in ("ready", "creating"):
-        return item
+    if item is not None and not ITEM.allows("ensure", item.status):
+        return item  # ready, or being created
     now = utcnow()
     if item is None:
         item = Item.create(
             module=module, internal_name=tariff.internal_name, status="creating", updated_at=now
         )
     else:
-        item.status = "creating"
+        ITEM.move(item, "ensure")
         item.error = None
         item.updated_at = now
         item.save()
     if not cls.creates_items:
         op = operations.create("ensure_item", module=module, item=item)
-        item.status = "manual"
-        item.error = f"{cls.name} cannot create items automatically; create it by hand"
+        reason = Reason("cannot_create_items", module_type=cls.name)
+        ITEM.move(item, "needs_person")
+        item.error = str(reason)
         item.save()
-        operations._escalate(op, item.error, now)
+        operations.escalate(op, reason, now)
         return item
     op = operations.create("ensure_item", module=module, item=item)
     dispatch.operation(op.id)
@@ -384,7 +460,7 @@ def mark_item_ready(item_id, remote_id=None, actor="staff"):
         raise NotFound(f"item {item_id} not found")
     now = utcnow()
     with write_transaction():
-        item.status = "ready"
+        ITEM.move(item, "ready")
         item.error = None
         item.remote_id = remote_id or item.remote_id
         item.updated_at = now

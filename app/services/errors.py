@@ -44,3 +44,9 @@ class PermissionDenied(ServiceError):
 class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"
+
+
+class BadSignature(Unauthorized):
+    """A signed request (webhook, module callback) whose signature does not check out."""
+
+    code = "bad_signature"

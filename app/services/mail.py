@@ -20,6 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from app.db import write_transaction
 from app.models import Email, utcnow
 from app.services import dispatch
+from app.states import EMAIL
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +129,20 @@ def deliver(email_id):
     lease = now + timedelta(seconds=current_app.config["MAIL_TIMEOUT"] * 3 + 30)
     with write_transaction():
         email = Email.get_or_none_by_id(email_id)
-        if email is None or email.status not in ("queued", "retry_wait"):
+        if email is None or not EMAIL.allows("claim", email.status):
             return None
         if email.next_try_at and email.next_try_at > now + timedelta(seconds=1):
             return None
         if settings is None:
-            email.status = "outbox"
+            EMAIL.move(email, "park")
             email.save()
             return email
         claimed = (
-            Email.update(status="sending", attempts=Email.attempts + 1, next_try_at=lease)
+            Email.update(
+                status=EMAIL.target("claim", email.status),
+                attempts=Email.attempts + 1,
+                next_try_at=lease,
+            )
             .where((Email.id == email.id) & (Email.status == email.status))
             .execute()
         )
@@ -150,7 +155,7 @@ def deliver(email_id):
             email = Email.get_by_id(email_id)
             base = current_app.config["MAIL_RETRY_DELAY"]
             delay = base * 2 ** min(email.attempts - 1, 6)
-            email.status = "retry_wait"
+            EMAIL.move(email, "fail")
             email.last_error = f"{exc.__class__.__name__}: {exc}"[:1000]
             email.next_try_at = utcnow() + timedelta(seconds=delay)
             email.save()
@@ -158,9 +163,9 @@ def deliver(email_id):
         log.warning("email %s not sent (%s); retrying in %s s", email_id, exc, delay)
         return email
     with write_transaction():
-        Email.update(status="sent", sent_at=utcnow(), last_error=None).where(
-            Email.id == email_id
-        ).execute()
+        Email.update(
+            status=EMAIL.target("sent", "sending"), sent_at=utcnow(), last_error=None
+        ).where((Email.id == email_id) & Email.status.in_(EMAIL.sources("sent"))).execute()
     return Email.get_by_id(email_id)
 
 
@@ -169,16 +174,18 @@ def sweep(limit=500):
     now = utcnow()
     grace = timedelta(seconds=current_app.config["SWEEP_GRACE"])
     with write_transaction():
-        Email.update(status="retry_wait", next_try_at=now).where(
-            (Email.status == "sending") & (Email.next_try_at < now)
+        Email.update(status=EMAIL.target("reclaim", "sending"), next_try_at=now).where(
+            Email.status.in_(EMAIL.sources("reclaim")) & (Email.next_try_at < now)
         ).execute()
         if current_app.config.get("SMTP_URL"):
             # an outbox kept while there was no SMTP server goes out once there is one
-            Email.update(status="queued", next_try_at=now).where(Email.status == "outbox").execute()
+            Email.update(status=EMAIL.target("release", "outbox"), next_try_at=now).where(
+                Email.status.in_(EMAIL.sources("release"))
+            ).execute()
         due = [
             row.id
             for row in Email.select(Email.id)
-            .where(Email.status.in_(("queued", "retry_wait")) & (Email.next_try_at <= now - grace))
+            .where(Email.status.in_(EMAIL.sources("claim")) & (Email.next_try_at <= now - grace))
             .limit(limit)
         ]
         if due:

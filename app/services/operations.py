@@ -1,8 +1,14 @@
-"""The operation state machine: queued → running → done / retry_wait / manual ...
+"""Running operations: claim an attempt, call the module, record what it answered.
+
+The statuses and every allowed transition are declared once in ``app.states.OPERATION``;
+this module drives that machine:
 
 ``queued``           due at ``next_run_at``; a worker may claim it.
 ``running``          claimed by a worker until ``lease_until``; the sweep reclaims it after.
 ``retry_wait``       a temporary error; due again at ``next_run_at`` (exactly retry_delay later).
+``polling``          the module said "not finished, check again in N s" (``Result.poll``); its
+                     ``state`` is kept with the operation, a check is not a failed attempt,
+                     and the module's ``max_wait`` bounds the whole wait.
 ``waiting_callback`` the module answered "pending"; a callback completes it.
 ``waiting_task``     a person does it through a task (manual setup module).
 ``manual``           automation gave up; a task was created. Run now or close the task.
@@ -13,6 +19,7 @@ Redis restart or two workers never run the same attempt twice. Module calls carr
 operation id as the idempotency key, so a reclaimed attempt never creates twice.
 """
 
+import json
 import logging
 import os
 import socket
@@ -22,29 +29,34 @@ from flask import current_app
 from peewee import JOIN
 
 import modules
+from app import messages
 from app.db import get_for_update, write_transaction
+from app.messages import Reason
 from app.models import (
     Attempt,
     Item,
     Operation,
     ProcessingModule,
+    ProductType,
     Service,
+    Tariff,
     Task,
     parse_id,
     utcnow,
 )
 from app.services import dispatch, provisioning, tasks
-from app.services.errors import Conflict, NotFound
-from modules.base import ModuleError, OperationContext
+from app.services.errors import BadSignature, Conflict, NotFound
+from app.states import ITEM, OPERATION
+from modules.base import RESULT_STATUSES, ModuleError, OperationContext
 
 log = logging.getLogger(__name__)
 
 ITEM_WAIT = timedelta(seconds=2)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
-RUNNABLE = ("queued", "retry_wait")
-RESTARTABLE = ("queued", "retry_wait", "manual", "waiting_callback", "cancelled")
-CANCELLABLE = ("queued", "retry_wait", "manual", "waiting_callback", "waiting_task")
+RUNNABLE = OPERATION.sources("claim")
+RESTARTABLE = OPERATION.sources("restart")
+CANCELLABLE = OPERATION.sources("cancel")
 
 
 def _setting(name):
@@ -82,8 +94,13 @@ def get(operation_id, lock=False):
     return op
 
 
+def module_type(module):
+    """The module type class of a configured module (None: unknown type or no module)."""
+    return modules.get_type(module.type) if module is not None else None
+
+
 def module_instance(module):
-    cls = modules.get_type(module.type)
+    cls = module_type(module)
     if cls is None:
         return None
     return cls(module.config or {})
@@ -98,7 +115,7 @@ def run(operation_id):
     if claimed is None:
         return None
     op, attempt, instance = claimed
-    ctx = _context(op, attempt.number)
+    ctx = _context(op, attempt.number, instance)
     try:
         result = instance.run(ctx)
     except ModuleError as exc:
@@ -107,9 +124,38 @@ def run(operation_id):
         log.exception("module %s crashed on operation %s", op.module_id, op.id)
         message = f"module error: {exc.__class__.__name__}: {exc}"
         return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
-    if result is None or result.status not in ("done", "pending", "task"):
-        return _record_failure(op.id, attempt.id, "module returned no result", False, ctx.log_text)
+    problem = _result_problem(result)
+    if problem:
+        return _record_failure(op.id, attempt.id, problem, False, ctx.log_text)
+    _mask_details(ctx, result)
     return _record_result(op.id, attempt.id, result, ctx.log_text)
+
+
+def _result_problem(result):
+    """Why a module's return value cannot be recorded (None: it can)."""
+    if result is None or getattr(result, "status", None) not in RESULT_STATUSES:
+        return "module returned no result"
+    for name in ("details", "data", "state"):
+        try:
+            json.dumps(getattr(result, name))
+        except (TypeError, ValueError):
+            return f"module returned {name} that cannot be stored as JSON"
+    return None
+
+
+def _mask_details(ctx, result):
+    """Secret detail fields never appear in the attempt log: those of the product type,
+    or for an item (no product type) those of every product type."""
+    if not result.details:
+        return
+    if ctx.product_type is not None:
+        declared = [ctx.product_type.detail_fields or []]
+    else:
+        declared = [pt.detail_fields or [] for pt in ProductType.select(ProductType.detail_fields)]
+    for fields in declared:
+        for f in fields:
+            if f.get("secret"):
+                ctx.secret(result.details.get(f["name"]))
 
 
 def _claim(operation_id):
@@ -124,15 +170,18 @@ def _claim(operation_id):
             dispatch.operation(op.id, delay=(op.next_run_at - now).total_seconds())
             return None
         module = op.module
-        instance = module_instance(module) if module is not None else None
+        instance = module_instance(module)
         if instance is None:
             reason = (
-                "no processing module" if module is None else f"unknown module type {module.type!r}"
+                Reason("no_module") if module is None else Reason("unknown_type", type=module.type)
             )
-            _escalate(op, reason, now)
+            escalate(op, reason, now)
             return None
         if not module.enabled:
-            _escalate(op, f"module {module.name} is disabled", now)
+            escalate(op, Reason("module_disabled", module=module.name), now)
+            return None
+        if not instance.supports(op.kind):
+            escalate(op, Reason("unsupported", module=module.name, kind=op.kind), now)
             return None
         if _waits_for_item(op):
             Operation.update(next_run_at=now + ITEM_WAIT, dispatched_at=now, updated_at=now).where(
@@ -143,7 +192,7 @@ def _claim(operation_id):
         lease = now + timedelta(seconds=instance.timeout() + _setting("LEASE_GRACE"))
         claimed = (
             Operation.update(
-                status="running",
+                status=OPERATION.target("claim", op.status),
                 attempts=Operation.attempts + 1,
                 lease_until=lease,
                 redispatches=0,
@@ -162,7 +211,7 @@ def _claim(operation_id):
             operation=op.id, number=op.attempts + 1, worker=WORKER_NAME, started_at=now
         )
         op.attempts += 1
-        op.status = "running"
+        OPERATION.move(op, "claim")
         return op, attempt, instance
 
 
@@ -175,17 +224,18 @@ def _waits_for_item(op):
     return item is not None and item.status == "creating"
 
 
-def _context(op, attempt_number):
+def _context(op, attempt_number, instance):
     service = op.service if op.service_id else None
     tariff = client = product_type = None
+    secrets = list(instance.secret_values())
     if service is not None:
         tariff = service.tariff
         client = service.client
         product_type = tariff.product_type
+        secret_fields = [f["name"] for f in product_type.detail_fields or [] if f.get("secret")]
+        secrets += [(service.details or {}).get(name) for name in secret_fields]
     params = dict(op.params or {})
     if op.kind == "change_tariff" and service is not None:
-        from app.models import Tariff
-
         new = Tariff.get_or_none_by_id(params.get("tariff_id"))
         if new is not None:
             params["tariff_internal_name"] = new.internal_name
@@ -200,7 +250,20 @@ def _context(op, attempt_number):
         item=op.item if op.item_id else None,
         product_type=product_type,
         params=params,
+        state=op.state,
+        secrets=secrets,
+        save_state=lambda state: _save_state(op.id, attempt_number, state),
     )
+
+
+def _save_state(op_id, attempt_number, state):
+    """``ctx.save_state``: keep the module's state now, while this attempt still owns it."""
+    with write_transaction():
+        Operation.update(state=state, updated_at=utcnow()).where(
+            (Operation.id == op_id)
+            & (Operation.status == "running")
+            & (Operation.attempts == attempt_number)
+        ).execute()
 
 
 def _finish_attempt(attempt, outcome, error, log_text, now):
@@ -224,55 +287,88 @@ def _record_result(op_id, attempt_id, result, log_text):
         current = op.status == "running" and op.attempts == attempt.number
         if result.status == "pending":
             if current:
-                op.status = "waiting_callback"
+                OPERATION.move(op, "pending")
                 op.lease_until = now + timedelta(seconds=_setting("CALLBACK_TIMEOUT"))
                 op.updated_at = now
                 op.save()
             return op
         if result.status == "task":
             if current:
-                op.status = "waiting_task"
+                OPERATION.move(op, "to_people")
                 op.lease_until = None
                 op.next_run_at = None
                 op.updated_at = now
                 op.save()
-                tasks.open_for_operation(op, "the manual setup module leaves it to people", now)
+                tasks.open_for_operation(op, Reason("people_do_it"), now)
+            return op
+        if result.status == "poll":
+            if current:
+                _wait_for_next_check(op, result, now)
             return op
         if not op.is_open:
             return op  # already done or cancelled: this late result changes nothing
-        _complete(op, result.remote_id, result.details, now, by=None)
+        if result.state is not None:
+            op.state = result.state
+        _complete(
+            op,
+            now,
+            remote_id=result.remote_id,
+            details=result.details,
+            data=result.data,
+            expires_at=result.expires_at,
+        )
     return op
 
 
-def _complete(op, remote_id, details, now, by):
+def _wait_for_next_check(op, result, now):
+    """``Result.poll``: keep the state, check again after ``after`` seconds, unless the
+    module's ``max_wait`` has run out (then people get a task)."""
+    if result.state is not None:
+        op.state = result.state
+    max_wait = op.module.max_wait if op.module_id else 3600
+    if op.deadline_at is None:
+        op.deadline_at = now + timedelta(seconds=max_wait)
+    if now >= op.deadline_at:
+        op.last_error = str(Reason("max_wait", seconds=max_wait))
+        escalate(op, Reason("max_wait", seconds=max_wait), now)
+        return
+    OPERATION.move(op, "poll")
+    op.next_run_at = min(now + timedelta(seconds=result.after), op.deadline_at)
+    op.dispatched_at = now
+    op.lease_until = None
+    op.updated_at = now
+    op.save()
+    dispatch.operation(op.id, delay=(op.next_run_at - now).total_seconds())
+
+
+def _complete(op, now, by=None, remote_id=None, details=None, data=None, expires_at=None):
     """Mark ``op`` done and apply it to its service or item (inside a transaction)."""
-    op.status = "done"
+    OPERATION.move(op, "complete" if by else "done")
     op.finished_at = now
     op.updated_at = now
     op.lease_until = None
     op.next_run_at = None
+    op.deadline_at = None
     op.completed_by = by
     op.save()
     if op.kind == "ensure_item" and op.item_id:
-        changes = {"status": "ready", "error": None, "updated_at": now}
+        item = Item.get_by_id(op.item_id)
+        ITEM.move(item, "ready")
+        item.error = None
+        item.updated_at = now
         if remote_id is not None:  # a person closing the task may not know one
-            changes["remote_id"] = remote_id
-        Item.update(**changes).where(Item.id == op.item_id).execute()
-        _wake_waiting_on_item(op.item)
+            item.remote_id = remote_id
+        item.save()
+        _wake_waiting_on_item(item)
     elif op.service_id:
-        provisioning.apply_done(op, remote_id, details or {}, now)
-    note = (
-        f"Operation #{op.id} completed by {by}."
-        if by
-        else f"Operation #{op.id} completed automatically; task closed."
-    )
-    tasks.close_for_operation(op, note, now, by=by)
+        provisioning.apply_done(
+            op, now, remote_id=remote_id, details=details or {}, data=data, expires_at=expires_at
+        )
+    tasks.close_for_operation(op, now, by=by)
 
 
 def _wake_waiting_on_item(item):
     """Operations that waited for this item to be created may run now."""
-    from app.models import Tariff
-
     ids = [
         row.id
         for row in Operation.select(Operation.id)
@@ -304,20 +400,22 @@ def _record_failure(op_id, attempt_id, message, permanent, log_text):
     return op
 
 
+def _max_attempts(op):
+    return op.module.max_attempts if op.module is not None else 1
+
+
 def _after_failure(op, permanent, now):
     """Decide retry or escalation for a failed attempt (inside a transaction)."""
-    module = op.module
-    max_attempts = module.max_attempts if module is not None else 1
-    if permanent or op.attempts >= max_attempts:
-        reason = (
-            "permanent error"
-            if permanent
-            else f"failed {op.attempts} attempt{'s' if op.attempts != 1 else ''}"
+    op.failures += 1
+    if permanent or op.failures >= _max_attempts(op):
+        escalate(
+            op,
+            Reason("permanent_error") if permanent else messages.failed_attempts(op.failures),
+            now,
         )
-        _escalate(op, reason, now)
         return
-    delay = module.retry_delay
-    op.status = "retry_wait"
+    delay = op.module.retry_delay
+    OPERATION.move(op, "retry")
     op.next_run_at = now + timedelta(seconds=delay)
     op.dispatched_at = now
     op.lease_until = None
@@ -326,19 +424,23 @@ def _after_failure(op, permanent, now):
     dispatch.operation(op.id, delay=delay)
 
 
-def _escalate(op, reason, now):
-    """Give the operation to people: status ``manual`` and a task in the module's department."""
-    op.status = "manual"
+def escalate(op, reason, now):
+    """Give the operation to people: status ``manual`` and a task in the module's
+    department (inside the caller's transaction). ``reason`` is a :class:`Reason`."""
+    OPERATION.move(op, "escalate")
     op.lease_until = None
     op.next_run_at = None
     op.updated_at = now
     if not op.last_error:
-        op.last_error = reason
+        op.last_error = str(reason)
     op.save()
     if op.kind == "ensure_item" and op.item_id:
-        Item.update(status="failed", error=op.last_error, updated_at=now).where(
-            (Item.id == op.item_id) & (Item.status == "creating")
-        ).execute()
+        item = Item.get_by_id(op.item_id)
+        if ITEM.allows("fail", item.status):
+            ITEM.move(item, "fail")
+            item.error = op.last_error
+            item.updated_at = now
+            item.save()
     tasks.open_for_operation(op, reason, now)
 
 
@@ -350,20 +452,16 @@ def restart(operation_id, actor="staff"):
     now = utcnow()
     with write_transaction():
         op = get(operation_id, lock=True)
-        if op.status not in RESTARTABLE:
-            raise Conflict(
-                f"operation {op.id} is {op.status}; only an operation that is "
-                f"{', '.join(RESTARTABLE)} can be run now"
-            )
         # from manual: one more attempt; if it fails too, the operation is manual again
+        OPERATION.move(op, "restart")
+        op.deadline_at = None  # a polling operation gets its whole max_wait again
         _queue_now(op, now)
-        tasks.note_for_operation(op, f"{actor} ran the operation again.", now, actor)
+        tasks.note_for_operation(op, now, actor, "ran_again", {"actor": actor})
     return op
 
 
 def _queue_now(op, now):
     """Due at once, and a worker woken for it (after the transaction commits)."""
-    op.status = "queued"
     op.next_run_at = now
     op.dispatched_at = now
     op.lease_until = None
@@ -384,24 +482,22 @@ def cancel(operation_id, actor="staff"):
 
 def cancel_locked(op, actor, now):
     """Cancel ``op`` (locked by the caller's transaction)."""
-    if op.status not in CANCELLABLE:
-        raise Conflict(
-            f"operation {op.id} is {op.status}; only an operation that is "
-            f"{', '.join(CANCELLABLE)} can be cancelled"
-        )
-    op.status = "cancelled"
+    OPERATION.move(op, "cancel")
     op.finished_at = now
     op.updated_at = now
     op.next_run_at = None
     op.lease_until = None
     op.completed_by = actor
     op.save()
-    tasks.cancel_for_operation(op, f"Operation #{op.id} cancelled by {actor}.", now, actor)
+    tasks.cancel_for_operation(op, now, actor)
 
 
 def bring_back(op, actor, now):
     """A cancelled operation comes back for people to finish (its task was reopened)."""
-    op.status = "waiting_task" if op.module is not None and op.module.type == "manual" else "manual"
+    cls = module_type(op.module)
+    OPERATION.move(
+        op, "bring_back_to_people" if cls is not None and cls.people_do_it else "bring_back"
+    )
     op.finished_at = None
     op.completed_by = None
     op.updated_at = now
@@ -420,13 +516,12 @@ def take_over(operation_id, actor):
             raise Conflict(f"operation {op.id} is {op.status}; there is nothing to take over")
         if op.status == "running":
             raise Conflict(f"operation {op.id} is running an attempt; try again shortly")
-        if op.status in ("queued", "retry_wait", "waiting_callback"):
-            op.status = "manual"
-            op.next_run_at = None
-            op.lease_until = None
-            op.updated_at = now
-            op.save()
-        task = tasks.open_for_operation(op, f"taken over by {actor}", now)
+        OPERATION.move(op, "take_over")
+        op.next_run_at = None
+        op.lease_until = None
+        op.updated_at = now
+        op.save()
+        task = tasks.open_for_operation(op, Reason("taken_over", actor=actor), now)
     return task
 
 
@@ -436,13 +531,25 @@ def complete_manually(op, details, actor, now):
         raise Conflict(f"operation {op.id} is already {op.status}")
     if op.status == "running":
         raise Conflict(f"operation {op.id} is running an attempt right now; try again shortly")
-    _complete(op, None, details, now, by=actor)
+    _complete(op, now, by=actor, details=details)
 
 
-def callback(operation_id, data):
-    """The http module's endpoint reports the result of a pending operation."""
-    from modules.http import parse_reply
+def verify_callback(operation_id, body, headers):
+    """A module's endpoint calls back: the module instance if its type accepts callbacks
+    (``accepts_callbacks``) and its ``verify_callback`` finds the request authentic."""
+    op = Operation.get_or_none_by_id(operation_id)
+    cls = module_type(op.module) if op is not None else None
+    if cls is None or not cls.accepts_callbacks:
+        raise NotFound(f"operation {operation_id} not found")
+    instance = cls(op.module.config or {})
+    reason = instance.verify_callback(body, headers, _setting("PAYMENT_WEBHOOK_TOLERANCE"))
+    if reason:
+        raise BadSignature(reason)
+    return instance
 
+
+def callback(operation_id, data, instance):
+    """Apply a verified callback (its body parsed by the type's ``parse_callback``)."""
     now = utcnow()
     with write_transaction():
         op = get(operation_id, lock=True)
@@ -457,25 +564,34 @@ def callback(operation_id, data):
             .order_by(Attempt.number.desc())
             .first()
         )
+        log_so_far = attempt.log if attempt is not None else ""
+        attempt_id = attempt.id if attempt is not None else None
         try:
-            result = parse_reply(data)
+            result = instance.parse_callback(data)
         except ModuleError as exc:
             message = f"callback: {exc}"
             Attempt.update(
                 outcome="permanent_error" if exc.permanent else "temporary_error",
                 error=message,
                 finished_at=now,
-                log=(attempt.log + f"\n< callback {data}")[:20000],
-            ).where(Attempt.id == attempt.id).execute()
+                log=(log_so_far + f"\n< callback {data}")[:20000],
+            ).where(Attempt.id == attempt_id).execute()
             op.last_error = message
             _after_failure(op, exc.permanent, now)
         else:
-            if result.status == "pending":
+            if result.status != "done":
                 return op
-            Attempt.update(outcome="done", log=(attempt.log + "\n< callback: done")).where(
-                Attempt.id == attempt.id
+            Attempt.update(outcome="done", log=(log_so_far + "\n< callback: done")).where(
+                Attempt.id == attempt_id
             ).execute()
-            _complete(op, result.remote_id, result.details, now, by=None)
+            _complete(
+                op,
+                now,
+                remote_id=result.remote_id,
+                details=result.details,
+                data=result.data,
+                expires_at=result.expires_at,
+            )
     return op
 
 
@@ -505,10 +621,11 @@ def sweep(limit=1000):
                 error="the worker stopped during this attempt (lease expired)",
             ).where((Attempt.operation == op.id) & Attempt.finished_at.is_null()).execute()
             op.last_error = "the worker stopped during the attempt"
-            max_attempts = op.module.max_attempts if op.module is not None else 1
-            if op.attempts >= max_attempts:
-                _escalate(op, f"interrupted after {op.attempts} attempts", now)
+            op.failures += 1
+            if op.failures >= _max_attempts(op):
+                escalate(op, Reason("interrupted", n=op.attempts), now)
             else:
+                OPERATION.move(op, "reclaim")
                 _queue_now(op, now)
             counts["reclaimed"] += 1
     waiting = list(
@@ -554,6 +671,7 @@ def sweep(limit=1000):
             ).execute()
             dispatch.operations(ids)
         counts["resent"] = len(ids)
+    counts["renewals"] = provisioning.queue_renewals(now)
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
@@ -620,9 +738,4 @@ def counts_by_status():
 
 def available_actions(op):
     """What a person may do with ``op`` now: a list of ``"restart"`` and ``"cancel"``."""
-    actions = []
-    if op.status in RESTARTABLE:
-        actions.append("restart")
-    if op.status in CANCELLABLE:
-        actions.append("cancel")
-    return actions
+    return [action for action in ("restart", "cancel") if OPERATION.allows(action, op.status)]

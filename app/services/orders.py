@@ -7,8 +7,9 @@ from peewee import IntegrityError
 
 from app.db import write_transaction
 from app.models import Client, Order, Payment, Service, Tariff, parse_id, utcnow
-from app.services import catalog, provisioning
+from app.services import catalog, order_fields, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
+from app.states import SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ def create(data):
         errors["params"] = "Must be an object."
     elif any(not isinstance(k, str) or len(k) > 64 for k in params):
         errors["params"] = "Parameter names must be short strings."
+    elif tariff is not None:
+        try:
+            params = order_fields.clean(tariff.product_type.order_fields, params)
+        except ValidationError as exc:
+            errors.update(exc.fields)
     if errors:
         raise ValidationError(errors)
     now = utcnow()
@@ -95,9 +101,10 @@ def cancel(order_id):
             )
         order.status = "cancelled"
         order.save()
-        Service.update(status="deleted", updated_at=utcnow()).where(
-            Service.id == order.service_id
-        ).execute()
+        service = Service.get_by_id(order.service_id)
+        SERVICE.move(service, "cancel_order")
+        service.updated_at = utcnow()
+        service.save()
     return order
 
 

@@ -1,7 +1,9 @@
 """Services and their life: ordered → processing → active ⇄ suspended → deleted.
 
 Which operation a service action becomes, which module runs it (SPEC flow 4) and what a
-finished operation does to the service.
+finished operation does to the service. The statuses, and which operation kind may start
+from which status and where it leads, are declared in ``app.states`` (``SERVICE``,
+``KINDS``).
 """
 
 import logging
@@ -12,6 +14,7 @@ from peewee import fn
 
 import modules
 from app.db import write_transaction
+from app.messages import Reason
 from app.models import (
     Attempt,
     Item,
@@ -25,18 +28,10 @@ from app.models import (
 )
 from app.services import mail
 from app.services.errors import Conflict, NotFound, ValidationError
+from app.states import KINDS, REQUESTABLE, SERVICE
 
 log = logging.getLogger(__name__)
 
-# the status a service gets when an operation of that kind is done
-STATUS_AFTER = {"open": "active", "suspend": "suspended", "resume": "active", "close": "deleted"}
-# the statuses a service must be in for staff to request an operation
-ALLOWED_FROM = {
-    "suspend": ("active",),
-    "resume": ("suspended",),
-    "close": ("active", "suspended", "processing"),
-    "change_tariff": ("active", "suspended"),
-}
 FAILED_OUTCOMES = ("temporary_error", "permanent_error", "interrupted")
 
 
@@ -64,9 +59,7 @@ def rank_modules(service, kind="open"):
         .where((TariffModule.tariff == tariff.id) & (ProcessingModule.enabled == True))  # noqa: E712
     )
     candidates = [
-        m
-        for m in candidates
-        if (t := modules.get_type(m.type)) is not None and kind in t.operations
+        m for m in candidates if (t := modules.get_type(m.type)) is not None and t.supports(kind)
     ]
     if not candidates:
         return []
@@ -170,14 +163,14 @@ def start_open(service, now):
     from app.services import operations
 
     module, explanation = choose_module(service, "open")
-    service.status = "processing"
+    SERVICE.move(service, "pay")
     service.module = module
     service.module_choice = explanation
     service.updated_at = now
     service.save()
     if module is None:
         op = operations.create("open", module=None, service=service, status="queued")
-        operations._escalate(op, explanation["reason"], now)
+        operations.escalate(op, Reason("no_module_for_tariff"), now)
         return op
     op = operations.create("open", module=module, service=service)
     from app.services import dispatch
@@ -186,30 +179,45 @@ def start_open(service, now):
     return op
 
 
+def _busy(service):
+    """The service's open operation (not an item's), if any: one at a time."""
+    return (
+        Operation.select()
+        .where(
+            (Operation.service == service.id)
+            & Operation.status.in_(Operation.OPEN_STATUSES)
+            & (Operation.kind != "ensure_item")
+        )
+        .first()
+    )
+
+
 def request(service_id, kind, actor, params=None):
-    """Staff (or the API) asks for suspend / resume / close / change_tariff."""
+    """Staff (the API, the scheduler) ask for an operation of a requestable kind."""
     from app.services import dispatch, operations
 
-    if kind not in ALLOWED_FROM:
+    if kind not in REQUESTABLE:
         raise ValidationError({"operation": f"unknown operation {kind!r}"})
+    label = kind.replace("_", " ")
     params = dict(params or {})
     now = utcnow()
     with write_transaction():
-        service = get(service_id)
-        if service.status not in ALLOWED_FROM[kind]:
+        service = get_for_update_or_404(service_id)
+        module = service.module
+        if module is None or not module.enabled:
+            module, _ = choose_module(service, kind)
+        cls = modules.get_type(module.type) if module is not None else None
+        if module is not None and (cls is None or not cls.supports(kind)):
             raise Conflict(
-                f"service #{service.id} is {service.status}; {kind.replace('_', ' ')} needs "
-                f"it to be {' or '.join(ALLOWED_FROM[kind])}"
+                f"module {module.name} ({module.type}) does not do {label}; "
+                f"service #{service.id} cannot be asked to"
             )
-        busy = (
-            Operation.select()
-            .where(
-                (Operation.service == service.id)
-                & Operation.status.in_(Operation.OPEN_STATUSES)
-                & (Operation.kind != "ensure_item")
+        if not SERVICE.allows(f"request_{kind}", service.status):
+            raise Conflict(
+                f"service #{service.id} is {service.status}; {label} needs "
+                f"it to be {' or '.join(KINDS[kind].starts_from)}"
             )
-            .first()
-        )
+        busy = _busy(service)
         if busy is not None:
             raise Conflict(
                 f"service #{service.id} already has operation #{busy.id} ({busy.kind}, "
@@ -226,23 +234,73 @@ def request(service_id, kind, actor, params=None):
                     {"tariff_id": "The new tariff must be of the same product type."}
                 )
             params["tariff_id"] = new.id
-        module = service.module
-        if module is None or not module.enabled:
-            module, _ = choose_module(service, kind)
         op = operations.create(kind, module=module, service=service, params=params)
         op.params = {**params, "requested_by": actor}
         op.save()
         if module is None:
-            operations._escalate(op, "no enabled module serves this tariff", now)
+            operations.escalate(op, Reason("no_module_for_tariff"), now)
         else:
             dispatch.operation(op.id)
     return op
 
 
+def get_for_update_or_404(service_id):
+    from app.db import get_for_update
+
+    service = get_for_update(Service, parse_id(service_id)) if parse_id(service_id) else None
+    if service is None:
+        raise NotFound(f"service {service_id} not found")
+    return service
+
+
+def queue_renewals(now, limit=200):
+    """Queue ``renew`` for services whose module renews them N days before they expire.
+
+    Once per expiry: the service remembers the expiry its renew was queued for, so a
+    second scheduler, a repeated sweep or a cancelled renew queue nothing more.
+    """
+    due = 0
+    for module in ProcessingModule.select().where(ProcessingModule.enabled == True):  # noqa: E712
+        cls = modules.get_type(module.type)
+        if cls is None or not cls.supports("renew"):
+            continue
+        days = cls(module.config or {}).renew_days_before()
+        if not days:
+            continue
+        rows = list(
+            Service.select(Service.id)
+            .where(
+                (Service.module == module.id)
+                & Service.status.in_(KINDS["renew"].starts_from)
+                & Service.expires_at.is_null(False)
+                & (Service.expires_at <= now + timedelta(days=days))
+                & (
+                    Service.renewal_queued_for.is_null()
+                    | (Service.renewal_queued_for != Service.expires_at)
+                )
+            )
+            .limit(limit)
+        )
+        for row in rows:
+            try:
+                with write_transaction():
+                    service = get_for_update_or_404(row.id)
+                    if service.renewal_queued_for == service.expires_at:
+                        continue  # another scheduler was first
+                    request(service.id, "renew", "scheduler")
+                    Service.update(renewal_queued_for=service.expires_at).where(
+                        Service.id == service.id
+                    ).execute()
+                due += 1
+            except (Conflict, ValidationError) as exc:
+                log.info("renewal of service %s waits: %s", row.id, exc.message)
+    return due
+
+
 # --- finishing operations ---------------------------------------------------------------
 
 
-def apply_done(op, remote_id, details, now):
+def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None):
     """What a finished operation does to its service (inside the operation's transaction)."""
     service = Service.get_by_id(op.service_id)
     if op.kind == "change_tariff":
@@ -253,12 +311,25 @@ def apply_done(op, remote_id, details, now):
         service.remote_id = remote_id
     if details:
         service.details = {**(service.details or {}), **details}
+    if data:
+        service.module_data = {**(service.module_data or {}), **data}
+    if expires_at is not None:
+        service.expires_at = expires_at
     if op.module_id and service.module_id != op.module_id and op.kind == "open":
         service.module = op.module_id
-    new_status = STATUS_AFTER.get(op.kind)
     became_active = op.kind == "open" and service.status != "active"
-    if new_status:
-        service.status = new_status
+    action = f"done_{op.kind}"
+    if SERVICE.allows(action, service.status):
+        SERVICE.move(service, action)
+    else:
+        log.warning(
+            "service %s is %s: operation %s (%s) done, its status stays",
+            service.id,
+            service.status,
+            op.id,
+            op.kind,
+        )
+        became_active = False
     if became_active:
         service.activated_at = now
     service.updated_at = now
@@ -316,19 +387,29 @@ def get_for_client(service_id, client_id):
 
 
 def allowed_actions(service):
-    """The staff actions ``request`` would accept for the service now (none while busy)."""
-    busy = (
-        Operation.select()
-        .where(
-            (Operation.service == service.id)
-            & Operation.status.in_(Operation.OPEN_STATUSES)
-            & (Operation.kind != "ensure_item")
-        )
-        .exists()
-    )
-    if busy:
+    """The kinds ``request`` would accept for the service now (none while busy), in the
+    order of the kinds table: never one its module does not implement."""
+    if _busy(service) is not None:
         return []
-    return [kind for kind, statuses in ALLOWED_FROM.items() if service.status in statuses]
+    cls = modules.get_type(service.module.type) if service.module_id else None
+    return [
+        kind
+        for kind in REQUESTABLE
+        if SERVICE.allows(f"request_{kind}", service.status)
+        and (cls.supports(kind) if cls is not None else True)
+    ]
+
+
+def for_client(service):
+    """What the client area shows beyond the service itself: the kind of the operation in
+    progress (of the kinds clients see) and the module data the module type lets clients
+    see (``client_data``)."""
+    busy = _busy(service)
+    kind = KINDS.get(busy.kind) if busy is not None else None
+    cls = modules.get_type(service.module.type) if service.module_id else None
+    shown = cls.client_data if cls is not None else ()
+    data = {k: v for k, v in (service.module_data or {}).items() if k in shown}
+    return {"in_progress": kind if kind is not None and kind.clients_see else None, "data": data}
 
 
 def tariff_choices(service):

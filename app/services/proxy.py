@@ -41,8 +41,9 @@ from app.models import (
     Task,
     utcnow,
 )
-from app.services import dispatch
+from app.services import dispatch, tasks
 from app.services.errors import NotFound, ServiceError, ValidationError
+from app.states import PROXY_OUTGOING
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,7 @@ def authenticate_peer(login, password):
     key = hashlib.sha256(f"{side.password_hash}\0{password}".encode()).hexdigest()
     now = utcnow()
     if _verified.get(key, now) <= now:
-        try:
-            accounts._hasher().verify(side.password_hash, password or "")
-        except Exception:
+        if not accounts.verify_password_hash(side.password_hash, password):
             return None
         if len(_verified) > 1000:
             _verified.clear()
@@ -178,7 +177,6 @@ def peer_departments(side):
 def receive_task(side, data):
     """A peer sends a task (idempotent on its task id). Returns ``(task, created)``."""
     from app.models import parse_id
-    from app.services import tasks
 
     errors = {}
     sender_task_id = parse_id(data.get("sender_task_id"))
@@ -230,14 +228,18 @@ def receive_task(side, data):
             ],
         )
         with applying_from(side):
-            tasks._event(
-                task,
-                "created",
-                f"peer {side.login}",
-                description or f"Received from {side.login}.",
-                now,
-            )
-        tasks._notify_department(task, f"received from {side.login}")
+            if description:
+                tasks.record_event(task, "created", f"peer {side.login}", now, text=description)
+            else:
+                tasks.record_event(
+                    task,
+                    "created",
+                    f"peer {side.login}",
+                    now,
+                    message="received_from",
+                    args={"login": side.login},
+                )
+        tasks.notify_department(task, f"received from {side.login}")
     return task, True
 
 
@@ -280,15 +282,16 @@ def receive_event(side, sender_task_id, data):
 
 def _apply(task, kind, actor, text, fields, now):
     """Apply a change that came from a peer to a local task (inside a transaction)."""
-    from app.services import tasks
-
     if kind == "comment" and text:
-        tasks._event(task, "comment", actor, text, now)
+        tasks.record_event(task, "comment", actor, now, text=text)
     elif kind in ("fields", "assigned", "reopened") and (fields or text):
         if fields and task.status in Task.OPEN_STATUSES:
             task.fields = {**(task.fields or {}), **{str(k): str(v) for k, v in fields.items()}}
             task.save()
-        tasks._event(task, "note", actor, text or "Detail fields filled in remotely.", now)
+        if text:
+            tasks.record_event(task, "note", actor, now, text=text)
+        else:
+            tasks.record_event(task, "note", actor, now, message="fields_filled_remotely")
     elif kind in ("close", "closed"):
         if task.status not in Task.OPEN_STATUSES:
             return
@@ -296,18 +299,18 @@ def _apply(task, kind, actor, text, fields, now):
             with write_transaction():  # a savepoint: a refused close changes nothing
                 tasks.close_locked(task, actor, dict(fields), "", now)
         except ValidationError as exc:
-            missing = ", ".join(sorted(exc.fields))
-            tasks._event(
+            tasks.record_event(
                 task,
                 "note",
                 actor,
-                f"Closed remotely, but these fields are missing here: {missing}.",
                 now,
+                message="closed_remotely_missing",
+                args={"missing": ", ".join(sorted(exc.fields))},
             )
             task.fields = {**(task.fields or {}), **{str(k): str(v) for k, v in fields.items()}}
             task.save()
     elif kind in ("cancel", "cancelled") and task.status in Task.OPEN_STATUSES:
-        tasks.cancel_locked(task, actor, text or "Cancelled remotely.", now)
+        tasks.cancel_locked(task, actor, text, now, default_message="cancelled_remotely")
 
 
 def events_after(side, cursor, limit=PAGE):
@@ -336,8 +339,10 @@ def events_after(side, cursor, limit=PAGE):
 # --- the hook: every task history event --------------------------------------------------
 
 
-def on_task_event(task, kind, actor, text, fields, now):
-    """Called for every task history event (inside its transaction)."""
+@tasks.task_changed.connect
+def on_task_event(task, kind, actor, text, fields, now, **_):
+    """Every task history event (``tasks.task_changed``, inside its transaction): report
+    it to the peer that sent the task, push it to the peer the task is forwarded to."""
     inbound = ProxyInbound.get_or_none(ProxyInbound.task == task.id)
     if (
         inbound is not None
@@ -374,8 +379,6 @@ def on_task_event(task, kind, actor, text, fields, now):
 
 
 def _payload(task, kind, actor, text, fields):
-    from app.services import tasks
-
     payload = {"actor": actor, "text": text, "fields": fields or {}}
     if kind == "created":
         description = [text] if text else []
@@ -642,8 +645,14 @@ def _send_one(side, call, event):
     now = utcnow()
     with write_transaction():
         ProxyOutgoing.update(
-            status="sent", sent_at=now, attempts=ProxyOutgoing.attempts + 1, last_error=None
-        ).where(ProxyOutgoing.id == event.id).execute()
+            status=PROXY_OUTGOING.target("sent", "pending"),
+            sent_at=now,
+            attempts=ProxyOutgoing.attempts + 1,
+            last_error=None,
+        ).where(
+            (ProxyOutgoing.id == event.id)
+            & ProxyOutgoing.status.in_(PROXY_OUTGOING.sources("sent"))
+        ).execute()
         if link is not None:
             ProxyLink.update(last_synced_at=now, sync_error=None).where(
                 ProxyLink.id == link.id

@@ -1,41 +1,53 @@
 """Tasks: work for people in a department (new → in_work → closed / cancelled).
 
 A task is opened when an operation escalates (or for every operation of a manual
-module); closing it with the detail fields completes the operation.
+module); closing it with the detail fields completes the operation. The statuses and
+transitions are declared in ``app.states.TASK``. Every change is recorded in the task's
+history (:func:`record_event`) and announced with the :data:`task_changed` signal, which
+the tasks proxy listens to.
+
+Titles and Provisor's own history texts are not stored as English: a task's title is
+made from its operation's kind when shown, a history entry keeps a message key and its
+arguments (``app.messages``).
 """
 
 import logging
 
+from blinker import Namespace
+from peewee import JOIN
+
 from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, parse_id, utcnow
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from app.states import TASK
 
 log = logging.getLogger(__name__)
 
-TITLES = {
-    "open": "Set up service #{service} manually",
-    "suspend": "Suspend service #{service} manually",
-    "resume": "Resume service #{service} manually",
-    "close": "Delete service #{service} manually",
-    "change_tariff": "Change the tariff of service #{service} manually",
-    "ensure_item": "Create item {item} on module {module} manually",
-}
+signals = Namespace()
+#: sent for every history event of a task, inside its transaction:
+#: ``task_changed.send(task, kind=..., actor=..., text=..., fields=..., now=...)``
+task_changed = signals.signal("task-changed")
 
 
-def title_for(op):
-    return TITLES[op.kind].format(
-        service=op.service_id,
-        item=op.item.internal_name if op.item_id else "",
-        module=op.module.name if op.module_id else "",
+def record_event(task, kind, actor, now, text="", message=None, args=None, fields=None):
+    """Record a change in the task's history and announce it (``task_changed``).
+
+    ``message`` and ``args`` for Provisor's own words (rendered when shown), ``text`` for
+    what a person wrote.
+    """
+    event = TaskEvent.create(
+        task=task,
+        kind=kind,
+        actor=actor or "system",
+        stored_text="" if message else (text or ""),
+        message=message,
+        args=args if message else None,
+        created_at=now,
     )
-
-
-def _event(task, kind, actor, text, now, fields=None):
-    """Record a change in the task's history; the tasks proxy forwards it to peers."""
-    from app.services import proxy
-
-    TaskEvent.create(task=task, kind=kind, actor=actor or "system", text=text, created_at=now)
-    proxy.on_task_event(task, kind, actor or "system", text, fields, now)
+    task_changed.send(
+        task, kind=kind, actor=actor or "system", text=event.text, fields=fields, now=now
+    )
+    return event
 
 
 def get(task_id):
@@ -46,30 +58,45 @@ def get(task_id):
 
 
 def open_for_operation(op, reason, now):
-    """The task for an operation that people must do (inside the caller's transaction)."""
+    """The task for an operation that people must do (inside the caller's transaction).
+
+    ``reason`` is an ``app.messages.Reason``."""
     existing = (
         Task.select().where((Task.operation == op.id) & Task.status.in_(Task.OPEN_STATUSES)).first()
     )
     if existing is not None:
-        _event(existing, "note", "system", f"Operation #{op.id}: {reason}.", now)
+        record_event(
+            existing,
+            "note",
+            "system",
+            now,
+            message="operation_note",
+            args={"operation": op.id, **reason.as_args()},
+        )
         return existing
     department = op.module.department_id if op.module_id else None
     task = Task.create(
         department=department,
         service=op.service_id,
         operation=op.id,
-        title=title_for(op),
         status="new",
         created_at=now,
         updated_at=now,
     )
-    _event(task, "created", "system", f"Operation #{op.id} ({op.kind}): {reason}.", now)
+    record_event(
+        task,
+        "created",
+        "system",
+        now,
+        message="task_created",
+        args={"operation": op.id, "kind": op.kind, **reason.as_args()},
+    )
     log.info("task %s created for operation %s: %s", task.id, op.id, reason)
-    _notify_department(task, reason)
+    notify_department(task, reason)
     return task
 
 
-def _notify_department(task, reason):
+def notify_department(task, reason):
     """A department that asked for it gets an email on each new task."""
     department = task.department
     if department is None or not department.notify_email:
@@ -109,35 +136,55 @@ def _open_tasks_of(op):
     )
 
 
-def close_for_operation(op, note, now, by=None):
+def close_for_operation(op, now, by=None):
+    """The operation is done: its open tasks close (by the person who did it, or as
+    done automatically)."""
+    message, args = (
+        ("completed_by", {"operation": op.id, "actor": by})
+        if by
+        else ("completed_automatically", {"operation": op.id})
+    )
     for task in _open_tasks_of(op):
-        task.status = "closed"
+        TASK.move(task, "close")
         task.closed_at = now
         task.closed_by = by or "system"
         task.updated_at = now
         task.save()
-        _event(task, "closed", by or "system", note, now)
+        record_event(task, "closed", by or "system", now, message=message, args=args)
 
 
-def cancel_for_operation(op, note, now, actor):
+def cancel_for_operation(op, now, actor):
     for task in _open_tasks_of(op):
-        task.status = "cancelled"
+        TASK.move(task, "cancel")
         task.closed_at = now
         task.closed_by = actor
         task.updated_at = now
         task.save()
-        _event(task, "cancelled", actor, note, now)
+        record_event(
+            task,
+            "cancelled",
+            actor,
+            now,
+            message="cancelled_by",
+            args={"operation": op.id, "actor": actor},
+        )
 
 
-def note_for_operation(op, note, now, actor):
+def note_for_operation(op, now, actor, message, args):
     for task in _open_tasks_of(op):
-        _event(task, "note", actor, note, now)
+        record_event(task, "note", actor, now, message=message, args=args)
 
 
 def list_tasks(department_id=None, status=None, assignee_id=None, departments=None, kind=None):
-    query = Task.select().order_by(Task.id.desc())
+    # the operation comes with each row: a task's title is made from it when shown
+    query = (
+        Task.select(Task, Operation)
+        .join(Operation, JOIN.LEFT_OUTER)
+        .switch(Task)
+        .order_by(Task.id.desc())
+    )
     if kind:
-        query = query.join(Operation).where(Operation.kind == kind).switch(Task)
+        query = query.where(Operation.kind == kind)
     if department_id:
         query = query.where(Task.department == department_id)
     if departments is not None:
@@ -180,7 +227,7 @@ def assign(task_id, user, assignee=None, force=False):
         task = get(task_id)
         if not can_act(user, task):
             raise PermissionDenied("this task belongs to a department you are not in")
-        if task.status not in Task.OPEN_STATUSES:
+        if not TASK.allows("assign", task.status):
             raise Conflict(f"task {task.id} is {task.status}")
         if task.assignee_id == assignee.id:
             return task
@@ -189,7 +236,9 @@ def assign(task_id, user, assignee=None, force=False):
         if current is not None and not may_hand_over:
             raise Conflict(f"task {task.id} is already assigned to {task.assignee.name}")
         updated = (
-            Task.update(assignee=assignee.id, status="in_work", updated_at=now)
+            Task.update(
+                assignee=assignee.id, status=TASK.target("assign", task.status), updated_at=now
+            )
             .where(
                 (Task.id == task.id)
                 & (Task.assignee.is_null() if current is None else (Task.assignee == current))
@@ -201,7 +250,9 @@ def assign(task_id, user, assignee=None, force=False):
             who = task.assignee.name if task.assignee_id else "someone"
             raise Conflict(f"task {task.id} was just assigned to {who}")
         task = Task.get_by_id(task.id)
-        _event(task, "assigned", user.email, f"Assigned to {assignee.name}.", now)
+        record_event(
+            task, "assigned", user.email, now, message="assigned", args={"name": assignee.name}
+        )
         if assignee.id != user.id:
             _notify_assignee(task, assignee, user.name)
     return task
@@ -231,14 +282,14 @@ def close_locked(task, actor, fields, comment, now, assignee=None):
     """Close ``task`` (locked by the caller) as ``actor``; the operation completes."""
     from app.services import operations
 
-    if task.status not in Task.OPEN_STATUSES:
+    if not TASK.allows("close", task.status):
         raise Conflict(f"task {task.id} is already {task.status}")
     op = get_for_update(Operation, task.operation_id) if task.operation_id else None
     if op is not None and op.status == "running":
         raise Conflict(f"operation #{op.id} is running an attempt; try again shortly")
     cleaned = clean_fields(task, op, fields)
     task.fields = {**(task.fields or {}), **cleaned}
-    task.status = "closed"
+    TASK.move(task, "close")
     task.closed_at = now
     task.closed_by = actor
     task.updated_at = now
@@ -246,8 +297,8 @@ def close_locked(task, actor, fields, comment, now, assignee=None):
         task.assignee = assignee.id
     task.save()
     if comment:
-        _event(task, "comment", actor, comment, now)
-    _event(task, "closed", actor, "Closed with the detail fields.", now, fields=task.fields)
+        record_event(task, "comment", actor, now, text=comment)
+    record_event(task, "closed", actor, now, message="closed_with_fields", fields=task.fields)
     if op is not None and op.is_open:
         operations.complete_manually(op, cleaned, actor, now)
     elif op is not None and op.status == "done" and cleaned and task.service_id:
@@ -255,7 +306,7 @@ def close_locked(task, actor, fields, comment, now, assignee=None):
         from app.services import provisioning
 
         provisioning.correct_details(task.service_id, cleaned, now)
-        _event(task, "note", actor, "Service details corrected.", now)
+        record_event(task, "note", actor, now, message="details_corrected")
 
 
 def save_fields(task_id, user, fields):
@@ -269,7 +320,7 @@ def save_fields(task_id, user, fields):
 
 
 def save_fields_locked(task, actor, fields, now):
-    if task.status not in Task.OPEN_STATUSES:
+    if not TASK.allows("fill", task.status):
         raise Conflict(f"task {task.id} is {task.status}")
     known = {f["name"] for f in form_of(task)}
     unknown = [name for name in fields if known and name not in known]
@@ -279,12 +330,13 @@ def save_fields_locked(task, actor, fields, now):
     task.fields = {**(task.fields or {}), **values}
     task.updated_at = now
     task.save()
-    _event(
+    record_event(
         task,
         "fields",
         actor,
-        "Detail fields filled in: " + ", ".join(sorted(values)),
         now,
+        message="fields_filled",
+        args={"names": ", ".join(sorted(values))},
         fields=task.fields,
     )
 
@@ -307,7 +359,7 @@ def comment(task_id, user, text):
     now = utcnow()
     with write_transaction():
         task = _get_acting(task_id, user)
-        _event(task, "comment", user.email, text.strip(), now)
+        record_event(task, "comment", user.email, now, text=text.strip())
         task.updated_at = now
         task.save()
     return task
@@ -324,20 +376,23 @@ def cancel(task_id, user, reason=""):
     return task
 
 
-def cancel_locked(task, actor, reason, now):
+def cancel_locked(task, actor, reason, now, default_message="cancelled"):
     from app.services import operations
 
-    if task.status not in Task.OPEN_STATUSES:
+    if not TASK.allows("cancel", task.status):
         raise Conflict(f"task {task.id} is already {task.status}")
     op = get_for_update(Operation, task.operation_id) if task.operation_id else None
     if op is not None and op.status == "running":
         raise Conflict(f"operation #{op.id} is running an attempt; try again shortly")
-    task.status = "cancelled"
+    TASK.move(task, "cancel")
     task.closed_at = now
     task.closed_by = actor
     task.updated_at = now
     task.save()
-    _event(task, "cancelled", actor, (reason or "").strip() or "Cancelled.", now)
+    if (reason or "").strip():
+        record_event(task, "cancelled", actor, now, text=reason.strip())
+    else:
+        record_event(task, "cancelled", actor, now, message=default_message)
     if op is not None and op.is_open:
         operations.cancel_locked(op, actor, now)
 
@@ -351,17 +406,18 @@ def reopen(task_id, user):
     now = utcnow()
     with write_transaction():
         task = _get_acting(task_id, user)
-        if task.status in Task.OPEN_STATUSES:
+        action = "reopen_assigned" if task.assignee_id else "reopen"
+        if not TASK.allows(action, task.status):
             raise Conflict(f"task {task.id} is {task.status}, not closed")
         op = get_for_update(Operation, task.operation_id) if task.operation_id else None
         if op is not None and op.status != "done" and op.is_open:
             raise Conflict(f"operation #{op.id} already has other work open")
-        task.status = "in_work" if task.assignee_id else "new"
+        TASK.move(task, action)
         task.closed_at = None
         task.closed_by = None
         task.updated_at = now
         task.save()
-        _event(task, "reopened", user.email, "Reopened.", now)
+        record_event(task, "reopened", user.email, now, message="reopened")
         if op is not None and op.status == "cancelled":
             operations.bring_back(op, user.email, now)
     return task

@@ -4,12 +4,20 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from app.auth import admin_required
-from app.services import accounts, catalog
+from app.services import accounts, catalog, order_fields
 from app.services.errors import ValidationError
 
 bp = Blueprint("catalog", __name__, url_prefix="/catalog")
 
-MODULE_FIELDS = ("name", "department_id", "retry_delay", "max_attempts", "max_running", "priority")
+MODULE_FIELDS = (
+    "name",
+    "department_id",
+    "retry_delay",
+    "max_attempts",
+    "max_wait",
+    "max_running",
+    "priority",
+)
 TARIFF_FIELDS = ("name", "product_type", "price", "currency", "period", "internal_name")
 
 
@@ -172,8 +180,27 @@ def module_new():
         module = catalog.create_module(data)
     except ValidationError as exc:
         return _module_form_page(None, data, exc.fields)
-    flash(f"Module {module.name} created.", "success")
+    _flash_saved(module, "created")
     return redirect(url_for("catalog.modules"))
+
+
+def _flash_saved(module, verb):
+    """Saving tests the connection too; a failing test is told at once but does not
+    block saving (the server may be down for a while)."""
+    module_type = catalog.module_types().get(module.type)
+    if module_type is None or not module_type.can_check():
+        flash(f"Module {module.name} {verb}.", "success")
+        return
+    check = catalog.check_module(module.id)
+    if check["ok"]:
+        flash(f"Module {module.name} {verb}. {check['message']}", "success")
+    else:
+        where = "; ".join(f"{k.removeprefix('config.')}: {v}" for k, v in check["fields"].items())
+        flash(
+            f"Module {module.name} {verb}, but the connection test failed: "
+            f"{where or check['message']}",
+            "error",
+        )
 
 
 @bp.route("/modules/<int:module_id>/edit", methods=["GET", "POST"])
@@ -188,6 +215,7 @@ def module_edit(module_id):
             "department_id": module.department_id or "",
             "retry_delay": module.retry_delay,
             "max_attempts": module.max_attempts,
+            "max_wait": module.max_wait,
             "max_running": module.max_running,
             "priority": module.priority,
             "enabled": module.enabled,
@@ -196,11 +224,34 @@ def module_edit(module_id):
         return _module_form_page(module, form, {})
     data = _module_data(catalog.module_types().get(module.type))
     try:
-        catalog.update_module(module_id, data)
+        module = catalog.update_module(module_id, data)
     except ValidationError as exc:
         return _module_form_page(module, {**data, "type": module.type}, exc.fields)
-    flash(f"Module {data['name']} saved.", "success")
+    _flash_saved(module, "saved")
     return redirect(url_for("catalog.modules"))
+
+
+@bp.post("/modules/check")
+@admin_required
+def module_check_new():
+    """Test connection with the settings typed into the new-module form (nothing saved)."""
+    module_type = catalog.module_types().get(request.form.get("type", ""))
+    return _check_answer(module_type, catalog.check_form(_module_data(module_type)))
+
+
+@bp.post("/modules/<int:module_id>/check")
+@admin_required
+def module_check(module_id):
+    """Test connection with the form's settings of a saved module (a blank secret is the
+    stored one); nothing is saved."""
+    module = catalog.get_module(module_id)
+    module_type = catalog.module_types().get(module.type)
+    data = {**_module_data(module_type), "type": module.type}
+    return _check_answer(module_type, catalog.check_form(data, existing=module))
+
+
+def _check_answer(module_type, check):
+    return render_template("catalog/_check_result.html", check=check, module_type=module_type)
 
 
 @bp.get("/modules/config-fields")
@@ -239,7 +290,13 @@ def product_type_edit(product_type_id):
     if request.method == "POST":
         form = {
             name: request.form.get(name, "")
-            for name in ("name", "detail_fields", "welcome_subject", "welcome_template")
+            for name in (
+                "name",
+                "detail_fields",
+                "order_fields",
+                "welcome_subject",
+                "welcome_template",
+            )
         }
         try:
             catalog.update_product_type(product_type_id, form)
@@ -252,6 +309,7 @@ def product_type_edit(product_type_id):
         form = {
             "name": product_type.name,
             "detail_fields": catalog.format_detail_fields(product_type.detail_fields),
+            "order_fields": order_fields.format_lines(product_type.order_fields),
             "welcome_subject": product_type.welcome_subject,
             "welcome_template": product_type.welcome_template,
         }

@@ -32,12 +32,14 @@ def index():
 def service(service_id):
     """One of my services: its status, and its details once it is ready."""
     svc = provisioning.get_for_client(service_id, current_user.client_id)
+    view = provisioning.for_client(svc)
     return render(
         "my/service.html",
         "my/_service_live.html",
         target="service-live",
         service=svc,
-        live=svc.status in SETTLING,
+        live=svc.status in SETTLING or view["in_progress"] is not None,
+        **view,
     )
 
 
@@ -50,7 +52,12 @@ def order():
         data = {
             "client_id": current_user.client_id,
             "tariff_id": request.form.get("tariff_id"),
-            "params": {},
+            # the order fields of the tariff's product type, named "params.<field>"
+            "params": {
+                key.removeprefix("params."): value
+                for key, value in request.form.items()
+                if key.startswith("params.")
+            },
         }
         try:
             new_order = orders.create(data)
@@ -67,6 +74,7 @@ def order():
         "my/order.html",
         tariffs=catalog.orderable_tariffs(),
         selected=request.form.get("tariff_id", ""),
+        form=request.form,
         errors=errors,
     ), (422 if errors else 200)
 

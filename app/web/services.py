@@ -7,16 +7,10 @@ from app.auth import staff_required
 from app.models import Service
 from app.services import accounts, mail, provisioning
 from app.services.errors import Conflict, ValidationError
+from app.states import KINDS, REQUESTABLE
 from app.web.helpers import Page, arg_choice, arg_int, render
 
 bp = Blueprint("services", __name__)
-
-ACTION_LABELS = {
-    "suspend": "Suspend",
-    "resume": "Resume",
-    "close": "Close",
-    "change_tariff": "Change tariff",
-}
 
 
 @bp.get("/services")
@@ -50,7 +44,7 @@ def _detail_context(service, errors=None, form=None):
         "emails": mail.for_service(service.id),
         "actions": provisioning.allowed_actions(service),
         "tariff_choices": provisioning.tariff_choices(service),
-        "action_labels": ACTION_LABELS,
+        "kinds": KINDS,
         "errors": errors or {},
         "form": form or {},
     }
@@ -72,12 +66,11 @@ def detail(service_id):
 @bp.post("/services/<int:service_id>/<kind>")
 @staff_required
 def action(service_id, kind):
-    """Suspend, resume, close or change the tariff: queue the operation."""
-    if kind not in ACTION_LABELS:
+    """Request an operation of a kind staff may ask for (suspend, resume, close, change
+    the tariff, renew...): queue it."""
+    if kind not in REQUESTABLE:
         abort(404)
-    params = {}
-    if kind == "change_tariff":
-        params["tariff_id"] = request.form.get("tariff_id") or None
+    params = {name: request.form.get(name) or None for name in KINDS[kind].params}
     try:
         op = provisioning.request(service_id, kind, actor=current_user.email, params=params)
     except ValidationError as exc:
@@ -87,5 +80,5 @@ def action(service_id, kind):
     except Conflict as exc:
         flash(exc.message, "error")
     else:
-        flash(f"{ACTION_LABELS[kind]}: operation #{op.id} queued.", "success")
+        flash(f"{KINDS[kind].label}: operation #{op.id} queued.", "success")
     return redirect(url_for("services.detail", service_id=service_id))

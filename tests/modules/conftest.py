@@ -1,0 +1,263 @@
+"""Backends for the module conformance suite (``test_conformance.py``).
+
+Each backend is one module type and the thing it talks to, running for real: a module
+type joins the suite by adding a backend here (its server started by the fixture, its
+secrets, how to make it refuse, how to see what it created). ``engine`` runs operations
+by hand in the test's thread (no worker), so a test can stop an attempt wherever it
+wants.
+"""
+
+import contextlib
+
+import pytest
+
+import modules
+from app.db import database
+from app.models import Item, Operation, SandboxResource, Service
+from app.services import dispatch, operations
+from tests.modules.jobpanel import JobPanel, JobPanelModule
+from tests.support import ModuleEndpoint
+
+
+class Backend:
+    """What the suite needs to know of one module type and its server."""
+
+    type_id = ""
+    product_type = "vps"
+    creates_remote_items = False  # ensure_item makes something on the server
+
+    def config(self):
+        """Settings that work."""
+        raise NotImplementedError
+
+    def bad_credentials(self):
+        """Settings with wrong credentials, or None for a type that has none."""
+        return None
+
+    def unreachable(self):
+        """Settings pointing at a server that is down or does not answer in time."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The server refuses what it is asked (invalid, taken...) while inside."""
+        raise NotImplementedError
+        yield
+
+    refusal_text = ""  # the server's own words when it refuses
+
+    def secrets(self):
+        """Values that must never appear in an attempt log."""
+        return []
+
+    def objects(self, service):
+        """What exists on the server for ``service``: ``[(remote_id, state)]`` where
+        state is "active", "suspended" or "deleted"."""
+        raise NotImplementedError
+
+    def has_item(self, internal_name):
+        return False
+
+    def close(self):
+        pass
+
+
+class SandboxBackend(Backend):
+    """The built-in simulated panel: its "server" is the SandboxResource table."""
+
+    type_id = "sandbox"
+    creates_remote_items = True
+    refusal_text = "sandbox: simulated failure"
+
+    def config(self):
+        return {}
+
+    def unreachable(self):
+        return {"fail_first": 1000}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        from app.models import ProcessingModule
+
+        module = ProcessingModule.get_by_id(module_id)
+        saved = dict(module.config)
+        module.config = {**saved, "fail_first": 1000, "permanent_failures": True}
+        module.save()
+        try:
+            yield
+        finally:
+            module.config = saved
+            module.save()
+
+    def objects(self, service):
+        rows = SandboxResource.select().where(
+            (SandboxResource.service_id == service.id) & (SandboxResource.kind == "account")
+        )
+        return [(r.remote_id, r.status) for r in rows]
+
+    def has_item(self, internal_name):
+        return any(
+            r.details.get("package") == internal_name
+            for r in SandboxResource.select().where(SandboxResource.kind == "package")
+        )
+
+    def secrets(self):
+        return []
+
+
+class HttpBackend(Backend):
+    """The http module and a real endpoint on loopback (tests/support.ModuleEndpoint)."""
+
+    type_id = "http"
+    creates_remote_items = True
+    refusal_text = "scripted 400"
+
+    def __init__(self):
+        self.endpoint = ModuleEndpoint(
+            script_kinds=("open", "suspend", "resume", "close", "change_tariff", "renew")
+        )
+        self.endpoint.start()
+
+    def config(self):
+        return self.endpoint.config()
+
+    def bad_credentials(self):
+        return {**self.endpoint.config(), "secret": "not-the-endpoint-secret"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {"url": f"http://127.0.0.1:{free_port()}/hook", "secret": "x" * 16, "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        self.endpoint.script = ["400"] * 20
+        try:
+            yield
+        finally:
+            self.endpoint.script = []
+
+    def secrets(self):
+        return [self.endpoint.secret]
+
+    def objects(self, service):
+        ops = {op.id: op for op in Operation.select().where(Operation.service == service.id)}
+        created = [
+            (op_id, remote) for op_id, remote in self.endpoint.creations.items() if op_id in ops
+        ]
+        state = "active"
+        for request in self.endpoint.requests:
+            if request["operation_id"] in ops and request["operation"] in STATE_AFTER:
+                state = STATE_AFTER[request["operation"]]
+        return [(remote, state) for _, remote in created]
+
+    def has_item(self, internal_name):
+        return any(
+            (r.get("item") or {}).get("internal_name") == internal_name
+            for r in self.endpoint.calls("ensure_item")
+        )
+
+    def close(self):
+        self.endpoint.stop()
+
+
+STATE_AFTER = {"suspend": "suspended", "resume": "active", "close": "deleted"}
+
+
+class JobPanelBackend(Backend):
+    """A poll-based module of the tests (tests/modules/jobpanel.py) and its real panel."""
+
+    type_id = "jobpanel"
+    refusal_text = "the panel refused: the account name is taken"
+
+    def __init__(self):
+        self.panel = JobPanel(checks_needed=2).start()
+
+    def config(self):
+        return self.panel.config()
+
+    def bad_credentials(self):
+        return {**self.panel.config(), "token": "wrong-token-wrong-token"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.panel.config(), "url": f"http://127.0.0.1:{free_port()}"}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        self.panel.refuse = "the account name is taken"
+        try:
+            yield
+        finally:
+            self.panel.refuse = None
+
+    def secrets(self):
+        return [self.panel.token]
+
+    def objects(self, service):
+        state = {"done": "active", "running": "active", "deleted": "deleted"}
+        return [(j["id"], state[j["status"]]) for j in self.panel.jobs_for(f"service-{service.id}")]
+
+    def close(self):
+        self.panel.stop()
+
+
+BACKENDS = {"sandbox": SandboxBackend, "http": HttpBackend, "jobpanel": JobPanelBackend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request, monkeypatch):
+    """One module type with its server, running (the suite runs once per backend)."""
+    modules.types()
+    monkeypatch.setitem(modules._registry, JobPanelModule.id, JobPanelModule)
+    instance = BACKENDS[request.param]()
+    yield instance
+    instance.close()
+
+
+class Engine:
+    """Runs operations in the test's own thread: nothing is sent to a worker."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def run(self, op_id, max_checks=50):
+        """Run the operation until it leaves the statuses a worker would pick up."""
+        for _ in range(max_checks):
+            with self.app.app_context(), database.connection_context():
+                op = Operation.get_by_id(op_id)
+                if op.status not in ("queued", "retry_wait", "polling"):
+                    return op
+                Operation.update(next_run_at=None).where(Operation.id == op_id).execute()
+                operations.run(op_id)
+        raise AssertionError(f"operation {op_id} did not settle after {max_checks} runs")
+
+    def run_all(self):
+        """Run every operation that is due (e.g. the ensure_item of a new tariff)."""
+        with self.app.app_context(), database.connection_context():
+            ids = [
+                op.id
+                for op in Operation.select().where(
+                    Operation.status.in_(("queued", "retry_wait", "polling"))
+                )
+            ]
+        return [self.run(op_id) for op_id in ids]
+
+    def get(self, model, pk):
+        with self.app.app_context(), database.connection_context():
+            return model.get_by_id(pk)
+
+    def service(self, service_id):
+        return self.get(Service, service_id)
+
+    def items(self):
+        with self.app.app_context(), database.connection_context():
+            return list(Item.select())
+
+
+@pytest.fixture
+def engine(app, monkeypatch):
+    """No messages to the worker: the test runs each operation itself."""
+    monkeypatch.setattr(dispatch, "_send", lambda *args, **kwargs: None)
+    return Engine(app)
