@@ -6,13 +6,9 @@ Run: ``dramatiq bench.noop_actors --processes 1 --threads N`` (it serves the pro
 queues too, which stay empty during the no-op measurement).
 """
 
-from bench import experiments
+import dramatiq
 
-experiments.apply()  # BENCH_PATCHES, if any (e.g. pool): none by default
-
-import dramatiq  # noqa: E402
-
-import actors  # noqa: E402,F401  (sets the project's broker before any actor is defined)
+import actors  # noqa: F401  (sets the project's broker before any actor is defined)
 
 QUEUE = "bench_noop"
 

@@ -91,7 +91,6 @@ ARGS = parse_args()
 for _key in ("DATABASE_URL", "REDIS_URL", "REDIS_NAMESPACE", "SMTP_URL", "INSTANCE_PATH"):
     os.environ.pop(_key, None)
     os.environ.pop(f"PROVISOR_{_key}", None)
-os.environ.pop("BENCH_PATCHES", None)
 
 from tests.support import PEER_PASSWORD, Instance, connect_peers, signed  # noqa: E402
 
