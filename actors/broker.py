@@ -11,7 +11,6 @@ setting stops before it boots, saying which one and why.
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage
 
 from actors.middleware import AppContextMiddleware
 from app import config
@@ -35,7 +34,6 @@ def make_broker():
         broker = RedisBroker(url=url, namespace=settings["REDIS_NAMESPACE"])
     else:
         broker = StubBroker()
-    broker.add_middleware(CurrentMessage())
     broker.add_middleware(AppContextMiddleware())
     return broker
 

@@ -1,5 +1,5 @@
 """A no-op actor on the PROJECT's broker: ``actors`` is imported first, so the broker,
-its namespace and its middleware (CurrentMessage, AppContextMiddleware: an app context
+its namespace and its middleware (AppContextMiddleware: an app context
 and a database connect/close per message) are exactly those of ``dramatiq actors``.
 
 Run: ``dramatiq bench.noop_actors --processes 1 --threads N`` (it serves the project's
