@@ -159,8 +159,9 @@ SETTINGS = {
         Setting(
             "INSTANCE_PATH",
             "text",
-            "./instance",
+            None,
             "where the SQLite file and generated secrets live",
+            default_text="instance/ beside app/ in a source checkout, ./instance when installed",
             prefixed_only=True,
         ),
         Setting(
@@ -311,11 +312,21 @@ def load(environ=None, overrides=None):
         if setting is not None and value is not None:
             value = setting.parse(value, key)
         config[key] = value
-    config["INSTANCE_PATH"] = os.path.abspath(config["INSTANCE_PATH"] or "./instance")
+    config["INSTANCE_PATH"] = os.path.abspath(config["INSTANCE_PATH"] or default_instance_path())
     if not config["DATABASE_URL"]:
         path = os.path.join(config["INSTANCE_PATH"], "provisor.sqlite3")
         config["DATABASE_URL"] = "sqlite:///" + path
     return config
+
+
+def default_instance_path():
+    """``instance/`` beside the ``app`` package in a source checkout (where it has always
+    been, whatever the working directory), ``./instance`` in an installed copy (beside
+    the package would be inside site-packages)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isdir(os.path.join(package, "templates")):  # a wheel ships them inside
+        return os.path.abspath("instance")
+    return os.path.join(os.path.dirname(package), "instance")
 
 
 def instance_secret(instance_path, name):

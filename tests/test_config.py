@@ -59,12 +59,10 @@ def test_every_setting_is_read_through_the_reader():
 def test_defaults_and_both_names():
     values = config.load(environ={})
     for name, setting in config.SETTINGS.items():
-        if setting.default is not None and name != "INSTANCE_PATH":
+        if setting.default is not None:
             assert values[name] == setting.default, name
-    assert values["INSTANCE_PATH"] == os.path.abspath("./instance")
-    assert values["DATABASE_URL"] == "sqlite:///" + os.path.join(
-        os.path.abspath("./instance"), "provisor.sqlite3"
-    )
+    assert values["INSTANCE_PATH"] == str(ROOT / "instance")  # a source checkout
+    assert values["DATABASE_URL"] == f"sqlite:///{ROOT}/instance/provisor.sqlite3"
     assert config.load(environ={"SWEEP_INTERVAL": " 7 "})["SWEEP_INTERVAL"] == 7
     both = {"PROVISOR_SWEEP_INTERVAL": "3", "SWEEP_INTERVAL": "9"}
     assert config.load(environ=both)["SWEEP_INTERVAL"] == 3  # the prefixed one wins

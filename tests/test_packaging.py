@@ -77,6 +77,17 @@ def test_the_installed_wheel_serves_pages_and_static_files(tmp_path):
         check=True,
     ).stdout.split()
     assert where == [str(site / "app" / "__init__.py"), str(site / "app" / "templates")]
+    # installed, the instance folder defaults to the working directory's, not site-packages
+    unset = {k: v for k, v in env.items() if k != "PROVISOR_INSTANCE_PATH"}
+    instance = subprocess.run(
+        [sys.executable, "-c", "from app import config; print(config.load()['INSTANCE_PATH'])"],
+        env=unset,
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert instance == str(elsewhere / "instance")
 
     port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (the process writes it)
