@@ -106,6 +106,7 @@ commands = Group("provisor", help="Provisor: service activation for hosting prov
 
 
 def _services_call(fn, *args, **kwargs):
+    """Call a service with a database connection (its errors are :class:`Command`'s)."""
     with database.connection_context():
         return fn(*args, **kwargs)
 
