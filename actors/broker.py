@@ -3,30 +3,37 @@
 ``REDIS_URL`` (or ``PROVISOR_REDIS_URL``) set: a Redis broker shared by the web processes,
 any number of ``dramatiq actors`` workers and the scheduler. Unset: an in-process
 StubBroker, run by the embedded worker of ``provisor serve`` (and by the tests).
-"""
 
-import os
+The settings are read here, before any app exists, through the same reader as the app
+(:mod:`app.config`), and all of them are checked: a ``dramatiq actors`` worker with a bad
+setting stops before it boots, saying which one and why.
+"""
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import CurrentMessage
 
 from actors.middleware import AppContextMiddleware
+from app import config
 
 
-def _env(name, default=None):
-    return os.environ.get(f"PROVISOR_{name}") or os.environ.get(name) or default
+class BadSettings(ImportError):
+    """A bad setting found while importing the actors. An ImportError because that is
+    what ``dramatiq actors`` reports as "Failed to import module" and exits on (any other
+    exception would crash each worker process in turn); the message is the setting's."""
 
 
 def make_broker():
-    url = _env("REDIS_URL")
+    try:
+        settings = config.load()
+    except config.SettingError as exc:
+        raise BadSettings(exc.message) from None
+    url = settings["REDIS_URL"]
     if url:
         from dramatiq.brokers.redis import RedisBroker
 
-        broker = RedisBroker(url=url, namespace=_env("REDIS_NAMESPACE", "provisor"))
+        broker = RedisBroker(url=url, namespace=settings["REDIS_NAMESPACE"])
     else:
         broker = StubBroker()
-    broker.add_middleware(CurrentMessage())
     broker.add_middleware(AppContextMiddleware())
     return broker
 

@@ -9,25 +9,36 @@ import os
 
 from flask import Flask
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 log = logging.getLogger(__name__)
 
 
+def bundled(name):
+    """The folder ``name`` (``templates`` or ``static``): inside the package in an installed
+    wheel (``app/templates``), at the top of the source tree in a checkout."""
+    packaged = os.path.join(HERE, name)
+    if os.path.isdir(packaged):
+        return packaged
+    return os.path.join(os.path.dirname(HERE), name)
+
+
 def create_app(test_config=None):
-    """Build the Flask app. ``test_config`` overrides settings (tests)."""
-    instance_path = os.environ.get("PROVISOR_INSTANCE_PATH") or os.path.join(ROOT, "instance")
-    app = Flask(
-        __name__,
-        instance_path=os.path.abspath(instance_path),
-        template_folder=os.path.join(ROOT, "templates"),
-        static_folder=os.path.join(ROOT, "static"),
-    )
+    """Build the Flask app. ``test_config`` overrides settings (tests).
+
+    Every setting is read and checked by :mod:`app.config`; a bad one raises
+    :class:`app.config.SettingError` (one line, shown by both CLIs as ``Error: ...``).
+    """
     from app import config as settings
 
-    app.config.from_mapping(settings.from_environment(app.instance_path))
-    if test_config:
-        app.config.update(test_config)
+    values = settings.load(overrides=test_config)
+    app = Flask(
+        __name__,
+        instance_path=values["INSTANCE_PATH"],
+        template_folder=bundled("templates"),
+        static_folder=bundled("static"),
+    )
+    app.config.from_mapping(values)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = settings.instance_secret(app.instance_path, "secret_key")
     if not app.config.get("PAYMENT_WEBHOOK_SECRET"):

@@ -21,7 +21,7 @@ def _load_user(user_id):
 @login_manager.unauthorized_handler
 def _unauthorized():
     target = url_for("auth.login", next=request.full_path.rstrip("?"))
-    if request.headers.get("HX-Request"):
+    if request.htmx:  # any htmx request, boosted too: htmx follows HX-Redirect
         response = jsonify({})
         response.headers["HX-Redirect"] = target
         return response, 401

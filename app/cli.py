@@ -1,18 +1,21 @@
 """The ``provisor`` command (the app's flask CLI; ``flask --app app ...`` works too).
 
-Bad arguments print one clear line and exit non-zero.
+Every command is registered on :data:`commands`, a :class:`flask.cli.AppGroup` (so each
+one runs inside the app context), and goes through :class:`Command`, the one place that
+turns errors into one line on stderr and a non-zero exit: bad arguments, a
+:class:`~app.services.errors.ServiceError`, a database without a schema or out of reach,
+bad settings. ``provisor <command>`` and ``flask --app app <command>`` print the same.
 """
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import AppGroup, FlaskGroup, ScriptInfo
 
 from app.db import database
 from app.services.errors import ServiceError
@@ -20,26 +23,100 @@ from app.services.errors import ServiceError
 log = logging.getLogger("provisor")
 
 
-def _fail(message):
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
+class CommandError(click.ClickException):
+    """What a command prints as its one line ``Error: ...`` (exit status 1 by default)."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(" ".join(str(message).split()))
+        self.exit_code = exit_code
+
+
+class OneLineUsageError(click.UsageError):
+    """A bad argument, shown as one line (click shows the usage and a hint first)."""
+
+    def show(self, file=None):
+        click.echo(f"Error: {one_line(self)}", err=True)
+
+
+def one_line(exc):
+    """The one line for a :class:`click.ClickException` (without ``Error: ``)."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see: {ctx.command_path} --help)"
+    return message
+
+
+def explain(exc):
+    """One line saying what went wrong, for an error a command did not expect."""
+    from peewee import DatabaseError, InterfaceError, OperationalError, ProgrammingError
+
+    if isinstance(exc, ServiceError):
+        return CommandError(exc.message, exit_code=2)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    if isinstance(exc, (OperationalError, ProgrammingError)) and (
+        "no such table" in text or "does not exist" in text
+    ):
+        return CommandError(f"the database has no schema yet ({text}); run: provisor db upgrade")
+    if isinstance(exc, (DatabaseError, InterfaceError)):
+        return CommandError(f"cannot use the database: {text}")
+    log.debug("command failed", exc_info=exc)  # the log has the traceback, the user one line
+    return CommandError(f"{exc.__class__.__name__}: {text}")
+
+
+class _OneLineErrors:
+    """Errors of a command (or group) become a one-line :class:`click.ClickException`."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), exc.ctx) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (OneLineUsageError, click.exceptions.Exit, click.Abort):
+            raise
+        except click.UsageError as exc:  # e.g. "No such command" of a group
+            raise OneLineUsageError(exc.format_message(), exc.ctx) from None
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            raise explain(exc) from exc
+
+
+class Command(_OneLineErrors, click.Command):
+    """A Provisor command: its errors are one line."""
+
+
+class Group(_OneLineErrors, AppGroup):
+    """A group of Provisor commands: they run in the app context, their errors are one line."""
+
+    command_class = Command
+
+    def group(self, *args, **kwargs):
+        kwargs.setdefault("cls", Group)
+        return super().group(*args, **kwargs)
+
+
+commands = Group("provisor", help="Provisor: service activation for hosting providers.")
 
 
 def _services_call(fn, *args, **kwargs):
-    try:
-        with database.connection_context():
-            return fn(*args, **kwargs)
-    except ServiceError as exc:
-        _fail(exc.message)
+    """Call a service with a database connection (its errors are :class:`Command`'s)."""
+    with database.connection_context():
+        return fn(*args, **kwargs)
 
 
-@click.group("db", help="Database schema.")
+@commands.group("db", help="Database schema.")
 def db_group():
     pass
 
 
 @db_group.command("upgrade")
-@with_appcontext
 def db_upgrade():
     """Create or upgrade the schema: apply the pending migrations of app/migrations."""
     applied = _upgrade_schema()
@@ -59,7 +136,7 @@ def _upgrade_schema():
         _fail(str(exc))
 
 
-@click.group("users", help="Staff, admins and clients.")
+@commands.group("users", help="Staff, admins and clients.")
 def users_group():
     pass
 
@@ -68,7 +145,6 @@ def users_group():
 @click.option("--email", required=True)
 @click.option("--password", required=True)
 @click.option("--name", default="Administrator")
-@with_appcontext
 def create_admin(email, password, name):
     """Create an admin who can log in and configure everything."""
     from app.services import accounts
@@ -84,7 +160,6 @@ def create_admin(email, password, name):
 @click.option("--password", required=True)
 @click.option("--name", default="")
 @click.option("--department-id", "department_ids", multiple=True, type=int)
-@with_appcontext
 def create_staff(email, password, name, department_ids):
     """Create a staff member of the given departments."""
     from app.services import accounts
@@ -101,7 +176,7 @@ def create_staff(email, password, name, department_ids):
     click.echo(f"Staff member {user.email} created.")
 
 
-@click.group("tokens", help="API bearer tokens.")
+@commands.group("tokens", help="API bearer tokens.")
 def tokens_group():
     pass
 
@@ -109,7 +184,6 @@ def tokens_group():
 @tokens_group.command("create")
 @click.option("--email", required=True, help="A staff member or admin.")
 @click.option("--name", default="cli")
-@with_appcontext
 def create_token(email, name):
     """Print a new bearer token for the API."""
     from app.services import accounts
@@ -117,7 +191,7 @@ def create_token(email, name):
     click.echo(_services_call(accounts.create_token, email, name))
 
 
-@click.group("ops", help="Operations.")
+@commands.group("ops", help="Operations.")
 def ops_group():
     pass
 
@@ -127,7 +201,6 @@ def ops_group():
 @click.option("--module-id", type=int, default=None)
 @click.option("--limit", type=click.IntRange(1, 10000), default=50)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@with_appcontext
 def ops_list(status, module_id, limit, as_json):
     """List operations not yet finished (or of one status)."""
     from app.api import serializers
@@ -135,7 +208,9 @@ def ops_list(status, module_id, limit, as_json):
     from app.services import operations
 
     if status and status not in Operation.STATUSES:
-        _fail(f"unknown status {status!r}; use one of {', '.join(Operation.STATUSES)}")
+        raise CommandError(
+            f"unknown status {status!r}; use one of {', '.join(Operation.STATUSES)}", exit_code=2
+        )
     with database.connection_context():
         rows = list(operations.open_operations(status, module_id).limit(limit))
         if as_json:
@@ -156,7 +231,6 @@ def ops_list(status, module_id, limit, as_json):
 
 @ops_group.command("restart")
 @click.argument("operation_id", type=int)
-@with_appcontext
 def ops_restart(operation_id):
     """Run an operation again now."""
     from app.services import operations
@@ -167,7 +241,6 @@ def ops_restart(operation_id):
 
 @ops_group.command("cancel")
 @click.argument("operation_id", type=int)
-@with_appcontext
 def ops_cancel(operation_id):
     """Cancel an operation that is not running."""
     from app.services import operations
@@ -177,7 +250,6 @@ def ops_cancel(operation_id):
 
 
 @ops_group.command("sweep")
-@with_appcontext
 def ops_sweep():
     """Re-send due operations and emails now; reclaim stale running operations."""
     from app import scheduler
@@ -186,8 +258,7 @@ def ops_sweep():
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 
-@click.command("scheduler")
-@with_appcontext
+@commands.command("scheduler")
 def scheduler_command():
     """Run the scheduler (scaled-out mode: exactly one such process)."""
     from app import scheduler
@@ -202,12 +273,11 @@ def scheduler_command():
     thread.stop()
 
 
-@click.command("serve")
+@commands.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, type=click.IntRange(1, 65535), show_default=True)
 @click.option("--threads", default=8, type=click.IntRange(1, 256), show_default=True)
 @click.option("--no-worker", is_flag=True, help="Do not run the embedded worker and scheduler.")
-@with_appcontext
 def serve(host, port, threads, no_worker):
     """Run the whole embedded system: web (waitress), worker and scheduler in one process."""
     from waitress import create_server
@@ -238,7 +308,7 @@ def serve(host, port, threads, no_worker):
     try:
         server = create_server(app, host=host, port=port, threads=threads)
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None
     click.echo(f"Provisor is running on http://{server.effective_host}:{server.effective_port}/")
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -259,15 +329,14 @@ def _interrupt(signum, frame):
 
 
 def _configure_logging():
-    level = os.environ.get("PROVISOR_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
+        level=getattr(logging, current_app.config["LOG_LEVEL"]),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
-@click.command("remotetaskctl")
+@commands.command("remotetaskctl")
 @click.option(
     "--command",
     "command",
@@ -275,7 +344,6 @@ def _configure_logging():
     type=click.Choice(["checkevent", "push"]),
     help="checkevent: pull the remote events now; push: send pending changes now.",
 )
-@with_appcontext
 def remotetaskctl(command):
     """Tasks proxy control: bring remote task changes back now (or push pending ones)."""
     from app.services import proxy
@@ -301,7 +369,7 @@ def remotetaskctl(command):
         sys.exit(1)
 
 
-@click.group("proxy", help="Tasks proxy: server sides and client sides.")
+@commands.group("proxy", help="Tasks proxy: server sides and client sides.")
 def proxy_group():
     pass
 
@@ -310,7 +378,6 @@ def proxy_group():
 @click.option("--login", required=True, help="The client id the remote instance logs in as.")
 @click.option("--password", required=True)
 @click.option("--department-id", required=True, type=int, help="The department for its tasks.")
-@with_appcontext
 def proxy_server_side(login, password, department_id):
     """Accept tasks from a remote instance into a department."""
     from app.services import proxy
@@ -328,7 +395,6 @@ def proxy_server_side(login, password, department_id):
 @click.option("--password", required=True)
 @click.option("--remote-department-id", required=True, type=int)
 @click.option("--department-id", required=True, type=int, help="The local department.")
-@with_appcontext
 def proxy_client_side(url, login, password, remote_department_id, department_id):
     """Forward a local department's tasks to a remote instance's department."""
     from app.services import proxy
@@ -350,7 +416,6 @@ def proxy_client_side(url, login, password, remote_department_id, department_id)
 
 
 @proxy_group.command("list")
-@with_appcontext
 def proxy_list():
     """Show the server and client sides with their last sync and errors."""
     from app.services import proxy
@@ -369,20 +434,9 @@ def proxy_list():
             )
 
 
-COMMANDS = [
-    db_group,
-    users_group,
-    tokens_group,
-    ops_group,
-    scheduler_command,
-    serve,
-    remotetaskctl,
-    proxy_group,
-]
-
-
 def init_app(app):
-    for command in COMMANDS:
+    """Register every command on ``app.cli`` (``flask --app app ...`` and ``provisor``)."""
+    for command in commands.commands.values():
         app.cli.add_command(command)
 
 
@@ -392,44 +446,37 @@ def _create_app():
     return create_app()
 
 
+class _Provisor(FlaskGroup):
+    """``provisor``: Flask's group; ``--help`` says in one line why the app cannot load."""
+
+    def list_commands(self, ctx):
+        try:
+            ctx.ensure_object(ScriptInfo).load_app()
+        except click.ClickException as exc:
+            click.echo(f"Error: {one_line(exc)}", err=True)
+            return sorted(super(FlaskGroup, self).list_commands(ctx))
+        return super().list_commands(ctx)
+
+
 def main():
     """The ``provisor`` console script."""
-    cli = FlaskGroup(
+    cli = _Provisor(
         create_app=_create_app,
         add_default_commands=True,
         add_version_option=False,
-        help="Provisor: service activation for hosting providers.",
+        help=commands.help,
     )
     try:
         code = cli.main(prog_name="provisor", standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
-    except click.ClickException as exc:  # bad arguments: one line, non-zero
-        hint = (
-            f" (see: provisor {exc.ctx.command_path.partition(' ')[2]} --help)".replace("  ", " ")
-            if getattr(exc, "ctx", None) is not None
-            else ""
-        )
-        message = " ".join(exc.format_message().split())  # always one line
-        click.echo(f"Error: {message}{hint}", err=True)
+    except click.ClickException as exc:  # one line, non-zero
+        click.echo(f"Error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # never a traceback to the user; the log has it
-        log.debug("command failed", exc_info=True)
-        click.echo(f"Error: {_explain(exc)}", err=True)
-        sys.exit(1)
+        error = explain(exc)
+        click.echo(f"Error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def _explain(exc):
-    from peewee import OperationalError, ProgrammingError
-
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    if isinstance(exc, (OperationalError, ProgrammingError)) and (
-        "no such table" in text or "does not exist" in text
-    ):
-        return f"the database has no schema yet ({text}); run: provisor db upgrade"
-    if isinstance(exc, OperationalError):
-        return f"cannot use the database: {text}"
-    return f"{exc.__class__.__name__}: {text}"

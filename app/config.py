@@ -1,92 +1,348 @@
-"""Settings, read from the environment (every name below may be set as an env variable)."""
+"""Settings: one typed table, one reader.
+
+Every setting of Provisor is declared once in :data:`SETTINGS` with its kind (a whole
+number with bounds, true/false, text, a URL with its allowed schemes, one of a few
+choices), its default and a one-line description, and is read only through
+:func:`load` (the app factory, ``actors.broker`` and the CLI all use it). Each may be set
+as an environment variable ``PROVISOR_<NAME>`` or ``<NAME>`` (the prefixed one wins);
+settings marked ``prefixed_only`` are read from ``PROVISOR_<NAME>`` only, their plain
+names being too generic.
+
+A bad value stops start-up with :class:`SettingError`, one line naming the variable and
+the rule: ``SWEEP_INTERVAL must be a whole number ≥ 1, got "abc"``. It is a
+:class:`click.ClickException`, so ``provisor <command>`` and ``flask --app app <command>``
+print it as one ``Error: ...`` line; gunicorn and ``dramatiq actors`` show it as the last
+line of their start-up failure.
+"""
 
 import os
 import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
-DEFAULTS = {
-    # storage and broker
-    "DATABASE_URL": None,  # default: sqlite:///<instance>/provisor.sqlite3
-    "REDIS_URL": None,  # unset: in-process broker (embedded mode)
-    "REDIS_NAMESPACE": "provisor",
-    # security
-    "SECRET_KEY": None,  # default: generated once and kept in <instance>/secret_key
-    "PAYMENT_WEBHOOK_SECRET": None,  # default: generated and kept like SECRET_KEY
-    "PAYMENT_WEBHOOK_TOLERANCE": 300,
-    # mail
-    "SMTP_URL": None,  # smtp://user:pass@host:port, smtps://..., smtp+starttls://...
-    "MAIL_FROM": "Provisor <noreply@provisor.localhost>",
-    "MAIL_RETRY_DELAY": 60,
-    "MAIL_TIMEOUT": 10,
-    # operations
-    "LEASE_GRACE": 60,  # seconds a running attempt may exceed its module timeout
-    "SWEEP_INTERVAL": 15,  # seconds between sweeps of the scheduler
-    "SWEEP_GRACE": 10,  # a due operation not picked up for this long is re-sent
-    "RECENT_ERROR_WINDOW": 900,  # module choice: errors in the last N seconds count
-    "CALLBACK_TIMEOUT": 86400,  # http module: a pending operation waits this long
-    "WORKER_THREADS": 4,  # embedded worker threads
-    # tasks proxy
-    "PROXY_PULL_INTERVAL": 300,  # seconds between pulls of a peer's events
-    "PROXY_RETRY_DELAY": 10,  # seconds before a failed push is tried again
-    "PROXY_TIMEOUT": 10,  # seconds a call to a peer may take
-    # client area
-    "SANDBOX_PAYMENTS": False,  # a "Pay now (sandbox)" button in the client area
-    "ALLOW_REGISTRATION": True,
-    "PAGE_SIZE": 25,
-    # password hashing (argon2id); the defaults are argon2-cffi's own
-    "ARGON2_TIME_COST": 3,
-    "ARGON2_MEMORY_COST": 65536,
+import click
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+class SettingError(click.ClickException):
+    """A setting has a value its rule does not allow (one line, exit status 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url`` or ``choice``.
+
+    ``default_text`` says in words what an unset setting means when its default is not a
+    plain value (None: computed at start-up, or the feature is off); the README's settings
+    table shows exactly that text (checked by ``tests/test_config.py``).
+    """
+
+    name: str
+    kind: str
+    default: object
+    doc: str
+    min: int | None = None
+    max: int | None = None
+    schemes: tuple = ()
+    choices: tuple = ()
+    default_text: str | None = None
+    prefixed_only: bool = False
+
+    @property
+    def env_names(self):
+        prefixed = f"PROVISOR_{self.name}"
+        return (prefixed,) if self.prefixed_only else (prefixed, self.name)
+
+    @property
+    def documented_name(self):
+        """The name the README's table uses: the variable to set."""
+        return self.env_names[-1]
+
+    @property
+    def shown_default(self):
+        """The default as the README's table shows it."""
+        if self.default_text is not None:
+            return self.default_text
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        return str(self.default)
+
+    def rule(self):
+        """The rule a value must follow, in words (used in error messages)."""
+        if self.kind == "int":
+            if self.min is not None and self.max is not None:
+                return f"a whole number from {self.min} to {self.max}"
+            if self.min is not None:
+                return f"a whole number ≥ {self.min}"
+            return "a whole number"
+        if self.kind == "bool":
+            return f"true or false ({'/'.join(TRUE)} or {'/'.join(FALSE)})"
+        if self.kind == "url":
+            schemes = [f"{s}://" for s in self.schemes]
+            listed = (
+                ", ".join(schemes[:-1]) + f" or {schemes[-1]}" if len(schemes) > 1 else schemes[0]
+            )
+            return f"a URL starting with {listed}"
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        return "some text"
+
+    def parse(self, raw, source=None):
+        """The value of ``raw`` (text from the environment, or an already typed value from
+        ``create_app(test_config)``); :class:`SettingError` when it breaks the rule."""
+        source = source or self.name
+        if self.kind == "int":
+            value = raw
+            if isinstance(raw, str):
+                text = raw.strip()
+                value = int(text) if text.lstrip("+-").isdigit() else None
+            if isinstance(value, bool) or not isinstance(value, int):
+                self._fail(source, raw)
+            if (self.min is not None and value < self.min) or (
+                self.max is not None and value > self.max
+            ):
+                self._fail(source, raw)
+            return value
+        if self.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in TRUE:
+                return True
+            if text in FALSE:
+                return False
+            self._fail(source, raw)
+        if not isinstance(raw, str):
+            self._fail(source, raw)
+        if self.kind == "url":
+            scheme = urlsplit(raw.strip()).scheme.lower()
+            if scheme not in self.schemes:
+                self._fail(source, raw)
+            return raw.strip()
+        if self.kind == "choice":
+            value = raw.strip().upper()
+            if value not in self.choices:
+                self._fail(source, raw)
+            return value
+        return raw
+
+    def _fail(self, source, raw):
+        raise SettingError(f"{source} must be {self.rule()}, got {_shown(self, raw)}")
+
+
+def _shown(setting, raw):
+    """``raw`` quoted for an error message, without a URL's password."""
+    text = str(raw)
+    if setting.kind == "url" and isinstance(raw, str):
+        try:
+            parts = urlsplit(text)
+            if parts.password:
+                netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+                text = urlunsplit(parts._replace(netloc=netloc))
+        except ValueError:
+            text = "(not a URL)"
+    return f'"{text}"'
+
+
+def _int(name, default, doc, min=None, max=None, **kw):  # noqa: A002 (the rule's words)
+    return Setting(name, "int", default, doc, min=min, max=max, **kw)
+
+
+SETTINGS = {
+    s.name: s
+    for s in [
+        # where things live
+        Setting(
+            "INSTANCE_PATH",
+            "text",
+            None,
+            "where the SQLite file and generated secrets live",
+            default_text="instance/ beside app/ in a source checkout, ./instance when installed",
+            prefixed_only=True,
+        ),
+        Setting(
+            "DATABASE_URL",
+            "url",
+            None,
+            "the database: sqlite:///<path> (embedded) or postgresql://... (scaled out)",
+            schemes=("sqlite", "postgresql", "postgres"),
+            default_text="sqlite:///<instance path>/provisor.sqlite3",
+        ),
+        _int(
+            "DB_POOL_SIZE",
+            32,
+            "PostgreSQL connections kept per process",
+            min=1,
+            max=1000,
+            prefixed_only=True,
+        ),
+        Setting(
+            "REDIS_URL",
+            "url",
+            None,
+            "the broker when scaled out: redis://host:port/db",
+            schemes=("redis", "rediss", "unix"),
+            default_text="unset: in-process broker",
+        ),
+        Setting("REDIS_NAMESPACE", "text", "provisor", "key prefix of the broker's queues"),
+        # security
+        Setting(
+            "SECRET_KEY",
+            "text",
+            None,
+            "signs sessions and CSRF tokens; set the same one on every machine when scaled out",
+            default_text="generated into <instance path>/secret_key",
+        ),
+        Setting(
+            "PAYMENT_WEBHOOK_SECRET",
+            "text",
+            None,
+            "signs /api/v1/webhooks/payment",
+            default_text="generated into <instance path>/payment_webhook_secret",
+        ),
+        _int(
+            "PAYMENT_WEBHOOK_TOLERANCE",
+            300,
+            "seconds a signed webhook or callback stays valid",
+            min=1,
+        ),
+        # mail
+        Setting(
+            "SMTP_URL",
+            "url",
+            None,
+            "where emails go: smtp://user:pass@host:25, smtps://...:465, smtp+starttls://...:587",
+            schemes=("smtp", "smtps", "smtp+starttls"),
+            default_text="unset: emails stay in the outbox",
+        ),
+        Setting(
+            "MAIL_FROM", "text", "Provisor <noreply@provisor.localhost>", "sender of every email"
+        ),
+        _int(
+            "MAIL_RETRY_DELAY",
+            60,
+            "seconds before the first retry of a failed delivery (doubles, up to 64×)",
+            min=1,
+        ),
+        _int("MAIL_TIMEOUT", 10, "seconds an SMTP delivery may take", min=1),
+        # operations
+        _int("SWEEP_INTERVAL", 15, "seconds between sweeps of the scheduler", min=1),
+        _int("SWEEP_GRACE", 10, "a due operation not picked up for this long is re-sent", min=0),
+        _int(
+            "LEASE_GRACE",
+            60,
+            "seconds an attempt may exceed its module's timeout before it is reclaimed",
+            min=0,
+        ),
+        _int(
+            "CALLBACK_TIMEOUT",
+            86400,
+            "seconds a pending http operation waits for its callback",
+            min=1,
+        ),
+        _int(
+            "RECENT_ERROR_WINDOW",
+            900,
+            "module choice: a failed attempt this recent (seconds) counts as a recent error",
+            min=0,
+        ),
+        _int("WORKER_THREADS", 4, "threads of the embedded worker", min=1, max=256),
+        # tasks proxy
+        _int(
+            "PROXY_PULL_INTERVAL",
+            300,
+            "seconds between pulls of a peer's task changes (tasks proxy)",
+            min=1,
+        ),
+        _int(
+            "PROXY_RETRY_DELAY", 10, "seconds before a failed push to a peer is tried again", min=1
+        ),
+        _int("PROXY_TIMEOUT", 10, "seconds a call to a peer may take", min=1),
+        # pages
+        Setting(
+            "SANDBOX_PAYMENTS", "bool", False, 'a "Pay now (sandbox)" button in the client area'
+        ),
+        Setting("ALLOW_REGISTRATION", "bool", True, "clients may register themselves"),
+        _int("PAGE_SIZE", 25, "rows per page of the lists", min=1, max=1000),
+        # password hashing (argon2id); the defaults are argon2-cffi's own
+        _int("ARGON2_TIME_COST", 3, "argon2id passes per password hash", min=1),
+        _int(
+            "ARGON2_MEMORY_COST",
+            65536,
+            "argon2id memory per password hash, in KiB",
+            min=32,  # argon2 needs 8 KiB per lane, argon2-cffi uses 4 lanes
+        ),
+        # logging
+        Setting(
+            "LOG_LEVEL",
+            "choice",
+            "INFO",
+            "log level of serve and scheduler",
+            choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+            prefixed_only=True,
+        ),
+    ]
 }
 
-INT_KEYS = {
-    "PAYMENT_WEBHOOK_TOLERANCE",
-    "MAIL_RETRY_DELAY",
-    "MAIL_TIMEOUT",
-    "LEASE_GRACE",
-    "SWEEP_INTERVAL",
-    "SWEEP_GRACE",
-    "RECENT_ERROR_WINDOW",
-    "CALLBACK_TIMEOUT",
-    "WORKER_THREADS",
-    "PAGE_SIZE",
-    "PROXY_PULL_INTERVAL",
-    "PROXY_RETRY_DELAY",
-    "PROXY_TIMEOUT",
-    "ARGON2_TIME_COST",
-    "ARGON2_MEMORY_COST",
-}
-BOOL_KEYS = {"SANDBOX_PAYMENTS", "ALLOW_REGISTRATION"}
+
+def read(name, environ=None):
+    """One setting from the environment (its default when unset); SettingError if bad."""
+    setting = SETTINGS[name]
+    environ = os.environ if environ is None else environ
+    for env_name in setting.env_names:
+        raw = environ.get(env_name)
+        if raw not in (None, ""):
+            return setting.parse(raw, env_name)
+    return setting.default
 
 
-def _parse(key, raw):
-    if key in INT_KEYS:
-        return int(raw)
-    if key in BOOL_KEYS:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    return raw
+def load(environ=None, overrides=None):
+    """Every setting: defaults, overridden by the environment, then by ``overrides`` (the
+    ``test_config`` of ``create_app``, checked by the same rules; other keys pass through).
 
-
-def from_environment(instance_path):
-    """Defaults, overridden by ``PROVISOR_<KEY>`` or plain ``<KEY>`` environment variables."""
-    config = dict(DEFAULTS)
-    for key in DEFAULTS:
-        for name in (f"PROVISOR_{key}", key):
-            if os.environ.get(name) not in (None, ""):
-                config[key] = _parse(key, os.environ[name])
-                break
+    ``INSTANCE_PATH`` comes back absolute and ``DATABASE_URL`` filled in when unset.
+    """
+    config = {name: read(name, environ) for name in SETTINGS}
+    for key, value in (overrides or {}).items():
+        setting = SETTINGS.get(key)
+        if setting is not None and value is not None:
+            value = setting.parse(value, key)
+        config[key] = value
+    config["INSTANCE_PATH"] = os.path.abspath(config["INSTANCE_PATH"] or default_instance_path())
     if not config["DATABASE_URL"]:
-        config["DATABASE_URL"] = "sqlite:///" + os.path.join(instance_path, "provisor.sqlite3")
+        path = os.path.join(config["INSTANCE_PATH"], "provisor.sqlite3")
+        config["DATABASE_URL"] = "sqlite:///" + path
     return config
+
+
+def default_instance_path():
+    """``instance/`` beside the ``app`` package in a source checkout (where it has always
+    been, whatever the working directory), ``./instance`` in an installed copy (beside
+    the package would be inside site-packages)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isdir(os.path.join(package, "templates")):  # a wheel ships them inside
+        return os.path.abspath("instance")
+    return os.path.join(os.path.dirname(package), "instance")
 
 
 def instance_secret(instance_path, name):
     """A random secret kept in the instance folder, made on first use."""
-    os.makedirs(instance_path, exist_ok=True)
     path = os.path.join(instance_path, name)
-    if os.path.exists(path):
-        with open(path) as fh:
-            return fh.read().strip()
-    value = secrets.token_hex(32)
-    with open(path, "w") as fh:
-        fh.write(value)
-    os.chmod(path, 0o600)
+    try:
+        os.makedirs(instance_path, exist_ok=True)
+        if os.path.exists(path):
+            with open(path) as fh:
+                return fh.read().strip()
+        value = secrets.token_hex(32)
+        with open(path, "w") as fh:
+            fh.write(value)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise SettingError(
+            f"PROVISOR_INSTANCE_PATH: cannot keep {path}: {exc.strerror or exc}"
+        ) from None
     return value

@@ -18,8 +18,6 @@ log = logging.getLogger(__name__)
 
 database = DatabaseProxy()
 
-POOL_SIZE = int(os.environ.get("PROVISOR_DB_POOL_SIZE", "32"))
-
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "busy_timeout": 15000,
@@ -28,33 +26,47 @@ SQLITE_PRAGMAS = {
 }
 
 
-def make_database(url):
-    """Build a peewee database for ``url`` with Provisor's connection settings."""
+def make_database(url, pool_size=None):
+    """Build a peewee database for ``url`` with Provisor's connection settings.
+
+    ``pool_size``: PostgreSQL connections kept per process (default: the
+    ``PROVISOR_DB_POOL_SIZE`` setting)."""
     if url.startswith("sqlite:///") and not url.endswith(":memory:"):
         path = url[len("sqlite:///") :]
         directory = os.path.dirname(path)
         if directory:
-            os.makedirs(directory, exist_ok=True)
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                from app.config import SettingError
+
+                raise SettingError(
+                    f"DATABASE_URL: cannot create the folder {directory}: {exc.strerror or exc}"
+                ) from None
     if url.startswith("sqlite"):
         return connect(url, pragmas=SQLITE_PRAGMAS)
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgresql", "postgres"):
         # a pool: a new PostgreSQL backend per request or message costs more than the work;
         # database.close() hands the connection back to the pool
+        if pool_size is None:
+            from app import config
+
+            pool_size = config.read("DB_POOL_SIZE")
         return connect(
-            f"postgresql+pool://{rest}", max_connections=POOL_SIZE, stale_timeout=300, timeout=30
+            f"postgresql+pool://{rest}", max_connections=pool_size, stale_timeout=300, timeout=30
         )
     return connect(url)
 
 
-def init_db(url):
+def init_db(url, pool_size=None):
     """Bind the deferred database to ``url`` (once per process or test)."""
     if database.obj is not None:
         if not database.is_closed():
             database.close()
         if hasattr(database.obj, "close_all"):
             database.obj.close_all()
-    database.initialize(make_database(url))
+    database.initialize(make_database(url, pool_size))
     return database
 
 
@@ -118,7 +130,7 @@ def after_commit(fn):
 
 def init_app(app):
     """Wire the database into a Flask app: connect per request, close at teardown."""
-    init_db(app.config["DATABASE_URL"])
+    init_db(app.config["DATABASE_URL"], app.config.get("DB_POOL_SIZE"))
 
     @app.before_request
     def _connect():

@@ -8,6 +8,7 @@ services layer (``app/services``).
 import datetime as dt
 import json
 
+from flask_login import UserMixin
 from peewee import (
     BooleanField,
     CharField,
@@ -76,7 +77,10 @@ class Client(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
-class User(BaseModel):
+class User(BaseModel, UserMixin):
+    """A login. flask-login's protocol comes from ``UserMixin`` (after ``BaseModel``, so
+    equality and hashing stay peewee's, by primary key); ``is_active`` is the column."""
+
     ROLES = ("admin", "staff", "client")
 
     email = CharField(unique=True)
@@ -87,17 +91,7 @@ class User(BaseModel):
     is_active = BooleanField(default=True)
     created_at = DateTimeField(default=utcnow)
 
-    # flask-login protocol
-    @property
-    def is_authenticated(self):
-        return True
-
-    @property
-    def is_anonymous(self):
-        return False
-
-    def get_id(self):
-        return str(self.id)
+    get_id = UserMixin.get_id  # flask-login's (the id as text), not peewee's Model.get_id
 
     @property
     def is_admin(self):

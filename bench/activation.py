@@ -59,22 +59,12 @@ def parse_args():
     )
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--tag", default="", help="a label stored with the results")
-    p.add_argument(
-        "--patches",
-        default="",
-        help="candidate fixes to try (bench/experiments.py); none by default: the code as it "
-        "is (pool, jinja_cache, outbox_direct and rank_single have landed)",
-    )
     return p.parse_args()
 
 
 ARGS = parse_args()
 NAMESPACE = f"provisor-bench-{os.getpid()}"
-ENV = common.bench_env(common.database_url(), namespace=NAMESPACE, BENCH_PATCHES=ARGS.patches)
-
-from bench import experiments  # noqa: E402
-
-experiments.apply()  # the same candidate fixes on the payment side (none by default)
+ENV = common.bench_env(common.database_url(), namespace=NAMESPACE)
 
 # only now: the project reads its settings (and picks its broker) from the environment
 from app import create_app, schema  # noqa: E402
@@ -309,7 +299,7 @@ def activation_run(app, run_no):
     result = {"run": run_no}
     stats_path = None
     try:
-        module_name = "bench.patched_actors" if ARGS.patches else "actors"
+        module_name = "actors"
         if ARGS.instrument:
             module_name = "bench.instrumented_actors"
             stats_path = os.path.join(common.RESULTS, f"instrumented-{os.getpid()}-{run_no}.json")
@@ -337,7 +327,7 @@ def activation_run(app, run_no):
             spy = py_spy(
                 child,
                 f"activation-t{ARGS.threads}-{ARGS.mode}{'-gil' if ARGS.profile_gil else ''}"
-                f"{'-' + ARGS.patches.replace(',', '+') if ARGS.patches else ''}-run{run_no}",
+                f"-run{run_no}",
             )
         tables_before = common.pg_table_stats()
         before = snapshot(pids)
@@ -484,8 +474,7 @@ def main():
     print(
         f"Provisor activation benchmark: {ARGS.orders} orders, 1 worker process x "
         f"{ARGS.threads} threads, mode={ARGS.mode}, scheduler={'off' if ARGS.no_scheduler else 'on'}"
-        f"{', INSTRUMENTED' if ARGS.instrument else ''}{', PROFILED' if ARGS.profile else ''}"
-        f"{', PATCHES=' + ARGS.patches if ARGS.patches else ''}",
+        f"{', INSTRUMENTED' if ARGS.instrument else ''}{', PROFILED' if ARGS.profile else ''}",
         flush=True,
     )
     try:
@@ -580,8 +569,7 @@ def main():
     for key, value in summary.items():
         print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
     path = common.write_result(
-        f"activation-t{ARGS.threads}-{ARGS.mode}{'-instr' if ARGS.instrument else ''}"
-        f"{'-' + ARGS.patches.replace(',', '+') if ARGS.patches else ''}",
+        f"activation-t{ARGS.threads}-{ARGS.mode}{'-instr' if ARGS.instrument else ''}",
         {"args": vars(ARGS), "machine": info, "summary": summary, "runs": runs},
     )
     print(f"\nresults: {path}")

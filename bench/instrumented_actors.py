@@ -15,15 +15,11 @@ import os
 import threading
 import time
 
-from bench import experiments
+from dramatiq.middleware import Middleware
 
-experiments.apply()  # BENCH_PATCHES, if any (none: the code as it is)
-
-from dramatiq.middleware import Middleware  # noqa: E402
-
-import actors  # noqa: E402,F401  (the project's broker and actors)
-from actors.middleware import AppContextMiddleware  # noqa: E402
-from bench import sqlcount  # noqa: E402
+import actors  # noqa: F401  (the project's broker and actors)
+from actors.middleware import AppContextMiddleware
+from bench import sqlcount
 
 
 class StatsMiddleware(Middleware):

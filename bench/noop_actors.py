@@ -1,18 +1,14 @@
 """A no-op actor on the PROJECT's broker: ``actors`` is imported first, so the broker,
-its namespace and its middleware (CurrentMessage, AppContextMiddleware: an app context
+its namespace and its middleware (AppContextMiddleware: an app context
 and a database connect/close per message) are exactly those of ``dramatiq actors``.
 
 Run: ``dramatiq bench.noop_actors --processes 1 --threads N`` (it serves the project's
 queues too, which stay empty during the no-op measurement).
 """
 
-from bench import experiments
+import dramatiq
 
-experiments.apply()  # BENCH_PATCHES, if any (e.g. pool): none by default
-
-import dramatiq  # noqa: E402
-
-import actors  # noqa: E402,F401  (sets the project's broker before any actor is defined)
+import actors  # noqa: F401  (sets the project's broker before any actor is defined)
 
 QUEUE = "bench_noop"
 

@@ -48,10 +48,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-# imported by bench.profile_partial: defaults, not that script's arguments
+# imported (not run): defaults, not the importer's arguments
 ARGS = parse_args() if __name__ == "__main__" else parse_args([])
 TMP = tempfile.mkdtemp(prefix="provisor-bench-ops-")
-if __name__ != "__main__":  # imported (profile_partial, partial_experiments): unused
+if __name__ != "__main__":  # imported: the folder is not used
     atexit.register(shutil.rmtree, TMP, True)
 SQLITE_URL = f"sqlite:///{TMP}/provisor.sqlite3"
 STAFF_EMAIL, STAFF_PASSWORD = "staff@bench.example", "bench-password"

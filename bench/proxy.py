@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.proxy [--runs 3] [--comments 200] [--tasks 50] [--events 1000]
                                     [--gets 1000] [--poll 0.005] [--argon2 default|cheap]
 
-Per run, two fresh instances (``tests.test_proxy.Instance``: ``provisor serve`` with its own
+Per run, two fresh instances (``tests.support.Instance``: ``provisor serve`` with its own
 port, instance folder and SQLite database, embedded worker and scheduler): a *sender*
 (department "Upstream DC", client side) and a *receiver* (department "DC", server side),
-connected with the CLI exactly as ``tests/test_proxy.py::_connect`` does. Settings are the
+connected with the CLI exactly as ``tests.support.connect_peers`` does. Settings are the
 project's defaults except ``PROXY_PULL_INTERVAL=3600`` (the scheduler must not pull while we
 measure a pull) and, with ``--argon2 cheap``, the tests' cheap argon2 cost. A peer logs in
 with HTTP Basic on every proxy request, so the argon2 cost of the server side's password
@@ -91,12 +91,10 @@ ARGS = parse_args()
 for _key in ("DATABASE_URL", "REDIS_URL", "REDIS_NAMESPACE", "SMTP_URL", "INSTANCE_PATH"):
     os.environ.pop(_key, None)
     os.environ.pop(f"PROVISOR_{_key}", None)
-os.environ.pop("BENCH_PATCHES", None)
 
-from tests.support import signed  # noqa: E402
-from tests.test_proxy import PEER_PASSWORD, Instance, _connect  # noqa: E402
+from tests.support import PEER_PASSWORD, Instance, connect_peers, signed  # noqa: E402
 
-# test_proxy's settings that differ from the project's defaults and that we put back
+# the test instances' settings that differ from the project's defaults and that we put back
 _TEST_ONLY = ("SWEEP_INTERVAL", "SWEEP_GRACE", "PROXY_RETRY_DELAY", "PROXY_TIMEOUT")
 _CHEAP_ARGON2 = ("ARGON2_TIME_COST", "ARGON2_MEMORY_COST")
 LOGIN = "bench-peer"
@@ -474,7 +472,7 @@ def one_run(run_no):
             inst.start()
         upstream = sender.post("/departments", {"name": "Upstream DC"})
         dc = receiver.post("/departments", {"name": "DC"})
-        _connect(sender, receiver, upstream, dc, LOGIN)
+        connect_peers(sender, receiver, upstream, dc, LOGIN)
         sender.cli("remotetaskctl", "--command", "checkevent")  # the scheduler's first pull
 
         t = time.perf_counter()

@@ -1,14 +1,19 @@
-"""Fixtures: the app on its own SQLite file, the embedded worker, real loopback servers.
+"""Fixtures shared by the tests: the app on its own SQLite file, the embedded worker, real
+loopback servers, the app on a real port with a browser. Plain helpers are in support.py.
 
 Tests needing PostgreSQL, Redis or chromium are skipped (with the reason) when those are
 not reachable, except under CI (``CI=true``), where they fail instead.
+``PROVISOR_TEST_REDIS_URL`` chooses the Redis database the tests flush and use
+(default ``redis://127.0.0.1:6379/11``).
 """
 
 import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
+from urllib.parse import urlsplit
 
 # the test process uses the in-process broker; scaled tests run their own processes
 for _name in (
@@ -23,12 +28,14 @@ for _name in (
 os.environ.setdefault("PROVISOR_INSTANCE_PATH", tempfile.mkdtemp(prefix="provisor-test-instance-"))
 
 import pytest  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
 
 from app import create_app, schema  # noqa: E402
 from app.db import database  # noqa: E402
 from tests import support  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_URL = os.environ.get("PROVISOR_TEST_REDIS_URL") or "redis://127.0.0.1:6379/11"
 
 
 def need(condition, reason):
@@ -95,6 +102,13 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def admin(client, api):
+    """The test client logged in as the admin; returns the bearer-token API helper."""
+    support.login(client, *support.ADMIN)
+    return api
 
 
 @pytest.fixture
@@ -194,10 +208,12 @@ def make_postgres_database(postgres_server):
 @pytest.fixture(scope="session")
 def redis_url():
     """A Redis database number of its own, flushed before and after."""
-    need(_reachable("127.0.0.1", 6379), "Redis is not reachable on 127.0.0.1:6379")
+    where = urlsplit(REDIS_URL)
+    host, port = where.hostname or "127.0.0.1", where.port or 6379
+    need(_reachable(host, port), f"Redis is not reachable on {host}:{port}")
     import redis
 
-    url = "redis://127.0.0.1:6379/11"
+    url = REDIS_URL
     conn = redis.Redis.from_url(url)
     conn.flushdb()
     yield url
@@ -209,3 +225,51 @@ def chromium_path():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     need(path is not None, "chromium is not installed (apt-get install chromium)")
     return path
+
+
+@pytest.fixture
+def live_app(tmp_path, worker):
+    """The app with CSRF on and sandbox payments, served on a loopback port."""
+    import actors
+    from actors.middleware import AppContextMiddleware
+
+    actors.broker.flush_all()
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/provisor.sqlite3",
+            "SECRET_KEY": "browser-test-secret",
+            "PAYMENT_WEBHOOK_SECRET": support.WEBHOOK_SECRET,
+            "WTF_CSRF_ENABLED": True,
+            "SANDBOX_PAYMENTS": True,
+            "ALLOW_REGISTRATION": True,
+            "LEASE_GRACE": 2,
+            "SWEEP_GRACE": 0,
+        }
+    )
+    schema.upgrade()
+    AppContextMiddleware.app = app
+    server = make_server("127.0.0.1", support.free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    app.config["BASE_URL"] = f"http://127.0.0.1:{server.server_port}"
+    yield app
+    server.shutdown()
+    thread.join(5)
+    actors.broker.flush_all()
+    time.sleep(0.05)
+    if not database.is_closed():
+        database.close()
+
+
+@pytest.fixture
+def chromium(chromium_path):
+    """Debian's chromium driven by Playwright (see support.CHROMIUM_ARGS)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path, args=support.CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()

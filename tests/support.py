@@ -1,12 +1,26 @@
-"""Helpers for tests: API client, real loopback servers, waiting for the worker."""
+"""Plain helpers for tests (fixtures live in conftest.py): the API client, real loopback
+servers, waiting for the worker, page helpers, whole Provisor instances as processes.
+
+Test modules and the benchmarks import from here; no test module imports another.
+"""
 
 import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import requests
+
 from app import signing
+from app.db import database
 
 WEBHOOK_SECRET = "test-webhook-secret"
 ENDPOINT_SECRET = "endpoint-secret"
@@ -278,3 +292,248 @@ def start_smtp(port):
     handler.port = port
     handler.url = f"smtp://127.0.0.1:{port}"
     return controller, handler
+
+
+# --- pages through the test client -------------------------------------------------
+
+ADMIN = ("admin@example.com", "admin-password")
+HTMX = {"HX-Request": "true"}
+
+
+@contextmanager
+def db(app):
+    """An app context with a database connection, for calling services in a test."""
+    with app.app_context(), database.connection_context():
+        yield
+
+
+def login(client, email, password):
+    response = client.post("/login", data={"email": email, "password": password})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return response
+
+
+def html(response):
+    return response.get_data(as_text=True)
+
+
+def make_client_login(app, email="carol@example.com", name="Carol", password="carol-password"):
+    from app.services import accounts
+
+    with db(app):
+        client = accounts.create_client(
+            {"name": name, "email": email, "password": password}, with_login=True
+        )
+        return client.id
+
+
+def make_staff(app, email, department_ids=(), password="staff-password"):
+    from app.services import accounts
+
+    with db(app):
+        user = accounts.create_user(
+            {
+                "email": email,
+                "name": email.split("@")[0].title(),
+                "password": password,
+                "department_ids": list(department_ids),
+            }
+        )
+        return user.id
+
+
+def paid_service(api, module_fields=None, config=None, wait=("done",)):
+    """Catalog + order + payment; wait for the open operation. Returns ids."""
+    department, module, tariff, client = api.catalog(
+        "sandbox", config=config or {}, **(module_fields or {})
+    )
+    order = api.order(client["id"], tariff["id"])
+    status, body = api.pay(order)
+    assert status == 200, body
+    op = api.wait_operation(body["operation_id"], wait) if wait else {"id": body["operation_id"]}
+    return {
+        "department": department,
+        "module": module,
+        "tariff": tariff,
+        "client": client,
+        "order": order,
+        "service_id": order["service_id"],
+        "operation_id": op["id"],
+    }
+
+
+# --- a real browser -------------------------------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+# --- whole instances (`provisor serve` processes) for the tasks proxy ------------------
+
+BIN = os.path.dirname(sys.executable)
+PEER_PASSWORD = "peer-password-1"
+
+
+class Instance:
+    """One Provisor: `provisor serve` on its own port, SQLite file and instance folder."""
+
+    def __init__(self, tmp_path, name):
+        self.name = name
+        self.dir = tmp_path / name
+        self.dir.mkdir()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PROVISOR_INSTANCE_PATH": str(self.dir / "instance"),
+            "SECRET_KEY": f"secret-{name}",
+            "PAYMENT_WEBHOOK_SECRET": "test-webhook-secret",
+            "SWEEP_INTERVAL": "1",
+            "SWEEP_GRACE": "1",
+            "PROXY_RETRY_DELAY": "1",
+            "PROXY_PULL_INTERVAL": "3600",
+            "PROXY_TIMEOUT": "3",
+            "ARGON2_TIME_COST": "1",
+            "ARGON2_MEMORY_COST": "1024",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for key in ("DATABASE_URL", "REDIS_URL", "SMTP_URL"):
+            self.env.pop(key, None)
+        self.proc = None
+        self.token = None
+
+    def cli(self, *args, check=True):
+        result = subprocess.run(
+            [f"{BIN}/provisor", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def start(self):
+        log = open(self.dir / "serve.log", "a")  # noqa: SIM115 (the process owns it)
+        self.proc = subprocess.Popen(
+            [f"{BIN}/provisor", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for(self._up, timeout=30, interval=0.1, message=f"{self.name} to start")
+        if self.token is None:
+            email = re.search(r"email:\s+(\S+)", self.log()).group(1)
+            self.token = self.cli("tokens", "create", "--email", email).stdout.strip()
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def log(self):
+        return (self.dir / "serve.log").read_text(errors="replace")
+
+    def _up(self):
+        try:
+            return requests.get(self.url + "/api/v1/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def call(self, method, path, body=None, status=(200, 201, 202)):
+        response = requests.request(
+            method,
+            f"{self.url}/api/v1{path}",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code in status, (
+            self.name,
+            path,
+            response.status_code,
+            response.text,
+        )
+        return response.json()
+
+    def department(self, name):
+        return self.call("POST", "/departments", {"name": name})
+
+    def tasks(self, department_id, status=None):
+        query = f"/tasks?department_id={department_id}" + (f"&status={status}" if status else "")
+        return self.call("GET", query)["tasks"]
+
+    def order_manual_service(self, department_id):
+        """A dedicated server on a manual module of this department: its setup is a task."""
+        if not hasattr(self, "_tariff"):
+            module = self.call(
+                "POST",
+                "/modules",
+                {"name": "By hand", "type": "manual", "config": {}, "department_id": department_id},
+            )
+            self._tariff = self.call(
+                "POST",
+                "/tariffs",
+                {
+                    "name": "Dedicated L",
+                    "product_type": "dedicated",
+                    "price": "120",
+                    "internal_name": "ded-l",
+                    "module_ids": [module["id"]],
+                },
+            )
+            self._client = self.call(
+                "POST", "/clients", {"name": "Reseller client", "email": "rc@example.com"}
+            )
+        order = self.call(
+            "POST", "/orders", {"client_id": self._client["id"], "tariff_id": self._tariff["id"]}
+        )
+        raw, headers = signed(
+            {
+                "payment_id": f"p-{uuid.uuid4().hex}",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        paid = requests.post(
+            self.url + "/api/v1/webhooks/payment", data=raw, headers=headers, timeout=10
+        )
+        assert paid.status_code == 200, paid.text
+        return order, paid.json()["operation_id"]
+
+
+def connect_peers(sender, receiver, sender_department, receiver_department, login):
+    """Server side on ``receiver``, client side on ``sender`` (both through the CLI)."""
+    receiver.cli(
+        "proxy",
+        "server-side",
+        "--login",
+        login,
+        "--password",
+        PEER_PASSWORD,
+        "--department-id",
+        str(receiver_department["id"]),
+    )
+    sender.cli(
+        "proxy",
+        "client-side",
+        "--url",
+        receiver.url,
+        "--login",
+        login,
+        "--password",
+        PEER_PASSWORD,
+        "--remote-department-id",
+        str(receiver_department["id"]),
+        "--department-id",
+        str(sender_department["id"]),
+    )

@@ -6,74 +6,14 @@ sees the service become active; CSRF is on, so forms and htmx requests carry the
 """
 
 import re
-import threading
-import time
 
 import pytest
-from werkzeug.serving import make_server
 
-from app import create_app, schema
 from app.db import database
 from tests import support
+from tests.support import ADMIN
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ADMIN = ("admin@example.com", "admin-password")
-
-
-@pytest.fixture
-def live_app(tmp_path, worker):
-    """The app with CSRF on and sandbox payments, served on a loopback port."""
-    import actors
-    from actors.middleware import AppContextMiddleware
-
-    actors.broker.flush_all()
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{tmp_path}/provisor.sqlite3",
-            "SECRET_KEY": "browser-test-secret",
-            "PAYMENT_WEBHOOK_SECRET": support.WEBHOOK_SECRET,
-            "WTF_CSRF_ENABLED": True,
-            "SANDBOX_PAYMENTS": True,
-            "ALLOW_REGISTRATION": True,
-            "LEASE_GRACE": 2,
-            "SWEEP_GRACE": 0,
-        }
-    )
-    schema.upgrade()
-    AppContextMiddleware.app = app
-    server = make_server("127.0.0.1", support.free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    app.config["BASE_URL"] = f"http://127.0.0.1:{server.server_port}"
-    yield app
-    server.shutdown()
-    thread.join(5)
-    actors.broker.flush_all()
-    time.sleep(0.05)
-    if not database.is_closed():
-        database.close()
-
-
-@pytest.fixture
-def chromium(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _catalog(app):

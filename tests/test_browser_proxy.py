@@ -8,9 +8,7 @@ import re
 
 import pytest
 
-from tests.support import wait_for
-from tests.test_browser import CHROMIUM_ARGS
-from tests.test_proxy import PEER_PASSWORD, Instance, _connect
+from tests.support import PEER_PASSWORD, Instance, connect_peers, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -20,16 +18,6 @@ DETAILS = {
     "username": "root",
     "password": "upstream-pw",
 }
-
-
-@pytest.fixture
-def chromium(chromium_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -80,7 +68,7 @@ def test_closed_at_the_provider_comes_back_with_check_now(pair, chromium):
     reseller, provider = pair
     upstream = reseller.department("Upstream DC")
     dc = provider.department("DC")
-    _connect(reseller, provider, upstream, dc, "reseller-1")
+    connect_peers(reseller, provider, upstream, dc, "reseller-1")
     # the scheduler's first pull of a new client side runs at once; after it, nothing comes
     # back for an hour (PROXY_PULL_INTERVAL) unless someone checks now
     wait_for(

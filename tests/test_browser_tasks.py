@@ -11,13 +11,8 @@ from playwright.sync_api import expect
 
 from app.db import database
 from tests import support
-from tests import test_browser as base
 
 pytestmark = pytest.mark.browser
-
-# the fixtures of tests/test_browser.py: the app with CSRF on, on a real port; chromium
-live_app = base.live_app
-chromium = base.chromium
 
 STAFF = ("sam@example.com", "sam-password")
 CLIENT = ("carol@example.com", "carol-password")

@@ -99,6 +99,56 @@ def test_console_script_bad_arguments(tmp_path):
     assert result.returncode == 0 and result.stdout == "Schema is up to date.\n"
 
 
+CLIS = {"provisor": ["provisor"], "flask": ["flask", "--app", "app"]}
+
+
+def _both(env, *args, cwd):
+    """The same command through `provisor` and `flask --app app`: {name: result}."""
+    return {
+        name: subprocess.run(
+            [f"{BIN}/{argv[0]}", *argv[1:], *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+        )
+        for name, argv in CLIS.items()
+    }
+
+
+def test_both_clis_print_the_same_one_line_errors(tmp_path):
+    """No schema yet, a database out of reach, a service error, a bad argument: one line
+    on stderr and a non-zero exit, the same through `provisor` and `flask --app app`."""
+    env = {**os.environ, "PROVISOR_INSTANCE_PATH": str(tmp_path / "empty")}
+    for name in ("DATABASE_URL", "REDIS_URL", "SMTP_URL"):
+        env.pop(name, None)
+    unreachable = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x"}
+    for environment, args, expected in [
+        (env, ("ops", "list"), "the database has no schema yet (no such table: operation); "),
+        (env, ("ops", "restart", "7"), "run: provisor db upgrade"),
+        (unreachable, ("ops", "list"), "cannot use the database: connection to server at"),
+    ]:
+        results = _both(environment, *args, cwd=tmp_path)
+        for name, result in results.items():
+            assert result.returncode == 1, (name, result.stderr)
+            assert result.stderr.count("\n") == 1, (name, result.stderr)
+            assert result.stderr.startswith("Error: ") and expected in result.stderr, name
+            assert result.stdout == ""
+        assert results["provisor"].stderr == results["flask"].stderr
+    assert _run(env, "db", "upgrade").returncode == 0
+    results = _both(env, "ops", "restart", "7", cwd=tmp_path)
+    for result in results.values():
+        assert (result.returncode, result.stderr) == (2, "Error: operation 7 not found\n")
+    results = _both(env, "ops", "cancel", "x", cwd=tmp_path)
+    for name, result in results.items():
+        assert result.returncode == 2
+        assert result.stderr == (
+            "Error: Invalid value for 'OPERATION_ID': 'x' is not a valid integer. "
+            f"(see: {name} ops cancel --help)\n"
+        )
+
+
 def test_serve_runs_the_whole_embedded_system(tmp_path):
     """`provisor serve` with no settings: SQLite under the instance folder, the in-process
     worker and scheduler; an order paid through the webhook becomes active."""

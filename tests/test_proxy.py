@@ -1,150 +1,13 @@
 """The tasks proxy between real Provisor instances: each its own `provisor serve` process
 with its own database, talking over HTTP on loopback."""
 
-import os
-import re
-import signal
 import subprocess
-import sys
 import time
-import uuid
 
 import pytest
 import requests
 
-from tests.support import free_port, signed, wait_for
-
-BIN = os.path.dirname(sys.executable)
-PEER_PASSWORD = "peer-password-1"
-
-
-class Instance:
-    """One Provisor: `provisor serve` on its own port, SQLite file and instance folder."""
-
-    def __init__(self, tmp_path, name):
-        self.name = name
-        self.dir = tmp_path / name
-        self.dir.mkdir()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "PROVISOR_INSTANCE_PATH": str(self.dir / "instance"),
-            "SECRET_KEY": f"secret-{name}",
-            "PAYMENT_WEBHOOK_SECRET": "test-webhook-secret",
-            "SWEEP_INTERVAL": "1",
-            "SWEEP_GRACE": "1",
-            "PROXY_RETRY_DELAY": "1",
-            "PROXY_PULL_INTERVAL": "3600",
-            "PROXY_TIMEOUT": "3",
-            "ARGON2_TIME_COST": "1",
-            "ARGON2_MEMORY_COST": "1024",
-            "PYTHONUNBUFFERED": "1",
-        }
-        for key in ("DATABASE_URL", "REDIS_URL", "SMTP_URL"):
-            self.env.pop(key, None)
-        self.proc = None
-        self.token = None
-
-    def cli(self, *args, check=True):
-        result = subprocess.run(
-            [f"{BIN}/provisor", *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
-        if check:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    def start(self):
-        log = open(self.dir / "serve.log", "a")  # noqa: SIM115 (the process owns it)
-        self.proc = subprocess.Popen(
-            [f"{BIN}/provisor", "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        wait_for(self._up, timeout=30, interval=0.1, message=f"{self.name} to start")
-        if self.token is None:
-            email = re.search(r"email:\s+(\S+)", self.log()).group(1)
-            self.token = self.cli("tokens", "create", "--email", email).stdout.strip()
-        return self
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-            self.proc = None
-
-    def log(self):
-        return (self.dir / "serve.log").read_text(errors="replace")
-
-    def _up(self):
-        try:
-            return requests.get(self.url + "/api/v1/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def call(self, method, path, body=None, status=(200, 201, 202)):
-        response = requests.request(
-            method,
-            f"{self.url}/api/v1{path}",
-            json=body,
-            timeout=10,
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        assert response.status_code in status, (
-            self.name,
-            path,
-            response.status_code,
-            response.text,
-        )
-        return response.json()
-
-    def department(self, name):
-        return self.call("POST", "/departments", {"name": name})
-
-    def tasks(self, department_id, status=None):
-        query = f"/tasks?department_id={department_id}" + (f"&status={status}" if status else "")
-        return self.call("GET", query)["tasks"]
-
-    def order_manual_service(self, department_id):
-        """A dedicated server on a manual module of this department: its setup is a task."""
-        if not hasattr(self, "_tariff"):
-            module = self.call(
-                "POST",
-                "/modules",
-                {"name": "By hand", "type": "manual", "config": {}, "department_id": department_id},
-            )
-            self._tariff = self.call(
-                "POST",
-                "/tariffs",
-                {
-                    "name": "Dedicated L",
-                    "product_type": "dedicated",
-                    "price": "120",
-                    "internal_name": "ded-l",
-                    "module_ids": [module["id"]],
-                },
-            )
-            self._client = self.call(
-                "POST", "/clients", {"name": "Reseller client", "email": "rc@example.com"}
-            )
-        order = self.call(
-            "POST", "/orders", {"client_id": self._client["id"], "tariff_id": self._tariff["id"]}
-        )
-        raw, headers = signed(
-            {
-                "payment_id": f"p-{uuid.uuid4().hex}",
-                "order_id": order["id"],
-                "amount": order["amount"],
-                "currency": order["currency"],
-            }
-        )
-        paid = requests.post(
-            self.url + "/api/v1/webhooks/payment", data=raw, headers=headers, timeout=10
-        )
-        assert paid.status_code == 200, paid.text
-        return order, paid.json()["operation_id"]
+from tests.support import BIN, PEER_PASSWORD, Instance, connect_peers, wait_for
 
 
 @pytest.fixture
@@ -161,34 +24,6 @@ def instances(tmp_path):
         instance.stop()
 
 
-def _connect(sender, receiver, sender_department, receiver_department, login):
-    """Server side on ``receiver``, client side on ``sender`` (both through the CLI)."""
-    receiver.cli(
-        "proxy",
-        "server-side",
-        "--login",
-        login,
-        "--password",
-        PEER_PASSWORD,
-        "--department-id",
-        str(receiver_department["id"]),
-    )
-    sender.cli(
-        "proxy",
-        "client-side",
-        "--url",
-        receiver.url,
-        "--login",
-        login,
-        "--password",
-        PEER_PASSWORD,
-        "--remote-department-id",
-        str(receiver_department["id"]),
-        "--department-id",
-        str(sender_department["id"]),
-    )
-
-
 DETAILS = {
     "hostname": "ded42.upstream.example",
     "ip": "198.51.100.42",
@@ -201,7 +36,7 @@ def test_forward_work_remotely_and_bring_the_result_back(instances):
     reseller, provider = instances("reseller"), instances("provider")
     upstream = reseller.department("Upstream DC")
     dc = provider.department("DC")
-    _connect(reseller, provider, upstream, dc, "reseller-1")
+    connect_peers(reseller, provider, upstream, dc, "reseller-1")
 
     order, op_id = reseller.order_manual_service(upstream["id"])
     local = wait_for(lambda: reseller.tasks(upstream["id"]), message="the local task")[0]
@@ -250,7 +85,7 @@ def test_peer_down_then_back_everything_arrives_once_in_order(instances):
     reseller, provider = instances("reseller"), instances("provider")
     upstream = reseller.department("Upstream DC")
     dc = provider.department("DC")
-    _connect(reseller, provider, upstream, dc, "reseller-2")
+    connect_peers(reseller, provider, upstream, dc, "reseller-2")
     provider.stop()
 
     orders = [reseller.order_manual_service(upstream["id"])[0] for _ in range(3)]
@@ -469,8 +304,8 @@ def test_chain_a_to_b_to_c(instances):
     a_dept = a.department("Upstream")
     b_in = b.department("From A")
     c_dc = c.department("DC")
-    _connect(a, b, a_dept, b_in, "a-login")
-    _connect(b, c, b_in, c_dc, "b-login")
+    connect_peers(a, b, a_dept, b_in, "a-login")
+    connect_peers(b, c, b_in, c_dc, "b-login")
 
     order, op_id = a.order_manual_service(a_dept["id"])
     at_c = wait_for(lambda: c.tasks(c_dc["id"]), timeout=20, message="the task at C")[0]
@@ -497,7 +332,7 @@ def test_the_scheduler_pulls_by_itself(tmp_path):
         provider.start()
         upstream = reseller.department("Upstream DC")
         dc = provider.department("DC")
-        _connect(reseller, provider, upstream, dc, "reseller-5")
+        connect_peers(reseller, provider, upstream, dc, "reseller-5")
         order, op_id = reseller.order_manual_service(upstream["id"])
         remote = wait_for(lambda: provider.tasks(dc["id"]), timeout=15)[0]
         provider.call("POST", f"/tasks/{remote['id']}/close", {"fields": DETAILS})

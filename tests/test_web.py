@@ -1,88 +1,23 @@
 """The browser UI through Flask's test client: pages by role, forms, htmx partials, flows."""
 
 import re
-from contextlib import contextmanager
 
 import pytest
 
 import modules
-from app.db import database
 from app.models import Client, Department, Item, Operation, Order, ProcessingModule, Service, Task
 from modules.base import ModuleType, Result
-from tests.support import wait_for
-
-ADMIN = ("admin@example.com", "admin-password")
-HTMX = {"HX-Request": "true"}
-
-
-@contextmanager
-def db(app):
-    """An app context with a database connection, for calling services in a test."""
-    with app.app_context(), database.connection_context():
-        yield
-
-
-def login(client, email, password):
-    response = client.post("/login", data={"email": email, "password": password})
-    assert response.status_code == 302, response.get_data(as_text=True)[:500]
-    return response
-
-
-def html(response):
-    return response.get_data(as_text=True)
-
-
-def make_client_login(app, email="carol@example.com", name="Carol", password="carol-password"):
-    from app.services import accounts
-
-    with db(app):
-        client = accounts.create_client(
-            {"name": name, "email": email, "password": password}, with_login=True
-        )
-        return client.id
-
-
-def make_staff(app, email, department_ids=(), password="staff-password"):
-    from app.services import accounts
-
-    with db(app):
-        user = accounts.create_user(
-            {
-                "email": email,
-                "name": email.split("@")[0].title(),
-                "password": password,
-                "department_ids": list(department_ids),
-            }
-        )
-        return user.id
-
-
-@pytest.fixture
-def admin(client, api):
-    """The test client logged in as the admin; returns the bearer-token API helper."""
-    login(client, *ADMIN)
-    return api
-
-
-def paid_service(api, module_fields=None, config=None, wait=("done",)):
-    """Catalog + order + payment; wait for the open operation. Returns ids."""
-    department, module, tariff, client = api.catalog(
-        "sandbox", config=config or {}, **(module_fields or {})
-    )
-    order = api.order(client["id"], tariff["id"])
-    status, body = api.pay(order)
-    assert status == 200, body
-    op = api.wait_operation(body["operation_id"], wait) if wait else {"id": body["operation_id"]}
-    return {
-        "department": department,
-        "module": module,
-        "tariff": tariff,
-        "client": client,
-        "order": order,
-        "service_id": order["service_id"],
-        "operation_id": op["id"],
-    }
-
+from tests.support import (
+    ADMIN,
+    HTMX,
+    db,
+    html,
+    login,
+    make_client_login,
+    make_staff,
+    paid_service,
+    wait_for,
+)
 
 # --- access -----------------------------------------------------------------------------
 

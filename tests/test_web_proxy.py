@@ -14,9 +14,7 @@ from flask_login import login_user
 from werkzeug.serving import make_server
 
 from app.models import ProxyInbound, ProxyLink, Service, Task, User
-from tests.support import free_port, wait_for
-from tests.test_proxy import PEER_PASSWORD
-from tests.test_web import ADMIN, db, html, login, make_staff
+from tests.support import ADMIN, PEER_PASSWORD, db, free_port, html, login, make_staff, wait_for
 
 HTMX_STEP = {"HX-Request": "true", "HX-Target": "remote-departments"}
 DETAILS = {
@@ -25,13 +23,6 @@ DETAILS = {
     "username": "root",
     "password": "upstream-pw",
 }
-
-
-@pytest.fixture
-def admin(client, api):
-    """The test client logged in as the admin; returns the bearer-token API helper."""
-    login(client, *ADMIN)
-    return api
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import re
 import pytest
 
 from app.models import Email, Operation, Service, StaffMembership, Task, TaskEvent, User
-from tests.support import wait_for
-from tests.test_web import (
+from tests.support import (
     ADMIN,
     HTMX,
     db,
@@ -16,16 +15,10 @@ from tests.test_web import (
     make_client_login,
     make_staff,
     paid_service,
+    wait_for,
 )
 
 ESCALATES = {"fail_first": 1, "permanent_failures": True}  # the first attempt gives up
-
-
-@pytest.fixture
-def admin(client, api):
-    """The test client logged in as the admin; returns the bearer-token API helper."""
-    login(client, *ADMIN)
-    return api
 
 
 def escalated(api, **module_fields):

@@ -16,14 +16,14 @@ def render(template, partial=None, target=None, **context):
 
     The one place that decides "partial or page" (the context may hold a ``page`` of rows).
     """
-    if partial and is_htmx() and (target is None or request.headers.get("HX-Target") == target):
+    if (
+        partial
+        and request.htmx
+        and not request.htmx.boosted  # a boosted link or form navigates: the whole page
+        and (target is None or request.htmx.target == target)
+    ):
         return render_template(partial, **context)
     return render_template(template, **context)
-
-
-def is_htmx():
-    """True for a request htmx made (not a boosted navigation)."""
-    return bool(request.headers.get("HX-Request")) and not request.headers.get("HX-Boosted")
 
 
 class Page:

@@ -6,7 +6,7 @@ from flask_login import current_user
 from app.auth import client_required
 from app.services import catalog, orders, provisioning
 from app.services.errors import Conflict, ValidationError
-from app.web.helpers import Page, is_htmx, render
+from app.web.helpers import Page, render
 
 bp = Blueprint("my", __name__, url_prefix="/my")
 
@@ -103,7 +103,7 @@ def pay(order_id):
     except Conflict as exc:
         message, category = exc.message, "error"
     order_ = orders.get(order_.id)
-    if is_htmx():
+    if request.htmx and not request.htmx.boosted:
         return render_template("my/_order_row.html", order=order_, sandbox=True, note=message)
     flash(message or f"Order #{order_.id} paid: your service is being set up.", category)
     return redirect(url_for("my.orders"))

@@ -11,7 +11,7 @@ from app.auth import staff_required
 from app.models import Attempt, Operation, Task
 from app.services import accounts, catalog, operations, tasks
 from app.services.errors import Conflict, PermissionDenied, ValidationError
-from app.web.helpers import Page, arg_choice, arg_int, is_htmx, render
+from app.web.helpers import Page, arg_choice, arg_int, render
 
 bp = Blueprint("tasks", __name__)
 
@@ -114,8 +114,9 @@ def detail(task_id):
     task = _acting_task(task_id)
     was = request.args.get("was")
     if (
-        is_htmx()
-        and request.headers.get("HX-Target") == "task-operation"
+        request.htmx
+        and not request.htmx.boosted
+        and request.htmx.target == "task-operation"
         and was in Task.OPEN_STATUSES
         and task.status not in Task.OPEN_STATUSES
     ):
