@@ -133,7 +133,7 @@ def _upgrade_schema():
         return schema.upgrade()
     except schema.UpgradeError as exc:
         log.debug("schema upgrade failed", exc_info=True)
-        _fail(str(exc))
+        raise CommandError(str(exc), exit_code=2) from None
 
 
 @commands.group("users", help="Staff, admins and clients.")
