@@ -139,6 +139,8 @@ class ProductType(BaseModel):
     module or a person fills in and what the welcome email shows.
     """
 
+    CODES = ("hosting", "vps", "dedicated", "domain", "certificate", "database", "custom")
+
     code = CharField(unique=True)
     name = CharField()
     detail_fields = JSONField(default=list)
@@ -160,6 +162,8 @@ class ProcessingModule(BaseModel):
 
 
 class Tariff(BaseModel):
+    PERIODS = ("month", "quarter", "year", "once")
+
     name = CharField()
     product_type = ForeignKeyField(ProductType, backref="tariffs")
     price = DecimalField(max_digits=12, decimal_places=2)
