@@ -38,7 +38,7 @@ def whole_number(value):
 # --- inputs -------------------------------------------------------------------------------
 
 
-def Text(  # noqa: N802 (a type factory reads like a type)
+def Text(
     max_length=200,
     *,
     not_text="Must be text.",
@@ -72,7 +72,7 @@ def Text(  # noqa: N802 (a type factory reads like a type)
     ]
 
 
-def FreeText(not_text="Must be text."):  # noqa: N802
+def FreeText(not_text="Must be text."):
     """Any text, kept as it is (a comment, a description); empty when not given."""
 
     def check(value):
@@ -83,7 +83,7 @@ def FreeText(not_text="Must be text."):  # noqa: N802
     return Annotated[str, BeforeValidator(check)]
 
 
-def EmailAddress(not_text="This field is required."):  # noqa: N802
+def EmailAddress(not_text="This field is required."):
     """An email address (stripped, lowercased, at most 200 characters)."""
 
     def check(value):
@@ -119,7 +119,7 @@ Password = Annotated[
 ]
 
 
-def WholeNumber(minimum, maximum):  # noqa: N802
+def WholeNumber(minimum, maximum):
     """A whole number from ``minimum`` to ``maximum`` (also as text: "300")."""
 
     def check(value):
@@ -133,7 +133,7 @@ def WholeNumber(minimum, maximum):  # noqa: N802
     return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(check)]
 
 
-def Ref(message):  # noqa: N802
+def Ref(message):
     """The id of an existing row; ``message`` when it is not an id (the service says the
     same when no such row exists)."""
 
@@ -146,7 +146,7 @@ def Ref(message):  # noqa: N802
     return Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(check), Missing(message)]
 
 
-def IdList(not_a_list="Must be a list of ids.", bad_item="Must be a list of ids."):  # noqa: N802
+def IdList(not_a_list="Must be a list of ids.", bad_item="Must be a list of ids."):
     """A list of ids (one id alone is a list of one), without repeats; ``bad_item`` may
     show the wrong item with ``{!r}``."""
 
@@ -180,7 +180,7 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 """A checkbox: true, or "1"/"true"/"yes"/"on"; anything else is false."""
 
 
-def StrictFlag(message="Must be true or false."):  # noqa: N802
+def StrictFlag(message="Must be true or false."):
     def check(value):
         if not isinstance(value, bool):
             raise invalid(message)
@@ -189,7 +189,7 @@ def StrictFlag(message="Must be true or false."):  # noqa: N802
     return Annotated[bool, BeforeValidator(check)]
 
 
-def Choice(values, message=None):  # noqa: N802
+def Choice(values, message=None):
     """One of ``values`` (a declaration such as ``Tariff.PERIODS``)."""
     values = tuple(values)
     message = message or "One of: " + ", ".join(values)
@@ -202,7 +202,7 @@ def Choice(values, message=None):  # noqa: N802
     return Annotated[Literal[values], BeforeValidator(check)]
 
 
-def JsonObject(message="Must be an object."):  # noqa: N802
+def JsonObject(message="Must be an object."):
     def check(value):
         if not isinstance(value, dict):
             raise invalid(message)
@@ -211,7 +211,7 @@ def JsonObject(message="Must be an object."):  # noqa: N802
     return Annotated[dict[str, Any], BeforeValidator(check)]
 
 
-def Amount(message, maximum=None, places=None, description=None):  # noqa: N802
+def Amount(message, maximum=None, places=None, description=None):
     """A non-negative amount, exact (text "9.99" or a number); ``places`` rounds it."""
 
     def check(value):
@@ -271,7 +271,7 @@ Object = Annotated[dict[str, Any], BeforeValidator(lambda value: value or {})]
 """A JSON object stored on a row (details, params); {} when the row holds none."""
 
 
-def OneOf(values, description=None):  # noqa: N802
+def OneOf(values, description=None):
     """Text that is one of ``values`` (a model's declaration). An answer is not refused
     for a value the declaration does not have yet; the schema lists the declared ones."""
     extra = {"enum": list(values)}

@@ -20,8 +20,6 @@ CONFIG_FIELD_KINDS = getattr(
     ConfigFieldDeclaration, "KINDS", ("str", "secret", "url", "int", "float", "bool")
 )
 
-Text = str
-TextOrNull = str | None
 IdOrNull = Id | None
 
 
@@ -34,23 +32,23 @@ class Health(Output):
 
 class Client(Output):
     id: Id
-    name: Text
-    email: Text = Field(json_schema_extra={"format": "email"})
+    name: str
+    email: str = Field(json_schema_extra={"format": "email"})
     created_at: Timestamp
 
 
 class Department(Output):
     id: Id
-    name: Text
-    notify_email: TextOrNull = Field(description="Where new-task notifications go (null: none).")
+    name: str
+    notify_email: str | None = Field(description="Where new-task notifications go (null: none).")
 
 
 class Staff(Output):
     """A staff member or admin."""
 
     id: Id
-    email: Text = Field(json_schema_extra={"format": "email"})
-    name: Text
+    email: str = Field(json_schema_extra={"format": "email"})
+    name: str
     role: OneOf(rows.User.ROLES)
     is_active: bool
     department_ids: list[Id]
@@ -60,8 +58,8 @@ class Module(Output):
     """A processing module: a configured instance of a module type."""
 
     id: Id
-    name: Text
-    type: Text = Field(description="A module type id: see GET /module-types.")
+    name: str
+    type: str = Field(description="A module type id: see GET /module-types.")
     config: Object = Field(description="The type's settings, cleaned; secrets show as `********`.")
     department_id: IdOrNull = Field(description="The department that gets its tasks.")
     retry_delay: int = Field(description="Seconds between attempts.")
@@ -85,18 +83,18 @@ class Module(Output):
 
 
 class ConfigField(Output):
-    name: Text
-    label: Text
+    name: str
+    label: str
     kind: OneOf(CONFIG_FIELD_KINDS)
     required: bool
     default: Any = Field(description="Any JSON value, or null.")
-    help: Text
+    help: str
 
 
 class ModuleType(Output):
-    id: Text
-    name: Text
-    description: Text
+    id: str
+    name: str
+    description: str
     operations: list[OneOf(rows.Operation.KINDS)]
     creates_items: bool = Field(description="False: the items it needs must be made by a person.")
     config_fields: list[ConfigField]
@@ -112,22 +110,22 @@ class Item(Output):
 
     id: Id
     module_id: Id
-    internal_name: Text
+    internal_name: str
     status: OneOf(rows.Item.STATUSES)
-    remote_id: TextOrNull
-    error: TextOrNull
+    remote_id: str | None
+    error: str | None
 
 
 class Tariff(Output):
     id: Id
-    name: Text
+    name: str
     product_type: OneOf(rows.ProductType.CODES) = Field(
         validation_alias=AliasPath("product_type", "code")
     )
     price: Money
-    currency: Text = Field(pattern="^[A-Z]{3}$")
+    currency: str = Field(pattern="^[A-Z]{3}$")
     period: OneOf(rows.Tariff.PERIODS)
-    internal_name: Text
+    internal_name: str
     archived: bool = Field(validation_alias="is_archived")
     module_ids: list[Id]
     orderable: bool = Field(description="True once an enabled module serves it (and not archived).")
@@ -141,7 +139,7 @@ class Order(Output):
     tariff_id: Id
     service_id: Id
     amount: Money
-    currency: Text
+    currency: str
     created_at: Timestamp
     paid_at: Timestamp
 
@@ -151,7 +149,7 @@ class PaidOrder(Order):
 
 
 class PaymentResult(Output):
-    payment_id: Text
+    payment_id: str
     order_id: Id
     order_status: OneOf(("paid",))
     service_id: Id
@@ -166,9 +164,9 @@ class Attempt(Output):
     started_at: Timestamp
     finished_at: Timestamp
     outcome: OneOf(rows.Attempt.OUTCOMES) | None
-    error: TextOrNull
-    log: Text = Field(description="The module's request/response log.")
-    worker: Text
+    error: str | None
+    log: str = Field(description="The module's request/response log.")
+    worker: str
 
 
 class Operation(Output):
@@ -185,8 +183,8 @@ class Operation(Output):
     module_id: IdOrNull
     attempts: int = Field(ge=0)
     next_run_at: Timestamp
-    last_error: TextOrNull
-    completed_by: TextOrNull = Field(
+    last_error: str | None
+    completed_by: str | None = Field(
         description="Who completed or cancelled it by hand (null: automation)."
     )
     params: Object
@@ -205,7 +203,7 @@ class Service(Output):
     client_id: Id
     tariff_id: Id
     module_id: IdOrNull
-    remote_id: TextOrNull
+    remote_id: str | None
     details: Object = Field(
         description="The detail fields of the product type (ip, username, ...)."
     )
@@ -221,7 +219,7 @@ class ServiceWithOperations(Service):
 
 class Task(Output):
     id: Id
-    title: Text
+    title: str
     status: OneOf(rows.Task.STATUSES)
     department_id: IdOrNull
     service_id: IdOrNull
@@ -230,15 +228,15 @@ class Task(Output):
     fields: Object = Field(description="Detail fields filled in.")
     created_at: Timestamp
     closed_at: Timestamp
-    closed_by: TextOrNull
+    closed_by: str | None
 
 
 class TaskEvent(Output):
-    kind: Text = Field(
+    kind: str = Field(
         description="created, assigned, comment, fields, note, closed, cancelled, reopened"
     )
-    actor: Text
-    text: Text
+    actor: str
+    text: str
     created_at: Timestamp
 
 
@@ -248,14 +246,14 @@ class TaskWithEvents(Task):
 
 class Email(Output):
     id: Id
-    to: Text
-    subject: Text
-    body: Text
-    kind: Text = Field(description="welcome, task_new, task_assigned, ...")
+    to: str
+    subject: str
+    body: str
+    kind: str = Field(description="welcome, task_new, task_assigned, ...")
     service_id: IdOrNull
     status: OneOf(EMAIL_STATUSES)
     attempts: int = Field(ge=0)
-    last_error: TextOrNull
+    last_error: str | None
     created_at: Timestamp
     sent_at: Timestamp
 

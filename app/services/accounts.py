@@ -8,7 +8,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.db import write_transaction
 from app.models import ApiToken, Client, Department, StaffMembership, User, utcnow
-from app.objects.fields import EMAIL  # noqa: F401 (part of this module's API)
 from app.objects.inputs import ClientInput, StaffInput, StaffUpdate
 from app.services.errors import NotFound, ValidationError, unique_fields
 

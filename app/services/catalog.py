@@ -19,9 +19,7 @@ from app.models import (
     parse_id,
     utcnow,
 )
-from app.objects.fields import whole_number  # noqa: F401 (part of this module's API)
 from app.objects.inputs import (
-    INTERNAL_NAME,  # noqa: F401 (part of this module's API)
     DepartmentInput,
     ModuleFields,
     ModuleUpdate,
