@@ -203,8 +203,8 @@ def ops_group():
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def ops_list(status, module_id, limit, as_json):
     """List operations not yet finished (or of one status)."""
-    from app.api import serializers
     from app.models import Operation
+    from app.objects.outputs import Operation as OperationObject
     from app.services import operations
 
     if status and status not in Operation.STATUSES:
@@ -215,7 +215,7 @@ def ops_list(status, module_id, limit, as_json):
         rows = list(operations.open_operations(status, module_id).limit(limit))
         if as_json:
             for op in rows:
-                click.echo(json.dumps(serializers.operation(op)))
+                click.echo(json.dumps(OperationObject.of(op)))
             return
         if not rows:
             click.echo("No operations.")

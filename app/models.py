@@ -136,6 +136,8 @@ class ProductType(BaseModel):
     client fills in when ordering (see ``app.services.order_fields``).
     """
 
+    CODES = ("hosting", "vps", "dedicated", "domain", "dns", "certificate", "database", "custom")
+
     code = CharField(unique=True)
     name = CharField()
     detail_fields = JSONField(default=list)
@@ -159,6 +161,8 @@ class ProcessingModule(BaseModel):
 
 
 class Tariff(BaseModel):
+    PERIODS = ("month", "quarter", "year", "once")
+
     name = CharField()
     product_type = ForeignKeyField(ProductType, backref="tariffs")
     price = DecimalField(max_digits=12, decimal_places=2)

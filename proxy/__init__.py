@@ -8,34 +8,18 @@ its own tasks and its own events.
 import functools
 
 from flask import Blueprint, g, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from app.auth import csrf
+from app.objects import peer as objects
 from app.services import proxy
 from app.services.errors import ServiceError, ValidationError
+from app.web.errors import json_error, register_json_errors
 
 proxy_bp = Blueprint("proxy", __name__, url_prefix="/proxy/v1")
 csrf.exempt(proxy_bp)
+register_json_errors(proxy_bp)
 
-
-def _error(status, code, message, fields=None):
-    response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
-    response.status_code = status
-    return response
-
-
-@proxy_bp.errorhandler(ServiceError)
-def _service_error(exc):
-    return _error(exc.status, exc.code, exc.message, exc.fields)
-
-
-@proxy_bp.errorhandler(HTTPException)
-def _http_error(exc):
-    return _error(
-        exc.code or 400,
-        (exc.name or "error").lower().replace(" ", "_"),
-        exc.description or exc.name,
-    )
+CHALLENGE = 'Basic realm="provisor-proxy"'
 
 
 def peer_required(view):
@@ -46,9 +30,12 @@ def peer_required(view):
         auth = request.authorization
         side = proxy.authenticate_peer(auth.username, auth.password) if auth else None
         if side is None:
-            response = _error(401, "unauthorized", "unknown login or wrong password")
-            response.headers["WWW-Authenticate"] = 'Basic realm="provisor-proxy"'
-            return response
+            return json_error(
+                401,
+                "unauthorized",
+                "unknown login or wrong password",
+                headers=[("WWW-Authenticate", CHALLENGE)],
+            )
         g.peer = side
         return view(*args, **kwargs)
 
@@ -66,9 +53,8 @@ def _body():
 @peer_required
 def departments():
     """The department this account's tasks go to."""
-    return jsonify(
-        {"departments": [{"id": d.id, "name": d.name} for d in proxy.peer_departments(g.peer)]}
-    )
+    departments = proxy.peer_departments(g.peer)
+    return jsonify(objects.PeerDepartmentList.of({"departments": departments}))
 
 
 @proxy_bp.post("/tasks")
@@ -76,9 +62,8 @@ def departments():
 def receive_task():
     """Receive a task (idempotent on the sender's task id): 201 new, 200 already here."""
     task, created = proxy.receive_task(g.peer, _body())
-    return jsonify({"task_id": task.id, "status": task.status, "created": created}), (
-        201 if created else 200
-    )
+    receipt = {"task_id": task.id, "status": task.status, "created": created}
+    return jsonify(objects.PeerTaskReceipt.of(receipt)), 201 if created else 200
 
 
 @proxy_bp.post("/tasks/<int:sender_task_id>/events")
@@ -86,7 +71,8 @@ def receive_task():
 def receive_event(sender_task_id):
     """A change of a task the peer sent (idempotent on ``event_id``)."""
     task, applied = proxy.receive_event(g.peer, sender_task_id, _body())
-    return jsonify({"task_id": task.id, "status": task.status, "applied": applied})
+    receipt = {"task_id": task.id, "status": task.status, "applied": applied}
+    return jsonify(objects.PeerEventReceipt.of(receipt))
 
 
 @proxy_bp.get("/events")
@@ -97,10 +83,4 @@ def events():
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValidationError({"after": "Must be a cursor (a whole number from 0)."})
     items, cursor = proxy.events_after(g.peer, int(raw))
-    return jsonify({"events": items, "next": cursor})
-
-
-@proxy_bp.route("/<path:anything>", methods=["GET", "POST", "PUT", "DELETE"])
-def unknown(anything):
-    """Anything else under /proxy/v1 is a JSON 404."""
-    return _error(404, "not_found", f"no such proxy endpoint: /proxy/v1/{anything}")
+    return jsonify(objects.PeerEventPage.of({"events": items, "next": cursor}))

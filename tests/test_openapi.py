@@ -1,4 +1,6 @@
-"""``/api/v1/openapi.json``: complete, valid OpenAPI 3.1, and true to real responses."""
+"""``/api/v1/openapi.json``: complete, valid OpenAPI 3.1, and true to real responses.
+
+It describes the API (``/api/v1``) and the tasks proxy's peer API (``/proxy/v1``)."""
 
 import re
 
@@ -9,6 +11,7 @@ from tests.support import Api, wait_for
 
 PUBLIC = {"api.health", "api.openapi", "api.payment_webhook", "api.operation_callback"}
 SIGNED = {"api.payment_webhook", "api.operation_callback"}
+PEER_PASSWORD = "peer-password-1"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
@@ -32,7 +35,12 @@ def _openapi_path(rule):
 
 
 def _api_rules(app):
-    return [r for r in app.url_map.iter_rules() if r.endpoint.startswith("api.")]
+    """The documented routes: the API's and the tasks proxy server side's."""
+    return [r for r in app.url_map.iter_rules() if r.endpoint.startswith(("api.", "proxy."))]
+
+
+def _is_peer(endpoint):
+    return endpoint.startswith("proxy.")
 
 
 def _operations(spec):
@@ -66,7 +74,7 @@ def _required(spec, name_or_schema):
 # --- (a) every route, and only real routes --------------------------------------------------
 
 
-def test_every_api_route_is_in_the_spec(app, spec):
+def test_every_api_and_proxy_route_is_in_the_spec(app, spec):
     expected = set()
     for rule in _api_rules(app):
         for method in rule.methods - {"HEAD", "OPTIONS"}:
@@ -74,6 +82,12 @@ def test_every_api_route_is_in_the_spec(app, spec):
                 expected.add((path, method.lower()))
     documented = {(path, method) for path, method, _ in _operations(spec)}
     assert len(expected) >= 30
+    assert {p for p, _ in expected if p.startswith("/proxy/v1/")} == {
+        "/proxy/v1/departments",
+        "/proxy/v1/tasks",
+        "/proxy/v1/tasks/{sender_task_id}/events",
+        "/proxy/v1/events",
+    }
     assert expected - documented == set(), "routes missing from the spec"
     assert documented - expected == set(), "spec paths that do not exist"
 
@@ -120,6 +134,10 @@ def test_security_bearer_everywhere_but_public_and_signed(app, spec):
         endpoint = endpoints[(path, method)]
         if endpoint in PUBLIC:
             assert operation.get("security") == [], f"{endpoint} must not need a bearer token"
+        elif _is_peer(endpoint):
+            assert operation["security"] == [{"basicAuth": []}], endpoint
+            assert "401" in operation["responses"], endpoint
+            assert operation["x-provisor-role"] == "peer"
         else:
             assert "security" not in operation, endpoint
             assert {"401", "403"} <= set(operation["responses"]), endpoint
@@ -149,7 +167,8 @@ def test_error_responses_use_the_error_schema(spec):
 
 
 def test_documented_roles_match_the_api(app, client, api, spec):
-    """``x-provisor-role``: no token → 401; a staff token on an admin route → 403."""
+    """``x-provisor-role``: no token → 401; a staff token on an admin route → 403; the peer
+    API takes no bearer token at all (401), only a server side's HTTP Basic."""
     with app.app_context(), database.connection_context():
         from app.services import accounts
 
@@ -165,6 +184,11 @@ def test_documented_roles_match_the_api(app, client, api, spec):
         response = getattr(client, method)(url, json={})
         assert response.status_code == 401, (method, url)
         assert response.get_json()["error"]["code"] == "unauthorized"
+        if role == "peer":
+            response = getattr(client, method)(url, json={}, headers=staff.headers)
+            assert response.status_code == 401, (method, url)
+            assert response.headers["WWW-Authenticate"].startswith("Basic")
+            continue
         status, data = getattr(staff, method)(url.removeprefix("/api/v1"), body={})
         if role == "admin":
             assert status == 403, (method, url, status, data)
@@ -359,7 +383,7 @@ def test_structure(spec):
         assert name in spec["components"]["schemas"], name
     assert _required(spec, "OperationPage") == {"operations", "total", "limit", "offset"}
     for path, method, operation in _operations(spec):
-        assert path.startswith("/api/v1/")
+        assert path.startswith(("/api/v1/", "/proxy/v1/"))
         for code, response in operation["responses"].items():
             assert re.fullmatch(r"[1-5]\d\d|[1-5]XX|default", code), (path, method, code)
             assert "$ref" in response or "description" in response
@@ -472,3 +496,187 @@ def test_money_keeps_two_decimals_when_read_back(api, spec):
     order = api.order(client["id"], tariff["id"])
     assert order["amount"] == "10.00"
     assert api.ok("get", f"/orders/{order['id']}")["amount"] == "10.00"
+
+
+# --- (d) the peer API (/proxy/v1): real answers and its inputs ---------------------------------
+
+
+def _peer(app, api, login="reseller-1"):
+    """A department and a server side for ``login``; the HTTP Basic header of that login."""
+    import base64
+
+    department = api.ok("post", "/departments", {"name": f"DC for {login}"})
+    with app.app_context(), database.connection_context():
+        from app.services import proxy
+
+        proxy.create_server_side(
+            {"login": login, "password": PEER_PASSWORD, "department_id": department["id"]}
+        )
+    token = base64.b64encode(f"{login}:{PEER_PASSWORD}".encode()).decode()
+    return department, {"Authorization": f"Basic {token}"}
+
+
+def test_real_peer_responses_match_their_schemas(app, client, api, spec):
+    department, auth = _peer(app, api)
+    listed = client.get("/proxy/v1/departments", headers=auth)
+    assert listed.status_code == 200
+    _check(spec, "PeerDepartmentList", listed.get_json())
+    assert listed.get_json() == {
+        "departments": [{"id": department["id"], "name": department["name"]}]
+    }
+
+    task = {
+        "sender_task_id": 7,
+        "department_id": department["id"],
+        "title": "Set up service #1 manually",
+        "description": "Service #1: VPS S (Virtual private server), client Alice.",
+        "form": [{"name": "ip", "label": "IP address", "required": True}],
+        "fields": {"hostname": "vps1.example"},
+    }
+    assert _request_validator(spec, "/proxy/v1/tasks").is_valid(task)
+    first = client.post("/proxy/v1/tasks", json=task, headers=auth)
+    assert first.status_code == 201, first.get_json()
+    _check(spec, "PeerTaskReceipt", first.get_json())
+    again = client.post("/proxy/v1/tasks", json=task, headers=auth)
+    assert again.status_code == 200 and again.get_json()["created"] is False
+    assert again.get_json()["task_id"] == first.get_json()["task_id"]
+
+    # what people do here comes back as events
+    task_id = first.get_json()["task_id"]
+    api.ok("post", f"/tasks/{task_id}/comment", {"text": "on it"})
+    page = client.get("/proxy/v1/events?after=0", headers=auth)
+    assert page.status_code == 200
+    _check(spec, "PeerEventPage", page.get_json())
+    event = page.get_json()["events"][0]
+    _check(spec, "PeerEvent", event)
+    assert (event["kind"], event["text"], event["sender_task_id"]) == ("comment", "on it", 7)
+    assert event["created_at"].endswith("Z")
+    after = client.get(f"/proxy/v1/events?after={page.get_json()['next']}", headers=auth)
+    assert after.get_json() == {"events": [], "next": page.get_json()["next"]}
+
+    change = {"event_id": "e-1", "kind": "comment", "actor": "bob", "text": "hello", "fields": {}}
+    assert _request_validator(spec, "/proxy/v1/tasks/{sender_task_id}/events").is_valid(change)
+    applied = client.post("/proxy/v1/tasks/7/events", json=change, headers=auth)
+    assert applied.status_code == 200
+    _check(spec, "PeerEventReceipt", applied.get_json())
+    assert applied.get_json()["applied"] is True
+    repeated = client.post("/proxy/v1/tasks/7/events", json=change, headers=auth)
+    assert repeated.get_json()["applied"] is False
+
+    for response in (
+        client.get("/proxy/v1/departments"),
+        client.post("/proxy/v1/tasks/999/events", json=change, headers=auth),
+        client.get("/proxy/v1/events?after=abc", headers=auth),
+    ):
+        assert response.status_code in (401, 404, 422)
+        _check(spec, "Error", response.get_json())
+
+
+@pytest.mark.parametrize(
+    "path, body, fields",
+    [
+        (
+            "/tasks",
+            {"department_id": 0, "form": "ip", "fields": [1], "description": 5},
+            {
+                "sender_task_id": "Required: the sender's task id.",
+                "department_id": "Not a department this account may send to.",
+                "title": "This field is required.",
+                "form": "Must be a list of fields with names.",
+                "fields": "Must be an object.",
+                "description": "Must be text.",
+            },
+        ),
+        (
+            "/tasks",
+            {"sender_task_id": 1, "department_id": 987654, "title": "x" * 251},
+            {
+                "department_id": "Not a department this account may send to.",
+                "title": "At most 250 characters.",
+            },
+        ),
+        (
+            "/tasks/7/events",
+            {"kind": "explode", "text": 5, "fields": "ip=1"},
+            {
+                "event_id": "Required: a unique id of this event.",
+                "kind": "One of: comment, fields, cancel, close.",
+                "text": "Must be text.",
+                "fields": "Must be an object.",
+            },
+        ),
+    ],
+)
+def test_peer_inputs_are_refused_with_their_messages(app, client, api, spec, path, body, fields):
+    _, auth = _peer(app, api)
+    response = client.post(f"/proxy/v1{path}", json=body, headers=auth)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert (error["code"], error["fields"]) == ("validation_error", fields)
+    schema_path = (
+        "/proxy/v1/tasks/{sender_task_id}/events" if "events" in path else "/proxy/v1/tasks"
+    )
+    assert not _request_validator(spec, schema_path).is_valid(body)
+
+
+def test_a_wrong_method_on_the_peer_api_gets_json_405(app, client, api):
+    _, auth = _peer(app, api)
+    response = client.post("/proxy/v1/departments", json={}, headers=auth)
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in response.headers["Allow"]
+    missing = client.get("/proxy/v1/nowhere", headers=auth)
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+
+
+# --- (e) the document follows the declarations --------------------------------------------------
+
+
+def test_enums_come_from_the_models(spec):
+    from app.models import Attempt, Item, Operation, Service, Task
+
+    schemas = spec["components"]["schemas"]
+    assert schemas["Operation"]["properties"]["kind"]["enum"] == list(Operation.KINDS)
+    assert schemas["Operation"]["properties"]["status"]["enum"] == list(Operation.STATUSES)
+    assert schemas["Service"]["properties"]["status"]["enum"] == list(Service.STATUSES)
+    assert schemas["Task"]["properties"]["status"]["enum"] == list(Task.STATUSES)
+    assert schemas["Item"]["properties"]["status"]["enum"] == list(Item.STATUSES)
+    outcome = schemas["Attempt"]["properties"]["outcome"]["anyOf"][0]
+    assert outcome["enum"] == list(Attempt.OUTCOMES)
+
+
+def test_a_new_module_type_and_config_kind_are_described(app, monkeypatch):
+    """A type registered later (with text and choice settings) gets its config and module
+    bodies, and the document stays valid. (A kind ConfigField does not know is refused
+    when the type is declared.)"""
+    import modules
+    from modules.base import ConfigField, ModuleType
+
+    class DnsModule(ModuleType):
+        id = "power-dns"
+        name = "PowerDNS"
+        description = "Zones on a PowerDNS server"
+        config_fields = [
+            ConfigField("api_url", "API URL", kind="url", required=True),
+            ConfigField("zone_template", "Zone template", kind="text", max_length=5000),
+            ConfigField("kind", "Zone kind", kind="choice", options=["Native", "Master"]),
+            ConfigField("ttl", "TTL", kind="int", default=3600, minimum=60),
+        ]
+        operations = {"open", "close"}
+
+    monkeypatch.setattr(modules, "_registry", {**modules.types(), "power-dns": DnsModule})
+    spec = app.test_client().get("/api/v1/openapi.json").get_json()
+    pytest.importorskip("openapi_spec_validator").validate(spec)
+    schemas = spec["components"]["schemas"]
+    config = schemas["PowerDnsConfig"]
+    assert config["required"] == ["api_url"]
+    assert config["properties"]["ttl"]["minimum"] == 60
+    assert "zone_template" in config["properties"]
+    assert config["properties"]["zone_template"]["maxLength"] == 5000
+    assert set(config["properties"]["kind"]["enum"]) >= {"Native", "Master"}
+    with pytest.raises(ValueError, match="unknown kind"):
+        ConfigField("zone", "Zone", kind="zone-template")
+    variants = [v["$ref"].rsplit("/", 1)[-1] for v in schemas["ModuleInput"]["oneOf"]]
+    assert "PowerDnsModuleInput" in variants
+    body = {"name": "dns", "type": "power-dns", "config": {"api_url": "https://dns.test/"}}
+    assert _request_validator(spec, "/api/v1/modules").is_valid(body)

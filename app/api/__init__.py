@@ -6,14 +6,14 @@ Every error is ``{"error": {"code", "message", "fields"}}`` with a 4xx status.
 import functools
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from app import signing
-from app.api import serializers as s
 from app.auth import api_user, csrf
 from app.db import database
 from app.guards import contains_nul
-from app.models import Email, Operation, Service, Task, parse_id
+from app.models import Email, Operation, Service, Task, User, parse_id
+from app.objects import outputs as out
+from app.objects.inputs import TaskAssignInput
 from app.services import accounts, catalog, operations, orders, provisioning, tasks
 from app.services.errors import (
     PermissionDenied,
@@ -22,35 +22,14 @@ from app.services.errors import (
     ValidationError,
 )
 from app.states import REQUESTABLE
+from app.web.errors import json_error, register_json_errors
 
 api_bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api_bp)
+register_json_errors(api_bp)
 
 MAX_LIMIT = 1000
-
-
-def error_response(status, code, message, fields=None):
-    response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
-    response.status_code = status
-    return response
-
-
-@api_bp.errorhandler(ServiceError)
-def _service_error(exc):
-    return error_response(exc.status, exc.code, exc.message, exc.fields)
-
-
-@api_bp.errorhandler(HTTPException)
-def _http_error(exc):
-    from app.web import allow_header
-
-    response = error_response(
-        exc.code or 400,
-        (exc.name or "error").lower().replace(" ", "_"),
-        exc.description or exc.name,
-    )
-    response.headers.extend(allow_header(exc))
-    return response
+error_response = json_error
 
 
 def json_body():
@@ -95,7 +74,8 @@ def requires(role):
 
 
 def page(query):
-    """Apply ``limit``/``offset`` from the query string; return rows and paging facts."""
+    """Apply ``limit``/``offset`` from the query string; return rows and paging facts
+    (``{"total", "limit", "offset"}``, what a ``...Page`` object holds besides its rows)."""
     errors = {}
     values = {}
     for name, default, top in (("limit", 100, MAX_LIMIT), ("offset", 0, 10**9)):
@@ -146,7 +126,7 @@ def health():
     broker = "redis" if current_app.config.get("REDIS_URL") else "embedded"
     status = "ok" if db_state == "ok" else "degraded"
     body = {"status": status, "database": db_state, "broker": broker, "version": "0.1.0"}
-    return jsonify(body), 200 if status == "ok" else 503
+    return jsonify(out.Health.of(body)), 200 if status == "ok" else 503
 
 
 @api_bp.get("/openapi.json")
@@ -169,11 +149,11 @@ def list_tariffs():
 
 
 def _tariff(t):
-    return s.tariff(
+    return out.Tariff.of(
         t,
         module_ids=[m.id for m in catalog.tariff_modules(t)],
         orderable=catalog.is_orderable(t),
-        items=[s.item(i) for i in catalog.items_for(t)],
+        items=catalog.items_for(t),
     )
 
 
@@ -199,11 +179,7 @@ def update_tariff(tariff_id):
 
 
 def _module(m):
-    import modules
-
-    cls = modules.get_type(m.type)
-    secrets = [f.name for f in cls.config_fields if f.kind == "secret"] if cls else []
-    return s.module(m, secrets)
+    return out.Module.of(m)
 
 
 @api_bp.get("/modules")
@@ -245,28 +221,33 @@ def check_module(module_id):
 @requires("admin")
 def list_module_types():
     """Known module types with their configuration schema."""
-    return jsonify({"module_types": [cls.describe() for cls in catalog.module_types().values()]})
+    types = catalog.module_types().values()
+    return jsonify({"module_types": [out.ModuleType.of(cls) for cls in types]})
 
 
 @api_bp.get("/departments")
 @requires("staff")
 def list_departments():
     """Departments."""
-    return jsonify({"departments": [s.department(d) for d in catalog.departments()]})
+    return jsonify({"departments": [out.Department.of(d) for d in catalog.departments()]})
 
 
 @api_bp.post("/departments")
 @requires("admin")
 def create_department():
     """Create a department."""
-    return jsonify(s.department(catalog.create_department(json_body()))), 201
+    return jsonify(out.Department.of(catalog.create_department(json_body()))), 201
 
 
 @api_bp.get("/staff")
 @requires("admin")
 def list_staff():
     """Staff members and admins."""
-    return jsonify({"staff": [s.user(u, accounts.department_ids_of(u)) for u in accounts.staff()]})
+    return jsonify({"staff": [_staff(u) for u in accounts.staff()]})
+
+
+def _staff(user):
+    return out.Staff.of(user, department_ids=accounts.department_ids_of(user))
 
 
 @api_bp.post("/staff")
@@ -275,7 +256,7 @@ def create_staff():
     """Create a staff member (``role: admin`` makes an admin)."""
     data = json_body()
     user = accounts.create_user(data, role=data.get("role", "staff"))
-    return jsonify(s.user(user, accounts.department_ids_of(user))), 201
+    return jsonify(_staff(user)), 201
 
 
 @api_bp.get("/staff/<int:user_id>")
@@ -283,7 +264,7 @@ def create_staff():
 def get_staff(user_id):
     """One staff member or admin."""
     user = accounts.get_user(user_id)
-    return jsonify(s.user(user, accounts.department_ids_of(user)))
+    return jsonify(_staff(user))
 
 
 @api_bp.put("/staff/<int:user_id>")
@@ -291,14 +272,14 @@ def get_staff(user_id):
 def update_staff(user_id):
     """Change a staff member: name, role, departments, active, password."""
     user = accounts.update_user(user_id, json_body(), actor=api_user())
-    return jsonify(s.user(user, accounts.department_ids_of(user)))
+    return jsonify(_staff(user))
 
 
 @api_bp.put("/departments/<int:department_id>")
 @requires("admin")
 def update_department(department_id):
     """Rename a department or change its notification email."""
-    return jsonify(s.department(catalog.update_department(department_id, json_body())))
+    return jsonify(out.Department.of(catalog.update_department(department_id, json_body())))
 
 
 @api_bp.get("/clients")
@@ -306,7 +287,7 @@ def update_department(department_id):
 def list_clients():
     """Clients (``q`` searches name and email)."""
     rows, paging = page(accounts.clients(request.args.get("q")))
-    return jsonify({"clients": [s.client(c) for c in rows], **paging})
+    return jsonify(out.ClientPage.of({"clients": rows, **paging}))
 
 
 @api_bp.post("/clients")
@@ -314,9 +295,8 @@ def list_clients():
 def create_client():
     """Create a client; with ``password`` the client can log in to the client area."""
     data = json_body()
-    return jsonify(
-        s.client(accounts.create_client(data, with_login=bool(data.get("password"))))
-    ), 201
+    client = accounts.create_client(data, with_login=bool(data.get("password")))
+    return jsonify(out.Client.of(client)), 201
 
 
 # --- orders and payments ----------------------------------------------------------------
@@ -326,14 +306,14 @@ def create_client():
 @requires("staff")
 def create_order():
     """Order a tariff for a client: an unpaid order and its service."""
-    return jsonify(s.order(orders.create(json_body()))), 201
+    return jsonify(out.Order.of(orders.create(json_body()))), 201
 
 
 @api_bp.get("/orders/<int:order_id>")
 @requires("staff")
 def get_order(order_id):
     """One order."""
-    return jsonify(s.order(orders.get(order_id)))
+    return jsonify(out.Order.of(orders.get(order_id)))
 
 
 @api_bp.post("/orders/<int:order_id>/pay")
@@ -341,7 +321,7 @@ def get_order(order_id):
 def pay_order(order_id):
     """Staff marks an order paid (no payment provider involved)."""
     order, op = orders.mark_paid(order_id, by=api_user().email)
-    return jsonify({**s.order(order), "operation_id": op.id}), 200
+    return jsonify(out.PaidOrder.of(order, operation_id=op.id)), 200
 
 
 @api_bp.post("/webhooks/payment")
@@ -357,7 +337,7 @@ def payment_webhook():
     if reason:
         return error_response(401, "bad_signature", reason)
     result, created = orders.receive_payment(json_body())
-    return jsonify({**result, "replayed": not created}), 200
+    return jsonify(out.PaymentResult.of(result, replayed=not created)), 200
 
 
 # --- services ---------------------------------------------------------------------------
@@ -371,7 +351,7 @@ def list_services():
     rows, paging = page(
         provisioning.list_services(status, int_arg("client_id"), request.args.get("q"))
     )
-    return jsonify({"services": [s.service(x) for x in rows], **paging})
+    return jsonify(out.ServicePage.of({"services": rows, **paging}))
 
 
 @api_bp.get("/services/<int:service_id>")
@@ -379,7 +359,8 @@ def list_services():
 def get_service(service_id):
     """A service: status, details and its operations."""
     service = provisioning.get(service_id)
-    return jsonify(s.service(service, provisioning.timeline(service)))
+    operations_ = provisioning.timeline(service)
+    return jsonify(out.ServiceWithOperations.of(service, operations=operations_))
 
 
 @api_bp.post(f"/services/<int:service_id>/<any({', '.join(REQUESTABLE)}):kind>")
@@ -389,7 +370,7 @@ def service_action(service_id, kind):
     202 with the operation; 409 when the service's status or its module does not allow it."""
     data = json_body()
     op = provisioning.request(service_id, kind, api_user().email, params=data)
-    return jsonify(s.operation(op)), 202
+    return jsonify(out.Operation.of(op)), 202
 
 
 # --- operations -------------------------------------------------------------------------
@@ -406,7 +387,7 @@ def list_operations():
     if service_id is not None:
         query = query.where(Operation.service == service_id)
     rows, paging = page(query)
-    return jsonify({"operations": [s.operation(op) for op in rows], **paging})
+    return jsonify(out.OperationPage.of({"operations": rows, **paging}))
 
 
 @api_bp.get("/operations/<int:operation_id>")
@@ -414,7 +395,7 @@ def list_operations():
 def get_operation(operation_id):
     """An operation with every attempt."""
     op = operations.get(operation_id)
-    return jsonify(s.operation(op, operations.attempts_of(op)))
+    return jsonify(out.OperationWithAttempts.of(op, attempt_log=operations.attempts_of(op)))
 
 
 @api_bp.post("/operations/<int:operation_id>/restart")
@@ -422,7 +403,7 @@ def get_operation(operation_id):
 def restart_operation(operation_id):
     """Run the operation again now."""
     op = operations.restart(operation_id, actor=api_user().email)
-    return jsonify(s.operation(op)), 202
+    return jsonify(out.Operation.of(op)), 202
 
 
 @api_bp.post("/operations/<int:operation_id>/cancel")
@@ -430,14 +411,14 @@ def restart_operation(operation_id):
 def cancel_operation(operation_id):
     """Cancel an operation that is not running."""
     op = operations.cancel(operation_id, actor=api_user().email)
-    return jsonify(s.operation(op)), 200
+    return jsonify(out.Operation.of(op)), 200
 
 
 @api_bp.post("/operations/<int:operation_id>/take-over")
 @requires("staff")
 def take_over_operation(operation_id):
     """Set up manually: stop automatic retries and return the operation's task (made if none)."""
-    return jsonify(s.task(operations.take_over(operation_id, api_user().email)))
+    return jsonify(out.Task.of(operations.take_over(operation_id, api_user().email)))
 
 
 @api_bp.post("/operations/<int:operation_id>/callback")
@@ -446,7 +427,7 @@ def operation_callback(operation_id):
     the http module signs with its secret)."""
     module = operations.verify_callback(operation_id, request.get_data(), request.headers)
     op = operations.callback(operation_id, json_body(), module)
-    return jsonify(s.operation(op)), 200
+    return jsonify(out.Operation.of(op)), 200
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -467,7 +448,7 @@ def list_tasks():
     if operation_id is not None:
         query = query.where(Task.operation == operation_id)
     rows, paging = page(query)
-    return jsonify({"tasks": [s.task(t) for t in rows], **paging})
+    return jsonify(out.TaskPage.of({"tasks": rows, **paging}))
 
 
 @api_bp.get("/tasks/<int:task_id>")
@@ -477,52 +458,49 @@ def get_task(task_id):
     task = tasks.get(task_id)
     if not tasks.can_act(api_user(), task):
         raise PermissionDenied("this task belongs to a department you are not in")
-    return jsonify({**s.task(task), "events": [s.task_event(e) for e in tasks.events_of(task)]})
+    return jsonify(out.TaskWithEvents.of(task, events=tasks.events_of(task)))
 
 
 @api_bp.post("/tasks/<int:task_id>/comment")
 @requires("staff")
 def comment_task(task_id):
     """Add a comment to the task's history."""
-    return jsonify(s.task(tasks.comment(task_id, api_user(), json_body().get("text"))))
+    return jsonify(out.Task.of(tasks.comment(task_id, api_user(), json_body().get("text"))))
 
 
 @api_bp.post("/tasks/<int:task_id>/fields")
 @requires("staff")
 def fill_task_fields(task_id):
     """Fill in detail fields without closing the task."""
-    return jsonify(s.task(tasks.save_fields(task_id, api_user(), json_body().get("fields"))))
+    return jsonify(out.Task.of(tasks.save_fields(task_id, api_user(), json_body().get("fields"))))
 
 
 @api_bp.post("/tasks/<int:task_id>/cancel")
 @requires("staff")
 def cancel_task(task_id):
     """Cancel the task (nobody will do it); its open operation is cancelled too."""
-    return jsonify(s.task(tasks.cancel(task_id, api_user(), json_body().get("reason"))))
+    return jsonify(out.Task.of(tasks.cancel(task_id, api_user(), json_body().get("reason"))))
 
 
 @api_bp.post("/tasks/<int:task_id>/reopen")
 @requires("admin")
 def reopen_task(task_id):
     """Reopen a closed or cancelled task (admins)."""
-    return jsonify(s.task(tasks.reopen(task_id, api_user())))
+    return jsonify(out.Task.of(tasks.reopen(task_id, api_user())))
 
 
 @api_bp.post("/tasks/<int:task_id>/assign")
 @requires("staff")
 def assign_task(task_id):
     """Assign the task to the caller (or ``user_id``, admins)."""
-    data = json_body()
-    user = api_user()
+    data = TaskAssignInput.parse(json_body())
     assignee = None
-    if data.get("user_id") not in (None, ""):
-        from app.models import User
-
+    if data["user_id"] is not None:
         assignee = User.get_or_none_by_id(data["user_id"])
         if assignee is None or not assignee.is_staff:
             raise ValidationError({"user_id": "Choose a staff member."})
-    task = tasks.assign(task_id, user, assignee, force=bool(data.get("force")))
-    return jsonify(s.task(task))
+    task = tasks.assign(task_id, api_user(), assignee, force=data["force"])
+    return jsonify(out.Task.of(task))
 
 
 @api_bp.post("/tasks/<int:task_id>/close")
@@ -531,7 +509,7 @@ def close_task(task_id):
     """Close the task with the detail fields: the operation completes."""
     data = json_body()
     task = tasks.close(task_id, api_user(), data.get("fields"), data.get("comment"))
-    return jsonify(s.task(task))
+    return jsonify(out.Task.of(task))
 
 
 # --- outbox -----------------------------------------------------------------------------
@@ -549,7 +527,7 @@ def list_emails():
     if service_id is not None:
         query = query.where(Email.service == service_id)
     rows, paging = page(query)
-    return jsonify({"emails": [s.email(e) for e in rows], **paging})
+    return jsonify(out.EmailPage.of({"emails": rows, **paging}))
 
 
 __all__ = ["api_bp"]

@@ -1,748 +1,60 @@
-"""The OpenAPI 3.1 description of the JSON API (served at ``/api/v1/openapi.json``).
+"""The OpenAPI 3.1 description of the JSON API and the peer API (``/api/v1/openapi.json``).
 
-Paths come from walking the app's ``url_map`` (every rule of the ``api`` blueprint), so a
-route cannot be left out; what each one takes and returns is written here by hand in
+Paths come from walking the app's ``url_map`` (every rule of the ``api`` and ``proxy``
+blueprints), so a route cannot be left out; what each one takes and returns is said in
 ``OPERATIONS`` (keyed by endpoint, or ``(endpoint, value)`` for a route with an
 ``any(...)`` converter, which becomes one path per value). A route with no entry still
 appears, marked ``x-undocumented`` (and the test suite fails on it).
+
+The schemas (``components/schemas``) are generated from the objects' pydantic models
+(``app/objects``): the same descriptions validate the input and build the answers.
 """
 
 import copy
 import re
 
 from flask import current_app
+from pydantic.json_schema import models_json_schema
 
-from app.models import Attempt, Email, Item, Operation, Order, Service, Task
-from app.services.catalog import INTERNAL_NAME, PERIODS
-from app.services.order_fields import KINDS as ORDER_FIELD_KINDS
-from app.states import KINDS, REQUESTABLE
-from modules.base import KINDS as CONFIG_KINDS
+from app.models import Operation, Service, Task
+from app.objects import http_module, inputs, outputs, peer
+from app.objects.base import OpenApiSchema
+from app.services.errors import Error
+from app.states import KINDS
 
 API_PREFIX = "/api/v1"
+PROXY_PREFIX = "/proxy/v1"
 OPENAPI_VERSION = "3.1.0"
 SIGNATURE_HEADER = "X-Provisor-Signature"
-PRODUCT_TYPES = (
-    "hosting",
-    "vps",
-    "dedicated",
-    "domain",
-    "dns",
-    "certificate",
-    "database",
-    "custom",
-)
-ROLES = ("admin", "staff", "client")
-
-# --- small schema helpers ---------------------------------------------------------------
+REF_TEMPLATE = "#/components/schemas/{model}"
+DOCUMENTED_BLUEPRINTS = ("api", "proxy")
 
 
 def ref(name):
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": REF_TEMPLATE.format(model=name)}
 
 
-def nullable(schema):
-    """``schema`` or null (OpenAPI 3.1 / JSON Schema 2020-12 style)."""
-    schema = dict(schema)
-    kind = schema.get("type")
-    if isinstance(kind, str):
-        schema["type"] = [kind, "null"]
-        if "enum" in schema:
-            schema["enum"] = [*schema["enum"], None]
-        return schema
-    return {"anyOf": [schema, {"type": "null"}]}
+# --- components: the objects (generated from app/objects) ----------------------------------
 
 
-def obj(properties, required=None, description=None, additional=None):
-    """An object schema; every property is required unless ``required`` says otherwise."""
-    schema = {
-        "type": "object",
-        "required": list(properties) if required is None else list(required),
-        "properties": properties,
-    }
-    if description:
-        schema["description"] = description
-    if additional is not None:
-        schema["additionalProperties"] = additional
-    return schema
+def output_models():
+    return [Error, *outputs.MODELS, *peer.OUTPUTS, *http_module.OUTPUTS]
 
 
-ID = {"type": "integer", "minimum": 1}
-TIME = {"type": "string", "format": "date-time", "description": "UTC, e.g. 2025-01-31T12:00:00Z"}
-TIME_OR_NULL = nullable(TIME)
-TEXT_OR_NULL = {"type": ["string", "null"]}
-ID_OR_NULL = {"type": ["integer", "null"], "minimum": 1}
-NAME = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"}
-EMAIL = {
-    "type": "string",
-    "format": "email",
-    "maxLength": 200,
-    "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-}
-STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
-ANY_OBJECT = {"type": "object"}
+def input_models():
+    return [*inputs.MODELS, *inputs.module_input_models(), *peer.INPUTS, *http_module.INPUTS]
 
 
-def page_of(key, item):
-    return obj(
-        {
-            key: {"type": "array", "items": ref(item)},
-            "total": {"type": "integer", "minimum": 0, "description": "Rows matching the filters."},
-            "limit": {"type": "integer", "minimum": 0, "maximum": 1000},
-            "offset": {"type": "integer", "minimum": 0},
-        },
-        description=f"One page of {key}; page on with `offset`.",
+def component_schemas():
+    """``{name: JSON schema}`` of every object: outputs as they are answered, inputs as
+    they are accepted."""
+    models = [(m, "serialization") for m in output_models()]
+    models += [(m, "validation") for m in input_models()]
+    _, document = models_json_schema(
+        models, ref_template=REF_TEMPLATE, schema_generator=OpenApiSchema
     )
+    return dict(sorted(document["$defs"].items()))
 
-
-def list_of(key, item):
-    return obj({key: {"type": "array", "items": ref(item)}})
-
-
-# --- components: the objects of the API (app/api/serializers.py) ------------------------
-
-SCHEMAS = {
-    "Error": obj(
-        {
-            "error": obj(
-                {
-                    "code": {
-                        "type": "string",
-                        "description": "Machine-readable: unauthorized, forbidden, not_found, "
-                        "conflict, validation_error, invalid_json, bad_signature, "
-                        "method_not_allowed, ...",
-                    },
-                    "message": {"type": "string", "description": "For people."},
-                    "fields": {
-                        **STRINGS,
-                        "description": "A message per invalid input field (keys such as "
-                        "`price`, `module_ids` or `config.failure_rate`); empty when the "
-                        "error is not about one field.",
-                    },
-                }
-            )
-        },
-        description='Every error: `{"error": {"code", "message", "fields"}}` with a 4xx status.',
-    ),
-    "Health": obj(
-        {
-            "status": {"type": "string", "enum": ["ok", "degraded"]},
-            "database": {"type": "string", "description": '"ok" or "error: <exception>"'},
-            "broker": {"type": "string", "enum": ["redis", "embedded"]},
-            "version": {"type": "string"},
-        }
-    ),
-    "Client": obj(
-        {
-            "id": ID,
-            "name": {"type": "string"},
-            "email": {"type": "string", "format": "email"},
-            "created_at": TIME_OR_NULL,
-        }
-    ),
-    "Department": obj(
-        {
-            "id": ID,
-            "name": {"type": "string"},
-            "notify_email": {
-                **TEXT_OR_NULL,
-                "description": "Where new-task notifications go (null: none).",
-            },
-        }
-    ),
-    "Staff": obj(
-        {
-            "id": ID,
-            "email": {"type": "string", "format": "email"},
-            "name": {"type": "string"},
-            "role": {"type": "string", "enum": list(ROLES)},
-            "is_active": {"type": "boolean"},
-            "department_ids": {"type": "array", "items": ID},
-        },
-        description="A staff member or admin.",
-    ),
-    "Module": obj(
-        {
-            "id": ID,
-            "name": {"type": "string"},
-            "type": {"type": "string", "description": "A module type id: see GET /module-types."},
-            "config": {
-                "type": "object",
-                "description": "The type's settings, cleaned; secrets show as `********`.",
-            },
-            "department_id": {**ID_OR_NULL, "description": "The department that gets its tasks."},
-            "retry_delay": {"type": "integer", "description": "Seconds between attempts."},
-            "max_attempts": {"type": "integer"},
-            "max_wait": {
-                "type": "integer",
-                "description": "Seconds a polling operation may wait in all.",
-            },
-            "max_running": {"type": "integer", "description": "0: no limit."},
-            "priority": {"type": "integer", "description": "Lower runs first."},
-            "enabled": {"type": "boolean"},
-        },
-        description="A processing module: a configured instance of a module type.",
-    ),
-    "ConfigField": obj(
-        {
-            "name": {"type": "string"},
-            "label": {"type": "string"},
-            "kind": {"type": "string", "enum": list(CONFIG_KINDS)},
-            "required": {"type": "boolean"},
-            "default": {"description": "Any JSON value, or null."},
-            "help": {"type": "string"},
-            "options": {
-                "type": "array",
-                "items": obj({"value": {}, "label": {"type": "string"}}),
-                "description": "For a `choice`: the values it takes.",
-            },
-            "max_length": {"type": "integer", "minimum": 1},
-            "multiline": {"type": "boolean", "description": "A secret of several lines."},
-        },
-        required=["name", "label", "kind", "required", "default", "help"],
-    ),
-    "CheckResult": obj(
-        {
-            "ok": {"type": "boolean"},
-            "message": {"type": "string", "description": "The server's own words."},
-            "fields": {
-                **STRINGS,
-                "description": "The setting at fault (`config.<name>`) with the message.",
-            },
-        },
-        description="The answer of Test connection.",
-    ),
-    "OrderField": obj(
-        {
-            "name": {"type": "string"},
-            "label": {"type": "string"},
-            "kind": {"type": "string", "enum": list(ORDER_FIELD_KINDS)},
-            "required": {"type": "boolean"},
-            "max_length": {"type": "integer", "minimum": 1},
-            "options": {"type": "array", "items": {"type": "string"}},
-        },
-        required=["name", "label", "kind", "required"],
-        description="A field the client fills in when ordering; sent as `params.<name>`.",
-    ),
-    "ModuleType": obj(
-        {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "operations": {
-                "type": "array",
-                "items": {"type": "string", "enum": list(Operation.KINDS)},
-            },
-            "creates_items": {
-                "type": "boolean",
-                "description": "False: the items it needs must be made by a person.",
-            },
-            "people_do_it": {
-                "type": "boolean",
-                "description": "True: every operation becomes a task for people.",
-            },
-            "accepts_callbacks": {
-                "type": "boolean",
-                "description": "True: its endpoint may call POST /operations/{id}/callback.",
-            },
-            "can_check": {
-                "type": "boolean",
-                "description": "True: POST /modules/{id}/check talks to its server.",
-            },
-            "config_fields": {"type": "array", "items": ref("ConfigField")},
-        }
-    ),
-    "Item": obj(
-        {
-            "id": ID,
-            "module_id": ID,
-            "internal_name": {"type": "string"},
-            "status": {"type": "string", "enum": list(Item.STATUSES)},
-            "remote_id": TEXT_OR_NULL,
-            "error": TEXT_OR_NULL,
-        },
-        description="What a module needs on its panel to serve tariffs of one internal name.",
-    ),
-    "Tariff": obj(
-        {
-            "id": ID,
-            "name": {"type": "string"},
-            "product_type": {"type": "string", "enum": list(PRODUCT_TYPES)},
-            "price": {"type": "string", "pattern": r"^\d+\.\d{2}$", "examples": ["9.99"]},
-            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-            "period": {"type": "string", "enum": list(PERIODS)},
-            "internal_name": {"type": "string"},
-            "archived": {"type": "boolean"},
-            "order_fields": {"type": "array", "items": ref("OrderField")},
-            "module_ids": {"type": "array", "items": ID},
-            "orderable": {
-                "type": "boolean",
-                "description": "True once an enabled module serves it (and not archived).",
-            },
-            "items": {"type": "array", "items": ref("Item")},
-        }
-    ),
-    "Order": obj(
-        {
-            "id": ID,
-            "status": {"type": "string", "enum": list(Order.STATUSES)},
-            "client_id": ID,
-            "tariff_id": ID,
-            "service_id": ID,
-            "amount": {"type": "string", "pattern": r"^\d+\.\d{2}$"},
-            "currency": {"type": "string"},
-            "created_at": TIME_OR_NULL,
-            "paid_at": TIME_OR_NULL,
-        }
-    ),
-    "PaidOrder": {
-        "allOf": [
-            ref("Order"),
-            obj({"operation_id": {**ID, "description": "The `open` operation just queued."}}),
-        ]
-    },
-    "PaymentResult": obj(
-        {
-            "payment_id": {"type": "string"},
-            "order_id": ID,
-            "order_status": {"type": "string", "enum": ["paid"]},
-            "service_id": ID,
-            "operation_id": ID,
-            "replayed": {
-                "type": "boolean",
-                "description": "True when this payment_id was seen before (nothing new queued).",
-            },
-        }
-    ),
-    "Attempt": obj(
-        {
-            "number": {"type": "integer", "minimum": 1},
-            "started_at": TIME_OR_NULL,
-            "finished_at": TIME_OR_NULL,
-            "outcome": nullable(
-                {
-                    "type": "string",
-                    "enum": list(Attempt.OUTCOMES),
-                }
-            ),
-            "error": TEXT_OR_NULL,
-            "log": {"type": "string", "description": "The module's request/response log."},
-            "worker": {"type": "string"},
-        }
-    ),
-    "Operation": obj(
-        {
-            "id": ID,
-            "kind": {"type": "string", "enum": list(Operation.KINDS)},
-            "operation": {
-                "type": "string",
-                "enum": list(Operation.KINDS),
-                "description": "Same as `kind`.",
-            },
-            "status": {"type": "string", "enum": list(Operation.STATUSES)},
-            "service_id": ID_OR_NULL,
-            "item_id": ID_OR_NULL,
-            "module_id": ID_OR_NULL,
-            "attempts": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "Attempts started, polling checks included.",
-            },
-            "failures": {
-                "type": "integer",
-                "minimum": 0,
-                "description": "Failed attempts: what the module's max_attempts counts.",
-            },
-            "next_run_at": TIME_OR_NULL,
-            "deadline_at": {
-                **TIME_OR_NULL,
-                "description": "A polling operation goes to people after this (max_wait).",
-            },
-            "state": nullable(
-                {"type": "object", "description": "The module's memory between calls (staff)."}
-            ),
-            "last_error": TEXT_OR_NULL,
-            "completed_by": {
-                **TEXT_OR_NULL,
-                "description": "Who completed or cancelled it by hand (null: automation).",
-            },
-            "params": ANY_OBJECT,
-            "created_at": TIME_OR_NULL,
-            "updated_at": TIME_OR_NULL,
-            "finished_at": TIME_OR_NULL,
-        },
-        description="One action of a module on a service or an item.",
-    ),
-    "OperationWithAttempts": {
-        "allOf": [
-            ref("Operation"),
-            obj({"attempt_log": {"type": "array", "items": ref("Attempt")}}),
-        ]
-    },
-    "Service": obj(
-        {
-            "id": ID,
-            "status": {"type": "string", "enum": list(Service.STATUSES)},
-            "client_id": ID,
-            "tariff_id": ID,
-            "module_id": ID_OR_NULL,
-            "remote_id": TEXT_OR_NULL,
-            "details": {
-                "type": "object",
-                "description": "The detail fields of the product type (ip, username, ...).",
-            },
-            "params": ANY_OBJECT,
-            "module_choice": nullable(
-                {"type": "object", "description": "Why this module was chosen."}
-            ),
-            "module_data": {
-                "type": "object",
-                "description": "What the module keeps for this service (staff only).",
-            },
-            "expires_at": {
-                **TIME_OR_NULL,
-                "description": "When the service expires (renewed by a `renew` operation).",
-            },
-            "created_at": TIME_OR_NULL,
-            "activated_at": TIME_OR_NULL,
-        }
-    ),
-    "ServiceWithOperations": {
-        "allOf": [
-            ref("Service"),
-            obj(
-                {
-                    "operations": {
-                        "type": "array",
-                        "items": ref("Operation"),
-                        "description": "Newest first.",
-                    }
-                }
-            ),
-        ]
-    },
-    "Task": obj(
-        {
-            "id": ID,
-            "title": {"type": "string"},
-            "status": {"type": "string", "enum": list(Task.STATUSES)},
-            "department_id": ID_OR_NULL,
-            "service_id": ID_OR_NULL,
-            "operation_id": ID_OR_NULL,
-            "assignee_id": ID_OR_NULL,
-            "fields": {**STRINGS, "description": "Detail fields filled in."},
-            "created_at": TIME_OR_NULL,
-            "closed_at": TIME_OR_NULL,
-            "closed_by": TEXT_OR_NULL,
-        }
-    ),
-    "TaskEvent": obj(
-        {
-            "kind": {
-                "type": "string",
-                "description": "created, assigned, comment, note, closed, cancelled, reopened",
-            },
-            "actor": {"type": "string"},
-            "text": {"type": "string"},
-            "created_at": TIME_OR_NULL,
-        }
-    ),
-    "TaskWithEvents": {
-        "allOf": [
-            ref("Task"),
-            obj(
-                {
-                    "events": {
-                        "type": "array",
-                        "items": ref("TaskEvent"),
-                        "description": "Oldest first.",
-                    }
-                }
-            ),
-        ]
-    },
-    "Email": obj(
-        {
-            "id": ID,
-            "to": {"type": "string"},
-            "subject": {"type": "string"},
-            "body": {"type": "string"},
-            "kind": {"type": "string", "description": "welcome, task, ..."},
-            "service_id": ID_OR_NULL,
-            "status": {"type": "string", "enum": list(Email.STATUSES)},
-            "attempts": {"type": "integer", "minimum": 0},
-            "last_error": TEXT_OR_NULL,
-            "created_at": TIME_OR_NULL,
-            "sent_at": TIME_OR_NULL,
-        }
-    ),
-    "TariffList": list_of("tariffs", "Tariff"),
-    "ModuleList": list_of("modules", "Module"),
-    "ModuleTypeList": list_of("module_types", "ModuleType"),
-    "DepartmentList": list_of("departments", "Department"),
-    "StaffList": list_of("staff", "Staff"),
-    "ClientPage": page_of("clients", "Client"),
-    "ServicePage": page_of("services", "Service"),
-    "OperationPage": page_of("operations", "Operation"),
-    "TaskPage": page_of("tasks", "Task"),
-    "EmailPage": page_of("emails", "Email"),
-    # --- request bodies -----------------------------------------------------------------
-    "ClientInput": obj(
-        {
-            "name": NAME,
-            "email": EMAIL,
-            "password": {
-                "type": "string",
-                "minLength": 8,
-                "description": "Optional: with it the client can log in to the client area.",
-            },
-        },
-        required=["name", "email"],
-    ),
-    "DepartmentInput": obj(
-        {
-            "name": NAME,
-            "notify_email": nullable({"type": "string", "format": "email", "maxLength": 200}),
-        },
-        required=["name"],
-    ),
-    "StaffInput": obj(
-        {
-            "email": EMAIL,
-            "name": {
-                "type": "string",
-                "maxLength": 100,
-                "description": "Defaults to the email.",
-            },
-            "password": {"type": "string", "minLength": 8},
-            "department_ids": {"type": "array", "items": ID},
-            "role": {"type": "string", "enum": ["staff", "admin"], "default": "staff"},
-        },
-        required=["email", "password"],
-    ),
-    "ModuleFields": obj(
-        {
-            "name": NAME,
-            "type": {
-                "type": "string",
-                "description": "A module type id (GET /module-types); it cannot change later.",
-            },
-            "config": {
-                "type": "object",
-                "description": "The type's settings, validated against its schema (GET "
-                "/module-types); errors come keyed `config.<setting>`; an unknown setting "
-                "is an error.",
-            },
-            "department_id": {**ID_OR_NULL, "description": "The department for its tasks."},
-            "retry_delay": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 300},
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
-            "max_wait": {"type": "integer", "minimum": 1, "maximum": 2592000, "default": 3600},
-            "max_running": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 0},
-            "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "default": 0},
-            "enabled": {"type": "boolean", "default": True},
-        },
-        required=["name", "type"],
-        description="The fields of a processing module; see ModuleInput for each type.",
-    ),
-    "ModuleUpdate": obj(
-        {
-            "name": NAME,
-            "config": {
-                "type": "object",
-                "description": "The type's settings (the type cannot change); a secret left "
-                "blank keeps the stored one.",
-            },
-            "department_id": ID_OR_NULL,
-            "retry_delay": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 300},
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
-            "max_wait": {"type": "integer", "minimum": 1, "maximum": 2592000, "default": 3600},
-            "max_running": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 0},
-            "priority": {"type": "integer", "minimum": -1000, "maximum": 1000, "default": 0},
-            "enabled": {"type": "boolean", "default": True},
-        },
-        required=["name"],
-        description="Every field, like POST /modules (a missing one takes its default).",
-    ),
-    "TariffInput": obj(
-        {
-            "name": NAME,
-            "product_type": {"type": "string", "enum": list(PRODUCT_TYPES)},
-            "price": {
-                "description": "A non-negative amount such as 9.99 (a string keeps it exact).",
-                "anyOf": [
-                    {"type": "string", "pattern": r"^\d{1,10}(\.\d+)?$"},
-                    {"type": "number", "minimum": 0, "maximum": 9999999999},
-                ],
-            },
-            "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$", "default": "USD"},
-            "period": {"type": "string", "enum": list(PERIODS), "default": "month"},
-            "internal_name": {
-                "type": "string",
-                "pattern": INTERNAL_NAME.pattern,
-                "description": "The key of the modules' items: tariffs sharing it share items.",
-            },
-            "module_ids": {
-                "type": ["array", "null"],
-                "items": ID,
-                "description": "Processing modules serving it; linking an enabled one queues "
-                "its ensure_item operation. Omitted or null: none (on PUT this unlinks all).",
-            },
-        },
-        required=["name", "product_type", "price", "internal_name"],
-    ),
-    "OrderInput": obj(
-        {
-            "client_id": ID,
-            "tariff_id": {**ID, "description": "An orderable tariff (an enabled module)."},
-            "params": {
-                "type": "object",
-                "description": "Order parameters passed to the module (e.g. domain).",
-            },
-        },
-        required=["client_id", "tariff_id"],
-    ),
-    "PaymentInput": obj(
-        {
-            "payment_id": {
-                "description": "The payment's id at the payment provider (idempotency key).",
-                "anyOf": [
-                    {"type": "string", "minLength": 1, "maxLength": 200},
-                    {"type": "integer"},
-                ],
-            },
-            "order_id": ID,
-            "amount": {
-                "description": "At least the order's amount.",
-                "anyOf": [
-                    {"type": "string", "pattern": r"^\d+(\.\d+)?$"},
-                    {"type": "number", "minimum": 0},
-                ],
-            },
-            "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
-        }
-    ),
-    "ServiceActionInput": {
-        "type": "object",
-        "description": "Optional parameters, stored on the operation and passed to the module.",
-    },
-    "ChangeTariffInput": obj(
-        {"tariff_id": {**ID, "description": "A different tariff of the same product type."}},
-        description="Other keys are stored on the operation and passed to the module.",
-    ),
-    "TaskAssignInput": obj(
-        {
-            "user_id": {
-                **ID,
-                "description": "A staff member to assign (default: the caller).",
-            },
-            "force": {
-                "type": "boolean",
-                "description": "Hand over a task already assigned (admins or its assignee).",
-            },
-        },
-        required=[],
-    ),
-    "TaskCommentInput": obj({"text": {"type": "string", "minLength": 1, "maxLength": 10000}}),
-    "TaskFieldsInput": obj(
-        {"fields": {"type": "object", "additionalProperties": {"type": ["string", "number"]}}}
-    ),
-    "TaskCancelInput": obj({"reason": {"type": "string"}}, required=[]),
-    "StaffUpdate": obj(
-        {
-            "name": NAME,
-            "password": {"type": "string", "minLength": 8},
-            "department_ids": {"type": "array", "items": ID},
-            "role": {"type": "string", "enum": ["staff", "admin"]},
-            "is_active": {"type": "boolean"},
-        },
-        required=[],
-    ),
-    "TaskCloseInput": obj(
-        {
-            "fields": {
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
-                "description": "The detail fields of the product type; closing the task of an "
-                "`open` operation needs every required one.",
-            },
-            "comment": {"type": "string"},
-        },
-        required=[],
-    ),
-    # --- the http module protocol -----------------------------------------------------------
-    "HttpModuleRequest": obj(
-        {
-            "operation": {"type": "string", "enum": list(Operation.KINDS)},
-            "operation_id": {**ID, "description": "The idempotency key."},
-            "attempt": {"type": "integer", "minimum": 1},
-            "service": nullable(
-                obj(
-                    {
-                        "id": ID,
-                        "status": {"type": "string", "enum": list(Service.STATUSES)},
-                        "remote_id": TEXT_OR_NULL,
-                        "details": ANY_OBJECT,
-                    }
-                )
-            ),
-            "tariff": nullable(
-                obj(
-                    {
-                        "id": ID,
-                        "name": {"type": "string"},
-                        "product_type": {"type": "string"},
-                        "internal_name": {"type": "string"},
-                        "price": {"type": "string"},
-                        "period": {"type": "string"},
-                    }
-                )
-            ),
-            "item": nullable(
-                obj({"internal_name": {"type": "string"}}, description="For ensure_item.")
-            ),
-            "client": nullable(
-                obj({"id": ID, "name": {"type": "string"}, "email": {"type": "string"}})
-            ),
-            "params": {
-                "type": "object",
-                "description": "The order's params merged with the operation's (for "
-                "change_tariff: `tariff_id` and `tariff_internal_name` of the new tariff; "
-                "`requested_by` for staff actions).",
-            },
-        },
-        description="What Provisor POSTs to an http module's `url` for each operation.",
-    ),
-    "HttpModuleReply": {
-        "description": "The endpoint's 2xx reply, and the body of a callback.",
-        "oneOf": [
-            obj(
-                {
-                    "status": {"const": "done"},
-                    "remote_id": {
-                        "type": ["string", "integer", "null"],
-                        "description": "The id on the panel (stored on the service/item).",
-                    },
-                    "details": {
-                        "type": "object",
-                        "description": "Detail fields for the service (ip, username, ...).",
-                    },
-                },
-                required=["status"],
-            ),
-            obj({"status": {"const": "pending"}}),
-            obj(
-                {
-                    "status": {"const": "error"},
-                    "message": {"type": "string"},
-                    "permanent": {
-                        "type": "boolean",
-                        "description": "True: no retry, straight to a manual task.",
-                    },
-                },
-                required=["status"],
-            ),
-        ],
-    },
-}
 
 # --- components: shared responses and parameters ----------------------------------------
 
@@ -759,7 +71,8 @@ ERRORS = {
     ),
     401: (
         "Unauthorized",
-        "No valid bearer token (or, on signed endpoints, a bad or old signature).",
+        "No valid bearer token (on signed endpoints: a bad or old signature; on /proxy/v1: "
+        "an unknown login or a wrong password).",
         _error_example("unauthorized", "a valid bearer token is required"),
     ),
     403: (
@@ -774,7 +87,8 @@ ERRORS = {
     ),
     409: (
         "Conflict",
-        "Not possible in the object's current state.",
+        "Not possible in the object's current state (or a change made at the same moment "
+        "got there first).",
         _error_example("conflict", "operation 7 is done; only ... can be run now"),
     ),
     422: (
@@ -815,6 +129,11 @@ PARAMETERS = {
     ),
     "offset": _query(
         "offset", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}, "Rows to skip."
+    ),
+    "after": _query(
+        "after",
+        {"type": "integer", "minimum": 0, "default": 0},
+        "The cursor: the `next` of the previous answer (0: from the start).",
     ),
     "signature": {
         "name": SIGNATURE_HEADER,
@@ -858,10 +177,13 @@ def op(
     ok_description="Success.",
     extra=None,
 ):
-    """An operation: ``role`` is "admin", "staff" or None (no bearer token)."""
+    """An operation: ``role`` is "admin", "staff" (a bearer token), "peer" (HTTP Basic as a
+    tasks proxy server side) or None (nothing)."""
     codes = set(errors)
-    if role is not None:
+    if role in ("admin", "staff"):
         codes |= {401, 403}
+    elif role == "peer":
+        codes |= {401}
     if request is not None:
         codes |= {400}
     responses = {str(status): _json(ref(ok) if isinstance(ok, str) else ok, ok_description)}
@@ -872,6 +194,8 @@ def op(
         result["parameters"] = list(params)
     if request is not None:
         result["requestBody"] = request
+    if role == "peer":
+        result["security"] = [{"basicAuth": []}]
     if extra:
         result.update(extra)
     return result
@@ -1126,32 +450,74 @@ OPERATIONS = {
         "EmailPage",
         [422],
         params=[
-            _enum("status", Email.STATUSES, "Only emails in this status."),
+            _enum("status", outputs.EMAIL_STATUSES, "Only emails in this status."),
             _id_query("service_id", "Only this service's emails."),
             *PAGING,
         ],
     ),
+    # the tasks proxy's server side (what a peer Provisor calls)
+    "proxy.departments": op(
+        "Tasks proxy",
+        "peer",
+        "PeerDepartmentList",
+        ok_description="The department this account sends to.",
+    ),
+    "proxy.receive_task": op(
+        "Tasks proxy",
+        "peer",
+        "PeerTaskReceipt",
+        [422],
+        request=body("PeerTaskInput"),
+        status=201,
+        ok_description="Received: a new task in the server side's department.",
+    ),
+    "proxy.receive_event": op(
+        "Tasks proxy",
+        "peer",
+        "PeerEventReceipt",
+        [404, 422],
+        request=body("PeerEventInput"),
+        ok_description="Applied (or seen before: `applied` is false).",
+    ),
+    "proxy.events": op(
+        "Tasks proxy",
+        "peer",
+        "PeerEventPage",
+        [422],
+        params=[_param("after")],
+        ok_description="What people here did to this peer's tasks, after the cursor.",
+    ),
 }
+OPERATIONS["proxy.receive_task"]["responses"]["200"] = _json(
+    ref("PeerTaskReceipt"), "The sender's task id was received before: nothing new."
+)
 
-_ACTION_SUMMARIES = {
-    name: (
-        KINDS[name].summary,
-        "ChangeTariffInput" if KINDS[name].params else "ServiceActionInput",
-        bool(KINDS[name].params),
-    )
-    for name in REQUESTABLE
-}
-for _kind, (_summary, _input, _required) in _ACTION_SUMMARIES.items():
-    OPERATIONS[("api.service_action", _kind)] = op(
+
+def _action_summary(kind):
+    """From the kinds table (app/states.py): its summary, and the body it takes."""
+    declared = KINDS.get(kind)
+    if declared is None:
+        return f"Request a {kind.replace('_', ' ')} operation", "ServiceActionInput", False
+    if declared.params:
+        return declared.summary, "ChangeTariffInput", True
+    return declared.summary, "ServiceActionInput", False
+
+
+def service_action(kind):
+    """The entry of ``POST /services/<id>/<kind>``; a kind without a summary above (a new
+    operation kind) is documented with the plain parameters body."""
+    summary, schema, required = _action_summary(kind)
+    return op(
         "Services",
         "staff",
         "Operation",
         [404, 409, 422],
-        request=body(_input, required=_required),
+        request=body(schema, required=required),
         status=202,
-        ok_description=f"The queued `{_kind}` operation.",
-        extra={"summary": _summary},
+        ok_description=f"The queued `{kind}` operation.",
+        extra={"summary": summary},
     )
+
 
 PATH_PARAMETER_DOCS = {
     "tariff_id": "A tariff plan's id.",
@@ -1160,6 +526,7 @@ PATH_PARAMETER_DOCS = {
     "service_id": "A service's id.",
     "operation_id": "An operation's id.",
     "task_id": "A task's id.",
+    "sender_task_id": "The task's id at the sender (as sent in POST /proxy/v1/tasks).",
 }
 
 TAGS = [
@@ -1180,6 +547,11 @@ TAGS = [
         "`PAYMENT_WEBHOOK_SECRET`) and the http module's callback (signed with the module's "
         "`secret`).",
     },
+    {
+        "name": "Tasks proxy",
+        "description": "`/proxy/v1`: what a peer Provisor calls to forward tasks here and "
+        "to bring back what people did (HTTP Basic with a server side's login).",
+    },
 ]
 
 DESCRIPTION = """\
@@ -1190,7 +562,8 @@ operations and tasks.
 Send `Authorization: Bearer <token>`. Tokens belong to a staff member or an admin and are
 made on the server with `provisor tokens create --email E` (printed once). Each operation
 says who may call it in `x-provisor-role`: `staff` (staff and admins), `admin` (admins
-only) or `none` (no token: health, this document and the two signed endpoints).
+only), `peer` (the tasks proxy: HTTP Basic with a server side's login and password, no
+token) or `none` (no token: health, this document and the two signed endpoints).
 
 ## Errors
 Every error is `{"error": {"code", "message", "fields"}}` with a 4xx status: 400 the body is
@@ -1243,6 +616,19 @@ The endpoint answers (schema `HttpModuleReply`):
   operation runs again after the module's `retry_delay`, and after `max_attempts` becomes a
   manual task.
 - 4xx: a permanent error: straight to a manual task in the module's department.
+
+## The tasks proxy (`/proxy/v1`, between Provisor instances)
+An instance that forwards a department's tasks (the *client side*) calls the instance that
+does them (the *server side*) with HTTP Basic: the login and password of a server side
+made there (`provisor proxy server-side`). `GET /proxy/v1/departments` lists the one
+department that login sends to. `POST /proxy/v1/tasks` forwards a task (idempotent on
+`sender_task_id`: 201 the first time, 200 after); `POST /proxy/v1/tasks/<sender task
+id>/events` reports a change of it (comment, fields, cancel, close; idempotent on
+`event_id`). What people do on the server side comes back through
+`GET /proxy/v1/events?after=<cursor>` → `{"events": [...], "next": <cursor>}`: the sender
+stores `next` and asks again with it, so nothing is lost or applied twice. A task closed
+on the server side carries its detail fields; closing the sender's task with them
+completes its operation there.
 """
 
 WEBHOOKS = {
@@ -1315,11 +701,12 @@ def _summary(view):
 
 
 def api_routes(app=None):
-    """``[(path, method, endpoint, any_value, rule)]`` for every route of the api blueprint."""
+    """``[(path, method, endpoint, any_value, rule)]`` for every route of the documented
+    blueprints (the API and the tasks proxy's server side)."""
     app = app or current_app
     routes = []
     for rule in app.url_map.iter_rules():
-        if not rule.endpoint.startswith("api."):
+        if rule.endpoint.partition(".")[0] not in DOCUMENTED_BLUEPRINTS:
             continue
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             for path, value in _expand(rule.rule):
@@ -1327,87 +714,23 @@ def api_routes(app=None):
     return routes
 
 
-KIND_SCHEMAS = {
-    "str": {"type": "string"},
-    "text": {"type": "string"},
-    "choice": {},
-    "secret": {"type": "string", "writeOnly": True},
-    "url": {"type": "string", "format": "uri", "pattern": "^https?://"},
-    "int": {"type": "integer"},
-    "float": {"type": "number"},
-    "bool": {"type": "boolean"},
-}
+def _operation_id(endpoint, value):
+    blueprint, _, name = endpoint.partition(".")
+    prefix = "peer_" if blueprint == "proxy" else ""
+    return prefix + name + (f"_{value}" if value is not None else "")
 
 
-def _schema_name(type_id, suffix):
-    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", type_id)) + suffix
-
-
-def config_schema(cls):
-    """The JSON schema of a module type's ``config``, from its declared ``config_fields``."""
-    properties, required = {}, []
-    for field in cls.config_fields:
-        prop = {**KIND_SCHEMAS.get(field.kind, {}), "title": field.label}
-        if field.kind == "choice":
-            prop["enum"] = [value for value, _ in field.options]
-        elif field.max_length and prop.get("type") == "string":
-            prop["maxLength"] = field.max_length
-        if field.required:
-            required.append(field.name)
-            if prop.get("type") == "string":
-                prop["minLength"] = 1
-        elif field.kind == "choice":
-            prop["enum"] = [*prop["enum"], None, ""]  # null or "": the default
-        else:
-            prop["type"] = [prop["type"], "null"]  # null or "": the default
-            if field.default is not None:
-                prop["default"] = field.default
-        if field.minimum is not None:
-            prop["minimum"] = field.minimum
-        if field.maximum is not None:
-            prop["maximum"] = field.maximum
-        if field.help:
-            prop["description"] = field.help
-        properties[field.name] = prop
-    return obj(
-        properties,
-        required=required,
-        additional=False,
-        description=f"Settings of the `{cls.id}` module type: {cls.description}",
-    )
-
-
-def module_type_schemas():
-    """``{name: schema}``: per known module type its config and its POST /modules body."""
-    import modules
-
-    schemas, variants = {}, []
-    for type_id, cls in modules.types().items():
-        config_name = _schema_name(type_id, "Config")
-        input_name = _schema_name(type_id, "ModuleInput")
-        schemas[config_name] = config_schema(cls)
-        needs_config = any(f.required for f in cls.config_fields)
-        schemas[input_name] = {
-            "allOf": [ref("ModuleFields")],
-            "type": "object",
-            "required": ["name", "type", "config"] if needs_config else ["name", "type"],
-            "properties": {"type": {"const": type_id}, "config": ref(config_name)},
-            "description": f"A processing module of type `{type_id}` ({cls.name}).",
-        }
-        variants.append(ref(input_name))
-    schemas["ModuleInput"] = {
-        "oneOf": variants,
-        "description": "A processing module; `type` decides what `config` holds.",
-    }
-    return schemas
+def _documented(endpoint, value):
+    if endpoint == "api.service_action" and value is not None:
+        return service_action(value)
+    return OPERATIONS.get(endpoint if value is None else (endpoint, value))
 
 
 def spec():
-    """The OpenAPI 3.1 document of the ``api`` blueprint (a dict)."""
+    """The OpenAPI 3.1 document of the ``api`` and ``proxy`` blueprints (a dict)."""
     paths = {}
     for path, method, endpoint, value, rule in api_routes():
-        key = endpoint if value is None else (endpoint, value)
-        documented = OPERATIONS.get(key)
+        documented = _documented(endpoint, value)
         view = current_app.view_functions[endpoint]
         if documented is None:
             operation = {
@@ -1420,9 +743,7 @@ def spec():
         operation.setdefault("summary", _summary(view))
         if docstring:
             operation["description"] = docstring
-        operation["operationId"] = endpoint.removeprefix("api.") + (
-            f"_{value}" if value is not None else ""
-        )
+        operation["operationId"] = _operation_id(endpoint, value)
         path_params = _path_parameters(path, rule)
         if path_params:
             operation["parameters"] = path_params + operation.get("parameters", [])
@@ -1448,9 +769,15 @@ def spec():
                     "scheme": "bearer",
                     "description": "`Authorization: Bearer <token>`; make a token with "
                     "`provisor tokens create --email E` (a staff member or admin).",
-                }
+                },
+                "basicAuth": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "The tasks proxy (`/proxy/v1`): the login and password "
+                    "of a server side of this instance (`provisor proxy server-side`).",
+                },
             },
-            "schemas": {**copy.deepcopy(SCHEMAS), **module_type_schemas()},
+            "schemas": component_schemas(),
             "responses": copy.deepcopy(RESPONSES),
             "parameters": copy.deepcopy(PARAMETERS),
         },

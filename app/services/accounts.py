@@ -1,7 +1,6 @@
 """People: clients, staff, admins, their passwords and API tokens."""
 
 import hashlib
-import re
 import secrets
 
 from argon2 import PasswordHasher
@@ -9,9 +8,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.db import write_transaction
 from app.models import ApiToken, Client, Department, StaffMembership, User, utcnow
-from app.services.errors import NotFound, ValidationError
+from app.objects.inputs import ClientInput, StaffInput, StaffUpdate
+from app.services.errors import NotFound, ValidationError, unique_fields
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_UNIQUE = {"email": "An account with this email exists."}
 _hashers = {}
 
 
@@ -51,53 +51,20 @@ def authenticate(email, password):
     return user if check_password(user, password or "") else None
 
 
-def _email(data, errors, key="email"):
-    value = data.get(key)
-    if not isinstance(value, str) or not value.strip():
-        errors[key] = "This field is required."
-        return None
-    value = value.strip().lower()
-    if not EMAIL.match(value) or len(value) > 200:
-        errors[key] = "Must be an email address."
-        return None
-    return value
-
-
-def _name(data, errors):
-    value = data.get("name")
-    if not isinstance(value, str) or not value.strip():
-        errors["name"] = "This field is required."
-        return None
-    if len(value.strip()) > 100:
-        errors["name"] = "At most 100 characters."
-        return None
-    return value.strip()
-
-
-def _password(data, errors, required=True):
-    value = data.get("password")
-    if value in (None, "") and not required:
-        return None
-    if not isinstance(value, str) or len(value) < 8:
-        errors["password"] = "At least 8 characters."
-        return None
-    return value
-
-
 def create_client(data, with_login=None):
     """A client; with a password it can log in to the client area."""
-    errors = {}
-    email = _email(data, errors)
-    name = _name(data, errors)
-    password = _password(data, errors, required=bool(with_login))
+    values, errors = ClientInput.check(data)
+    email, name, password = values["email"], values["name"], values["password"]
+    if with_login and password is None and "password" not in errors:
+        errors["password"] = "At least 8 characters."
     if email and (
         Client.select().where(Client.email == email).exists()
         or User.select().where(User.email == email).exists()
     ):
-        errors["email"] = "An account with this email exists."
+        errors["email"] = EMAIL_UNIQUE["email"]
     if errors:
         raise ValidationError(errors)
-    with write_transaction():
+    with unique_fields(EMAIL_UNIQUE), write_transaction():
         client = Client.create(name=name, email=email)
         if password:
             User.create(
@@ -132,50 +99,30 @@ def get_client(client_id):
 
 def create_user(data, role="staff"):
     """A staff member (``department_ids``) or an admin."""
-    if role not in ("staff", "admin"):
-        raise ValidationError({"role": "Must be staff or admin."})
-    errors = {}
-    email = _email(data, errors)
-    name = _name(data, errors) if data.get("name") not in (None, "") else (email or "")
-    password = _password(data, errors)
-    department_ids = data.get("department_ids") or []
-    if isinstance(department_ids, (str, int)):
-        department_ids = [department_ids]
-    if not isinstance(department_ids, list):
-        errors["department_ids"] = "Must be a list of department ids."
-        department_ids = []
-    departments = []
-    for raw in department_ids:
-        department = Department.get_or_none_by_id(raw)
-        if department is None:
-            errors["department_ids"] = f"Unknown department {raw!r}."
-        else:
-            departments.append(department)
+    values, errors = StaffInput.check({**data, "role": role})
+    email, password, role = values["email"], values["password"], values["role"]
+    name = values["name"] or email or ""
+    departments = _departments(values["department_ids"], errors)
     if email and User.select().where(User.email == email).exists():
-        errors["email"] = "An account with this email exists."
+        errors["email"] = EMAIL_UNIQUE["email"]
     if errors:
         raise ValidationError(errors)
-    with write_transaction():
+    with unique_fields(EMAIL_UNIQUE), write_transaction():
         user = User.create(email=email, name=name, role=role, password_hash=hash_password(password))
         for department in departments:
             StaffMembership.create(user=user, department=department)
     return user
 
 
-def _departments(data, errors):
-    department_ids = data.get("department_ids")
+def _departments(department_ids, errors):
+    """The departments of these (checked) ids; None for None."""
     if department_ids is None:
         return None
-    if isinstance(department_ids, (str, int)):
-        department_ids = [department_ids]
-    if not isinstance(department_ids, list):
-        errors["department_ids"] = "Must be a list of department ids."
-        return None
     departments = []
-    for raw in department_ids:
-        department = Department.get_or_none_by_id(raw)
+    for department_id in department_ids:
+        department = Department.get_or_none_by_id(department_id)
         if department is None:
-            errors["department_ids"] = f"Unknown department {raw!r}."
+            errors["department_ids"] = f"Unknown department {department_id!r}."
         else:
             departments.append(department)
     return departments
@@ -191,16 +138,12 @@ def get_user(user_id):
 def update_user(user_id, data, actor):
     """Change a staff member: name, departments, role, active, password (if given)."""
     user = get_user(user_id)
-    errors = {}
-    name = _name(data, errors) if "name" in data else user.name
-    password = _password(data, errors, required=False)
-    departments = _departments(data, errors)
-    role = data.get("role", user.role)
-    if role not in ("staff", "admin"):
-        errors["role"] = "Must be staff or admin."
-    is_active = data.get("is_active", user.is_active)
-    if not isinstance(is_active, bool):
-        errors["is_active"] = "Must be true or false."
+    values, errors = StaffUpdate.check(data)
+    name = values["name"] if values["name"] is not None else user.name
+    password = values["password"]
+    departments = _departments(values["department_ids"], errors)
+    role = values["role"] or user.role
+    is_active = values["is_active"] if values["is_active"] is not None else user.is_active
     if user.id == actor.id and (role != "admin" or is_active is False) and user.is_admin:
         errors["role" if role != "admin" else "is_active"] = (
             "You cannot demote or lock yourself out."

@@ -5,7 +5,6 @@ Every function takes plain data (a dict from a form or JSON), validates it and r
 """
 
 import re
-from decimal import Decimal, InvalidOperation
 
 import modules
 from app.db import write_transaction
@@ -21,13 +20,20 @@ from app.models import (
     parse_id,
     utcnow,
 )
+from app.objects.inputs import (
+    DepartmentInput,
+    ModuleFields,
+    ModuleUpdate,
+    TariffInput,
+)
 from app.services import dispatch, order_fields
-from app.services.errors import Conflict, NotFound, ValidationError
+from app.services.errors import Conflict, NotFound, ValidationError, unique_fields
 from app.states import ITEM
 
-INTERNAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-PERIODS = ("month", "quarter", "year", "once")
+PERIODS = Tariff.PERIODS
+DEPARTMENT_UNIQUE = {"name": "A department with this name exists."}
+MODULE_UNIQUE = {"name": "A module with this name exists."}
 
 
 def _text(data, name, errors, required=True, max_length=200):
@@ -44,59 +50,6 @@ def _text(data, name, errors, required=True, max_length=200):
         errors[name] = f"At most {max_length} characters."
         return None
     return value
-
-
-def _int(data, name, errors, default, minimum=0, maximum=10**9):
-    value = data.get(name)
-    if value is None or value == "":
-        return default
-    number = whole_number(value)
-    if number is None:
-        errors[name] = "Must be a whole number."
-        return None
-    if number < minimum or number > maximum:
-        errors[name] = f"Must be between {minimum} and {maximum}."
-        return None
-    return number
-
-
-def whole_number(value):
-    """An int from user input (int, integral float, or text of ASCII digits), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None  # inf and nan are not integers
-    if isinstance(value, str):
-        text = value.strip()
-        sign = -1 if text.startswith("-") else 1
-        digits = text.lstrip("+-")
-        if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-            return None
-        return sign * int(digits)
-    return value if isinstance(value, int) else None
-
-
-def _bool(data, name, default):
-    value = data.get(name, default)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _id_list(data, name, errors):
-    value = data.get(name)
-    if value in (None, ""):
-        return []
-    if isinstance(value, (str, int)):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        errors[name] = "Must be a list of ids."
-        return []
-    ids = [parse_id(v) for v in value]
-    if None in ids:
-        errors[name] = "Must be a list of ids."
-        return []
-    return sorted(set(ids))
 
 
 # --- product types ----------------------------------------------------------------------
@@ -218,25 +171,22 @@ def departments():
 
 
 def _department_fields(data, existing=None):
-    errors = {}
-    name = _text(data, "name", errors, max_length=100)
-    notify = _text(data, "notify_email", errors, required=False)
-    if notify and "@" not in notify:
-        errors["notify_email"] = "Must be an email address."
-    clash = Department.select().where(Department.name == (name or ""))
-    if existing is not None:
-        clash = clash.where(Department.id != existing.id)
-    if name and clash.exists():
-        errors["name"] = "A department with this name exists."
+    values, errors = DepartmentInput.check(data)
+    if "name" not in errors:
+        clash = Department.select().where(Department.name == values["name"])
+        if existing is not None:
+            clash = clash.where(Department.id != existing.id)
+        if clash.exists():
+            errors["name"] = DEPARTMENT_UNIQUE["name"]
     if errors:
         raise ValidationError(errors)
-    return {"name": name, "notify_email": notify}
+    return values
 
 
 def create_department(data):
     """A department; ``notify_email`` gets an email on each new task."""
     values = _department_fields(data)
-    with write_transaction():
+    with unique_fields(DEPARTMENT_UNIQUE), write_transaction():
         return Department.create(**values)
 
 
@@ -250,7 +200,7 @@ def get_department(department_id):
 def update_department(department_id, data):
     department = get_department(department_id)
     values = _department_fields(data, existing=department)
-    with write_transaction():
+    with unique_fields(DEPARTMENT_UNIQUE), write_transaction():
         Department.update(**values).where(Department.id == department.id).execute()
     return get_department(department.id)
 
@@ -274,21 +224,12 @@ def get_module(module_id):
 
 
 def _module_fields(data, errors, existing=None):
-    values = {}
-    values["name"] = _text(data, "name", errors, max_length=100)
-    type_id = data.get("type") if existing is None else existing.type
-    cls = modules.get_type(type_id) if isinstance(type_id, str) else None
-    if cls is None:
-        errors["type"] = (
-            "Choose a module type: " + ", ".join(modules.types())
-            if type_id in (None, "")
-            else f"Unknown module type {type_id!r}."
-        )
-    values["type"] = type_id
-    config = data.get("config", {})
-    if not isinstance(config, dict):
-        errors["config"] = "Must be an object of settings."
-    elif cls is not None:
+    values, problems = (ModuleFields if existing is None else ModuleUpdate).check(data)
+    errors.update(problems)
+    cls = modules.get_type(existing.type if existing is not None else values["type"])
+    values["type"] = cls.id if cls is not None else None
+    config = values.pop("config")
+    if cls is not None and config is not None:
         if existing is not None:
             # a secret left blank in a form keeps its stored value
             for f in cls.config_fields:
@@ -298,39 +239,31 @@ def _module_fields(data, errors, existing=None):
         for key, message in config_errors.items():
             errors[f"config.{key}"] = message
         values["config"] = cleaned
-    department_id = data.get("department_id")
-    if department_id in (None, ""):
-        values["department"] = None
-    else:
-        department = Department.get_or_none_by_id(department_id)
-        if department is None:
+    department_id = values.pop("department_id")
+    values["department"] = None
+    if department_id is not None:
+        values["department"] = Department.get_or_none_by_id(department_id)
+        if values["department"] is None:
             errors["department_id"] = "Choose an existing department."
-        values["department"] = department
-    values["retry_delay"] = _int(data, "retry_delay", errors, 300, minimum=1, maximum=7 * 86400)
-    values["max_attempts"] = _int(data, "max_attempts", errors, 3, minimum=1, maximum=100)
-    values["max_wait"] = _int(data, "max_wait", errors, 3600, minimum=1, maximum=30 * 86400)
-    values["max_running"] = _int(data, "max_running", errors, 0, minimum=0, maximum=100000)
-    values["priority"] = _int(data, "priority", errors, 0, minimum=-1000, maximum=1000)
-    values["enabled"] = _bool(data, "enabled", True)
-    if values["name"]:
+    if "name" not in errors:
         clash = ProcessingModule.select().where(ProcessingModule.name == values["name"])
         if existing is not None:
             clash = clash.where(ProcessingModule.id != existing.id)
         if clash.exists():
-            errors["name"] = "A module with this name exists."
+            errors["name"] = MODULE_UNIQUE["name"]
     return values
 
 
 def create_module(data):
-    """A processing module; with ``check`` true its settings are tested first (Test
+    """A processing module; with ``test_connection`` true its settings are tested first (Test
     connection) and a failing test saves nothing."""
     errors = {}
     values = _module_fields(data, errors)
     if errors:
         raise ValidationError(errors)
-    if _bool(data, "check", False):
+    if values.pop("test_connection"):
         _require_working(values["type"], values["config"])
-    with write_transaction():
+    with unique_fields(MODULE_UNIQUE), write_transaction():
         return ProcessingModule.create(**values)
 
 
@@ -340,10 +273,10 @@ def update_module(module_id, data):
     values = _module_fields(data, errors, existing=module)
     if errors:
         raise ValidationError(errors)
-    if _bool(data, "check", False):
+    if values.pop("test_connection"):
         _require_working(module.type, values["config"])
     was_enabled = module.enabled
-    with write_transaction():
+    with unique_fields(MODULE_UNIQUE), write_transaction():
         for key, value in values.items():
             setattr(module, key, value)
         module.save()
@@ -523,39 +456,15 @@ def orderable_tariffs():
 
 
 def _tariff_fields(data, errors):
-    values = {}
-    values["name"] = _text(data, "name", errors, max_length=100)
-    pt = product_type_by(data.get("product_type"))
+    values, problems = TariffInput.check(data)
+    errors.update(problems)
+    pt = product_type_by(values["product_type"])
     if pt is None:
         errors["product_type"] = "Choose a product type: " + ", ".join(
             p.code for p in product_types()
         )
     values["product_type"] = pt
-    raw_price = data.get("price")
-    try:
-        price = Decimal(str(raw_price).strip())
-        if not price.is_finite() or price < 0 or price > Decimal("9999999999"):
-            raise InvalidOperation
-        values["price"] = price.quantize(Decimal("0.01"))
-    except (InvalidOperation, ValueError):
-        errors["price"] = (
-            "This field is required."
-            if raw_price in (None, "")
-            else "Must be a non-negative amount such as 9.99."
-        )
-    currency = _text(data, "currency", errors, required=False, max_length=3) or "USD"
-    if not re.match(r"^[A-Za-z]{3}$", currency):
-        errors["currency"] = "A three-letter currency code such as USD."
-    values["currency"] = currency.upper()
-    period = data.get("period") or "month"
-    if period not in PERIODS:
-        errors["period"] = "One of: " + ", ".join(PERIODS)
-    values["period"] = period
-    internal = _text(data, "internal_name", errors, max_length=64)
-    if internal and not INTERNAL_NAME.match(internal):
-        errors["internal_name"] = "Letters, digits, '.', '_' and '-' only."
-    values["internal_name"] = internal
-    module_ids = _id_list(data, "module_ids", errors)
+    module_ids = values.pop("module_ids") or []
     found = (
         list(ProcessingModule.select().where(ProcessingModule.id.in_(module_ids)))
         if module_ids
@@ -572,7 +481,7 @@ def create_tariff(data):
     values, module_rows = _tariff_fields(data, errors)
     if errors:
         raise ValidationError(errors)
-    with write_transaction():
+    with unique_fields(), write_transaction():
         tariff = Tariff.create(**values)
         set_tariff_modules(tariff, module_rows)
     return tariff
@@ -589,7 +498,7 @@ def update_tariff(tariff_id, data):
         errors["product_type"] = "The tariff has services; its product type cannot change."
     if errors:
         raise ValidationError(errors)
-    with write_transaction():
+    with unique_fields(), write_transaction():
         for key, value in values.items():
             setattr(tariff, key, value)
         tariff.save()

@@ -1,12 +1,12 @@
 """Orders and payments: an order is unpaid until a payment (webhook or staff) arrives."""
 
 import logging
-from decimal import Decimal, InvalidOperation
 
 from peewee import IntegrityError
 
 from app.db import write_transaction
-from app.models import Client, Order, Payment, Service, Tariff, parse_id, utcnow
+from app.models import Client, Order, Payment, Service, Tariff, utcnow
+from app.objects.inputs import OrderInput, PaymentInput
 from app.services import catalog, order_fields, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import SERVICE
@@ -23,22 +23,18 @@ def get(order_id):
 
 def create(data):
     """An unpaid order and its service (status ``ordered``)."""
-    errors = {}
-    client = Client.get_or_none_by_id(data.get("client_id"))
+    values, errors = OrderInput.check(data)
+    params = values["params"]
+    client = Client.get_or_none_by_id(values["client_id"])
     if client is None:
         errors["client_id"] = "Choose an existing client."
-    tariff = Tariff.get_or_none_by_id(data.get("tariff_id"))
+    tariff = Tariff.get_or_none_by_id(values["tariff_id"])
     if tariff is None:
         errors["tariff_id"] = "Choose an existing tariff."
     elif not catalog.is_orderable(tariff):
         errors["tariff_id"] = "This tariff cannot be ordered: no enabled module serves it."
-    params = data.get("params")
-    params = {} if params is None else params
-    if not isinstance(params, dict):
-        errors["params"] = "Must be an object."
-    elif any(not isinstance(k, str) or len(k) > 64 for k in params):
-        errors["params"] = "Parameter names must be short strings."
-    elif tariff is not None:
+    if params is not None and tariff is not None and "params" not in errors:
+        # the order fields of the tariff's product type (a domain name, a hostname...)
         try:
             params = order_fields.clean(tariff.product_type.order_fields, params)
         except ValidationError as exc:
@@ -111,32 +107,8 @@ def cancel(order_id):
 def parse_payment(data):
     if not isinstance(data, dict):
         raise ValidationError({"body": "Must be a JSON object."})
-    errors = {}
-    payment_id = data.get("payment_id")
-    if (
-        not isinstance(payment_id, (str, int))
-        or isinstance(payment_id, bool)
-        or str(payment_id).strip() == ""
-    ):
-        errors["payment_id"] = "Required: the payment's id at the payment provider."
-    elif len(str(payment_id)) > 200:
-        errors["payment_id"] = "At most 200 characters."
-    order_id = parse_id(data.get("order_id"))
-    if order_id is None:
-        errors["order_id"] = "Required: the id of the order."
-    try:
-        amount = Decimal(str(data.get("amount")))
-        if not amount.is_finite() or amount < 0 or isinstance(data.get("amount"), bool):
-            raise InvalidOperation
-    except (InvalidOperation, ValueError):
-        errors["amount"] = "Required: the amount paid, such as 9.99."
-        amount = None
-    currency = data.get("currency")
-    if not isinstance(currency, str) or len(currency.strip()) != 3:
-        errors["currency"] = "Required: a three-letter currency code."
-    if errors:
-        raise ValidationError(errors)
-    return str(payment_id).strip(), order_id, amount, currency.strip().upper()
+    values = PaymentInput.parse(data)
+    return values["payment_id"], values["order_id"], values["amount"], values["currency"]
 
 
 def receive_payment(data):

@@ -41,8 +41,9 @@ from app.models import (
     Task,
     utcnow,
 )
+from app.objects.peer import REPORTED_KINDS, PeerEvent, PeerEventInput, PeerTaskInput
 from app.services import dispatch, tasks
-from app.services.errors import NotFound, ServiceError, ValidationError
+from app.services.errors import NotFound, ServiceError, ValidationError, unique_fields
 from app.states import PROXY_OUTGOING
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,13 @@ PUSHED_KINDS = {
     "closed": "close",
     "cancelled": "cancel",
 }
-REPORTED_KINDS = ("assigned", "comment", "fields", "closed", "cancelled", "reopened")
+SERVER_SIDE_UNIQUE = {
+    "login": "A server side with this login exists.",
+    "department_id": "This department already serves another server side.",
+}
+CLIENT_SIDE_UNIQUE = {
+    "department_id": "This department is already forwarded by another client side.",
+}
 PUSH_LEASE = timedelta(seconds=60)
 PAGE = 500
 
@@ -132,12 +139,12 @@ def create_server_side(data):
     if department is None:
         errors["department_id"] = "Choose an existing department."
     elif ProxyServerSide.select().where(ProxyServerSide.department == department.id).exists():
-        errors["department_id"] = "This department already serves another server side."
+        errors["department_id"] = SERVER_SIDE_UNIQUE["department_id"]
     if login and ProxyServerSide.select().where(ProxyServerSide.login == login).exists():
-        errors["login"] = "A server side with this login exists."
+        errors["login"] = SERVER_SIDE_UNIQUE["login"]
     if errors:
         raise ValidationError(errors)
-    with write_transaction():
+    with unique_fields(SERVER_SIDE_UNIQUE), write_transaction():
         return ProxyServerSide.create(
             login=login, password_hash=accounts.hash_password(password), department=department
         )
@@ -176,28 +183,14 @@ def peer_departments(side):
 
 def receive_task(side, data):
     """A peer sends a task (idempotent on its task id). Returns ``(task, created)``."""
-    from app.models import parse_id
 
-    errors = {}
-    sender_task_id = parse_id(data.get("sender_task_id"))
-    if sender_task_id is None:
-        errors["sender_task_id"] = "Required: the sender's task id."
-    if parse_id(data.get("department_id")) != side.department_id:
+    values, errors = PeerTaskInput.check(data)
+    if "department_id" not in errors and values["department_id"] != side.department_id:
         errors["department_id"] = "Not a department this account may send to."
-    title = _text(data, "title", errors, 250)
-    form = data.get("form") or []
-    if not isinstance(form, list) or any(
-        not isinstance(f, dict) or not isinstance(f.get("name"), str) for f in form
-    ):
-        errors["form"] = "Must be a list of fields with names."
-    fields = data.get("fields") or {}
-    if not isinstance(fields, dict):
-        errors["fields"] = "Must be an object."
-    description = data.get("description") or ""
-    if not isinstance(description, str):
-        errors["description"] = "Must be text."
     if errors:
         raise ValidationError(errors)
+    sender_task_id, title, form = values["sender_task_id"], values["title"], values["form"]
+    fields, description = values["fields"], values["description"]
     now = utcnow()
     with write_transaction():
         existing = ProxyInbound.get_or_none(
@@ -218,14 +211,7 @@ def receive_task(side, data):
             sender_task_id=sender_task_id,
             task=task,
             description=description,
-            form=[
-                {
-                    "name": f["name"],
-                    "label": str(f.get("label") or f["name"]),
-                    "required": bool(f.get("required")),
-                }
-                for f in form
-            ],
+            form=form,
         )
         with applying_from(side):
             if description:
@@ -245,23 +231,9 @@ def receive_task(side, data):
 
 def receive_event(side, sender_task_id, data):
     """A peer reports a change of a task it sent (idempotent on ``event_id``)."""
-
-    errors = {}
-    event_id = data.get("event_id")
-    if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 100:
-        errors["event_id"] = "Required: a unique id of this event."
-    kind = data.get("kind")
-    if kind not in ("comment", "fields", "cancel", "close"):
-        errors["kind"] = "One of: comment, fields, cancel, close."
-    text = data.get("text") or ""
-    fields = data.get("fields") or {}
-    if not isinstance(text, str):
-        errors["text"] = "Must be text."
-    if not isinstance(fields, dict):
-        errors["fields"] = "Must be an object."
-    if errors:
-        raise ValidationError(errors)
-    actor = f"{side.login}: {data.get('actor') or 'peer'}"[:200]
+    values = PeerEventInput.parse(data)
+    event_id, kind, text, fields = (values[k] for k in ("event_id", "kind", "text", "fields"))
+    actor = f"{side.login}: {values['actor'] or 'peer'}"[:200]
     now = utcnow()
     with write_transaction():
         inbound = ProxyInbound.get_or_none(
@@ -321,18 +293,7 @@ def events_after(side, cursor, limit=PAGE):
         .order_by(ProxyEvent.id)
         .limit(limit)
     )
-    events = [
-        {
-            "id": e.id,
-            "sender_task_id": e.sender_task_id,
-            "kind": e.kind,
-            "actor": e.actor,
-            "text": e.text,
-            "fields": e.fields or {},
-            "created_at": e.created_at.isoformat(timespec="seconds") + "Z",
-        }
-        for e in rows
-    ]
+    events = [PeerEvent.of(e) for e in rows]
     return events, (rows[-1].id if rows else cursor)
 
 
@@ -456,7 +417,7 @@ def create_client_side(data):
     if department is None:
         errors["department_id"] = "Choose the local department whose tasks are forwarded."
     elif ProxyClientSide.select().where(ProxyClientSide.department == department.id).exists():
-        errors["department_id"] = "This department is already forwarded by another client side."
+        errors["department_id"] = CLIENT_SIDE_UNIQUE["department_id"]
     remote_id = parse_id(data.get("remote_department_id"))
     if remote_id is None:
         errors["remote_department_id"] = "Choose the remote department."
@@ -473,7 +434,7 @@ def create_client_side(data):
                 "this department to this login."
             }
         )
-    with write_transaction():
+    with unique_fields(CLIENT_SIDE_UNIQUE), write_transaction():
         return ProxyClientSide.create(
             url=url,
             login=login,

@@ -18,6 +18,7 @@ from peewee import JOIN
 
 from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, parse_id, utcnow
+from app.objects.inputs import TaskCancelInput, TaskCloseInput, TaskCommentInput
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from app.states import TASK
 
@@ -269,13 +270,8 @@ def close(task_id, user, fields=None, comment=""):
 
 
 def _fields_and_comment(fields, comment):
-    fields = {} if fields is None else fields
-    comment = "" if comment is None else comment
-    if not isinstance(fields, dict):
-        raise ValidationError({"fields": "Must be an object of detail fields."})
-    if not isinstance(comment, str):
-        raise ValidationError({"comment": "Must be text."})
-    return fields, comment
+    values = TaskCloseInput.parse({"fields": fields, "comment": comment})
+    return values["fields"], values["comment"]
 
 
 def close_locked(task, actor, fields, comment, now, assignee=None):
@@ -352,14 +348,11 @@ def _get_acting(task_id, user):
 
 def comment(task_id, user, text):
     """Add a comment to the task's history."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValidationError({"text": "Write a comment."})
-    if len(text) > 10000:
-        raise ValidationError({"text": "At most 10000 characters."})
+    text = TaskCommentInput.parse({"text": text})["text"]
     now = utcnow()
     with write_transaction():
         task = _get_acting(task_id, user)
-        record_event(task, "comment", user.email, now, text=text.strip())
+        record_event(task, "comment", user.email, now, text=text)
         task.updated_at = now
         task.save()
     return task
@@ -367,8 +360,7 @@ def comment(task_id, user, text):
 
 def cancel(task_id, user, reason=""):
     """Nobody will do this by hand: the task is cancelled, and its open operation too."""
-    if reason is not None and not isinstance(reason, str):
-        raise ValidationError({"reason": "Must be text."})
+    reason = TaskCancelInput.parse({"reason": reason})["reason"]
     now = utcnow()
     with write_transaction():
         task = _get_acting(task_id, user)

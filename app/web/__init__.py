@@ -2,11 +2,13 @@
 
 import logging
 
-from flask import jsonify, render_template, request
+from flask import render_template, request
 from htmx_flask import Htmx
+from peewee import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from app.services.errors import ServiceError
+from app.services.errors import ServiceError, from_integrity_error
+from app.web.errors import allow_header, json_error, json_error_for
 
 log = logging.getLogger(__name__)
 htmx = Htmx()
@@ -16,10 +18,7 @@ def wants_json():
     return request.path.startswith(("/api/", "/proxy/"))
 
 
-def allow_header(exc):
-    """Keep the ``Allow`` header of a 405 (the rest of the HTTPException's headers are
-    about its own HTML body)."""
-    return [(k, v) for k, v in exc.get_headers() if k.lower() == "allow"]
+__all__ = ["allow_header", "htmx", "init_app", "wants_json"]
 
 
 def init_app(app):
@@ -67,21 +66,24 @@ def init_app(app):
     @app.errorhandler(HTTPException)
     def _http_error(exc):
         if wants_json():
-            code = (exc.name or "error").lower().replace(" ", "_")
-            body = {"error": {"code": code, "message": exc.description or exc.name, "fields": {}}}
-            return jsonify(body), exc.code, allow_header(exc)
+            return json_error_for(exc)
         return render_template("error.html", error=exc), exc.code, allow_header(exc)
 
     @app.errorhandler(ServiceError)
     def _service_error(exc):
         if wants_json():
-            return jsonify(exc.as_dict()), exc.status
+            return json_error_for(exc)
         return render_template("error.html", error=exc), exc.status
+
+    @app.errorhandler(IntegrityError)
+    def _constraint_error(exc):
+        """A constraint no service check caught (two requests at once): 409, not 500."""
+        log.warning("constraint refused on %s %s: %s", request.method, request.path, exc)
+        return _service_error(from_integrity_error(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
         log.exception("unexpected error on %s %s", request.method, request.path)
         if wants_json():
-            body = {"error": {"code": "internal", "message": "internal error", "fields": {}}}
-            return jsonify(body), 500
+            return json_error(500, "internal", "internal error")
         return render_template("error.html", error=None), 500

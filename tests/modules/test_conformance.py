@@ -200,7 +200,12 @@ def test_check_config_talks_to_the_server(app, api, engine, backend):
         return
     code, body = api.post(
         "/modules",
-        {"name": f"bad-{module['id']}", "type": backend.type_id, "config": bad, "check": True},
+        {
+            "name": f"bad-{module['id']}",
+            "type": backend.type_id,
+            "config": bad,
+            "test_connection": True,
+        },
     )
     assert code == 422, body
     assert any(k.startswith("config.") for k in body["error"]["fields"]), body

@@ -1,0 +1,278 @@
+"""The field types of Provisor's objects.
+
+Each input type is an ``Annotated`` type built by one call (``Text(100)``,
+``WholeNumber(1, 604800)``): its validator gives Provisor's messages ("This field is
+required.", "At most 100 characters.", "Must be a whole number.", ...) and takes what the
+pages send too (numbers as text, checkboxes); its constraints describe it in JSON Schema.
+Output types turn what the database gives into JSON values ("10.00", "...Z").
+"""
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, WithJsonSchema
+
+from app.models import MAX_ID, parse_id
+from app.objects.base import Missing, invalid, missing
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def whole_number(value):
+    """An int from user input (int, integral float, or text of ASCII digits), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None  # inf and nan are not integers
+    if isinstance(value, str):
+        text = value.strip()
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+            return None
+        return sign * int(digits)
+    return value if isinstance(value, int) else None
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def Text(
+    max_length=200,
+    *,
+    not_text="Must be text.",
+    strip=True,
+    pattern=None,
+    pattern_message=None,
+    transform=None,
+    schema=None,
+):
+    """Text of 1..``max_length`` characters (stripped); ``pattern`` with its message."""
+    compiled = re.compile(pattern) if pattern else None
+
+    def check(value):
+        if value is None:
+            raise missing()
+        if not isinstance(value, str):
+            raise invalid(not_text)
+        text = value.strip() if strip else value
+        if not text.strip():
+            raise missing()
+        if len(text) > max_length:
+            raise invalid(f"At most {max_length} characters.")
+        if compiled is not None and not compiled.search(text):
+            raise invalid(pattern_message)
+        return transform(text) if transform else text
+
+    return Annotated[
+        str,
+        Field(min_length=1, max_length=max_length, pattern=pattern, json_schema_extra=schema),
+        BeforeValidator(check),
+    ]
+
+
+def FreeText(not_text="Must be text."):
+    """Any text, kept as it is (a comment, a description); empty when not given."""
+
+    def check(value):
+        if not isinstance(value, str):
+            raise invalid(not_text)
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+def EmailAddress(not_text="This field is required."):
+    """An email address (stripped, lowercased, at most 200 characters)."""
+
+    def check(value):
+        if value is None:
+            raise missing()
+        if not isinstance(value, str):
+            raise invalid(not_text)
+        text = value.strip().lower()
+        if not text:
+            raise missing()
+        if not EMAIL.match(text) or len(text) > 200:
+            raise invalid("Must be an email address.")
+        return text
+
+    return Annotated[
+        str,
+        Field(max_length=200, pattern=EMAIL.pattern, json_schema_extra={"format": "email"}),
+        BeforeValidator(check),
+    ]
+
+
+def _password(value):
+    if not isinstance(value, str) or len(value) < 8:
+        raise invalid("At least 8 characters.")
+    return value
+
+
+Password = Annotated[
+    str,
+    Field(min_length=8, json_schema_extra={"writeOnly": True}),
+    BeforeValidator(_password),
+    Missing("At least 8 characters."),
+]
+
+
+def WholeNumber(minimum, maximum):
+    """A whole number from ``minimum`` to ``maximum`` (also as text: "300")."""
+
+    def check(value):
+        number = whole_number(value)
+        if number is None:
+            raise invalid("Must be a whole number.")
+        if not minimum <= number <= maximum:
+            raise invalid(f"Must be between {minimum} and {maximum}.")
+        return number
+
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(check)]
+
+
+def Ref(message):
+    """The id of an existing row; ``message`` when it is not an id (the service says the
+    same when no such row exists)."""
+
+    def check(value):
+        number = parse_id(value)
+        if number is None:
+            raise invalid(message)
+        return number
+
+    return Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(check), Missing(message)]
+
+
+def IdList(not_a_list="Must be a list of ids.", bad_item="Must be a list of ids."):
+    """A list of ids (one id alone is a list of one), without repeats; ``bad_item`` may
+    show the wrong item with ``{!r}``."""
+
+    def check(value):
+        if isinstance(value, (str, int)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise invalid(not_a_list)
+        ids = []
+        for raw in value:
+            number = parse_id(raw)
+            if number is None:
+                raise invalid(bad_item.format(raw))
+            ids.append(number)
+        return sorted(set(ids))
+
+    return Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_ID)]],
+        Field(json_schema_extra={"uniqueItems": True}),
+        BeforeValidator(check),
+    ]
+
+
+def _flag(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+"""A checkbox: true, or "1"/"true"/"yes"/"on"; anything else is false."""
+
+
+def StrictFlag(message="Must be true or false."):
+    def check(value):
+        if not isinstance(value, bool):
+            raise invalid(message)
+        return value
+
+    return Annotated[bool, BeforeValidator(check)]
+
+
+def Choice(values, message=None):
+    """One of ``values`` (a declaration such as ``Tariff.PERIODS``)."""
+    values = tuple(values)
+    message = message or "One of: " + ", ".join(values)
+
+    def check(value):
+        if not isinstance(value, str) or value not in values:
+            raise invalid(message)
+        return value
+
+    return Annotated[Literal[values], BeforeValidator(check)]
+
+
+def JsonObject(message="Must be an object."):
+    def check(value):
+        if not isinstance(value, dict):
+            raise invalid(message)
+        return value
+
+    return Annotated[dict[str, Any], BeforeValidator(check)]
+
+
+def Amount(message, maximum=None, places=None, description=None):
+    """A non-negative amount, exact (text "9.99" or a number); ``places`` rounds it."""
+
+    def check(value):
+        try:
+            if isinstance(value, bool):
+                raise InvalidOperation
+            amount = Decimal(str(value).strip())
+            if not amount.is_finite() or amount < 0:
+                raise InvalidOperation
+            if maximum is not None and amount > maximum:
+                raise InvalidOperation
+        except (InvalidOperation, ValueError):
+            raise invalid(message) from None
+        return amount.quantize(Decimal(10) ** -places) if places is not None else amount
+
+    digits = len(str(int(maximum))) if maximum is not None else None
+    number = {"type": "number", "minimum": 0}
+    if maximum is not None:
+        number["maximum"] = int(maximum)
+    schema = {
+        "anyOf": [
+            {
+                "type": "string",
+                "pattern": r"^\d%s(\.\d+)?$" % (f"{{1,{digits}}}" if digits else "+"),
+            },
+            number,
+        ]
+    }
+    if description:
+        schema["description"] = description
+    return Annotated[Decimal, BeforeValidator(check), WithJsonSchema(schema)]
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+def money(value):
+    """Amounts always with two decimals ("10.00"), whatever the database gives back."""
+    return f"{Decimal(value):.2f}"
+
+
+def timestamp(value):
+    """A stored (naive UTC) datetime as JSON: "2025-01-31T12:00:00Z"."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.isoformat(timespec="seconds") + "Z"
+
+
+Id = Annotated[int, Field(ge=1)]
+Money = Annotated[str, Field(pattern=r"^\d+\.\d{2}$", examples=["9.99"]), BeforeValidator(money)]
+Timestamp = Annotated[
+    Annotated[str, Field(json_schema_extra={"format": "date-time"})] | None,
+    BeforeValidator(timestamp),
+    Field(description="UTC, e.g. 2025-01-31T12:00:00Z"),
+]
+Object = Annotated[dict[str, Any], BeforeValidator(lambda value: value or {})]
+"""A JSON object stored on a row (details, params); {} when the row holds none."""
+
+
+def OneOf(values, description=None):
+    """Text that is one of ``values`` (a model's declaration). An answer is not refused
+    for a value the declaration does not have yet; the schema lists the declared ones."""
+    extra = {"enum": list(values)}
+    return Annotated[str, Field(description=description, json_schema_extra=extra)]

@@ -1,0 +1,426 @@
+"""The bodies the services take (from the API and from the pages' forms alike).
+
+A service validates its dict with ``SomeInput.check(data)`` (or ``.parse``); the same
+model is the OpenAPI request schema. What needs the database (an existing department, a
+name already taken) stays in the service.
+"""
+
+import functools
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BeforeValidator, ConfigDict, Field, RootModel, create_model, field_validator
+
+from app.models import ProductType, Tariff
+from app.objects.base import Input, Missing, NotBlank, invalid
+from app.objects.fields import (
+    Amount,
+    Choice,
+    EmailAddress,
+    Flag,
+    FreeText,
+    IdList,
+    JsonObject,
+    Password,
+    Ref,
+    StrictFlag,
+    Text,
+    WholeNumber,
+)
+
+INTERNAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STAFF_ROLES = ("staff", "admin")
+
+Name = Text(100)
+PersonName = Text(100, not_text="This field is required.")
+NotifyEmail = Text(
+    200, pattern="@", pattern_message="Must be an email address.", schema={"format": "email"}
+)
+DepartmentIds = IdList("Must be a list of department ids.", "Unknown department {!r}.")
+Role = Choice(STAFF_ROLES, "Must be staff or admin.")
+
+
+# --- people -----------------------------------------------------------------------------
+
+
+class ClientInput(Input):
+    """A client; with `password` the client can log in to the client area."""
+
+    name: PersonName
+    email: EmailAddress()
+    password: Password | None = Field(
+        None, description="Optional: with it the client can log in to the client area."
+    )
+
+
+class DepartmentInput(Input):
+    """A department; `notify_email` gets an email on each new task."""
+
+    name: Name
+    notify_email: NotifyEmail | None = Field(
+        None, description="Where new-task notifications go (null: none)."
+    )
+
+
+class StaffInput(Input):
+    """A staff member (`role: admin` makes an admin) and their departments."""
+
+    email: EmailAddress()
+    name: PersonName | None = Field(None, description="Defaults to the email.")
+    password: Password
+    department_ids: DepartmentIds = []
+    role: Role = "staff"
+
+
+def _no_default(schema):
+    """Not given means "unchanged": there is no default value to show."""
+    schema.pop("default", None)
+
+
+class StaffUpdate(Input):
+    """Change a staff member: what is not given stays as it is."""
+
+    name: Annotated[PersonName, NotBlank()] = Field(
+        None, description="A new name (omitted: unchanged).", json_schema_extra=_no_default
+    )
+    password: Password | None = Field(None, description="A new password (omitted: unchanged).")
+    department_ids: DepartmentIds | None = Field(
+        None, description="Replaces the departments (omitted: unchanged)."
+    )
+    role: Role | None = None
+    is_active: StrictFlag() | None = None
+
+
+# --- processing modules -----------------------------------------------------------------
+
+
+def _choose_module_type():
+    import modules
+
+    return "Choose a module type: " + ", ".join(modules.types())
+
+
+def _module_type(value):
+    import modules
+
+    if not isinstance(value, str) or modules.get_type(value) is None:
+        raise invalid(f"Unknown module type {value!r}.")
+    return value
+
+
+ModuleTypeId = Annotated[str, BeforeValidator(_module_type), Missing(_choose_module_type)]
+
+
+class ModuleSettings(Input):
+    """The fields of a processing module but its type."""
+
+    name: Name
+    config: JsonObject("Must be an object of settings.") = Field(
+        {},
+        description="The type's settings, validated against its schema (GET /module-types); "
+        "errors come keyed `config.<setting>`; an unknown setting is an error.",
+    )
+    department_id: Ref("Choose an existing department.") | None = Field(
+        None, description="The department that gets its tasks."
+    )
+    retry_delay: WholeNumber(1, 7 * 86400) = Field(300, description="Seconds between attempts.")
+    max_attempts: WholeNumber(1, 100) = 3
+    max_wait: WholeNumber(1, 30 * 86400) = Field(
+        3600, description="Seconds a polling operation may wait in all, then a task."
+    )
+    max_running: WholeNumber(0, 100000) = Field(
+        0, description="Operations it may run at once (0: no limit)."
+    )
+    priority: WholeNumber(-1000, 1000) = Field(0, description="Lower runs first.")
+    enabled: Flag = True
+    test_connection: Flag = Field(
+        False,
+        description="Test the connection first (POST /modules/{id}/check); a failing test "
+        "saves nothing and answers 422 with the server's words by the setting.",
+    )
+
+
+class ModuleFields(ModuleSettings):
+    """The fields of a processing module; see ModuleInput for each type."""
+
+    type: ModuleTypeId = Field(
+        description="A module type id (GET /module-types); it cannot change later."
+    )
+
+
+class ModuleUpdate(ModuleSettings):
+    """Every field, like POST /modules (a missing one takes its default); the type cannot
+    change, and a secret left blank keeps the stored one."""
+
+
+_CONFIG_KINDS = {
+    "str": (str, {}),
+    "text": (str, {}),
+    "secret": (str, {"writeOnly": True}),
+    "url": (str, {"format": "uri", "pattern": "^https?://"}),
+    "int": (int, {}),
+    "float": (float, {}),
+    "bool": (bool, {}),
+}
+
+
+def _or_null(extra, schema):
+    """A setting that is not required takes null (or "") for its default."""
+    schema.update(extra)
+    if isinstance(schema.get("type"), str):
+        schema["type"] = [schema["type"], "null"]
+
+
+def _schema_name(type_id, suffix):
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", type_id)) + suffix
+
+
+def config_model(cls):
+    """The model of a module type's ``config``, generated from its ``config_fields``.
+
+    The type itself validates a config (``validate_config``, from the same declarations);
+    this model describes it in the OpenAPI document. A kind this table does not know is
+    described as any value.
+    """
+    fields = {}
+    for f in cls.config_fields:
+        kind, extra = _CONFIG_KINDS.get(f.kind, (Any, {}))
+        if f.kind == "choice":
+            values = tuple(value for value, _ in f.options)
+            kind, extra = Any, {"enum": [*values] if f.required else [*values, "", None]}
+            # not required: null or "" takes the default
+        elif kind is str and f.max_length:
+            extra = {**extra, "maxLength": f.max_length}
+        options = {"title": f.label, "description": f.help or None}
+        if kind in (int, float):
+            if f.minimum is not None:
+                options["ge"] = f.minimum
+            if f.maximum is not None:
+                options["le"] = f.maximum
+        if f.required:
+            if kind is str:
+                options["min_length"] = 1
+            fields[f.name] = (kind, Field(..., json_schema_extra=extra or None, **options))
+        else:
+            fields[f.name] = (
+                kind,
+                Field(f.default, json_schema_extra=functools.partial(_or_null, extra), **options),
+            )
+    return create_model(
+        _schema_name(cls.id, "Config"),
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"Settings of the `{cls.id}` module type: {cls.description}",
+        **fields,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _module_input_models(types):
+    models = []
+    for type_id, cls in types:
+        config = config_model(cls)
+        needs_config = any(f.required for f in cls.config_fields)
+        models.append(
+            create_model(
+                _schema_name(type_id, "ModuleInput"),
+                __base__=ModuleFields,
+                __doc__=f"A processing module of type `{type_id}` ({cls.name}).",
+                type=(Literal[type_id], ...),
+                config=(config, ... if needs_config else Field(default_factory=dict)),
+            )
+        )
+    union = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
+    root = create_model(
+        "ModuleInput",
+        __base__=RootModel[Annotated[union, Field(discriminator="type")]],
+        __doc__="A processing module; `type` decides what `config` holds.",
+    )
+    return [*models, root]
+
+
+def module_input_models():
+    """Per known module type its ``...ModuleInput`` body, and ``ModuleInput`` (one of them)."""
+    import modules
+
+    return _module_input_models(tuple(modules.types().items()))
+
+
+# --- tariffs, orders, payments ----------------------------------------------------------
+
+
+def _code_or_id(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise invalid("Choose a product type.")
+    return value
+
+
+ProductTypeRef = Annotated[
+    Annotated[str, Field(json_schema_extra={"enum": list(ProductType.CODES)})]
+    | Annotated[int, Field(ge=1)],
+    BeforeValidator(_code_or_id),
+    Field(description="A product type's code (or id)."),
+]
+
+
+class TariffInput(Input):
+    """A tariff plan (POST and PUT alike)."""
+
+    name: Name
+    product_type: ProductTypeRef
+    price: Amount(
+        "Must be a non-negative amount such as 9.99.",
+        maximum=9999999999,
+        places=2,
+        description="A non-negative amount such as 9.99 (a string keeps it exact).",
+    )
+    currency: Text(
+        3,
+        pattern=r"^[A-Za-z]{3}$",
+        pattern_message="A three-letter currency code such as USD.",
+        transform=str.upper,
+    ) = "USD"
+    period: Choice(Tariff.PERIODS) = "month"
+    internal_name: Text(
+        64, pattern=INTERNAL_NAME.pattern, pattern_message="Letters, digits, '.', '_' and '-' only."
+    ) = Field(description="The key of the modules' items: tariffs sharing it share items.")
+    module_ids: IdList() | None = Field(
+        None,
+        description="Processing modules serving it; linking an enabled one queues its "
+        "ensure_item operation. Omitted or null: none (on PUT this unlinks all).",
+    )
+
+
+class OrderInput(Input):
+    """Order a tariff for a client."""
+
+    client_id: Ref("Choose an existing client.")
+    tariff_id: Ref("Choose an existing tariff.") = Field(
+        description="An orderable tariff (an enabled module serves it)."
+    )
+    params: JsonObject() = Field(
+        {}, description="Order parameters passed to the module (e.g. domain)."
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _short_names(cls, params):
+        if any(not isinstance(k, str) or len(k) > 64 for k in params):
+            raise invalid("Parameter names must be short strings.")
+        return params
+
+
+PAYMENT_ID = "Required: the payment's id at the payment provider."
+CURRENCY = "Required: a three-letter currency code."
+
+
+def _payment_id(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise invalid(PAYMENT_ID)
+    if len(str(value)) > 200:
+        raise invalid("At most 200 characters.")
+    return str(value).strip()
+
+
+def _currency(value):
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value.strip()):
+        raise invalid(CURRENCY)
+    return value.strip().upper()
+
+
+class PaymentInput(Input):
+    """A payment notification (the payment webhook's body)."""
+
+    payment_id: Annotated[
+        Annotated[str, Field(min_length=1, max_length=200)] | int,
+        BeforeValidator(_payment_id),
+        Missing(PAYMENT_ID),
+    ] = Field(description="The payment's id at the payment provider (idempotency key).")
+    order_id: Ref("Required: the id of the order.")
+    amount: Annotated[
+        Amount("Required: the amount paid, such as 9.99."),
+        Missing("Required: the amount paid, such as 9.99."),
+    ] = Field(description="At least the order's amount.")
+    currency: Annotated[
+        str, Field(pattern=r"^[A-Za-z]{3}$"), BeforeValidator(_currency), Missing(CURRENCY)
+    ]
+
+
+# --- services and tasks -----------------------------------------------------------------
+
+
+class ServiceActionInput(Input):
+    """Optional parameters, stored on the operation and passed to the module."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ChangeTariffInput(ServiceActionInput):
+    """The new tariff; other keys are stored on the operation and passed to the module."""
+
+    tariff_id: Ref("Choose an existing tariff.") = Field(
+        description="A different tariff of the same product type."
+    )
+
+
+class TaskAssignInput(Input):
+    """Assign a task (to the caller unless `user_id` says whom)."""
+
+    user_id: Ref("Choose a staff member.") | None = Field(
+        None, description="A staff member to assign (default: the caller)."
+    )
+    force: Flag = Field(
+        False, description="Hand over a task already assigned (admins or its assignee)."
+    )
+
+
+class TaskCommentInput(Input):
+    """A comment for the task's history."""
+
+    text: Annotated[Text(10000, not_text="Write a comment."), Missing("Write a comment.")]
+
+
+DetailFields = JsonObject("Must be an object of detail fields.")
+
+
+class TaskFieldsInput(Input):
+    """Detail fields filled in (the task stays open)."""
+
+    fields: DetailFields = {}
+
+
+class TaskCancelInput(Input):
+    """Why nobody will do the task."""
+
+    reason: FreeText() | None = None
+
+
+class TaskCloseInput(Input):
+    """Close a task with the detail fields of the product type."""
+
+    fields: DetailFields = Field(
+        {},
+        description="The detail fields of the product type; closing the task of an `open` "
+        "operation needs every required one.",
+    )
+    comment: FreeText() = ""
+
+
+MODELS = [
+    ClientInput,
+    DepartmentInput,
+    StaffInput,
+    StaffUpdate,
+    ModuleFields,
+    ModuleUpdate,
+    TariffInput,
+    OrderInput,
+    PaymentInput,
+    ServiceActionInput,
+    ChangeTariffInput,
+    TaskAssignInput,
+    TaskCommentInput,
+    TaskFieldsInput,
+    TaskCancelInput,
+    TaskCloseInput,
+]
+"""The input bodies of the OpenAPI document (with :func:`module_input_models`)."""

@@ -1,0 +1,391 @@
+"""What the API answers: one model per object, built from a row with ``Model.of(row)``.
+
+The models are the OpenAPI response schemas too; enums come from the models'
+declarations (``Operation.KINDS``, ``Service.STATUSES``, ...). Adding a field to an
+object is one line here.
+"""
+
+from typing import Any
+
+from pydantic import AliasPath, Field, create_model
+
+from app import models as rows
+from app.objects.base import Output
+from app.objects.fields import Id, Money, Object, OneOf, Timestamp
+from app.services.order_fields import KINDS as ORDER_FIELD_KINDS
+from modules.base import KINDS as CONFIG_FIELD_KINDS
+
+SECRET_SHOWN_AS = "********"
+EMAIL_STATUSES = rows.Email.STATUSES
+
+IdOrNull = Id | None
+
+
+class Health(Output):
+    status: OneOf(("ok", "degraded"))
+    database: str = Field(description='"ok" or "error: <exception>"')
+    broker: OneOf(("redis", "embedded"))
+    version: str
+
+
+class Client(Output):
+    id: Id
+    name: str
+    email: str = Field(json_schema_extra={"format": "email"})
+    created_at: Timestamp
+
+
+class Department(Output):
+    id: Id
+    name: str
+    notify_email: str | None = Field(description="Where new-task notifications go (null: none).")
+
+
+class Staff(Output):
+    """A staff member or admin."""
+
+    id: Id
+    email: str = Field(json_schema_extra={"format": "email"})
+    name: str
+    role: OneOf(rows.User.ROLES)
+    is_active: bool
+    department_ids: list[Id]
+
+
+class Module(Output):
+    """A processing module: a configured instance of a module type."""
+
+    id: Id
+    name: str
+    type: str = Field(description="A module type id: see GET /module-types.")
+    config: Object = Field(description="The type's settings, cleaned; secrets show as `********`.")
+    department_id: IdOrNull = Field(description="The department that gets its tasks.")
+    retry_delay: int = Field(description="Seconds between attempts.")
+    max_attempts: int
+    max_wait: int = Field(description="Seconds a polling operation may wait in all.")
+    max_running: int = Field(description="0: no limit.")
+    priority: int = Field(description="Lower runs first.")
+    enabled: bool
+
+    @classmethod
+    def of(cls, module, **extra):
+        """Secrets (config fields of kind ``secret``) are never shown."""
+        import modules
+
+        kind = modules.get_type(module.type)
+        secrets = [f.name for f in kind.config_fields if f.kind == "secret"] if kind else []
+        config = dict(module.config or {})
+        for name in secrets:
+            if config.get(name):
+                config[name] = SECRET_SHOWN_AS
+        return super().of(module, config=config, **extra)
+
+
+class ConfigOption(Output):
+    value: Any
+    label: str
+
+
+class ConfigField(Output):
+    name: str
+    label: str
+    kind: OneOf(CONFIG_FIELD_KINDS)
+    required: bool
+    default: Any = Field(description="Any JSON value, or null.")
+    help: str
+    options: list[ConfigOption] | None = Field(
+        None, description="For a `choice`: the values it takes."
+    )
+    max_length: int | None = Field(None, ge=1, description="For text kinds: the longest value.")
+    multiline: bool | None = Field(None, description="A secret of several lines (a key).")
+
+    @classmethod
+    def of(cls, field, **extra):
+        return cls.model_validate({**field.describe(), **extra}).model_dump()
+
+
+class ModuleType(Output):
+    id: str
+    name: str
+    description: str
+    operations: list[OneOf(rows.Operation.KINDS)] = Field(
+        description="The kinds it implements: any other is never offered (409)."
+    )
+    creates_items: bool = Field(description="False: the items it needs must be made by a person.")
+    people_do_it: bool = Field(description="True: every operation becomes a task for people.")
+    accepts_callbacks: bool = Field(
+        description="True: its endpoint may call POST /operations/{id}/callback."
+    )
+    can_check: bool = Field(description="True: POST /modules/{id}/check talks to its server.")
+    config_fields: list[ConfigField]
+
+    @classmethod
+    def of(cls, module_type, **extra):
+        """A module type class, described."""
+        return super().of(
+            module_type,
+            operations=sorted(module_type.operations),
+            can_check=module_type.can_check(),
+            config_fields=[ConfigField.of(f) for f in module_type.config_fields],
+            **extra,
+        )
+
+
+class CheckResult(Output):
+    """The answer of Test connection."""
+
+    ok: bool
+    message: str = Field(description="The server's own words.")
+    fields: dict[str, str] = Field(
+        description="The setting at fault (`config.<name>`) with the message."
+    )
+
+
+class OrderField(Output):
+    """A field the client fills in when ordering; sent as `params.<name>`."""
+
+    name: str
+    label: str
+    kind: OneOf(ORDER_FIELD_KINDS)
+    required: bool
+    max_length: int | None = Field(None, ge=1)
+    options: list[str] | None = None
+
+
+class Item(Output):
+    """What a module needs on its panel to serve tariffs of one internal name."""
+
+    id: Id
+    module_id: Id
+    internal_name: str
+    status: OneOf(rows.Item.STATUSES)
+    remote_id: str | None
+    error: str | None
+
+
+class Tariff(Output):
+    id: Id
+    name: str
+    product_type: OneOf(rows.ProductType.CODES) = Field(
+        validation_alias=AliasPath("product_type", "code")
+    )
+    price: Money
+    currency: str = Field(pattern="^[A-Z]{3}$")
+    period: OneOf(rows.Tariff.PERIODS)
+    internal_name: str
+    archived: bool = Field(validation_alias="is_archived")
+    module_ids: list[Id]
+    orderable: bool = Field(description="True once an enabled module serves it (and not archived).")
+    items: list[Item]
+    order_fields: list[OrderField] = Field(
+        validation_alias=AliasPath("product_type", "order_fields"),
+        description="What a client fills in when ordering it (POST /orders `params`).",
+    )
+
+
+class Order(Output):
+    id: Id
+    status: OneOf(rows.Order.STATUSES)
+    client_id: Id
+    tariff_id: Id
+    service_id: Id
+    amount: Money
+    currency: str
+    created_at: Timestamp
+    paid_at: Timestamp
+
+
+class PaidOrder(Order):
+    operation_id: Id = Field(description="The `open` operation just queued.")
+
+
+class PaymentResult(Output):
+    payment_id: str
+    order_id: Id
+    order_status: OneOf(("paid",))
+    service_id: Id
+    operation_id: Id
+    replayed: bool = Field(
+        description="True when this payment_id was seen before (nothing new queued)."
+    )
+
+
+class Attempt(Output):
+    number: int = Field(ge=1)
+    started_at: Timestamp
+    finished_at: Timestamp
+    outcome: OneOf(rows.Attempt.OUTCOMES) | None
+    error: str | None
+    log: str = Field(description="The module's request/response log.")
+    worker: str
+
+
+class Operation(Output):
+    """One action of a module on a service or an item."""
+
+    id: Id
+    kind: OneOf(rows.Operation.KINDS)
+    operation: OneOf(rows.Operation.KINDS) = Field(
+        validation_alias="kind", description="Same as `kind`."
+    )
+    status: OneOf(rows.Operation.STATUSES)
+    service_id: IdOrNull
+    item_id: IdOrNull
+    module_id: IdOrNull
+    attempts: int = Field(ge=0, description="Attempts started, polling checks included.")
+    failures: int = Field(ge=0, description="Failed attempts: what max_attempts counts.")
+    next_run_at: Timestamp
+    deadline_at: Timestamp = Field(
+        description="A polling operation goes to people after this (the module's max_wait)."
+    )
+    state: dict[str, Any] | None = Field(
+        description="The module's memory between calls (staff only, never shown to clients)."
+    )
+    last_error: str | None
+    completed_by: str | None = Field(
+        description="Who completed or cancelled it by hand (null: automation)."
+    )
+    params: Object
+    created_at: Timestamp
+    updated_at: Timestamp
+    finished_at: Timestamp
+
+
+class OperationWithAttempts(Operation):
+    attempt_log: list[Attempt]
+
+
+class Service(Output):
+    id: Id
+    status: OneOf(rows.Service.STATUSES)
+    client_id: Id
+    tariff_id: Id
+    module_id: IdOrNull
+    remote_id: str | None
+    details: Object = Field(
+        description="The detail fields of the product type (ip, username, ...)."
+    )
+    params: Object
+    module_choice: dict[str, Any] | None = Field(description="Why this module was chosen.")
+    module_data: Object = Field(description="What the module keeps for this service (staff).")
+    expires_at: Timestamp = Field(description="When it expires (a `renew` operation renews it).")
+    created_at: Timestamp
+    activated_at: Timestamp
+
+
+class ServiceWithOperations(Service):
+    operations: list[Operation] = Field(description="Newest first.")
+
+
+class Task(Output):
+    id: Id
+    title: str
+    status: OneOf(rows.Task.STATUSES)
+    department_id: IdOrNull
+    service_id: IdOrNull
+    operation_id: IdOrNull
+    assignee_id: IdOrNull
+    fields: Object = Field(description="Detail fields filled in.")
+    created_at: Timestamp
+    closed_at: Timestamp
+    closed_by: str | None
+
+
+class TaskEvent(Output):
+    kind: str = Field(
+        description="created, assigned, comment, fields, note, closed, cancelled, reopened"
+    )
+    actor: str
+    text: str
+    created_at: Timestamp
+
+
+class TaskWithEvents(Task):
+    events: list[TaskEvent] = Field(description="Oldest first.")
+
+
+class Email(Output):
+    id: Id
+    to: str
+    subject: str
+    body: str
+    kind: str = Field(description="welcome, task_new, task_assigned, ...")
+    service_id: IdOrNull
+    status: OneOf(EMAIL_STATUSES)
+    attempts: int = Field(ge=0)
+    last_error: str | None
+    created_at: Timestamp
+    sent_at: Timestamp
+
+
+# --- lists and pages ----------------------------------------------------------------------
+
+
+def list_of(name, key, item):
+    """``{key: [item, ...]}``."""
+    return create_model(name, __base__=Output, **{key: (list[item], ...)})
+
+
+def page_of(name, key, item):
+    """One page of ``key``: the rows, and ``total``, ``limit``, ``offset``."""
+    return create_model(
+        name,
+        __base__=Output,
+        __doc__=f"One page of {key}; page on with `offset`.",
+        **{
+            key: (list[item], ...),
+            "total": (int, Field(ge=0, description="Rows matching the filters.")),
+            "limit": (int, Field(ge=0, le=1000)),
+            "offset": (int, Field(ge=0)),
+        },
+    )
+
+
+TariffList = list_of("TariffList", "tariffs", Tariff)
+ModuleList = list_of("ModuleList", "modules", Module)
+ModuleTypeList = list_of("ModuleTypeList", "module_types", ModuleType)
+DepartmentList = list_of("DepartmentList", "departments", Department)
+StaffList = list_of("StaffList", "staff", Staff)
+ClientPage = page_of("ClientPage", "clients", Client)
+ServicePage = page_of("ServicePage", "services", Service)
+OperationPage = page_of("OperationPage", "operations", Operation)
+TaskPage = page_of("TaskPage", "tasks", Task)
+EmailPage = page_of("EmailPage", "emails", Email)
+
+MODELS = [
+    Health,
+    Client,
+    Department,
+    Staff,
+    Module,
+    ConfigField,
+    ModuleType,
+    ConfigOption,
+    CheckResult,
+    OrderField,
+    Item,
+    Tariff,
+    Order,
+    PaidOrder,
+    PaymentResult,
+    Attempt,
+    Operation,
+    OperationWithAttempts,
+    Service,
+    ServiceWithOperations,
+    Task,
+    TaskEvent,
+    TaskWithEvents,
+    Email,
+    TariffList,
+    ModuleList,
+    ModuleTypeList,
+    DepartmentList,
+    StaffList,
+    ClientPage,
+    ServicePage,
+    OperationPage,
+    TaskPage,
+    EmailPage,
+]
+"""The output objects of the OpenAPI document."""
