@@ -4,8 +4,6 @@ Every function takes plain data (a dict from a form or JSON), validates it and r
 :class:`ValidationError` with a message per field, changing nothing when input is bad.
 """
 
-import re
-
 import modules
 from app.db import write_transaction
 from app.messages import Reason
@@ -30,7 +28,7 @@ from app.services import dispatch, order_fields
 from app.services.errors import Conflict, NotFound, ValidationError, unique_fields
 from app.states import ITEM
 
-FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+FIELD_NAME = order_fields.FIELD_NAME
 PERIODS = Tariff.PERIODS
 DEPARTMENT_UNIQUE = {"name": "A department with this name exists."}
 MODULE_UNIQUE = {"name": "A module with this name exists."}
@@ -69,30 +67,17 @@ def product_type_by(code_or_id):
 
 def parse_detail_fields(text):
     """Detail fields from lines ``name | Label | required | secret``."""
-    fields, problems = [], []
-    for number, line in enumerate(str(text or "").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split("|")]
-        name = parts[0]
-        if not FIELD_NAME.match(name):
-            problems.append(f"line {number}: {name!r} is not a field name (a-z, 0-9, _)")
-            continue
-        flags = {p.lower() for p in parts[2:]}
-        fields.append(
-            {
-                "name": name,
-                "label": parts[1]
-                if len(parts) > 1 and parts[1]
-                else name.replace("_", " ").title(),
-                "required": "required" in flags,
-                "secret": "secret" in flags,
-            }
-        )
-    names = [f["name"] for f in fields]
-    if len(names) != len(set(names)):
-        problems.append("a field name appears twice")
-    return fields, problems
+
+    def detail_field(name, label, flags):
+        flags = {p.lower() for p in flags}
+        return {
+            "name": name,
+            "label": label,
+            "required": "required" in flags,
+            "secret": "secret" in flags,
+        }
+
+    return order_fields.parse_lines(text, detail_field)
 
 
 def format_detail_fields(fields):

@@ -309,14 +309,7 @@ def _record_result(op_id, attempt_id, result, log_text):
             return op  # already done or cancelled: this late result changes nothing
         if result.state is not None:
             op.state = result.state
-        _complete(
-            op,
-            now,
-            remote_id=result.remote_id,
-            details=result.details,
-            data=result.data,
-            expires_at=result.expires_at,
-        )
+        _complete_with(op, now, result)
     return op
 
 
@@ -365,6 +358,18 @@ def _complete(op, now, by=None, remote_id=None, details=None, data=None, expires
             op, now, remote_id=remote_id, details=details or {}, data=data, expires_at=expires_at
         )
     tasks.close_for_operation(op, now, by=by)
+
+
+def _complete_with(op, now, result):
+    """``_complete`` with what a module's ``Result.done`` carries."""
+    _complete(
+        op,
+        now,
+        remote_id=result.remote_id,
+        details=result.details,
+        data=result.data,
+        expires_at=result.expires_at,
+    )
 
 
 def _wake_waiting_on_item(item):
@@ -584,14 +589,7 @@ def callback(operation_id, data, instance):
             Attempt.update(outcome="done", log=(log_so_far + "\n< callback: done")).where(
                 Attempt.id == attempt_id
             ).execute()
-            _complete(
-                op,
-                now,
-                remote_id=result.remote_id,
-                details=result.details,
-                data=result.data,
-                expires_at=result.expires_at,
-            )
+            _complete_with(op, now, result)
     return op
 
 

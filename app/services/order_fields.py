@@ -107,10 +107,13 @@ def clean(fields, params):
     return cleaned
 
 
-def parse(text):
-    """Order fields from lines ``name | Label | kind[:options or length] | required``,
-    e.g. ``os_image | Operating system | choice:debian-12,ubuntu-24.04`` or
-    ``prefix | Database prefix | slug:16``. Returns ``(fields, problems)``."""
+def parse_lines(text, make):
+    """Field declarations from text, one a line ``name | Label | ...``: the lines of the
+    product type form (detail fields and order fields alike).
+
+    ``make(name, label, parts)`` turns one line into a field (``parts``: everything after
+    the label) or raises ValueError with what is wrong. Returns ``(fields, problems)``.
+    """
     fields, problems = [], []
     for number, line in enumerate(str(text or "").splitlines(), start=1):
         if not line.strip():
@@ -121,28 +124,39 @@ def parse(text):
             problems.append(f"line {number}: {name!r} is not a field name (a-z, 0-9, _)")
             continue
         label = parts[1] if len(parts) > 1 and parts[1] else name.replace("_", " ").title()
-        kind, _, extra = (parts[2] if len(parts) > 2 and parts[2] else "text").partition(":")
-        if kind not in KINDS:
-            problems.append(f"line {number}: kind must be one of {', '.join(KINDS)}")
-            continue
-        spec = {"name": name, "label": label, "kind": kind}
-        spec["required"] = "required" in {p.lower() for p in parts[3:]}
-        if kind == "choice":
-            options = [o.strip() for o in extra.split(",") if o.strip()]
-            if not options:
-                problems.append(f"line {number}: a choice needs options (choice:a,b,c)")
-                continue
-            spec["options"] = options
-        elif extra:
-            if not extra.isdigit() or not 1 <= int(extra) <= 2000:
-                problems.append(f"line {number}: the length must be a number from 1 to 2000")
-                continue
-            spec["max_length"] = int(extra)
-        fields.append(spec)
+        try:
+            fields.append(make(name, label, parts[2:]))
+        except ValueError as exc:
+            problems.append(f"line {number}: {exc}")
     names = [f["name"] for f in fields]
     if len(names) != len(set(names)):
         problems.append("a field name appears twice")
     return fields, problems
+
+
+def _order_field(name, label, parts):
+    kind, _, extra = (parts[0] if parts and parts[0] else "text").partition(":")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    spec = {"name": name, "label": label, "kind": kind}
+    spec["required"] = "required" in {p.lower() for p in parts[1:]}
+    if kind == "choice":
+        options = [o.strip() for o in extra.split(",") if o.strip()]
+        if not options:
+            raise ValueError("a choice needs options (choice:a,b,c)")
+        spec["options"] = options
+    elif extra:
+        if not extra.isdigit() or not 1 <= int(extra) <= 2000:
+            raise ValueError("the length must be a number from 1 to 2000")
+        spec["max_length"] = int(extra)
+    return spec
+
+
+def parse(text):
+    """Order fields from lines ``name | Label | kind[:options or length] | required``,
+    e.g. ``os_image | Operating system | choice:debian-12,ubuntu-24.04`` or
+    ``prefix | Database prefix | slug:16``. Returns ``(fields, problems)``."""
+    return parse_lines(text, _order_field)
 
 
 def format_lines(fields):
