@@ -14,6 +14,7 @@ secret work.
 """
 
 import json
+import re
 
 import requests
 
@@ -28,6 +29,14 @@ from modules.base import (
 )
 
 MAX_LOGGED = 4000
+
+
+def why(exc):
+    """What a failed connection says in a person's words: ``ConnectionError (Connection
+    refused)``, ``ConnectionError (Name or service not known)``..."""
+    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+    name = exc.__class__.__name__
+    return f"{name} ({found.group(1).strip()})" if found else name
 
 
 def _short(text):
@@ -111,8 +120,8 @@ class HttpModule(ModuleType):
                 call.outcome = f"timeout after {self.timeout():g} s"
                 raise TemporaryError(f"timeout after {self.timeout():g} s calling {url}") from None
             except requests.RequestException as exc:
-                call.outcome = f"connection error: {exc.__class__.__name__}"
-                raise TemporaryError(f"cannot reach {url}: {exc.__class__.__name__}") from None
+                call.outcome = f"connection error: {why(exc)}"
+                raise TemporaryError(f"cannot reach {url}: {why(exc)}") from None
             call.outcome = f"{reply.status_code} {reply.reason}"
         ctx.log(f"  {_short(reply.text)}")
         if reply.status_code >= 500:

@@ -67,6 +67,17 @@ class SandboxModule(ModuleType):
         ),
     ]
 
+    @classmethod
+    def validate_config(cls, data):
+        cleaned, errors = super().validate_config(data)
+        days, before = cleaned.get("expires_in_days"), cleaned.get("renew_days_before")
+        if not errors and days and before and before >= days:
+            # a renewal window as long as the term would renew every service at once
+            errors["renew_days_before"] = (
+                f"Must be less than the {days} days services last (or 0: only by hand)."
+            )
+        return cleaned, errors
+
     def timeout(self):
         return (self.config.get("latency_ms") or 0) / 1000.0 + 30.0
 
@@ -123,7 +134,10 @@ class SandboxModule(ModuleType):
 
         existing = self._find(ctx, kind)
         if existing is not None:
-            ctx.log(f"sandbox: {kind} {existing.remote_id} already exists: taking it over")
+            if existing.operation_key == ctx.idempotency_key and ctx.state:
+                ctx.log(f"sandbox: checking {kind} {existing.remote_id}")
+            else:
+                ctx.log(f"sandbox: {kind} {existing.remote_id} already exists: taking it over")
             return existing
         digest = hashlib.sha1(ctx.idempotency_key.encode()).hexdigest()
         SandboxResource.insert(
@@ -177,7 +191,8 @@ class SandboxModule(ModuleType):
         if row.status == "creating":
             left = ctx.state.get("checks_left", checks)
             if left > 0:
-                ctx.log(f"sandbox: account {row.remote_id} is being created ({left} checks left)")
+                checks_left = f"{left} check{'s' if left != 1 else ''} left"
+                ctx.log(f"sandbox: account {row.remote_id} is being created ({checks_left})")
                 return Result.poll(
                     after=1, state={"account": row.remote_id, "checks_left": left - 1}
                 )

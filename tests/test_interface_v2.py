@@ -158,9 +158,32 @@ def test_test_connection_on_the_form_shows_the_servers_words_by_the_field(
     assert "but the connection test failed: secret: the endpoint refused the signature" in page
 
 
+def _expire_in(app, service_id, days):
+    """Time passes: the service now expires in ``days`` days."""
+    with app.app_context(), database.connection_context():
+        Service.update(expires_at=utcnow() + timedelta(days=days)).where(
+            Service.id == service_id
+        ).execute()
+
+
+def test_a_renewal_window_as_long_as_the_term_is_refused(api):
+    code, body = api.post(
+        "/modules",
+        {
+            "name": "s",
+            "type": "sandbox",
+            "config": {"expires_in_days": 20, "renew_days_before": 30},
+        },
+    )
+    assert code == 422
+    assert body["error"]["fields"] == {
+        "config.renew_days_before": "Must be less than the 20 days services last (or 0: only by hand)."
+    }
+
+
 def test_renew_is_requested_once_per_expiry_by_the_scheduler(app, api, client):
     _, module, tariff, shopper = api.catalog(
-        "sandbox", {"expires_in_days": 20, "renew_days_before": 30}
+        "sandbox", {"expires_in_days": 60, "renew_days_before": 30}
     )
     order = api.order(shopper["id"], tariff["id"])
     _, paid = api.pay(order)
@@ -168,7 +191,10 @@ def test_renew_is_requested_once_per_expiry_by_the_scheduler(app, api, client):
     sid = order["service_id"]
     service = api.ok("get", f"/services/{sid}")
     assert service["expires_at"]
-    first_expiry = service["expires_at"]
+    with app.app_context(), database.connection_context():
+        assert operations.sweep()["renewals"] == 0  # 60 days away: not yet
+    _expire_in(app, sid, 10)
+    first_expiry = api.ok("get", f"/services/{sid}")["expires_at"]
     # due: two sweeps (or two schedulers) queue one renew between them
     with app.app_context(), database.connection_context():
         counts = [operations.sweep()["renewals"], operations.sweep()["renewals"]]
@@ -180,7 +206,7 @@ def test_renew_is_requested_once_per_expiry_by_the_scheduler(app, api, client):
     api.wait_operation(renewal[0]["id"])
     renewed = api.ok("get", f"/services/{sid}")
     assert renewed["expires_at"] > first_expiry  # a month later (the tariff's period)
-    # the new expiry is more than 30 days away: nothing more to queue
+    # the new expiry is 40 days away, beyond the 30-day window: nothing more to queue
     with app.app_context(), database.connection_context():
         assert operations.sweep()["renewals"] == 0
     # staff (and the API) can renew by hand too
@@ -196,11 +222,12 @@ def test_a_cancelled_renewal_is_not_queued_again_for_the_same_expiry(app, api, m
     from app.services import dispatch
 
     _, module, tariff, shopper = api.catalog(
-        "sandbox", {"expires_in_days": 5, "renew_days_before": 10}
+        "sandbox", {"expires_in_days": 30, "renew_days_before": 10}
     )
     order = api.order(shopper["id"], tariff["id"])
     _, paid = api.pay(order)
     api.wait_operation(paid["operation_id"])
+    _expire_in(app, order["service_id"], 5)
     monkeypatch.setattr(dispatch, "_send", lambda *a, **k: None)
     with app.app_context(), database.connection_context():
         assert operations.sweep()["renewals"] == 1

@@ -309,7 +309,9 @@ def check_form(data, existing=None):
     invalid settings are reported as such, nothing is saved."""
     errors = {}
     values = _module_fields({**data, "name": data.get("name") or "check"}, errors, existing)
-    config_errors = {k: v for k, v in errors.items() if k.startswith("config") or k == "type"}
+    if "type" in errors:
+        return {"ok": False, "message": errors["type"], "fields": {}}
+    config_errors = {k: v for k, v in errors.items() if k.startswith("config")}
     if config_errors:
         return {"ok": False, "message": "Fix the settings first.", "fields": config_errors}
     return check_settings(values["type"], values["config"])

@@ -137,6 +137,8 @@ def _relative(value, now=None):
     if not value:
         return ""
     delta = (value - (now or utcnow())).total_seconds()
+    if 0 < delta < 1:
+        return "in 1 s"  # a check due within the second is still to come
     if abs(delta) < 1:
         return "now"
     return f"in {_span(delta)}" if delta > 0 else f"{_span(delta)} ago"

@@ -9,7 +9,7 @@ from app.web.helpers import Page, arg_choice, render
 
 bp = Blueprint("outbox", __name__)
 
-STATUSES = Email.STATUSES + ("sending",)
+STATUSES = Email.STATUSES
 
 
 @bp.get("/outbox")
