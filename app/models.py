@@ -191,6 +191,7 @@ class Item(BaseModel):
     status = CharField(default="creating")
     remote_id = CharField(null=True)
     error = TextField(null=True)
+    settings = JSONField(default=dict)  # the module type's item_fields, edited on the tariff
     updated_at = DateTimeField(default=utcnow)
 
     class Meta:

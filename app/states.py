@@ -314,6 +314,8 @@ ITEM = Machine(
     final=(),
     transitions={
         "ensure": _from(("failed", "manual"), "creating"),
+        # its settings changed (on the tariff): the module makes or checks it again
+        "update": _from(("ready",), "creating"),
         "ready": _from(("creating", "failed", "manual", "ready"), "ready"),
         "fail": _from(("creating",), "failed"),
         "needs_person": _from(("creating",), "manual"),

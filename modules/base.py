@@ -322,6 +322,7 @@ class OperationContext:
         state=None,
         secrets=(),
         save_state=None,
+        item_settings=None,
     ):
         self.operation = operation
         self.attempt_number = attempt_number
@@ -332,6 +333,8 @@ class OperationContext:
         self.product_type = product_type
         self.params = params or {}
         self.state = dict(state or {})
+        # the settings of the tariff's item (``item_fields``): a record template, limits...
+        self.item_settings = dict(item_settings or {})
         self._secrets = {str(s) for s in secrets if s not in (None, "")}
         self._save_state = save_state
         self._log = []
@@ -402,6 +405,9 @@ class ModuleType:
     name = ""
     description = ""
     config_fields: list = []
+    # what each tariff's item holds (a record template, a connection limit, a VM plan):
+    # edited on the tariff, stored on the item, ``ctx.item_settings`` in every operation
+    item_fields: list = []
     operations: frozenset | None = None  # must be declared by every type
     creates_items = True  # False: the items it needs are made by a person
     people_do_it = False  # True: every operation becomes a task (the manual module)
@@ -462,6 +468,22 @@ class ModuleType:
         return cleaned, errors
 
     @classmethod
+    def validate_item(cls, data):
+        """Return ``(cleaned, errors)`` for the settings of one item (``item_fields``)."""
+        data = data or {}
+        cleaned, errors = {}, {}
+        known = {f.name for f in cls.item_fields}
+        for name in data:
+            if name not in known:
+                errors[name] = "Unknown setting for this module type's items."
+        for f in cls.item_fields:
+            try:
+                cleaned[f.name] = f.clean(data.get(f.name))
+            except ValueError as exc:
+                errors[f.name] = str(exc)
+        return cleaned, errors
+
+    @classmethod
     def describe(cls):
         return {
             "id": cls.id,
@@ -473,6 +495,7 @@ class ModuleType:
             "accepts_callbacks": cls.accepts_callbacks,
             "can_check": cls.can_check(),
             "config_fields": [f.describe() for f in cls.config_fields],
+            "item_fields": [f.describe() for f in cls.item_fields],
         }
 
     # --- hooks --------------------------------------------------------------------------

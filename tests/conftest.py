@@ -221,6 +221,29 @@ def redis_url():
 
 
 @pytest.fixture(scope="session")
+def powerdns(tmp_path_factory):
+    """A real PowerDNS server (pdns-server + sqlite3 backend) for the session; each test
+    makes and removes its own zones."""
+    need(
+        support.PowerDNS.available(),
+        "PowerDNS is not installed (apt-get install pdns-server pdns-backend-sqlite3)",
+    )
+    server = support.PowerDNS(str(tmp_path_factory.mktemp("pdns"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """Connection settings of the MariaDB server (root without password on loopback)."""
+    need(
+        _reachable(support.MARIADB["host"], support.MARIADB["port"]),
+        "MariaDB is not reachable on 127.0.0.1:3306",
+    )
+    return dict(support.MARIADB)
+
+
+@pytest.fixture(scope="session")
 def chromium_path():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     need(path is not None, "chromium is not installed (apt-get install chromium)")

@@ -288,6 +288,12 @@ class TariffInput(Input):
         description="Processing modules serving it; linking an enabled one queues its "
         "ensure_item operation. Omitted or null: none (on PUT this unlinks all).",
     )
+    item_settings: JsonObject("Must be an object of settings per module id.") | None = Field(
+        None,
+        description="Per module id (as text), the settings of its item for this plan, as "
+        "its type declares them (GET /module-types `item_fields`): a record template, "
+        "limits... Tariffs sharing an internal name share the item. Omitted: unchanged.",
+    )
 
 
 class OrderInput(Input):

@@ -118,6 +118,9 @@ class ModuleType(Output):
     )
     can_check: bool = Field(description="True: POST /modules/{id}/check talks to its server.")
     config_fields: list[ConfigField]
+    item_fields: list[ConfigField] = Field(
+        description="What each tariff's item holds, set on the tariff (`item_settings`)."
+    )
 
     @classmethod
     def of(cls, module_type, **extra):
@@ -127,6 +130,7 @@ class ModuleType(Output):
             operations=sorted(module_type.operations),
             can_check=module_type.can_check(),
             config_fields=[ConfigField.of(f) for f in module_type.config_fields],
+            item_fields=[ConfigField.of(f) for f in module_type.item_fields],
             **extra,
         )
 
@@ -161,6 +165,7 @@ class Item(Output):
     status: OneOf(rows.Item.STATUSES)
     remote_id: str | None
     error: str | None
+    settings: Object = Field(description="Its settings (the module type's `item_fields`).")
 
 
 class Tariff(Output):

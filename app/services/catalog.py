@@ -333,10 +333,12 @@ def module_tariffs(module):
 # --- items ------------------------------------------------------------------------------
 
 
-def ensure_item(module, tariff):
+def ensure_item(module, tariff, settings=None):
     """Make sure ``module`` has the item for ``tariff``'s internal name (in a transaction).
 
-    Tariffs sharing an internal name share one item: if it exists nothing is queued.
+    Tariffs sharing an internal name share one item: if it exists nothing is queued,
+    unless ``settings`` (its ``item_fields``, from the tariff) changed: then the module
+    makes or checks it again with them.
     """
     from app.services import operations
 
@@ -346,12 +348,26 @@ def ensure_item(module, tariff):
     item = Item.get_or_none(
         (Item.module == module.id) & (Item.internal_name == tariff.internal_name)
     )
+    now = utcnow()
+    if item is not None and settings is not None and settings != (item.settings or {}):
+        item.settings = settings
+        item.updated_at = now
+        if ITEM.allows("update", item.status):
+            ITEM.move(item, "update")  # ready: check it again with the new settings
+        item.save()
+        if item.status == "creating" and not _item_in_progress(item):
+            op = operations.create("ensure_item", module=module, item=item)
+            dispatch.operation(op.id)
+            return item
     if item is not None and not ITEM.allows("ensure", item.status):
         return item  # ready, or being created
-    now = utcnow()
     if item is None:
         item = Item.create(
-            module=module, internal_name=tariff.internal_name, status="creating", updated_at=now
+            module=module,
+            internal_name=tariff.internal_name,
+            status="creating",
+            settings=settings or {},
+            updated_at=now,
         )
     else:
         ITEM.move(item, "ensure")
@@ -369,6 +385,20 @@ def ensure_item(module, tariff):
     op = operations.create("ensure_item", module=module, item=item)
     dispatch.operation(op.id)
     return item
+
+
+def _item_in_progress(item):
+    return (
+        Operation.select()
+        .where((Operation.item == item.id) & Operation.status.in_(Operation.OPEN_STATUSES))
+        .exists()
+    )
+
+
+def item_settings_for(module, internal_name):
+    """The settings a module's item for this internal name holds now ({} if none)."""
+    item = Item.get_or_none((Item.module == module.id) & (Item.internal_name == internal_name))
+    return dict(item.settings or {}) if item is not None else {}
 
 
 def mark_item_ready(item_id, remote_id=None, actor="staff"):
@@ -460,7 +490,31 @@ def _tariff_fields(data, errors):
     if len(found) != len(module_ids):
         missing = sorted(set(module_ids) - {m.id for m in found})
         errors["module_ids"] = f"Unknown module id(s): {', '.join(map(str, missing))}."
+    values["item_settings"] = _item_settings(values, found, errors)
     return values, found
+
+
+def _item_settings(values, module_rows, errors):
+    """The cleaned item settings per module id, for the modules whose type declares
+    ``item_fields``: given ones (``item_settings: {"<module id>": {...}}``), else what the
+    item holds now; errors keyed ``item_settings.<module id>.<field>``."""
+    given = values.pop("item_settings", None) or {}
+    cleaned = {}
+    for module in module_rows:
+        cls = modules.get_type(module.type)
+        if cls is None or not cls.item_fields:
+            continue
+        raw = given.get(str(module.id))
+        if raw is None and values.get("internal_name"):
+            raw = item_settings_for(module, values["internal_name"])
+        if not isinstance(raw, dict):
+            errors[f"item_settings.{module.id}"] = "Must be an object of settings."
+            continue
+        settings, problems = cls.validate_item(raw)
+        for name, message in problems.items():
+            errors[f"item_settings.{module.id}.{name}"] = message
+        cleaned[module.id] = settings
+    return cleaned
 
 
 def create_tariff(data):
@@ -468,9 +522,10 @@ def create_tariff(data):
     values, module_rows = _tariff_fields(data, errors)
     if errors:
         raise ValidationError(errors)
+    item_settings = values.pop("item_settings")
     with unique_fields(), write_transaction():
         tariff = Tariff.create(**values)
-        set_tariff_modules(tariff, module_rows)
+        set_tariff_modules(tariff, module_rows, item_settings)
     return tariff
 
 
@@ -485,16 +540,19 @@ def update_tariff(tariff_id, data):
         errors["product_type"] = "The tariff has services; its product type cannot change."
     if errors:
         raise ValidationError(errors)
+    item_settings = values.pop("item_settings")
     with unique_fields(), write_transaction():
         for key, value in values.items():
             setattr(tariff, key, value)
         tariff.save()
-        set_tariff_modules(tariff, module_rows)
+        set_tariff_modules(tariff, module_rows, item_settings)
     return tariff
 
 
-def set_tariff_modules(tariff, module_rows):
-    """Link the tariff to these modules; a newly enabled link queues ensure_item."""
+def set_tariff_modules(tariff, module_rows, item_settings=None):
+    """Link the tariff to these modules; a newly enabled link queues ensure_item (and so
+    do changed item settings, ``{module id: settings}``)."""
+    item_settings = item_settings or {}
     current = {tm.module_id for tm in TariffModule.select().where(TariffModule.tariff == tariff.id)}
     wanted = {m.id for m in module_rows}
     if current - wanted:
@@ -505,7 +563,18 @@ def set_tariff_modules(tariff, module_rows):
         if module.id not in current:
             TariffModule.create(tariff=tariff, module=module)
         if module.enabled:
-            ensure_item(module, tariff)
+            ensure_item(module, tariff, item_settings.get(module.id))
+        elif module.id in item_settings:
+            _keep_item_settings(module, tariff, item_settings[module.id])
+
+
+def _keep_item_settings(module, tariff, settings):
+    """A disabled module's item settings are kept for when it is enabled."""
+    item = Item.get_or_none(
+        (Item.module == module.id) & (Item.internal_name == tariff.internal_name)
+    )
+    if item is not None:
+        Item.update(settings=settings).where(Item.id == item.id).execute()
 
 
 def archive_tariff(tariff_id, archived=True):

@@ -241,15 +241,23 @@ def _context(op, attempt_number, instance):
             params["tariff_internal_name"] = new.internal_name
     if service is not None:
         params = {**(service.params or {}), **params}
+    item = op.item if op.item_id else None
+    item_settings = item.settings if item is not None else None
+    if item is None and service is not None and instance.item_fields:
+        # the item of the tariff this operation is for (change_tariff: the new one)
+        internal = params.get("tariff_internal_name") or tariff.internal_name
+        found = Item.get_or_none((Item.module == op.module_id) & (Item.internal_name == internal))
+        item_settings = found.settings if found is not None else None
     return OperationContext(
         op,
         attempt_number,
         service=service,
         tariff=tariff,
         client=client,
-        item=op.item if op.item_id else None,
+        item=item,
         product_type=product_type,
         params=params,
+        item_settings=item_settings,
         state=op.state,
         secrets=secrets,
         save_state=lambda state: _save_state(op.id, attempt_number, state),

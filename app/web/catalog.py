@@ -55,6 +55,7 @@ def _tariff_form_page(tariff, form, errors):
         errors=errors,
         product_types=catalog.product_types(),
         modules=catalog.processing_modules(),
+        types=catalog.module_types(),
         periods=catalog.PERIODS,
     ), (422 if errors else 200)
 
@@ -62,7 +63,38 @@ def _tariff_form_page(tariff, form, errors):
 def _tariff_data():
     data = {name: request.form.get(name, "") for name in TARIFF_FIELDS}
     data["module_ids"] = request.form.getlist("module_ids")
+    # the item settings of each module whose type declares item_fields, as the form sent them
+    settings = {}
+    types = catalog.module_types()
+    for module in catalog.processing_modules():
+        cls = types.get(module.type)
+        prefix = f"item_settings.{module.id}."
+        if cls is None or not cls.item_fields:
+            continue
+        if not any(key.startswith(prefix) for key in request.form):
+            continue
+        settings[str(module.id)] = {
+            f.name: (prefix + f.name in request.form)
+            if f.kind == "bool"
+            else request.form.get(prefix + f.name)
+            for f in cls.item_fields
+        }
+    data["item_settings"] = settings
     return data
+
+
+def _form_item_settings(tariff):
+    """The form's item settings fields of an existing tariff: what its items hold."""
+    values = {}
+    types = catalog.module_types()
+    for module in catalog.tariff_modules(tariff):
+        cls = types.get(module.type)
+        if cls is None or not cls.item_fields:
+            continue
+        held = catalog.item_settings_for(module, tariff.internal_name)
+        for f in cls.item_fields:
+            values[f"item_settings.{module.id}.{f.name}"] = held.get(f.name, f.default)
+    return values
 
 
 @bp.route("/tariffs/new", methods=["GET", "POST"])
@@ -94,6 +126,7 @@ def tariff_edit(tariff_id):
             "period": tariff.period,
             "internal_name": tariff.internal_name,
             "module_ids": [str(m.id) for m in catalog.tariff_modules(tariff)],
+            **_form_item_settings(tariff),
         }
         return _tariff_form_page(tariff, form, {})
     data = _tariff_data()
