@@ -206,6 +206,108 @@ class JobPanelBackend(Backend):
 BACKENDS = {"sandbox": SandboxBackend, "http": HttpBackend, "jobpanel": JobPanelBackend}
 
 
+# --- powerdns: the powerdns module and a real PowerDNS server ------------------------------
+
+
+class PowerDNSBackend(Backend):
+    """The powerdns module and a real pdns_server (sqlite3 backend) of the session
+    (``powerdns`` fixture). Each backend has its own owner tag, so its zones are told apart
+    from every other test's, and removes them at the end."""
+
+    type_id = "powerdns"
+    product_type = "dns"
+    refusal_text = "belongs to account 'someone-else'"
+    server = None  # the session's PowerDNS (set by _powerdns_server_for_its_backend)
+
+    def __init__(self):
+        import uuid
+
+        self.pdns = PowerDNSBackend.server
+        self.tag = f"ct-{uuid.uuid4().hex[:10]}"
+        self.foreign = []  # zones refusing() made for "someone else"
+
+    def config(self):
+        return {
+            "api_url": self.pdns.api_url,
+            "api_key": self.pdns.api_key,
+            "nameservers": "ns1.example.net, ns2.example.net",
+            "owner_tag": self.tag,
+            "timeout": 5,
+        }
+
+    def bad_credentials(self):
+        return {**self.config(), "api_key": "not-the-powerdns-api-key"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "api_url": f"http://127.0.0.1:{free_port()}", "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The domain the module is about to host is taken: a zone of another account."""
+        with database.connection_context():
+            ops = Operation.select().where(
+                (Operation.module == module_id)
+                & (Operation.kind == "open")
+                & (Operation.status.in_(("queued", "retry_wait")))
+            )
+            domains = [op.service.params["domain"] for op in ops]
+        for domain in domains:
+            zone = domain + "."
+            reply = self.pdns.api(
+                "POST",
+                "/zones",
+                json={"name": zone, "kind": "Native", "account": "someone-else", "nameservers": []},
+            )
+            assert reply.status_code == 201, reply.text
+            self.foreign.append(zone)
+        try:
+            yield
+        finally:
+            for zone in self.foreign:
+                data = self.pdns.api("GET", f"/zones/{zone}").json()
+                assert data["account"] == "someone-else"  # not taken over
+                self.pdns.api("DELETE", f"/zones/{zone}")
+            self.foreign = []
+
+    def secrets(self):
+        return [self.pdns.api_key]
+
+    def objects(self, service):
+        """Zones whose account says this service; active, or suspended when their SOA is
+        disabled; the service's zone is "deleted" once the server no longer has it."""
+        owner = f"{self.tag}:service-{service.id}"
+        found = []
+        for zone in self.pdns.api("GET", "/zones").json():
+            if zone.get("account") == owner:
+                data = self.pdns.api("GET", f"/zones/{zone['id']}").json()
+                soa = [s for s in data["rrsets"] if s["type"] == "SOA"][0]
+                disabled = all(r["disabled"] for r in soa["records"])
+                found.append((zone["id"], "suspended" if disabled else "active"))
+        gone = service.remote_id and not found
+        if gone and self.pdns.api("GET", f"/zones/{service.remote_id}").status_code == 404:
+            found.append((service.remote_id, "deleted"))
+        return found
+
+    def close(self):
+        for zone in self.pdns.api("GET", "/zones").json():
+            if (zone.get("account") or "").startswith(f"{self.tag}:"):
+                self.pdns.api("DELETE", f"/zones/{zone['id']}")
+
+
+BACKENDS["powerdns"] = PowerDNSBackend
+
+
+@pytest.fixture(autouse=True)
+def _powerdns_server_for_its_backend(request):
+    """The powerdns backend needs the session's PowerDNS (skipped, saying why, without
+    it); autouse fixtures are set up before ``backend`` makes its instance."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "powerdns":
+        PowerDNSBackend.server = request.getfixturevalue("powerdns")
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, monkeypatch):
     """One module type with its server, running (the suite runs once per backend)."""

@@ -1,0 +1,483 @@
+"""The powerdns module against a real PowerDNS server (``powerdns`` fixture): what a zone
+serves over DNS after each operation, ownership, templates, Test connection, the dns-01
+helpers for the acme module, and the records on the service pages.
+
+Every test has its own owner tag and domains; its zones are deleted afterwards (also when
+it fails).
+"""
+
+import types
+import uuid
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+import modules
+from app.db import database
+from app.models import Attempt, Client, Item, Operation
+from modules.base import ConfigProblem, OperationContext, PermanentError
+from tests.support import free_port, html, login, make_client_login
+
+TEMPLATE = """# the web tariff
+@ A {ip}
+@ AAAA {ipv6}
+www CNAME @
+mail A {ip}
+@ MX 10 mail.{domain}
+@ 300 TXT "v=spf1 mx -all"
+_sip._tcp SRV 10 5 5060 sip.example.net
+@ CAA 0 issue "letsencrypt.org"
+"""
+
+
+def rcode(powerdns, name, rdtype="SOA"):
+    """The server's answer code for a query (NOERROR, NXDOMAIN, REFUSED...)."""
+    reply = dns.query.udp(
+        dns.message.make_query(name, rdtype), "127.0.0.1", port=powerdns.dns_port, timeout=3
+    )
+    return dns.rcode.to_text(reply.rcode())
+
+
+class Dns:
+    """A powerdns module with its own owner tag, tariffs, orders, and the test's zones."""
+
+    def __init__(self, app, api, engine, powerdns):
+        self.app, self.api, self.engine, self.pdns = app, api, engine, powerdns
+        self.tag = f"t-{uuid.uuid4().hex[:10]}"
+        self.foreign = []  # zones made by the test itself
+        department = api.ok("post", "/departments", {"name": f"DNS {self.tag}"})
+        self.module = api.ok(
+            "post",
+            "/modules",
+            {
+                "name": f"pdns-{self.tag}",
+                "type": "powerdns",
+                "config": self.config(),
+                "department_id": department["id"],
+                "retry_delay": 1,
+                "test_connection": True,
+            },
+            status=201,
+        )
+        self.client = api.ok(
+            "post", "/clients", {"name": "Dana", "email": f"dana-{self.tag}@example.com"}
+        )
+
+    def config(self, **extra):
+        return {
+            "api_url": self.pdns.api_url,
+            "api_key": self.pdns.api_key,
+            "nameservers": "ns1.example.net, ns2.example.net",
+            "soa_contact": "hostmaster@example.net",
+            "owner_tag": self.tag,
+            "timeout": 5,
+            **extra,
+        }
+
+    def instance(self, **extra):
+        cls = modules.get_type("powerdns")
+        cleaned, errors = cls.validate_config(self.config(**extra))
+        assert not errors, errors
+        return cls(cleaned)
+
+    def tariff(self, records="", ip="192.0.2.10", ipv6="2001:db8::10", name=None):
+        name = name or f"dns-{uuid.uuid4().hex[:8]}"
+        tariff = self.api.ok(
+            "post",
+            "/tariffs",
+            {
+                "name": f"DNS {name}",
+                "product_type": "dns",
+                "price": "2",
+                "internal_name": name,
+                "module_ids": [self.module["id"]],
+                "item_settings": {
+                    str(self.module["id"]): {"records": records, "ip": ip, "ipv6": ipv6}
+                },
+            },
+            status=201,
+        )
+        for op in self.engine.run_all():  # ensure_item
+            assert op.status == "done", op.last_error
+        return tariff
+
+    def domain(self):
+        return f"z{uuid.uuid4().hex[:12]}.example.test"
+
+    def open(self, tariff, domain=None, client=None):
+        domain = domain or self.domain()
+        order = self.api.order((client or self.client)["id"], tariff["id"], {"domain": domain})
+        code, paid = self.api.pay(order)
+        assert code == 200, paid
+        return order["service_id"], domain, self.engine.run(paid["operation_id"])
+
+    def request(self, service_id, kind, **params):
+        op = self.api.ok("post", f"/services/{service_id}/{kind}", params, status=202)
+        return self.engine.run(op["id"])
+
+    def zone(self, domain):
+        reply = self.pdns.api("GET", f"/zones/{domain}.")
+        return reply.json() if reply.status_code == 200 else None
+
+    def make_foreign_zone(self, domain, account, records=()):
+        reply = self.pdns.api(
+            "POST",
+            "/zones",
+            json={
+                "name": domain + ".",
+                "kind": "Native",
+                "account": account,
+                "nameservers": ["ns.other.example."],
+                "rrsets": list(records),
+            },
+        )
+        assert reply.status_code == 201, reply.text
+        self.foreign.append(domain + ".")
+
+    def cleanup(self):
+        for zone in self.pdns.api("GET", "/zones").json():
+            if (zone.get("account") or "").startswith(f"{self.tag}:") or (
+                zone["id"] in self.foreign
+            ):
+                self.pdns.api("DELETE", f"/zones/{zone['id']}")
+
+
+@pytest.fixture
+def pdns(app, api, engine, powerdns):
+    setup = Dns(app, api, engine, powerdns)
+    yield setup
+    setup.cleanup()
+
+
+def test_open_serves_the_zone_with_the_templates_records(pdns, powerdns):
+    tariff = pdns.tariff(TEMPLATE)
+    service_id, domain, op = pdns.open(tariff)
+    assert op.status == "done", op.last_error
+    q = powerdns.query
+    (soa,) = q(domain, "SOA")
+    assert soa.startswith("ns1.example.net. hostmaster.example.net. ")
+    assert q(domain, "NS") == ["ns1.example.net.", "ns2.example.net."]
+    assert q(domain, "A") == ["192.0.2.10"]
+    assert q(domain, "AAAA") == ["2001:db8::10"]
+    assert q(f"www.{domain}", "CNAME") == [f"{domain}."]
+    assert q(f"mail.{domain}", "A") == ["192.0.2.10"]
+    assert q(domain, "MX") == [f"10 mail.{domain}."]
+    assert q(domain, "TXT") == ['"v=spf1 mx -all"']
+    assert q(f"_sip._tcp.{domain}", "SRV") == ["10 5 5060 sip.example.net."]
+    assert q(domain, "CAA") == ['0 issue "letsencrypt.org"']
+    zone = pdns.zone(domain)
+    assert zone["account"] == f"{pdns.tag}:service-{service_id}"
+    assert zone["kind"] == "Native"
+    txt = [s for s in zone["rrsets"] if s["type"] == "TXT"][0]
+    assert txt["ttl"] == 300  # the line's own TTL; the others the default
+    assert {s["ttl"] for s in zone["rrsets"] if s["type"] != "TXT"} == {3600}
+    service = pdns.api.ok("get", f"/services/{service_id}")
+    assert service["remote_id"] == f"{domain}."
+    assert service["details"] == {
+        "domain": domain,
+        "nameservers": "ns1.example.net, ns2.example.net",
+    }
+    shown = {(r["name"], r["type"], r["content"]) for r in service["module_data"]["records"]}
+    assert (f"www.{domain}.", "CNAME", f"{domain}.") in shown
+    assert (f"{domain}.", "NS", "ns2.example.net.") in shown
+    assert service["module_data"]["records"][0]["type"] == "SOA"
+
+
+def test_suspend_stops_the_zone_answering_resume_brings_it_back_close_deletes_it(pdns, powerdns):
+    tariff = pdns.tariff("@ A {ip}\nwww CNAME @")
+    service_id, domain, op = pdns.open(tariff)
+    assert op.status == "done", op.last_error
+    assert rcode(powerdns, domain) == "NOERROR" and powerdns.query(domain, "A") == ["192.0.2.10"]
+
+    assert pdns.request(service_id, "suspend").status == "done"
+    for name, rdtype in ((domain, "SOA"), (domain, "A"), (f"www.{domain}", "A")):
+        assert rcode(powerdns, name, rdtype) == "REFUSED", (name, rdtype)
+    zone = pdns.zone(domain)  # the records are kept, disabled
+    assert zone is not None and all(r["disabled"] for s in zone["rrsets"] for r in s["records"])
+    assert pdns.api.ok("get", f"/services/{service_id}")["status"] == "suspended"
+
+    assert pdns.request(service_id, "resume").status == "done"
+    assert rcode(powerdns, domain) == "NOERROR"
+    assert powerdns.query(f"www.{domain}", "A") == sorted([f"{domain}.", "192.0.2.10"])
+
+    assert pdns.request(service_id, "close").status == "done"
+    assert powerdns.api("GET", f"/zones/{domain}.").status_code == 404
+    assert rcode(powerdns, domain) == "REFUSED"
+    service = pdns.api.ok("get", f"/services/{service_id}")
+    assert service["status"] == "deleted" and service["module_data"]["records"] == []
+
+
+def test_close_of_a_zone_that_is_gone_already_is_done(pdns, powerdns):
+    service_id, domain, _ = pdns.open(pdns.tariff("@ A {ip}"))
+    assert powerdns.api("DELETE", f"/zones/{domain}.").status_code == 204
+    op = pdns.request(service_id, "close")
+    assert op.status == "done", op.last_error
+    with database.connection_context():
+        log = Attempt.get(Attempt.operation == op.id).log
+    assert f"the zone {domain}. is gone already" in log
+
+
+def test_a_zone_someone_else_owns_is_refused_permanently_and_left_alone(pdns, powerdns):
+    tariff = pdns.tariff("@ A {ip}")
+    domain = pdns.domain()
+    theirs = [{"name": f"{domain}.", "type": "A", "ttl": 60, "records": [
+        {"content": "203.0.113.5", "disabled": False}
+    ]}]  # fmt: skip
+    pdns.make_foreign_zone(domain, "someone-else", theirs)
+    before = pdns.zone(domain)
+
+    service_id, _, op = pdns.open(tariff, domain)
+    assert op.status == "manual"
+    assert f"the zone {domain}. already exists on PowerDNS and belongs to account" in (
+        op.last_error
+    )
+    assert "'someone-else'" in op.last_error
+    outcomes = [a["outcome"] for a in pdns.api.ok("get", f"/operations/{op.id}")["attempt_log"]]
+    assert outcomes == ["permanent_error"]
+    assert pdns.zone(domain) == before  # nothing changed
+    assert powerdns.query(domain, "A") == ["203.0.113.5"]
+
+    # another service of this very Provisor is "someone else" too
+    second = pdns.domain()
+    pdns.make_foreign_zone(second, f"{pdns.tag}:service-999999")
+    _, _, op = pdns.open(tariff, second)
+    assert op.status == "manual" and f"'{pdns.tag}:service-999999'" in op.last_error
+
+
+def test_open_takes_over_the_zone_this_service_owns_and_makes_it_the_templates(pdns, powerdns, app):
+    """An earlier attempt made the zone (and stale records): the next one adopts it."""
+    tariff = pdns.tariff("@ A {ip}\nwww CNAME @")
+    domain = pdns.domain()
+    order = pdns.api.order(pdns.client["id"], tariff["id"], {"domain": domain})
+    stale = [{"name": f"old.{domain}.", "type": "A", "ttl": 60, "records": [
+        {"content": "198.51.100.1", "disabled": False}
+    ]}]  # fmt: skip
+    pdns.make_foreign_zone(domain, f"{pdns.tag}:service-{order['service_id']}", stale)
+    code, paid = pdns.api.pay(order)
+    op = pdns.engine.run(paid["operation_id"])
+    assert op.status == "done", op.last_error
+    assert powerdns.query(f"www.{domain}", "CNAME") == [f"{domain}."]
+    assert rcode(powerdns, f"old.{domain}", "A") == "NXDOMAIN"
+    assert powerdns.query(domain, "NS") == ["ns1.example.net.", "ns2.example.net."]
+    with database.connection_context():
+        log = Attempt.get(Attempt.operation == op.id).log
+    assert "already belongs to this service" in log and "taking it over" in log
+
+
+def test_change_tariff_applies_the_new_template_and_keeps_a_suspension(pdns, powerdns, app):
+    small = pdns.tariff("@ A {ip}\nwww CNAME @", ip="192.0.2.10")
+    big = pdns.tariff("@ A {ip}\nshop A {ip}\n@ MX 5 mx.example.net", ip="192.0.2.20")
+    service_id, domain, _ = pdns.open(small)
+    module = pdns.instance()
+    with app.app_context(), database.connection_context():
+        client = Client.get_by_id(pdns.client["id"])
+        module.set_challenge(ctx_for(client), domain, "token-kept-over-the-change")
+
+    op = pdns.request(service_id, "change_tariff", tariff_id=big["id"])
+    assert op.status == "done", op.last_error
+    assert powerdns.query(domain, "A") == ["192.0.2.20"]
+    assert powerdns.query(f"shop.{domain}", "A") == ["192.0.2.20"]
+    assert powerdns.query(domain, "MX") == ["5 mx.example.net."]
+    assert rcode(powerdns, f"www.{domain}", "A") == "NXDOMAIN"  # not in the new template
+    assert powerdns.query(f"_acme-challenge.{domain}", "TXT") == ['"token-kept-over-the-change"']
+    service = pdns.api.ok("get", f"/services/{service_id}")
+    assert service["tariff_id"] == big["id"]
+    names = {(r["name"], r["type"]) for r in service["module_data"]["records"]}
+    assert (f"shop.{domain}.", "A") in names and (f"www.{domain}.", "CNAME") not in names
+
+    # a suspended zone moves to the other template and stays silent until resumed
+    assert pdns.request(service_id, "suspend").status == "done"
+    assert pdns.request(service_id, "change_tariff", tariff_id=small["id"]).status == "done"
+    assert rcode(powerdns, domain, "A") == "REFUSED"
+    assert pdns.request(service_id, "resume").status == "done"
+    assert powerdns.query(f"www.{domain}", "CNAME") == [f"{domain}."]
+    assert rcode(powerdns, f"shop.{domain}", "A") == "NXDOMAIN"
+
+
+def test_the_record_template_is_checked_on_the_tariff(pdns, api):
+    module_id = str(pdns.module["id"])
+
+    def refused(settings):
+        code, body = api.post(
+            "/tariffs",
+            {
+                "name": "Bad",
+                "product_type": "dns",
+                "price": "1",
+                "internal_name": f"bad-{uuid.uuid4().hex[:6]}",
+                "module_ids": [pdns.module["id"]],
+                "item_settings": {module_id: settings},
+            },
+        )
+        assert code == 422, body
+        return body["error"]["fields"]
+
+    fields = refused({"records": "@ A {ip}\nwww CNAM @", "ip": "192.0.2.1"})
+    assert fields == {
+        f"item_settings.{module_id}.records": "Line 2 (www CNAM @): unknown record type CNAM; "
+        "use one of A, AAAA, CNAME, MX, TXT, SRV, CAA, NS"
+    }
+    fields = refused({"records": "@ A {ip}"})
+    assert "uses {ip}, but the IPv4 address" in fields[f"item_settings.{module_id}.records"]
+    fields = refused({"records": "@ A {ip}", "ip": "300.1.1.1"})
+    assert fields == {f"item_settings.{module_id}.ip": "Not an IPv4 address."}
+    fields = refused({"records": "evil.example.org. A 192.0.2.1"})
+    assert "names are relative to the zone" in fields[f"item_settings.{module_id}.records"]
+    fields = refused({"records": "@ TXT {password}"})
+    assert "unknown placeholder {password}" in fields[f"item_settings.{module_id}.records"]
+    with database.connection_context():
+        assert not Item.select().where(Item.internal_name.startswith("bad-")).exists()
+
+
+def test_ensure_item_says_what_is_wrong_and_leaves_no_trial_zone(pdns, api, engine, powerdns):
+    broken = api.ok(
+        "post",
+        "/modules",
+        {
+            "name": f"pdns-bad-key-{pdns.tag}",
+            "type": "powerdns",
+            "config": pdns.config(api_key="not-the-key"),
+        },
+        status=201,
+    )
+    tariff = api.ok(
+        "post",
+        "/tariffs",
+        {
+            "name": "DNS",
+            "product_type": "dns",
+            "price": "1",
+            "internal_name": f"dns-{pdns.tag}",
+            "module_ids": [broken["id"]],
+        },
+        status=201,
+    )
+    engine.run_all()
+    (item,) = api.ok("get", f"/tariffs/{tariff['id']}")["items"]
+    assert item["status"] != "ready"
+    assert "PowerDNS refused the API key (401 Unauthorized)" in item["error"]
+    # a good key: the template is tried on a trial zone, which is gone afterwards
+    ok = pdns.tariff("@ A {ip}\n@ MX 10 mail.{domain}")
+    assert api.ok("get", f"/tariffs/{ok['id']}")["items"][0]["status"] == "ready"
+    leftovers = [z["name"] for z in powerdns.api("GET", "/zones").json() if "-check-" in z["name"]]
+    assert leftovers == []
+
+
+def test_test_connection_names_the_setting_at_fault(pdns, api):
+    assert "PowerDNS Authoritative 4." in pdns.instance().check_config()
+    with pytest.raises(ConfigProblem) as wrong_key:
+        pdns.instance(api_key="not-the-key").check_config()
+    assert wrong_key.value.field == "api_key"
+    assert "PowerDNS refused the API key (401 Unauthorized)" in wrong_key.value.message
+    with pytest.raises(ConfigProblem) as wrong_server:
+        pdns.instance(server_id="nope").check_config()
+    assert wrong_server.value.field == "server_id" and "it has: localhost" in str(
+        wrong_server.value
+    )
+    with pytest.raises(ConfigProblem) as down:
+        pdns.instance(api_url=f"http://127.0.0.1:{free_port()}").check_config()
+    assert down.value.field == "api_url" and "Connection refused" in down.value.message
+    # through the API: the module is not created, the field says why
+    code, body = api.post(
+        "/modules",
+        {
+            "name": "pdns-wrong",
+            "type": "powerdns",
+            "config": pdns.config(api_key="not-the-key"),
+            "test_connection": True,
+        },
+    )
+    assert code == 422 and "401 Unauthorized" in body["error"]["fields"]["config.api_key"]
+    code, body = api.post(
+        "/modules",
+        {"name": "pdns-bad-ns", "type": "powerdns", "config": pdns.config(nameservers="ns1")},
+    )
+    assert code == 422
+    assert body["error"]["fields"] == {
+        "config.nameservers": "'ns1' is not a host name such as ns1.example.net"
+    }
+
+
+def ctx_for(client):
+    """An operation context as the acme module's operations get one."""
+    operation = types.SimpleNamespace(id=10**9, kind="open")
+    return OperationContext(operation, 1, client=client)
+
+
+def test_dns01_challenges_are_set_and_cleared_in_the_clients_zone(pdns, powerdns, app):
+    service_id, domain, _ = pdns.open(pdns.tariff("@ A {ip}"))
+    module = pdns.instance()
+    name = f"_acme-challenge.{domain}"
+    with app.app_context(), database.connection_context():
+        client = Client.get_by_id(pdns.client["id"])
+        ctx = ctx_for(client)
+        assert module.set_challenge(ctx, domain, "first-value_1") == f"{domain}."
+        module.set_challenge(ctx, f"*.{domain}", "second-value_2")  # a wildcard's base
+        module.set_challenge(ctx, domain, "first-value_1")  # again: no second copy
+        assert powerdns.query(name, "TXT") == ['"first-value_1"', '"second-value_2"']
+        module.set_challenge(ctx, f"www.{domain}", "www-value")  # a name below the zone
+        assert powerdns.query(f"_acme-challenge.www.{domain}", "TXT") == ['"www-value"']
+
+        module.clear_challenge(ctx, domain, "first-value_1")
+        assert powerdns.query(name, "TXT") == ['"second-value_2"']
+        module.clear_challenge(ctx, domain, "second-value_2")
+        assert rcode(powerdns, name, "TXT") == "NXDOMAIN"
+        module.clear_challenge(ctx, domain, "second-value_2")  # gone already: fine
+        assert f"{name}. TXT does not hold this value: nothing to clear" in ctx.log_text
+        assert "> PATCH " in ctx.log_text and pdns.pdns.api_key not in ctx.log_text
+
+        # another client's zone, a zone that is not Provisor's, no zone at all: refused
+        other = Client.create(name="Eve", email=f"eve-{pdns.tag}@example.com")
+        with pytest.raises(PermanentError, match="another client's DNS service"):
+            module.set_challenge(ctx_for(other), domain, "stolen")
+        foreign = pdns.domain()
+        pdns.make_foreign_zone(foreign, "")
+        with pytest.raises(PermanentError, match="is not one of this Provisor's DNS services"):
+            module.set_challenge(ctx, foreign, "value")
+        with pytest.raises(PermanentError, match="no zone on this PowerDNS contains"):
+            module.set_challenge(ctx, "nowhere.example.invalid", "value")
+        with pytest.raises(PermanentError, match="base64url"):
+            module.set_challenge(ctx, domain, 'a" "b')
+    assert powerdns.query(f"_acme-challenge.{foreign}", "TXT") == []
+    assert rcode(powerdns, f"_acme-challenge.{domain}", "TXT") == "NXDOMAIN"
+
+
+def test_the_client_and_staff_see_the_zones_records(pdns, app, api, client):
+    login_id = make_client_login(app, email=f"carol-{pdns.tag}@example.com")
+    service_id, domain, op = pdns.open(
+        pdns.tariff("@ A {ip}\nwww CNAME @"), client={"id": login_id}
+    )
+    assert op.status == "done", op.last_error
+    login(client, f"carol-{pdns.tag}@example.com", "carol-password")
+    page = html(client.get(f"/my/services/{service_id}"))
+    assert 'data-module-data="records"' in page
+    assert f"<code>www.{domain}.</code>" in page and f"<code>{domain}.</code>" in page
+    assert "CNAME" in page and "<code>192.0.2.10</code>" in page
+    client.post("/logout")
+    login(client, "admin@example.com", "admin-password")
+    staff = html(client.get(f"/services/{service_id}"))
+    assert 'data-module-data="records"' in staff and f"<code>www.{domain}.</code>" in staff
+    assert "ns1.example.net. hostmaster.example.net." in staff
+
+
+def test_a_template_cannot_inject_records_or_quotes(pdns, powerdns):
+    """TXT text is quoted and escaped; what the server serves is exactly the text."""
+    tariff = pdns.tariff('@ TXT say "hi" \\ bye\nx TXT "quoted; not a comment"')
+    _, domain, op = pdns.open(tariff)
+    assert op.status == "done", op.last_error
+    reply = dns.query.udp(
+        dns.message.make_query(domain, "TXT"), "127.0.0.1", port=powerdns.dns_port, timeout=3
+    )
+    (rrset,) = reply.answer
+    assert [b"".join(r.strings) for r in rrset] == [b'say "hi" \\ bye']
+    assert powerdns.query(f"x.{domain}", "TXT") == ['"quoted; not a comment"']
+
+
+def test_operations_are_logged_with_the_key_masked(pdns, app):
+    service_id, _, op = pdns.open(pdns.tariff("@ A {ip}"))
+    with database.connection_context():
+        logs = [a.log for a in Attempt.select().join(Operation).where(Operation.id == op.id)]
+    assert any("> POST " in log and "< 201 Created" in log for log in logs), logs
+    assert not any(pdns.pdns.api_key in log for log in logs)
