@@ -45,7 +45,7 @@ from modules.base import (
 )
 from modules.http import why
 
-_OWNER_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
+_OWNER_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 _SERVER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _CHALLENGE_VALUE = re.compile(r"^[A-Za-z0-9_=+/.-]{1,255}$")
@@ -133,6 +133,7 @@ class PowerDNSModule(ModuleType):
     operations = frozenset({"open", "suspend", "resume", "close", "change_tariff", "ensure_item"})
     client_data = ("records",)
     default_timeout = 10.0
+    CALLS_PER_ATTEMPT = 6  # the most API calls one operation makes (ensure_item)
     config_fields = [
         ConfigField(
             "api_url",
@@ -177,7 +178,15 @@ class PowerDNSModule(ModuleType):
             help="Zones are marked account=<tag>:service-<id>. Each Provisor sharing this "
             "PowerDNS needs its own tag.",
         ),
-        ConfigField("timeout", "Timeout (s)", kind="float", default=10.0, minimum=1, maximum=300),
+        ConfigField(
+            "timeout",
+            "Timeout (s)",
+            kind="float",
+            default=10.0,
+            minimum=1,
+            maximum=300,
+            help="For each API call; an operation makes up to six.",
+        ),
     ]
     item_fields = [
         ConfigField("records", "Record template", kind="text", default="", help=TEMPLATE_HELP),
@@ -201,7 +210,7 @@ class PowerDNSModule(ModuleType):
                     errors[name] = str(exc)
         tag = cleaned.get("owner_tag")
         if "owner_tag" not in errors and tag and not _OWNER_TAG.match(tag):
-            errors["owner_tag"] = "Up to 24 lowercase letters, digits and -, e.g. provisor-eu."
+            errors["owner_tag"] = "Up to 16 lowercase letters, digits and -, e.g. provisor-eu."
         server = cleaned.get("server_id")
         if "server_id" not in errors and server and not _SERVER_ID.match(server):
             errors["server_id"] = (
@@ -271,6 +280,14 @@ class PowerDNSModule(ModuleType):
 
     # --- HTTP ---------------------------------------------------------------------------
 
+    def call_timeout(self):
+        """How long one API call may take (the ``timeout`` setting)."""
+        return float(self.config.get("timeout") or self.default_timeout)
+
+    def timeout(self):
+        """The longest an attempt may take: its API calls one after another."""
+        return self.call_timeout() * self.CALLS_PER_ATTEMPT
+
     def _base(self):
         url = (self.config.get("api_url") or "").rstrip("/")
         for tail in ("/api/v1", "/api"):
@@ -283,7 +300,7 @@ class PowerDNSModule(ModuleType):
             method,
             self._base() + path,
             headers={"X-API-Key": self.config.get("api_key") or "", "Accept": "application/json"},
-            timeout=self.timeout(),
+            timeout=self.call_timeout(),
             **kwargs,
         )
 
@@ -295,9 +312,9 @@ class PowerDNSModule(ModuleType):
             try:
                 reply = self._send(method, path, **kwargs)
             except requests.Timeout:
-                call.outcome = f"timeout after {self.timeout():g} s"
+                call.outcome = f"timeout after {self.call_timeout():g} s"
                 raise TemporaryError(
-                    f"PowerDNS did not answer within {self.timeout():g} s ({method} {url})"
+                    f"PowerDNS did not answer within {self.call_timeout():g} s ({method} {url})"
                 ) from None
             except requests.RequestException as exc:
                 call.outcome = f"connection error: {why(exc)}"
@@ -355,6 +372,7 @@ class PowerDNSModule(ModuleType):
         data = self._get(ctx, zone)
         if data is None:
             if missing_ok:
+                ctx.log(f"the zone {zone} is gone already")
                 return zone, None
             raise PermanentError(f"the zone {zone} no longer exists on PowerDNS")
         owner = self.owner(ctx.service.id)
@@ -495,7 +513,6 @@ class PowerDNSModule(ModuleType):
     def close(self, ctx):
         zone, data = self._own_zone(ctx, missing_ok=True)
         if data is None:
-            ctx.log(f"the zone {zone} is gone already")
             return Result.done(ctx.service.remote_id, data={"records": []})
         reply = self._request(ctx, "DELETE", self._zone_path(data["id"]), ok=(204, 200, 404))
         ctx.log(
@@ -553,7 +570,7 @@ class PowerDNSModule(ModuleType):
                 listing = requests.get(
                     base.rsplit("/", 1)[0],
                     headers={"X-API-Key": self.config.get("api_key") or ""},
-                    timeout=self.timeout(),
+                    timeout=self.call_timeout(),
                 )
             zones = (
                 self._send("GET", "/zones", params={"zone": "provisor-check.invalid."})
@@ -562,7 +579,8 @@ class PowerDNSModule(ModuleType):
             )
         except requests.Timeout:
             raise ConfigProblem(
-                f"PowerDNS did not answer within {self.timeout():g} s at {base}", field="timeout"
+                f"PowerDNS did not answer within {self.call_timeout():g} s at {base}",
+                field="timeout",
             ) from None
         except requests.RequestException as exc:
             raise ConfigProblem(
