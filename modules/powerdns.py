@@ -246,8 +246,15 @@ class PowerDNSModule(ModuleType):
         }
         return zone_template.parse(settings.get("records") or "", values)
 
-    def _wanted(self, ctx, zone, settings):
+    def _wanted(self, ctx, zone, settings, item_needed=True):
         """The rrsets the zone should have: the apex NS and the template's records."""
+        if item_needed and not settings:
+            # no item of this module for the tariff (change_tariff: the new one): applying
+            # "no template" would empty the zone
+            raise PermanentError(
+                f"the tariff {ctx.params.get('tariff_internal_name') or ctx.internal_name!r} has "
+                "no item on this module (its record template): link the tariff to the module"
+            )
         try:
             records = self.template_records(settings, zone)
         except zone_template.TemplateError as exc:
@@ -537,7 +544,7 @@ class PowerDNSModule(ModuleType):
         settings = ctx.item_settings or (ctx.item.settings if ctx.item is not None else {})
         tag = self.config.get("owner_tag") or "provisor"
         trial = f"{tag}-check-{ctx.idempotency_key}.invalid."
-        wanted = self._wanted(ctx, trial, settings)
+        wanted = self._wanted(ctx, trial, settings, item_needed=False)
         ctx.log(f"the template of {ctx.internal_name} parses: {len(wanted) - 1} rrsets")
         self._request(ctx, "GET", "")
         leftover = self._find(ctx, trial)

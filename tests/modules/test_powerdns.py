@@ -16,7 +16,7 @@ import pytest
 
 import modules
 from app.db import database
-from app.models import Attempt, Client, Item, Operation
+from app.models import Attempt, Client, Email, Item, Operation
 from modules.base import ConfigProblem, OperationContext, PermanentError
 from tests.support import free_port, html, login, make_client_login
 
@@ -183,6 +183,10 @@ def test_open_serves_the_zone_with_the_templates_records(pdns, powerdns):
     assert (f"www.{domain}.", "CNAME", f"{domain}.") in shown
     assert (f"{domain}.", "NS", "ns2.example.net.") in shown
     assert service["module_data"]["records"][0]["type"] == "SOA"
+    with database.connection_context():
+        (welcome,) = Email.select().where(Email.service == service_id)
+    assert f"Domain: {domain}" in welcome.body
+    assert "Name servers: ns1.example.net, ns2.example.net" in welcome.body
 
 
 def test_suspend_stops_the_zone_answering_resume_brings_it_back_close_deletes_it(pdns, powerdns):
@@ -481,3 +485,46 @@ def test_operations_are_logged_with_the_key_masked(pdns, app):
         logs = [a.log for a in Attempt.select().join(Operation).where(Operation.id == op.id)]
     assert any("> POST " in log and "< 201 Created" in log for log in logs), logs
     assert not any(pdns.pdns.api_key in log for log in logs)
+
+
+def test_change_tariff_to_a_tariff_without_an_item_here_changes_nothing(pdns, powerdns, api):
+    """No template to apply is not an empty template: the zone keeps its records."""
+    service_id, domain, _ = pdns.open(pdns.tariff("@ A {ip}"))
+    elsewhere = api.ok("post", "/modules", {"name": f"sbx-{pdns.tag}", "type": "sandbox"})
+    other = api.ok(
+        "post",
+        "/tariffs",
+        {
+            "name": "Elsewhere",
+            "product_type": "dns",
+            "price": "1",
+            "internal_name": f"elsewhere-{pdns.tag}",
+            "module_ids": [elsewhere["id"]],
+        },
+        status=201,
+    )
+    pdns.engine.run_all()
+    before = pdns.zone(domain)
+    op = pdns.request(service_id, "change_tariff", tariff_id=other["id"])
+    assert op.status == "manual"
+    assert f"the tariff 'elsewhere-{pdns.tag}' has no item on this module" in op.last_error
+    assert pdns.zone(domain) == before and powerdns.query(domain, "A") == ["192.0.2.10"]
+
+
+def test_zone_kind_master_and_the_default_soa_contact(pdns, api, powerdns):
+    config = pdns.config(zone_kind="Master", default_ttl=600)
+    del config["soa_contact"]
+    module = api.ok(
+        "post",
+        "/modules",
+        {"name": f"pdns-master-{pdns.tag}", "type": "powerdns", "config": config},
+        status=201,
+    )
+    pdns.module = module
+    service_id, domain, op = pdns.open(pdns.tariff("@ A {ip}"))
+    assert op.status == "done", op.last_error
+    zone = pdns.zone(domain)
+    assert zone["kind"] == "Master"
+    assert {s["ttl"] for s in zone["rrsets"]} == {600}
+    (soa,) = powerdns.query(domain, "SOA")
+    assert soa.startswith(f"ns1.example.net. hostmaster.{domain}. ")
