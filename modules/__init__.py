@@ -38,6 +38,7 @@ BUILTIN = {
     "sandbox": "modules.sandbox:SandboxModule",
     "http": "modules.http:HttpModule",
     "manual": "modules.manual:ManualModule",
+    "acme": "modules.acme:AcmeModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}
