@@ -606,8 +606,12 @@ class AcmeModule(ModuleType):
         except secrets_box.Undecryptable as exc:
             raise PermanentError(f"the order's private key: {exc}") from None
 
+    def _interval(self):
+        return float(self.config.get("poll_interval") or 2.0)
+
     def _wait(self, state, after=None):
-        interval = float(self.config.get("poll_interval") or 2.0)
+        """Check again after the poll interval (or the CA's Retry-After, if longer)."""
+        interval = self._interval()
         return Result.poll(after=max(after or interval, interval), state=state)
 
     def _advance(self, ctx, ca, state, body, response, authorizations=None):
@@ -633,7 +637,7 @@ class AcmeModule(ModuleType):
             status = _status(body.status)
             ctx.log(f"order finalized: {status}")
         if status == "processing":
-            return self._wait(state, ca.check_after(response, 1.0))
+            return self._wait(state, ca.check_after(response, self._interval()))
         if status == "invalid":
             with self._errors("reading why the order failed"):
                 reason = self._why_invalid(ca, body)

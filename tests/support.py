@@ -742,12 +742,13 @@ class Pebble:
     validation delay (``PEBBLE_VA_NOSLEEP``), no rejected nonces unless asked.
     ``eab=True``: External Account Binding required, with :attr:`eab_kid` and
     :attr:`eab_hmac_key`. ``validity``: seconds its certificates last (default 5 years).
+    ``blocklist``: names it refuses to issue for. ``env``: more PEBBLE_* settings.
     """
 
     BINARY = "/usr/bin/pebble"
     DNS_BINARY = "/usr/bin/pebble-challtestsrv"
 
-    def __init__(self, folder, http_port, eab=False, validity=None, env=None):
+    def __init__(self, folder, http_port, eab=False, validity=None, blocklist=(), env=None):
         import base64
         import secrets as _secrets
 
@@ -755,6 +756,7 @@ class Pebble:
         self.http_port = http_port
         self.eab = eab
         self.validity = validity
+        self.blocklist = list(blocklist)
         self.env = dict(env or {})
         self.eab_kid = "provisor-test-kid"
         self.eab_hmac_key = base64.urlsafe_b64encode(_secrets.token_bytes(32)).decode().rstrip("=")
@@ -787,6 +789,8 @@ class Pebble:
             config["externalAccountMACKeys"] = {self.eab_kid: self.eab_hmac_key}
         if self.validity:
             config["certificateValidityPeriod"] = int(self.validity)
+        if self.blocklist:
+            config["domainBlocklist"] = self.blocklist
         path = os.path.join(self.folder, "pebble.json")
         with open(path, "w") as fh:
             json.dump({"pebble": config}, fh)

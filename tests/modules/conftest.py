@@ -334,6 +334,42 @@ class AcmeBackend(Backend):
 BACKENDS["acme"] = AcmeBackend
 
 
+@pytest.fixture(scope="session")
+def acme_http_port():
+    """The port pebble's http-01 checks connect to: one server for the session there
+    serves each test's own app (its /.well-known/acme-challenge/ answers)."""
+    from tests.support import current_test_app, serve_wsgi
+
+    server, port = serve_wsgi(current_test_app)
+    yield port
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory, acme_http_port):
+    """pebble without External Account Binding, issuing 40-day certificates; each test
+    registers its own account (its own database) and orders its own names."""
+    from tests.conftest import need
+    from tests.support import Pebble
+
+    need(Pebble.available(), "pebble is not installed (apt-get install pebble)")
+    server = Pebble(tmp_path_factory.mktemp("pebble"), acme_http_port, validity=40 * 86400)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble_eab(tmp_path_factory, acme_http_port):
+    """pebble requiring External Account Binding (``eab_kid``, ``eab_hmac_key``)."""
+    from tests.conftest import need
+    from tests.support import Pebble
+
+    need(Pebble.available(), "pebble is not installed (apt-get install pebble)")
+    server = Pebble(tmp_path_factory.mktemp("pebble-eab"), acme_http_port, eab=True)
+    yield server.start()
+    server.stop()
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, monkeypatch):
     """One module type with its server, running (the suite runs once per backend)."""
