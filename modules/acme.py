@@ -293,6 +293,30 @@ class _Ca:
             raise
         return messages.Order.from_json(response.json()), response
 
+    def find_order(self, names, taken, max_pages=20):
+        """``(url, body)`` of a pending or ready order of the account for exactly these
+        names (newest first) that is not ``taken(url)`` by another operation, or None;
+        None too when the CA does not list orders."""
+        account = self.post_as_get(self.net.account["uri"]).json()
+        url, urls = account.get("orders"), []
+        for _ in range(max_pages):
+            if not url:
+                break
+            response = self.post_as_get(url)
+            urls += response.json().get("orders") or []
+            url = response.links.get("next", {}).get("url")
+        for order_url in reversed(urls):
+            if taken(order_url):
+                continue
+            body, _ = self.order(order_url)
+            if (
+                body is not None
+                and _status(body.status) in ("pending", "ready")
+                and sorted(i.value for i in body.identifiers) == sorted(names)
+            ):
+                return order_url, body
+        return None
+
     def authorization(self, url):
         return messages.Authorization.from_json(self.post_as_get(url).json())
 
@@ -572,6 +596,19 @@ class AcmeModule(ModuleType):
                 state.pop("order")
             else:
                 ctx.log(f"order {state['order']} is {_status(body.status)}")
+        if not state.get("order") and state.get("key"):
+            # an earlier attempt made the key and may have ordered before it died: adopt
+            # that order if the CA lists it (RFC 8555 7.1.2.1; Let's Encrypt does not)
+            with self._errors("looking for the order of an earlier attempt"):
+                found = ca.find_order(
+                    state.get("names") or names,
+                    lambda url: certificates.order_taken(url, ctx.operation.id),
+                )
+            if found is not None:
+                state.update(order=found[0], answered=[])
+                ctx.save_state(state)
+                ctx.log(f"taking over order {found[0]} an earlier attempt made")
+                body, response = found[1], None
         if not state.get("order"):
             if not state.get("key"):
                 state["key"] = secrets_box.encrypt(

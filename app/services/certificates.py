@@ -20,6 +20,7 @@ private key stays the client's.
 
 import datetime as dt
 import hashlib
+import json
 import re
 
 from cryptography import x509
@@ -28,7 +29,7 @@ from peewee import IntegrityError
 
 from app import secrets_box
 from app.db import write_transaction
-from app.models import AcmeAccount, AcmeCertificate, AcmeChallenge, Service, utcnow
+from app.models import AcmeAccount, AcmeCertificate, AcmeChallenge, Operation, Service, utcnow
 from app.services.errors import NotFound
 
 ACCOUNT_KEY = "acme-account-key"
@@ -155,13 +156,21 @@ def clear_challenges(service_id):
         return AcmeChallenge.delete().where(AcmeChallenge.service == service_id).execute()
 
 
-def pending_tokens(service_id):
-    return [
-        row.token
-        for row in AcmeChallenge.select(AcmeChallenge.token).where(
-            AcmeChallenge.service == service_id
+def order_taken(order_url, operation_id):
+    """Whether another operation follows this order (its state names it) or a stored
+    certificate came from it: an attempt looking for the order it lost must not adopt
+    someone else's."""
+    if AcmeCertificate.select().where(AcmeCertificate.order_url == order_url).exists():
+        return True
+    return (
+        Operation.select()
+        .where(
+            (Operation.id != operation_id)
+            & Operation.state.is_null(False)
+            & Operation.state.contains(json.dumps(order_url))
         )
-    ]
+        .exists()
+    )
 
 
 # --- issued certificates ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from acme.client import ClientV2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -283,10 +284,14 @@ def test_renewal_before_expiry_then_close_revokes(app, api, client, pebble, monk
         assert AcmeCertificate.select().where(AcmeCertificate.revoked_at.is_null()).count() == 0
 
 
-@pytest.mark.parametrize("kill_after", ["the order URL is saved", "a challenge is answered"])
+@pytest.mark.parametrize(
+    "kill_after", ["the order is made", "the order URL is saved", "a challenge is answered"]
+)
 def test_a_worker_killed_mid_order_continues_the_same_order(
     app, api, engine, pebble, monkeypatch, kill_after
 ):
+    """Killed right after the CA made the order (its URL not saved yet: the order is
+    found in the account's list), after saving its URL, after answering a challenge."""
     config = pebble.config()
     _, _, tariff, client_ = api.catalog("acme", config, product_type="certificate")
     engine.run_all()
@@ -302,13 +307,22 @@ def test_a_worker_killed_mid_order_continues_the_same_order(
         ):
             raise Killed()
 
+    real_order = ClientV2.new_order
+
+    def order_then_die(self, *args, **kwargs):
+        real_order(self, *args, **kwargs)
+        raise Killed()
+
     with monkeypatch.context() as patch:
-        patch.setattr(operations, "_save_state", save_then_die)
+        if kill_after == "the order is made":
+            patch.setattr(ClientV2, "new_order", order_then_die)
+        else:
+            patch.setattr(operations, "_save_state", save_then_die)
         with pytest.raises(Killed), db(app):
             operations.run(op_id)
     with db(app):
         state = Operation.get_by_id(op_id).state
-        assert state["order"] and "PRIVATE KEY" not in json.dumps(state)
+        assert state["key"] and "PRIVATE KEY" not in json.dumps(state)
         Operation.update(lease_until=utcnow() - timedelta(seconds=1)).where(
             Operation.id == op_id
         ).execute()
@@ -316,11 +330,32 @@ def test_a_worker_killed_mid_order_continues_the_same_order(
     op = engine.run(op_id)
     assert op.status == "done", op.last_error
     orders = account_client(app, pebble, config).orders()
-    assert orders == [state["order"]]  # pebble saw one order
-    assert engine.service(order["service_id"]).remote_id == state["order"]
+    assert len(orders) == 1  # pebble saw one order
+    assert state.get("order") in (None, orders[0])
+    assert engine.service(order["service_id"]).remote_id == orders[0]
     outcomes = [outcome for outcome, _, _ in logs(app, op_id)]
     assert outcomes[0] == "interrupted" and outcomes[-1] == "done"
-    assert f"order {state['order']} is pending" in logs(app, op_id)[1][1]
+    second = logs(app, op_id)[1][1]
+    if kill_after == "the order is made":
+        assert f"taking over order {orders[0]} an earlier attempt made" in second
+    else:
+        assert f"order {orders[0]} is pending" in second
+
+
+def test_an_order_another_operation_follows_is_never_adopted(app, api):
+    _, _, tariff, client_ = api.catalog("sandbox", product_type="certificate")
+    order = api.order(client_["id"], tariff["id"], {"domains": "a.example.com"})
+    _, paid = api.pay(order)
+    api.wait_operation(paid["operation_id"])
+    url = "https://ca.example/order/1_x"
+    with db(app):
+        assert not certificates.order_taken(url, paid["operation_id"])
+        Operation.update(state={"order": url, "names": ["a.example.com"]}).where(
+            Operation.id == paid["operation_id"]
+        ).execute()
+        assert not certificates.order_taken(url, paid["operation_id"])  # its own
+        assert certificates.order_taken(url, paid["operation_id"] + 1)
+        assert not certificates.order_taken(url[:-1], paid["operation_id"] + 1)
 
 
 def test_the_ca_refusing_is_permanent_with_its_own_words(app, api, engine, tmp_path):
