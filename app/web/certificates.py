@@ -28,7 +28,7 @@ def challenge(token):
     """An ACME CA checks an http-01 challenge: the key authorization, or 404."""
     answer = certificates.key_authorization(token)
     if answer is None:
-        return Response("no such token\n", status=404, mimetype="text/plain")
+        return Response("Not found: no such token\n", status=404, mimetype="text/plain")
     return Response(answer, mimetype="text/plain")
 
 
