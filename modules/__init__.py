@@ -39,6 +39,7 @@ BUILTIN = {
     "http": "modules.http:HttpModule",
     "manual": "modules.manual:ManualModule",
     "powerdns": "modules.powerdns:PowerDNSModule",
+    "acme": "modules.acme:AcmeModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

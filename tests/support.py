@@ -49,6 +49,7 @@ def order_params(order_fields):
     n = time.monotonic_ns() % 10**8
     samples = {
         "domain": f"site{n}.example.com",
+        "domains": f"site{n}.example.com, www.site{n}.example.com",
         "hostname": f"srv{n}.example.com",
         "slug": f"db{n}",
         "text": "test",
@@ -654,3 +655,268 @@ class PowerDNS:
 
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+# --- ACME: Let's Encrypt's test CA ------------------------------------------------------
+
+
+def make_tls_certificate(folder, names=("localhost",), ips=("127.0.0.1",)):
+    """A throw-away CA and a server certificate it signed (cryptography), written to
+    ``folder`` as ca.pem, cert.pem, key.pem; returns the CA's PEM text."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Provisor tests TLS root")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt = [x509.DNSName(n) for n in names] + [
+        x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips
+    ]
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_pem = ca.public_bytes(pem).decode()
+    with open(os.path.join(folder, "ca.pem"), "w") as fh:
+        fh.write(ca_pem)
+    with open(os.path.join(folder, "cert.pem"), "wb") as fh:
+        fh.write(leaf.public_bytes(pem))
+    with open(os.path.join(folder, "key.pem"), "wb") as fh:
+        fh.write(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+    return ca_pem
+
+
+def current_test_app(environ, start_response):
+    """WSGI: whichever app the running test made (the ``app`` fixture sets it), so that
+    one server on a fixed port, such as the one a CA's http-01 check connects to, serves
+    each test's own app and database."""
+    from actors.middleware import AppContextMiddleware
+
+    return AppContextMiddleware.app(environ, start_response)
+
+
+def serve_wsgi(wsgi_app, port=None):
+    """A real threaded HTTP server (werkzeug) on loopback; returns (server, port)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", port or free_port(), wsgi_app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_port
+
+
+class Pebble:
+    """Let's Encrypt's test CA (Debian ``pebble`` 2.4) on free loopback ports.
+
+    It has no TLS certificate of its own: one is made here (:func:`make_tls_certificate`),
+    and its root is what the acme module gets as ``ca_bundle``. ``pebble-challtestsrv``
+    is its DNS server (``-dnsserver``), answering every name with 127.0.0.1, so its
+    http-01 validation fetches ``http://<name>:<http_port>/.well-known/acme-challenge/``
+    from whatever listens on 127.0.0.1:``http_port`` (Provisor, in the tests). No random
+    validation delay (``PEBBLE_VA_NOSLEEP``), no rejected nonces unless asked.
+    ``eab=True``: External Account Binding required, with :attr:`eab_kid` and
+    :attr:`eab_hmac_key`. ``validity``: seconds its certificates last (default 5 years).
+    ``blocklist``: names it refuses to issue for. ``env``: more PEBBLE_* settings.
+    """
+
+    BINARY = "/usr/bin/pebble"
+    DNS_BINARY = "/usr/bin/pebble-challtestsrv"
+
+    def __init__(self, folder, http_port, eab=False, validity=None, blocklist=(), env=None):
+        import base64
+        import secrets as _secrets
+
+        self.folder = str(folder)
+        self.http_port = http_port
+        self.eab = eab
+        self.validity = validity
+        self.blocklist = list(blocklist)
+        self.env = dict(env or {})
+        self.eab_kid = "provisor-test-kid"
+        self.eab_hmac_key = base64.urlsafe_b64encode(_secrets.token_bytes(32)).decode().rstrip("=")
+        self.acme_port = free_port()
+        self.management_port = free_port()
+        self.dns_port = free_port()
+        self.directory_url = f"https://127.0.0.1:{self.acme_port}/dir"
+        self.management_url = f"https://127.0.0.1:{self.management_port}"
+        self.processes = []
+        self.ca_bundle = None
+
+    @classmethod
+    def available(cls):
+        return os.path.exists(cls.BINARY) and os.path.exists(cls.DNS_BINARY)
+
+    def start(self):
+        os.makedirs(self.folder, exist_ok=True)
+        self.ca_bundle = make_tls_certificate(self.folder)
+        config = {
+            "listenAddress": f"127.0.0.1:{self.acme_port}",
+            "managementListenAddress": f"127.0.0.1:{self.management_port}",
+            "certificate": os.path.join(self.folder, "cert.pem"),
+            "privateKey": os.path.join(self.folder, "key.pem"),
+            "httpPort": self.http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": self.eab,
+        }
+        if self.eab:
+            config["externalAccountMACKeys"] = {self.eab_kid: self.eab_hmac_key}
+        if self.validity:
+            config["certificateValidityPeriod"] = int(self.validity)
+        if self.blocklist:
+            config["domainBlocklist"] = self.blocklist
+        path = os.path.join(self.folder, "pebble.json")
+        with open(path, "w") as fh:
+            json.dump({"pebble": config}, fh)
+        self.log = open(os.path.join(self.folder, "pebble.log"), "ab")  # noqa: SIM115
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    self.DNS_BINARY,
+                    "-dns01",
+                    f"127.0.0.1:{self.dns_port}",
+                    "-http01",
+                    "",
+                    "-https01",
+                    "",
+                    "-tlsalpn01",
+                    "",
+                    "-management",
+                    f"127.0.0.1:{free_port()}",
+                    "-defaultIPv6",
+                    "",
+                ],
+                stdout=self.log,
+                stderr=self.log,
+            )
+        )
+        env = {
+            **os.environ,
+            "PEBBLE_VA_NOSLEEP": "1",
+            "PEBBLE_WFE_NONCEREJECT": "0",
+            "PEBBLE_WFE_ORDERS_PER_PAGE": "1000",
+            **self.env,
+        }
+        self.processes.append(
+            subprocess.Popen(
+                [self.BINARY, "-config", path, "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+                stdout=self.log,
+                stderr=self.log,
+                env=env,
+            )
+        )
+        wait_for(self._answers, timeout=20, message="pebble to answer its directory")
+        return self
+
+    def _answers(self):
+        if any(p.poll() is not None for p in self.processes):
+            raise AssertionError(f"pebble stopped: see {self.folder}/pebble.log")
+        try:
+            return self.get(self.directory_url).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def get(self, url):
+        return requests.get(url, verify=os.path.join(self.folder, "ca.pem"), timeout=5)
+
+    def config(self, **extra):
+        """Settings of an acme module for this CA."""
+        config = {
+            "directory_url": self.directory_url,
+            "email": "certs@provisor.example",
+            "ca_bundle": self.ca_bundle,
+            "poll_interval": 0.2,
+            "timeout": 5,
+        }
+        if self.eab:
+            config.update(eab_kid=self.eab_kid, eab_hmac_key=self.eab_hmac_key)
+        return {**config, **extra}
+
+    def root_pem(self):
+        """The root this run of pebble issues under (management API)."""
+        return self.get(f"{self.management_url}/roots/0").text
+
+    def intermediate_pem(self):
+        return self.get(f"{self.management_url}/intermediates/0").text
+
+    def certificate_status(self, serial):
+        """ "Valid" or "Revoked", as pebble's management API reports the serial (hex)."""
+        reply = self.get(f"{self.management_url}/cert-status-by-serial/{serial}")
+        reply.raise_for_status()
+        return reply.json()["Status"]
+
+    def stop(self):
+        for process in reversed(self.processes):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []
+        if hasattr(self, "log"):
+            self.log.close()
+
+
+class AcmeAccountClient:
+    """Requests to pebble signed with one of Provisor's CA accounts (its stored key):
+    what the tests ask the CA itself (the account's orders, an order, a revocation)."""
+
+    def __init__(self, pebble, key_pem, account_url):
+        import josepy as jose
+        from acme import client, messages
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        self.account_url = account_url
+        self.net = client.ClientNetwork(
+            jose.JWKEC(key=key), alg=jose.ES256, verify_ssl=os.path.join(pebble.folder, "ca.pem")
+        )
+        self.net.account = messages.RegistrationResource(
+            uri=account_url, body=messages.Registration()
+        )
+        self.directory = messages.Directory.from_json(pebble.get(pebble.directory_url).json())
+        self.client = client.ClientV2(self.directory, self.net)
+
+    def get(self, url):
+        """POST-as-GET ``url``: the requests response."""
+        return self.net.post(url, None, new_nonce_url=self.directory["newNonce"])
+
+    def orders(self):
+        """The URLs of every order pebble holds for the account."""
+        account = self.get(self.account_url).json()
+        return self.get(account["orders"]).json()["orders"]
+
+    def order(self, url):
+        return self.get(url).json()
+
+    def revoke(self, certificate_pem):
+        from cryptography import x509
+
+        self.client.revoke(x509.load_pem_x509_certificate(certificate_pem.encode()), 0)

@@ -234,6 +234,12 @@ MATRIX = [
     ("GET", "/my/services/{active}", None, client_only(404)),  # another client's
     ("POST", "/my/orders/{carol_order}/pay", {}, client_only("/my/orders")),
     ("POST", "/my/orders/{order}/pay", {}, client_only(404)),  # another client's
+    # certificates (acme): none in this world, so even their owner finds nothing here; the
+    # downloads themselves are tried in tests/modules/test_acme.py against a real CA
+    ("GET", "/.well-known/acme-challenge/no-such-token", None, everyone(404)),
+    ("GET", "/my/services/{carol_service}/certificate/key.pem", None, client_only(404)),
+    ("GET", "/my/services/{active}/certificate/fullchain.pem", None, client_only(404)),
+    ("GET", "/services/{active}/certificate/fullchain.pem", None, staff_page(404)),
 ]
 
 # UI areas whose forms have rights tests of their own (their rows need a live peer)

@@ -154,6 +154,7 @@ class OrderField(Output):
     required: bool
     max_length: int | None = Field(None, ge=1)
     options: list[str] | None = None
+    max_count: int | None = Field(None, ge=1, description="`domains`: at most this many names.")
 
 
 class Item(Output):

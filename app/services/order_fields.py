@@ -5,6 +5,9 @@ certificate and hosting products, a hostname and an OS image for a VPS, a databa
 prefix... Each has a ``kind`` that says how it is checked:
 
 ``domain``    a registrable domain name (``example.com``; IDN allowed, stored as A-labels)
+``domains``   a list of domain names, each checked like ``domain`` (the first one is the
+              main one, e.g. a certificate's common name), at most ``max_count`` of them
+              (default 10): a JSON list, or text separated by commas, spaces or new lines
 ``hostname``  a host name: one or more labels of letters, digits and hyphens
 ``slug``      a name for a remote object: a lowercase letter, then a-z, 0-9 and _
 ``choice``    one of ``options``
@@ -17,11 +20,14 @@ import re
 
 from app.services.errors import ValidationError
 
-KINDS = ("domain", "hostname", "slug", "choice", "text")
+KINDS = ("domain", "domains", "hostname", "slug", "choice", "text")
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_MAX = {"domain": 253, "hostname": 253, "slug": 32, "choice": 200, "text": 200}
+DEFAULT_MAX_COUNT = 10  # domains: how many names at most, unless the field says
+MAX_COUNT = 100
+_SEPARATORS = re.compile(r"[\s,]+")
 
 
 def _labels(value):
@@ -53,9 +59,47 @@ def clean_hostname(value):
     return text
 
 
+def clean_domains(raw, max_count=DEFAULT_MAX_COUNT):
+    """A list of distinct domain names (A-labels, in the given order) from a list or from
+    text separated by commas, spaces or new lines; ValueError with the reason."""
+    if isinstance(raw, str):
+        if any(ord(c) < 32 and c not in "\t\n\r" for c in raw):
+            raise ValueError("Domain names only, separated by commas, spaces or new lines.")
+        if len(raw) > max_count * 254:
+            raise ValueError(f"At most {max_count} domain names.")
+        names = [n for n in _SEPARATORS.split(raw) if n]
+    elif isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        names = [n.strip() for n in raw if n.strip()]
+    else:
+        raise ValueError("A list of domain names.")
+    if not names:
+        raise ValueError("Enter at least one domain name such as example.com.")
+    if len(names) > max_count:
+        raise ValueError(f"At most {max_count} domain names.")
+    cleaned = []
+    for name in names:
+        if len(name) > 253 or any(ord(c) < 32 for c in name):
+            raise ValueError(f"{name[:60]!r} is not a valid domain name (such as example.com).")
+        try:
+            value = clean_domain(name)
+        except ValueError:
+            raise ValueError(
+                f"{name!r} is not a valid domain name (such as example.com)."
+            ) from None
+        if value in cleaned:
+            raise ValueError(f"{value} is listed twice.")
+        cleaned.append(value)
+    return cleaned
+
+
 def clean_value(spec, raw):
     """The cleaned value of one order field, or ValueError with the field's message."""
     kind = spec.get("kind", "text")
+    if kind == "domains":
+        count = spec.get("max_count")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+            count = DEFAULT_MAX_COUNT  # a field declared through the API without a good one
+        return clean_domains(raw, count)
     if not isinstance(raw, str):
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ValueError("Must be text.")
@@ -93,7 +137,7 @@ def clean(fields, params):
     for spec in fields or []:
         name = spec["name"]
         raw = params.get(name)
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
+        if raw is None or (isinstance(raw, str) and not raw.strip()) or raw == []:
             cleaned.pop(name, None)
             if spec.get("required"):
                 errors[f"params.{name}"] = f"{spec.get('label') or name} is required."
@@ -145,6 +189,10 @@ def _order_field(name, label, parts):
         if not options:
             raise ValueError("a choice needs options (choice:a,b,c)")
         spec["options"] = options
+    elif kind == "domains":
+        if extra and (not extra.isdigit() or not 1 <= int(extra) <= MAX_COUNT):
+            raise ValueError(f"the number of names must be a number from 1 to {MAX_COUNT}")
+        spec["max_count"] = int(extra) if extra else DEFAULT_MAX_COUNT
     elif extra:
         if not extra.isdigit() or not 1 <= int(extra) <= 2000:
             raise ValueError("the length must be a number from 1 to 2000")
@@ -155,7 +203,8 @@ def _order_field(name, label, parts):
 def parse(text):
     """Order fields from lines ``name | Label | kind[:options or length] | required``,
     e.g. ``os_image | Operating system | choice:debian-12,ubuntu-24.04`` or
-    ``prefix | Database prefix | slug:16``. Returns ``(fields, problems)``."""
+    ``prefix | Database prefix | slug:16`` (``domains:5``: at most 5 names). Returns
+    ``(fields, problems)``."""
     return parse_lines(text, _order_field)
 
 
@@ -165,6 +214,8 @@ def format_lines(fields):
         kind = f.get("kind", "text")
         if kind == "choice":
             kind += ":" + ",".join(f.get("options") or [])
+        elif kind == "domains":
+            kind += f":{f.get('max_count') or DEFAULT_MAX_COUNT}"
         elif f.get("max_length"):
             kind += f":{f['max_length']}"
         parts = [f["name"], f.get("label", ""), kind] + (["required"] if f.get("required") else [])

@@ -26,6 +26,7 @@ def init_app(app):
     from app.web import (
         auth_views,
         catalog,
+        certificates,
         clients,
         home,
         my,
@@ -51,6 +52,7 @@ def init_app(app):
         staff,
         proxy_views,
         my,
+        certificates,
     ):
         app.register_blueprint(module.bp)
 

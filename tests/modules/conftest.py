@@ -308,6 +308,170 @@ def _powerdns_server_for_its_backend(request):
         PowerDNSBackend.server = request.getfixturevalue("powerdns")
 
 
+# --- acme: TLS certificates from pebble (Let's Encrypt's test CA) ----------------------
+# The CA's http-01 validation connects to 127.0.0.1:<pebble's httpPort>: a server there
+# serves the running test's own app (tests.support.current_test_app), whose
+# /.well-known/acme-challenge/<token> answers from the test's database.
+
+
+class AcmeBackend(Backend):
+    """The acme module against a real pebble that requires External Account Binding.
+
+    What exists "for a service" at the CA: the orders pebble holds (for any of Provisor's
+    accounts) for the service's names, minus those a renewal made (a renewal's order
+    replaces the one before it by design; Provisor records which operation made each
+    certificate): exactly one per service, whose certificate is "deleted" once pebble
+    reports it revoked."""
+
+    type_id = "acme"
+    product_type = "certificate"
+    creates_remote_items = True  # the CA account
+    refusal_text = "the field 'kid' references a key that is not known to the ACME server"
+
+    def __init__(self):
+        import tempfile
+
+        from tests.conftest import need
+        from tests.support import Pebble, current_test_app, serve_wsgi
+
+        need(Pebble.available(), "pebble is not installed (apt-get install pebble)")
+        self.folder = tempfile.mkdtemp(prefix="provisor-pebble-")
+        self.server, port = serve_wsgi(current_test_app)
+        self.pebble = Pebble(self.folder, port, eab=True).start()
+
+    def config(self):
+        return self.pebble.config()
+
+    def bad_credentials(self):
+        import base64
+        import secrets
+
+        other = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+        return {**self.pebble.config(), "eab_hmac_key": other}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {
+            **self.pebble.config(),
+            "directory_url": f"https://127.0.0.1:{free_port()}/dir",
+            "timeout": 1,
+        }
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        from app.models import ProcessingModule
+
+        module = ProcessingModule.get_by_id(module_id)
+        saved = dict(module.config)
+        module.config = {**saved, "eab_kid": "a-kid-this-ca-never-issued"}
+        module.save()
+        try:
+            yield
+        finally:
+            module.config = saved
+            module.save()
+
+    def secrets(self):
+        return [self.pebble.eab_hmac_key]
+
+    def _accounts(self):
+        from actors.middleware import AppContextMiddleware
+        from app.models import AcmeAccount
+        from app.services import certificates
+        from tests.support import AcmeAccountClient
+
+        with AppContextMiddleware.app.app_context(), database.connection_context():
+            rows = [row for row in AcmeAccount.select() if row.url]
+            keys = [certificates.account_key(row.id)[1] for row in rows]
+        return [AcmeAccountClient(self.pebble, k, r.url) for r, k in zip(rows, keys, strict=True)]
+
+    def objects(self, service):
+        from cryptography import x509
+
+        from actors.middleware import AppContextMiddleware
+        from app.models import AcmeCertificate
+
+        with AppContextMiddleware.app.app_context(), database.connection_context():
+            rows = list(
+                AcmeCertificate.select(AcmeCertificate, Operation)
+                .join(Operation)
+                .where(AcmeCertificate.service == service.id)
+            )
+        renewals = {row.order_url for row in rows if row.operation.kind == "renew"}
+        serials = {row.order_url: row.serial for row in rows}
+        names = set(service.params.get("domains") or [])
+        found = []
+        for account in self._accounts():
+            for url in account.orders():
+                order = account.order(url)
+                if url in renewals or {i["value"] for i in order["identifiers"]} != names:
+                    continue
+                serial = serials.get(url)
+                if serial is None and order.get("certificate"):
+                    # issued, not stored by Provisor (yet): pebble serves it until revoked
+                    leaf = x509.load_pem_x509_certificate(
+                        account.get(order["certificate"]).text.encode()
+                    )
+                    serial = format(leaf.serial_number, "x")
+                revoked = serial and self.pebble.certificate_status(serial) == "Revoked"
+                found.append((url, "deleted" if revoked else "active"))
+        return found
+
+    def has_item(self, internal_name):
+        """The CA knows Provisor's account (the item of every tariff of the module)."""
+        return any(
+            account.get(account.account_url).json()["status"] == "valid"
+            for account in self._accounts()
+        )
+
+    def close(self):
+        import shutil
+
+        self.pebble.stop()
+        self.server.shutdown()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+BACKENDS["acme"] = AcmeBackend
+
+
+@pytest.fixture(scope="session")
+def acme_http_port():
+    """The port pebble's http-01 checks connect to: one server for the session there
+    serves each test's own app (its /.well-known/acme-challenge/ answers)."""
+    from tests.support import current_test_app, serve_wsgi
+
+    server, port = serve_wsgi(current_test_app)
+    yield port
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory, acme_http_port):
+    """pebble without External Account Binding, issuing 40-day certificates; each test
+    registers its own account (its own database) and orders its own names."""
+    from tests.conftest import need
+    from tests.support import Pebble
+
+    need(Pebble.available(), "pebble is not installed (apt-get install pebble)")
+    server = Pebble(tmp_path_factory.mktemp("pebble"), acme_http_port, validity=40 * 86400)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble_eab(tmp_path_factory, acme_http_port):
+    """pebble requiring External Account Binding (``eab_kid``, ``eab_hmac_key``)."""
+    from tests.conftest import need
+    from tests.support import Pebble
+
+    need(Pebble.available(), "pebble is not installed (apt-get install pebble)")
+    server = Pebble(tmp_path_factory.mktemp("pebble-eab"), acme_http_port, eab=True)
+    yield server.start()
+    server.stop()
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request, monkeypatch):
     """One module type with its server, running (the suite runs once per backend)."""
