@@ -40,6 +40,8 @@ BUILTIN = {
     "manual": "modules.manual:ManualModule",
     "powerdns": "modules.powerdns:PowerDNSModule",
     "acme": "modules.acme:AcmeModule",
+    "mariadb": "modules.mariadb:MariaDBModule",
+    "postgresql": "modules.postgresql:PostgreSQLModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

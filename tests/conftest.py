@@ -243,6 +243,50 @@ def mariadb_server():
     return dict(support.MARIADB)
 
 
+@pytest.fixture
+def mariadb(mariadb_server):
+    """The machine's MariaDB for one test: an admin of its own (ALL PRIVILEGES WITH GRANT
+    OPTION, a password with quotes in it) and a name prefix; everything dropped after."""
+    tenant = support.MariaDBTenant(mariadb_server)
+    tenant.make_admin()
+    yield tenant
+    tenant.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A PostgreSQL server of the tests' own with SCRAM passwords and TLS (see
+    ``support.PostgresCluster``), for the session."""
+    need(
+        support.PostgresCluster.available(),
+        "PostgreSQL's initdb is not installed (apt-get install postgresql)",
+    )
+    folder = tempfile.mkdtemp(prefix="provisor-pg-")
+    cluster = support.PostgresCluster(folder).start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgresql(postgres_cluster):
+    """That PostgreSQL server for one test: an admin role of its own (CREATEDB CREATEROLE,
+    not a superuser) and a name prefix; everything dropped after."""
+    tenant = support.PostgresTenant(postgres_cluster)
+    tenant.make_admin()
+    yield tenant
+    tenant.cleanup()
+
+
+@pytest.fixture
+def machine_postgresql(postgres_server):
+    """The machine's PostgreSQL (127.0.0.1:5432) for one test, like ``postgresql``."""
+    tenant = support.PostgresTenant()
+    tenant.make_admin()
+    yield tenant
+    tenant.cleanup()
+
+
 @pytest.fixture(scope="session")
 def chromium_path():
     path = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -654,7 +654,341 @@ class PowerDNS:
             self.log.close()
 
 
+# --- database servers for the mariadb and postgresql module types ---------------------
+
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+# what an admin password must survive: quotes, a backslash, a comment, a semicolon
+TRICKY_PASSWORD = "ad'm\"in;\\--pw "
+
+
+class DatabaseTenant:
+    """What one test makes on a database server, all named with its own prefix and owner
+    tag (service ids restart at 1 in every test's Provisor database): an admin of its own
+    for the module, and the services' databases and users; :meth:`cleanup` drops them."""
+
+    type_id = ""
+    admin_prefix = "prvadm_"
+
+    def __init__(self):
+        self.tag = uuid.uuid4().hex[:8]
+        self.prefix = f"t{self.tag}_"
+        self.owner_tag = f"t-{self.tag}"
+        self.admin_user = f"{self.admin_prefix}{self.tag}"
+        self.admin_password = TRICKY_PASSWORD + self.tag
+        self.admins = []
+
+    def config(self, **extra):
+        """Settings of a module of this type that work (the tenant's admin)."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "admin_user": self.admin_user,
+            "admin_password": self.admin_password,
+            "name_prefix": self.prefix,
+            "owner_tag": self.owner_tag,
+            "timeout": 5,
+            **extra,
+        }
+
+    def state(self, name):
+        """ "active", "suspended" or None (neither the database nor the user exists)."""
+        found = self.lookup(name)
+        if not found["database"] and not found["user"]:
+            return None
+        return "suspended" if found["locked"] else "active"
+
+
+class MariaDBTenant(DatabaseTenant):
+    """The machine's MariaDB (root without password on loopback)."""
+
+    type_id = "mariadb"
+
+    def __init__(self, settings=MARIADB):
+        super().__init__()
+        self.settings = dict(settings)
+        self.host, self.port = settings["host"], settings["port"]
+
+    def connect(self, user=None, password=None, database=None, **kwargs):
+        import pymysql
+
+        return pymysql.connect(
+            host=self.host,
+            port=self.port,
+            user=user or self.settings["user"],
+            password=self.settings["password"] if user is None else password,
+            database=database,
+            autocommit=True,
+            connect_timeout=5,
+            read_timeout=10,
+            ssl_disabled=True,
+            **kwargs,
+        )
+
+    def sql(self, statement, params=None):
+        """Run a statement as root; its rows."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement, params)
+                return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            conn.close()
+
+    def make_admin(self, grants=("ALL PRIVILEGES ON *.* TO {} WITH GRANT OPTION",), user=None):
+        """An admin user (from 127.0.0.1) with these grants; returns its name."""
+        user = user or self.admin_user
+        self.sql("CREATE USER %s@'127.0.0.1' IDENTIFIED BY %s", (user, self.admin_password))
+        self.admins.append(user)
+        for grant in grants:
+            self.sql("GRANT " + grant.format("%s@'127.0.0.1'"), (user,))
+        return user
+
+    def login(self, details, **kwargs):
+        """Log in as a service's user with its details."""
+        return self.connect(
+            user=details["username"],
+            password=details["password"],
+            database=details["database"],
+            **kwargs,
+        )
+
+    def lookup(self, name):
+        schema = self.sql(
+            "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+            (name,),
+        )
+        users = self.sql(
+            "SELECT JSON_VALUE(Priv, '$.account_locked'), "
+            "JSON_VALUE(Priv, '$.max_user_connections') FROM mysql.global_priv WHERE User = %s",
+            (name,),
+        )
+        return {
+            "database": bool(schema),
+            "comment": schema[0][0] if schema else None,
+            "user": bool(users),
+            "locked": any(str(u[0]).lower() in ("1", "true") for u in users),
+            "connection_limit": int(users[0][1] or 0) if users else None,
+        }
+
+    def names(self):
+        like = self.prefix.replace("_", "\\_") + "%"
+        databases = [
+            r[0]
+            for r in self.sql(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
+                (like,),
+            )
+        ]
+        users = [
+            (r[0], r[1])
+            for r in self.sql(
+                "SELECT User, Host FROM mysql.global_priv WHERE User LIKE %s", (like,)
+            )
+        ]
+        return databases, users
+
+    def cleanup(self):
+        databases, users = self.names()
+        for user, host in users:
+            self.sql("DROP USER IF EXISTS %s@%s", (user, host))
+        for name in databases:
+            self.sql(f"DROP DATABASE IF EXISTS `{name}`")
+        for user in self.admins:
+            self.sql("DROP USER IF EXISTS %s@'127.0.0.1'", (user,))
+
+
+class PostgresCluster:
+    """A PostgreSQL server of the tests' own: ``initdb`` in a temporary folder (run as the
+    ``postgres`` system user when the tests run as root), on a free loopback port, with
+    SCRAM password authentication and TLS (a certificate made here, :attr:`ca_pem`).
+    The machine's server trusts every loopback login, so it cannot show a password being
+    checked; this one can."""
+
+    SUPERUSER = "postgres"
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.password = "cluster-" + uuid.uuid4().hex
+        self.data = os.path.join(self.folder, "data")
+        self.ca_pem = None
+
+    @classmethod
+    def binaries(cls):
+        import glob
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        return os.path.dirname(found[-1]) if found else None
+
+    @classmethod
+    def available(cls):
+        if cls.binaries() is None:
+            return False
+        if os.geteuid() != 0:
+            return True
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return False
+        return True
+
+    def _as_owner(self, *command):
+        if os.geteuid() == 0:
+            command = ("runuser", "-u", "postgres", "--", *command)
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    def start(self):
+        import shutil
+
+        binaries = self.binaries()
+        os.makedirs(self.folder, exist_ok=True)
+        self.ca_pem = make_tls_certificate(self.folder)
+        password_file = os.path.join(self.folder, "password")
+        with open(password_file, "w") as fh:
+            fh.write(self.password)
+        os.chmod(os.path.join(self.folder, "key.pem"), 0o600)
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres")
+            for name in ("password", "key.pem", "cert.pem", "ca.pem"):
+                shutil.chown(os.path.join(self.folder, name), "postgres")
+        done = self._as_owner(
+            f"{binaries}/initdb",
+            "-D",
+            self.data,
+            "-U",
+            self.SUPERUSER,
+            f"--pwfile={password_file}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        assert done.returncode == 0, done.stderr
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                f"-k {self.folder}",
+                "-c listen_addresses=127.0.0.1",
+                "-c fsync=off",
+                "-c max_connections=40",
+                "-c ssl=on",
+                f"-c ssl_cert_file={self.folder}/cert.pem",
+                f"-c ssl_key_file={self.folder}/key.pem",
+            ]
+        )
+        done = self._as_owner(
+            f"{binaries}/pg_ctl",
+            "-D",
+            self.data,
+            "-o",
+            options,
+            "-w",
+            "-l",
+            os.path.join(self.folder, "server.log"),
+            "start",
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return self
+
+    def stop(self):
+        self._as_owner(f"{self.binaries()}/pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+
+
+class PostgresTenant(DatabaseTenant):
+    """A PostgreSQL server: the tests' own :class:`PostgresCluster` (``cluster``), or
+    the machine's (127.0.0.1:5432, superuser ``postgres``, trusting loopback logins)."""
+
+    type_id = "postgresql"
+
+    def __init__(self, cluster=None):
+        super().__init__()
+        self.cluster = cluster
+        if cluster is not None:
+            self.host, self.port = cluster.host, cluster.port
+            self.superuser, self.superuser_password = cluster.SUPERUSER, cluster.password
+        else:
+            self.host, self.port = "127.0.0.1", 5432
+            self.superuser = os.environ.get("PGUSER", "postgres")
+            self.superuser_password = None
+
+    def connect(self, user=None, password=None, database="postgres", **kwargs):
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            user=user or self.superuser,
+            password=(self.superuser_password if user is None else password) or None,
+            dbname=database,
+            connect_timeout=5,
+            sslmode="disable",
+            **kwargs,
+        )
+        conn.autocommit = True
+        return conn
+
+    def sql(self, statement, params=None, database="postgres"):
+        conn = self.connect(database=database)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement, params)
+                return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            conn.close()
+
+    def make_admin(self, rights="CREATEDB CREATEROLE", user=None):
+        """A login role for the module with these attributes; returns its name."""
+        user = user or self.admin_user
+        self.sql(f'CREATE ROLE "{user}" LOGIN {rights} PASSWORD %s', (self.admin_password,))
+        self.admins.append(user)
+        return user
+
+    def login(self, details, **kwargs):
+        return self.connect(
+            user=details["username"],
+            password=details["password"],
+            database=details["database"],
+            **kwargs,
+        )
+
+    def lookup(self, name):
+        roles = self.sql(
+            "SELECT rolcanlogin, rolconnlimit, shobj_description(oid, 'pg_authid') "
+            "FROM pg_roles WHERE rolname = %s",
+            (name,),
+        )
+        databases = self.sql(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+        )
+        return {
+            "database": bool(databases),
+            "owner": databases[0][0] if databases else None,
+            "user": bool(roles),
+            "comment": roles[0][2] if roles else None,
+            "locked": bool(roles) and not roles[0][0],
+            "connection_limit": roles[0][1] if roles else None,
+        }
+
+    def names(self):
+        like = self.prefix.replace("_", "\\_") + "%"
+        databases = [
+            r[0] for r in self.sql("SELECT datname FROM pg_database WHERE datname LIKE %s", (like,))
+        ]
+        roles = [
+            r[0] for r in self.sql("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (like,))
+        ]
+        return databases, roles
+
+    def cleanup(self):
+        databases, roles = self.names()
+        for name in databases:
+            self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for role in [*roles, *self.admins]:
+            self.sql(f'DROP ROLE IF EXISTS "{role}"')
 
 
 # --- ACME: Let's Encrypt's test CA ------------------------------------------------------

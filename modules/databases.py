@@ -1,0 +1,539 @@
+"""Database hosting: what the ``mariadb`` and ``postgresql`` module types share.
+
+A service is one database and one user of the same name on the provider's server,
+``<name prefix><order prefix>_<service id>`` (``db_42``, ``db_shop_42`` when the client
+gave the order field ``prefix`` "shop"), the user allowed into that database only. The
+module connects as the configured admin user; every statement it sends is in the
+attempt log (the admin password and the client's password masked; passwords are sent as
+hashes computed here, never as clear text in SQL).
+
+**Ownership.** The object that carries the service's mark (``<owner tag>:service-<id>``:
+the database's comment on MariaDB, the role's comment on PostgreSQL) says a name is this
+service's. An attempt looks the name up first and takes over what carries its mark (an
+earlier attempt died after creating it) and creates only what is missing; a name that
+exists without the mark (made by hand, by another Provisor with another owner tag, by
+another service) is refused permanently and never touched.
+
+**The password** is generated on the first attempt of ``open``, stored encrypted in the
+operation's state before anything is created (a later attempt sets the same one), and
+given to the client in the service's details (and the welcome email).
+
+**Suspension** stops the user logging in (MariaDB ``ACCOUNT LOCK``, PostgreSQL
+``NOLOGIN``) and ends its open sessions; ``resume`` lets it log in again. The data stays.
+``close`` ends the sessions and drops the database and the user. ``change_tariff`` applies
+the new tariff's connection limit. ``ensure_item`` checks the admin's rights on the server
+(it creates a trial database and user with the tariff's limits and drops them again).
+"""
+
+import contextlib
+import hashlib
+import re
+import secrets
+import string
+import time
+from dataclasses import dataclass
+
+from modules.base import (
+    ConfigField,
+    ConfigProblem,
+    ModuleType,
+    PermanentError,
+    Result,
+    TemporaryError,
+)
+
+NAME_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+OWNER_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 24
+PASSWORD_PURPOSE = "database-password"
+MAX_NAME = 48  # every server takes this much (MariaDB users: 80, PostgreSQL: 63)
+
+
+def new_password():
+    """A password for a service's user: 24 letters and digits (about 143 bits)."""
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+def quote_identifier(name, quote):
+    """``name`` as a quoted SQL identifier (the quote character doubled inside)."""
+    return quote + name.replace(quote, quote * 2) + quote
+
+
+@dataclass
+class Remote:
+    """What the server has under a service's name."""
+
+    database: bool = False
+    user: bool = False
+    foreign: str | None = None  # why the name is someone else's (None: free or ours)
+    locked: bool = False  # the user may not log in (suspended)
+    connection_limit: int | None = None
+    hosts: tuple = ()  # MariaDB: the host parts of the user's accounts
+
+    @property
+    def exists(self):
+        return self.database or self.user
+
+
+class _QuietCall:
+    outcome = None
+
+    def note(self, line):
+        pass
+
+
+class _Quiet:
+    """The attempt log of a check that has no operation ("Test connection")."""
+
+    @contextlib.contextmanager
+    def call(self, method, target):
+        yield _QuietCall()
+
+    def log(self, line):
+        pass
+
+    def secret(self, value):
+        return value
+
+
+class Session:
+    """One admin connection to the server; each statement is one logged remote call.
+
+    Subclasses connect (``_connect``), say which driver errors are temporary
+    (``temporary``) and implement the statements of each step."""
+
+    label = ""  # MariaDB, PostgreSQL
+    rights_hint = ""  # how to give the admin what it lacks
+
+    def __init__(self, module, ctx=None):
+        self.module = module
+        self.ctx = ctx if ctx is not None else _Quiet()
+        self.conn = None
+        self.ctx.secret(module.config.get("admin_password"))
+
+    def __enter__(self):
+        config = self.module.config
+        target = f"{self.module.scheme}://{config.get('admin_user')}@{self.module.address()}"
+        with self.ctx.call("CONNECT", target) as call:
+            try:
+                self.conn = self._connect()
+            except Exception as exc:
+                call.outcome = self.describe(exc)
+                raise self.error(exc, f"connecting to {self.module.address()}") from None
+            call.outcome = "connected"
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    def run(self, sql, params=(), shown=None):
+        """Execute one statement; returns its rows (a list, empty for none). ``shown``:
+        the text for the log when ``sql`` carries values to keep out of it."""
+        with self.ctx.call("SQL", shown or sql) as call:
+            try:
+                rows = self._execute(sql, params)
+            except Exception as exc:
+                call.outcome = self.describe(exc)
+                raise self.error(exc, shown or sql) from None
+            call.outcome = f"{len(rows)} row(s)" if rows else "ok"
+        return rows
+
+    def error(self, exc, doing):
+        """The driver's exception as a Temporary- or PermanentError in the server's words."""
+        said = self.describe(exc)
+        if self.temporary(exc):
+            return TemporaryError(f"{self.label} at {self.module.address()}: {said} ({doing})")
+        return PermanentError(f"{self.label} refused {doing}: {said}")
+
+    # --- what each server implements -----------------------------------------------------
+
+    def _connect(self):
+        raise NotImplementedError
+
+    def _execute(self, sql, params):
+        raise NotImplementedError
+
+    def describe(self, exc):
+        """The server's own words for an error (one line)."""
+        return " ".join(str(exc).split())[:300] or exc.__class__.__name__
+
+    def temporary(self, exc):
+        raise NotImplementedError
+
+    def version(self):
+        raise NotImplementedError
+
+    def max_connections(self):
+        raise NotImplementedError
+
+    def missing_rights(self):
+        """The rights the admin user lacks to host databases, each with what it is for
+        (empty: none)."""
+        raise NotImplementedError
+
+    def rights_problem(self):
+        """What the admin lacks, in one sentence (None: nothing)."""
+        missing = self.missing_rights()
+        if not missing:
+            return None
+        user = self.module.config.get("admin_user")
+        return f"the admin user {user!r} lacks " + "; ".join(missing) + ". " + self.rights_hint
+
+    def lookup(self, name, mark):
+        """A :class:`Remote` for ``name``, ``foreign`` set when it lacks ``mark``."""
+        raise NotImplementedError
+
+    def create(self, name, mark, password, limit, remote):
+        """Create what ``remote`` lacks; give the user ``password`` and ``limit``, allow
+        it to log in and into its database only."""
+        raise NotImplementedError
+
+    def set_login(self, name, allowed):
+        raise NotImplementedError
+
+    def end_sessions(self, name):
+        """End the user's open sessions; returns how many there were."""
+        raise NotImplementedError
+
+    def set_limit(self, name, limit):
+        raise NotImplementedError
+
+    def drop(self, name, remote):
+        """Drop the database and the user (what ``remote`` says exists)."""
+        raise NotImplementedError
+
+
+def config_fields(default_port, default_admin, admin_help, extra=()):
+    """The settings of a database server module type (``extra``: its own, before the
+    name settings)."""
+    return [
+        ConfigField("host", "Server host", required=True, help="Where Provisor connects."),
+        ConfigField("port", "Port", kind="int", default=default_port, minimum=1, maximum=65535),
+        ConfigField(
+            "admin_user", "Admin user", required=True, default=default_admin, help=admin_help
+        ),
+        ConfigField("admin_password", "Admin password", kind="secret"),
+        ConfigField(
+            "tls",
+            "TLS",
+            kind="choice",
+            default="off",
+            options=(
+                ("off", "off"),
+                ("require", "required (encrypted, certificate not checked)"),
+                ("verify", "verified (certificate and host name checked)"),
+            ),
+        ),
+        ConfigField(
+            "ca_bundle",
+            "CA bundle (PEM)",
+            kind="text",
+            help="For TLS verified: the root(s) the server's certificate chains up to. "
+            "Empty: the system's trusted roots.",
+        ),
+        *extra,
+        ConfigField(
+            "name_prefix",
+            "Name prefix",
+            default="db_",
+            help="Databases and users are named <prefix><order prefix>_<service id>, "
+            "e.g. db_42 or db_shop_42. Up to 16 lowercase letters, digits and _.",
+        ),
+        ConfigField(
+            "client_host",
+            "Host for clients",
+            help="The host name clients connect to (shown in the service's details). "
+            "Empty: the server host above.",
+        ),
+        ConfigField(
+            "owner_tag",
+            "Owner tag",
+            default="provisor",
+            help="Objects are marked <tag>:service-<id>. Each Provisor sharing this "
+            "server needs its own tag.",
+        ),
+        ConfigField(
+            "timeout",
+            "Timeout (s)",
+            kind="float",
+            default=10.0,
+            minimum=1,
+            maximum=300,
+            help="For connecting and for each statement.",
+        ),
+    ]
+
+
+class DatabaseModule(ModuleType):
+    """A database server: one database and one user per service (see the module doc)."""
+
+    scheme = ""
+    default_port = 0
+    default_admin = ""
+    session_class = Session
+    operations = frozenset({"open", "suspend", "resume", "close", "change_tariff", "ensure_item"})
+    client_data = ("connection_limit",)
+    default_timeout = 10.0
+    STATEMENTS_PER_ATTEMPT = 12  # the most statements one operation sends (ensure_item)
+    SOCKET_MARGIN = 5.0  # seconds a silent server gets beyond the statement timeout
+    item_fields = [
+        ConfigField(
+            "connection_limit",
+            "Connections at once",
+            kind="int",
+            default=0,
+            minimum=0,
+            maximum=100000,
+            help="How many connections the service's user may have open at once "
+            "(0: no limit of its own, the server's max_connections applies).",
+        ),
+    ]
+
+    # --- settings -------------------------------------------------------------------------
+
+    @classmethod
+    def validate_config(cls, data):
+        cleaned, errors = super().validate_config(data)
+        prefix = cleaned.get("name_prefix")
+        if "name_prefix" not in errors and prefix and not NAME_PREFIX.match(prefix):
+            errors["name_prefix"] = (
+                "A lowercase letter, then up to 15 lowercase letters, digits and _ (e.g. db_)."
+            )
+        tag = cleaned.get("owner_tag")
+        if "owner_tag" not in errors and tag and not OWNER_TAG.match(tag):
+            errors["owner_tag"] = "Up to 16 lowercase letters, digits and -, e.g. provisor-eu."
+        host = cleaned.get("host") or ""
+        if "host" not in errors and host and not re.match(r"^[A-Za-z0-9.:_\[\]-]+$", host):
+            errors["host"] = "A host name or an IP address (no scheme, no port)."
+        if "tls" not in errors and cleaned.get("tls") != "verify" and cleaned.get("ca_bundle"):
+            errors["ca_bundle"] = "Only used with TLS verified."
+        return cleaned, errors
+
+    def call_timeout(self):
+        return float(self.config.get("timeout") or self.default_timeout)
+
+    def timeout(self):
+        """An attempt's lease: its statements one after another."""
+        return (self.call_timeout() + self.SOCKET_MARGIN) * self.STATEMENTS_PER_ATTEMPT
+
+    def address(self):
+        host = self.config.get("host") or ""
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.config.get('port') or self.default_port}"
+
+    def session(self, ctx=None):
+        return self.session_class(self, ctx)
+
+    def mark(self, service_id):
+        """What the service's objects carry: ``<owner tag>:service-<id>``."""
+        return f"{self.config.get('owner_tag') or 'provisor'}:service-{service_id}"
+
+    def name_for(self, ctx):
+        """The name of the service's database and user (its recorded remote id once it
+        has one: a later change of the prefix setting does not lose it)."""
+        if ctx.service.remote_id:
+            return ctx.service.remote_id
+        prefix = self.config.get("name_prefix") or "db_"
+        wanted = (ctx.params or {}).get("prefix")
+        if isinstance(wanted, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,31}", wanted.strip()):
+            prefix += wanted.strip() + "_"
+        name = f"{prefix}{ctx.service.id}"
+        if len(name) > MAX_NAME:
+            name = f"{prefix[: MAX_NAME - len(str(ctx.service.id)) - 1]}_{ctx.service.id}"
+        return name
+
+    def tls_bundle(self):
+        """The CA bundle as a file (for drivers that take a path), or None."""
+        pem = (self.config.get("ca_bundle") or "").strip()
+        if not pem:
+            return None
+        import os
+        import tempfile
+
+        data = (pem + "\n").encode()
+        path = os.path.join(
+            tempfile.gettempdir(), f"provisor-ca-bundle-{hashlib.sha256(data).hexdigest()[:24]}.pem"
+        )
+        if not os.path.exists(path):
+            fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".partial")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(partial, path)
+        return path
+
+    # --- the pieces of every operation ----------------------------------------------------
+
+    def _limit(self, ctx):
+        settings = ctx.item_settings
+        if not settings and ctx.item is not None:
+            settings = ctx.item.settings
+        return int((settings or {}).get("connection_limit") or 0)
+
+    def _password(self, ctx):
+        """This operation's password: the one an earlier attempt generated (and may have
+        set already), else a new one, stored before it is used."""
+        from app import secrets_box
+
+        state = dict(ctx.state)
+        if state.get("password"):
+            try:
+                password = secrets_box.decrypt(state["password"], PASSWORD_PURPOSE).decode()
+            except secrets_box.Undecryptable:
+                password = None
+            if password:
+                return ctx.secret(password)
+        password = ctx.secret(new_password())
+        state["password"] = secrets_box.encrypt(password, PASSWORD_PURPOSE)
+        ctx.save_state(state)
+        return password
+
+    def _details(self, name, password):
+        return {
+            "host": self.config.get("client_host") or self.config.get("host"),
+            "port": str(self.config.get("port") or self.default_port),
+            "database": name,
+            "username": name,
+            "password": password,
+        }
+
+    @staticmethod
+    def _refuse_foreign(name, remote):
+        if remote.foreign:
+            raise PermanentError(
+                f"{remote.foreign}: the name {name} is not this service's, it is not taken over"
+            )
+
+    def _own(self, session, ctx, missing_ok=False):
+        """The service's name and what the server has under it (refusing what is not
+        the service's; with ``missing_ok`` False, refusing a name that is gone)."""
+        name = self.name_for(ctx)
+        remote = session.lookup(name, self.mark(ctx.service.id))
+        self._refuse_foreign(name, remote)
+        if not remote.exists and not missing_ok:
+            raise PermanentError(
+                f"neither the database nor the user {name} is on the server (deleted by hand?)"
+            )
+        return name, remote
+
+    # --- operations -----------------------------------------------------------------------
+
+    def open(self, ctx):
+        name = self.name_for(ctx)
+        mark = self.mark(ctx.service.id)
+        limit = self._limit(ctx)
+        password = self._password(ctx)
+        with self.session(ctx) as session:
+            remote = session.lookup(name, mark)
+            self._refuse_foreign(name, remote)
+            if remote.exists:
+                ctx.log(f"{name} already carries this service's mark ({mark}): taking it over")
+            session.create(name, mark, password, limit, remote)
+            ctx.log(f"database and user {name} ready (connections: {limit or 'no own limit'})")
+        return Result.done(
+            remote_id=name,
+            details=self._details(name, password),
+            data={"connection_limit": limit or "no own limit"},
+        )
+
+    def suspend(self, ctx):
+        with self.session(ctx) as session:
+            name, _ = self._own(session, ctx)
+            session.set_login(name, False)
+            ended = session.end_sessions(name)
+            ctx.log(f"{name} may not log in; {ended} open session(s) ended")
+        return Result.done(remote_id=name)
+
+    def resume(self, ctx):
+        with self.session(ctx) as session:
+            name, _ = self._own(session, ctx)
+            session.set_login(name, True)
+            ctx.log(f"{name} may log in again")
+        return Result.done(remote_id=name)
+
+    def close(self, ctx):
+        with self.session(ctx) as session:
+            name, remote = self._own(session, ctx, missing_ok=True)
+            if not remote.exists:
+                ctx.log(f"{name} is gone already")
+                return Result.done(remote_id=name)
+            ended = session.end_sessions(name)
+            session.drop(name, remote)
+            ctx.log(f"{ended} open session(s) ended; database and user {name} dropped")
+        return Result.done(remote_id=name)
+
+    def change_tariff(self, ctx):
+        limit = self._limit(ctx)
+        with self.session(ctx) as session:
+            name, _ = self._own(session, ctx)
+            session.set_limit(name, limit)
+            ctx.log(f"{name}: connections at once {limit or 'no own limit'}")
+        return Result.done(remote_id=name, data={"connection_limit": limit or "no own limit"})
+
+    def ensure_item(self, ctx):
+        """The admin may host databases with this tariff's limits: its rights are
+        checked, then a trial database and user are created and dropped again."""
+        limit = self._limit(ctx)
+        prefix = self.config.get("name_prefix") or "db_"
+        # never a service's name: those end in the service id
+        trial = f"{prefix}trial_{ctx.idempotency_key}_check"
+        mark = f"{self.config.get('owner_tag') or 'provisor'}:item-check"
+        with self.session(ctx) as session:
+            problem = session.rights_problem()
+            if problem:
+                raise PermanentError(f"cannot host databases: {problem}")
+            most = session.max_connections()
+            if most and limit > most:
+                raise PermanentError(
+                    f"the tariff's connection limit {limit} is more than the server allows "
+                    f"in all (max_connections = {most})"
+                )
+            remote = session.lookup(trial, mark)
+            if remote.foreign:
+                raise PermanentError(f"{remote.foreign}: the trial name {trial} is taken")
+            session.create(trial, mark, new_password(), limit, remote)
+            session.set_login(trial, False)
+            session.end_sessions(trial)
+            session.drop(trial, session.lookup(trial, mark))
+            ctx.log(
+                f"{session.version()}: a trial database and user {trial} were created with "
+                "this tariff's limits, locked and dropped again"
+            )
+        return Result.done()
+
+    # --- Test connection ------------------------------------------------------------------
+
+    def check_config(self):
+        started = time.monotonic()
+        try:
+            with self.session() as session:
+                version = session.version()
+                problem = session.rights_problem()
+        except (TemporaryError, PermanentError) as exc:
+            raise ConfigProblem(str(exc), field=self._field_of(str(exc))) from None
+        if problem:
+            raise ConfigProblem(f"connected, but {problem}", field="admin_user")
+        elapsed = (time.monotonic() - started) * 1000
+        return (
+            f"{version} at {self.address()} answers ({elapsed:.0f} ms); "
+            f"{self.config.get('admin_user')} may create databases and users"
+        )
+
+    def _field_of(self, message):
+        """Which setting a failed connection points at."""
+        lowered = message.lower()
+        if any(w in lowered for w in ("ssl", "tls", "certificate")):
+            return (
+                "ca_bundle" if "certificate" in lowered and self.config.get("ca_bundle") else "tls"
+            )
+        if "password" in lowered or "access denied" in lowered:
+            return "admin_password"
+        if "role" in lowered or "user" in lowered:
+            return "admin_user"
+        if "timed out" in lowered or "timeout" in lowered:
+            return "timeout"
+        return "host"
