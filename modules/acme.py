@@ -11,11 +11,11 @@ Binding, or a private CA (step-ca, Pebble) with its own TLS root in ``ca_bundle`
 - ``open`` orders the certificate for the order field ``domains`` (the first name is the
   common name) and returns ``Result.poll`` while the CA works: new order (its URL saved
   with ``ctx.save_state`` at once, with the private key Provisor generated, encrypted) →
-  each authorization's http-01 challenge answered (the token is served by Provisor at
-  ``/.well-known/acme-challenge/<token>``) → the order becomes ready → finalized with a
-  CSR → valid → the certificate downloaded and stored with its key. An attempt that dies
-  anywhere is taken over by the next one, which reloads the same order by its URL: one
-  order per operation.
+  each pending authorization's challenge made ready (http-01: the token is served by
+  Provisor at ``/.well-known/acme-challenge/<token>``; dns-01: a TXT record published, see
+  below), then answered → the order becomes ready → finalized with a CSR → valid → the
+  certificate downloaded and stored with its key. An attempt that dies anywhere is taken
+  over by the next one, which reloads the same order by its URL: one order per operation.
 - ``renew`` does the same with a new key and a new order; the service keeps its id and
   gets the new serial and expiry (``renew_days_before``: automatic, N days before).
 - ``close`` revokes every certificate of the service that is still valid (an already
@@ -26,10 +26,20 @@ Errors: the CA unreachable, timing out, answering 5xx, ``rateLimited`` or
 an invalid order, a rejected identifier, ``unauthorized``, a refused EAB are permanent,
 with the CA's own problem detail.
 
-dns-01 is declared (``challenge``, ``dns_module_id``) for the ``powerdns`` module type to
-plug into (its ``set_challenge(ctx, domain, value)`` / ``clear_challenge(...)``); until
-it exists a module set to dns-01 refuses clearly, in "Test connection" and in every
-operation.
+**dns-01** (``challenge`` = ``dns-01``): the TXT records are published through another
+processing module, ``dns_module_id``, of a type that declares ``dns_challenges`` (the
+``powerdns`` module: ``set_challenge(ctx, domain, value)`` / ``clear_challenge(...)``,
+which write only into zones of this Provisor's DNS services of the certificate's client).
+Every value is recorded in the operation's state (``dns01``: domain, value, DNS module)
+*before* it is published, then the challenge is answered; once the order is no longer
+pending (ready, valid or invalid) the values are removed, before the order goes on, so a
+PowerDNS that is down then is a temporary error and the certificate waits for the
+cleanup. A permanent error of the operation removes them too (as far as PowerDNS
+answers), and ``close`` removes whatever the service's operations still list. The DNS
+module must exist, be enabled and declare ``dns_challenges``: saving the settings checks
+the first and the last (``validate_config``), "Test connection" all three plus the DNS
+module's own "Test connection"; the operations refuse clearly (permanent). Wildcard names
+are not offered: the ``domains`` order field accepts host names only.
 """
 
 import contextlib
@@ -61,7 +71,6 @@ from modules.base import (
 )
 from modules.http import why
 
-DNS01_NOT_YET = "dns-01 needs the powerdns module: not available yet (choose http-01 for now)"
 # problem types worth trying again later; every other problem is the CA's final word
 TEMPORARY_PROBLEMS = {"rateLimited", "serverInternal", "badNonce"}
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -334,6 +343,34 @@ def _status(value):
     return getattr(value, "name", None) or str(value or "")
 
 
+def dns_challenge_module(module_id, publishing=True):
+    """The processing module ``module_id`` (``dns_module_id``) and an instance of its type
+    with its stored settings, for dns-01; ``ValueError`` saying what is wrong with it.
+    ``publishing``: it must be enabled too (removing a value needs only the module)."""
+    from app.models import ProcessingModule
+    from app.services import operations
+
+    if module_id in (None, ""):
+        raise ValueError(
+            "dns-01 needs the DNS module that holds the clients' zones: choose a powerdns module."
+        )
+    row = ProcessingModule.get_or_none_by_id(module_id)
+    if row is None:
+        raise ValueError(f"There is no processing module #{module_id}: choose a powerdns module.")
+    cls = operations.module_type(row)
+    if cls is None or not cls.dns_challenges:
+        raise ValueError(
+            f"The module {row.name!r} (#{row.id}, type {row.type}) cannot publish dns-01 "
+            "TXT records: choose a powerdns module."
+        )
+    if publishing and not row.enabled:
+        raise ValueError(
+            f"The DNS module {row.name!r} (#{row.id}) is disabled: enable it, or choose "
+            "another powerdns module."
+        )
+    return row, operations.module_instance(row)
+
+
 def _problem(exc):
     """A CA's problem document in a person's words: its detail and its type."""
     code = exc.code or str(exc.typ or "problem").rsplit(":", 1)[-1]
@@ -347,8 +384,9 @@ class AcmeModule(ModuleType):
     name = "ACME certificates"
     description = (
         "TLS certificates from any ACME CA (Let's Encrypt, ZeroSSL, a CA with External "
-        "Account Binding, a private CA): ordered, validated over http-01, renewed before "
-        "they expire and revoked when the service closes."
+        "Account Binding, a private CA): ordered, validated over http-01 or dns-01 (TXT "
+        "records through a powerdns module), renewed before they expire and revoked when "
+        "the service closes."
     )
     operations = frozenset({"open", "renew", "close", "ensure_item"})
     client_data = ("names", "serial", "issuer")
@@ -394,7 +432,7 @@ class AcmeModule(ModuleType):
             kind="choice",
             options=(
                 ("http-01", "http-01: Provisor answers /.well-known/acme-challenge/"),
-                ("dns-01", "dns-01: a TXT record through a powerdns module (not yet)"),
+                ("dns-01", "dns-01: a TXT record through a powerdns module"),
             ),
             default="http-01",
         ),
@@ -403,7 +441,9 @@ class AcmeModule(ModuleType):
             "DNS module (dns-01)",
             kind="int",
             minimum=1,
-            help="The powerdns processing module that holds the zones.",
+            help="dns-01: the powerdns processing module that holds the clients' zones "
+            "(each name of a certificate must be in a zone of one of that client's DNS "
+            "services).",
         ),
         ConfigField(
             "renew_days_before",
@@ -440,13 +480,35 @@ class AcmeModule(ModuleType):
 
     # --- settings -------------------------------------------------------------------------
 
+    @classmethod
+    def validate_config(cls, data):
+        """The settings; with dns-01, ``dns_module_id`` names a module that exists and
+        publishes dns-01 records (whether it is enabled is Test connection's business: a
+        module may be set up before it is enabled)."""
+        cleaned, errors = super().validate_config(data)
+        if cleaned.get("challenge") == "dns-01" and "dns_module_id" not in errors:
+            try:
+                dns_challenge_module(cleaned.get("dns_module_id"), publishing=False)
+            except ValueError as exc:
+                errors["dns_module_id"] = str(exc)
+        return cleaned, errors
+
     def request_timeout(self):
         return float(self.config.get("timeout") or self.default_timeout)
 
     def timeout(self):
         """An attempt makes a handful of requests (directory, account, order, each
-        authorization): its lease is four request timeouts."""
-        return 4 * self.request_timeout()
+        authorization): its lease is four request timeouts; with dns-01, plus twice the
+        DNS module's own (its API calls for the TXT records)."""
+        lease = 4 * self.request_timeout()
+        if self.dns01():
+            with contextlib.suppress(ValueError):
+                lease += 2 * dns_challenge_module(self.config.get("dns_module_id"))[1].timeout()
+        return lease
+
+    def dns01(self):
+        """Whether the challenges are dns-01 (TXT records through the DNS module)."""
+        return self.config.get("challenge") == "dns-01"
 
     def renew_days_before(self):
         return self.config.get("renew_days_before") or 30
@@ -481,8 +543,6 @@ class AcmeModule(ModuleType):
         """A setting that cannot work, as ``(field, message)``, before asking the CA
         (``issuing``: for ordering certificates; revoking needs no challenge)."""
         config = self.config
-        if issuing and config.get("challenge") == "dns-01":
-            return "challenge", DNS01_NOT_YET
         if not EMAIL.match(config.get("email") or ""):
             return "email", "Not an email address."
         if bool(config.get("eab_kid")) != bool(config.get("eab_hmac_key")):
@@ -494,6 +554,11 @@ class AcmeModule(ModuleType):
                 x509.load_pem_x509_certificates(pem.encode())
             except ValueError:
                 return "ca_bundle", "Not PEM certificates (-----BEGIN CERTIFICATE-----...)."
+        if issuing and self.dns01():
+            try:
+                dns_challenge_module(config.get("dns_module_id"))
+            except ValueError as exc:
+                return "dns_module_id", str(exc)
         return None
 
     # --- talking to the CA ----------------------------------------------------------------
@@ -579,7 +644,16 @@ class AcmeModule(ModuleType):
             raise PermanentError(f"the order's domain names: {exc}") from None
 
     def _issue(self, ctx):
-        """One step of the order (a new one, or the one this operation started)."""
+        """One step of the order (a new one, or the one this operation started). A
+        permanent error removes the dns-01 records published so far (as far as PowerDNS
+        answers): people take over, and nothing validates in the meantime."""
+        try:
+            return self._step(ctx)
+        except PermanentError:
+            self._unpublish(ctx, dict(ctx.state), strict=False)
+            raise
+
+    def _step(self, ctx):
         from app import secrets_box
         from app.services import certificates
 
@@ -655,6 +729,10 @@ class AcmeModule(ModuleType):
         from app.services import certificates
 
         status = _status(body.status)
+        if status != "pending":
+            # validated (or refused): the TXT records have done their work; removed
+            # before anything else, and a PowerDNS that is down now is retried
+            self._unpublish(ctx, state)
         if status == "pending":
             with self._errors("answering the challenges"):
                 self._answer(ctx, ca, state, body, authorizations or {})
@@ -718,28 +796,38 @@ class AcmeModule(ModuleType):
         )
 
     def _answer(self, ctx, ca, state, body, known):
-        """Answer the http-01 challenge of each pending authorization (once)."""
+        """Answer the challenge of each pending authorization (once): first every
+        challenge is made ready (http-01: its token stored for Provisor to serve; dns-01:
+        its TXT record published), then each is answered, so a name that cannot be
+        validated is refused before the CA is asked to check any."""
         from app.services import certificates
 
+        kind = challenges.DNS01 if self.dns01() else challenges.HTTP01
         answered = state.setdefault("answered", [])
+        todo = []
         for url in body.authorizations:
             authz = known.get(url) or ca.authorization(url)
             domain = authz.identifier.value
             if _status(authz.status) != "pending":
                 continue  # valid already (reused), or invalid: the order says so
-            found = [c for c in authz.challenges if isinstance(c.chall, challenges.HTTP01)]
+            found = [c for c in authz.challenges if isinstance(c.chall, kind)]
             if not found:
                 offered = ", ".join(str(c.chall.typ) for c in authz.challenges) or "none"
                 raise PermanentError(
-                    f"the CA offers no http-01 challenge for {domain} (offered: {offered})"
+                    f"the CA offers no {kind.typ} challenge for {domain} (offered: {offered})"
                 )
             challenge = found[0]
             if challenge.uri in answered or _status(challenge.status) != "pending":
                 continue
             response, validation = challenge.response_and_validation(ca.net.key)
-            certificates.put_challenge(
-                challenge.chall.encode("token"), validation, domain, ctx.service.id
-            )
+            if kind is challenges.DNS01:
+                self._publish(ctx, state, domain, validation)
+            else:
+                certificates.put_challenge(
+                    challenge.chall.encode("token"), validation, domain, ctx.service.id
+                )
+            todo.append((url, domain, challenge, response))
+        for url, domain, challenge, response in todo:
             try:
                 ca.client.answer_challenge(challenge, response)
             except messages.Error:
@@ -754,18 +842,78 @@ class AcmeModule(ModuleType):
                     raise
             answered.append(challenge.uri)
             ctx.save_state(state)
-            ctx.log(f"http-01 challenge for {domain} answered")
+            ctx.log(f"{kind.typ} challenge for {domain} answered")
+
+    # --- dns-01 records ---------------------------------------------------------------
+
+    def _dns_module(self, module_id, publishing=True):
+        """The DNS module's instance (one per attempt and module), or PermanentError."""
+        cache = self.__dict__.setdefault("_dns_modules", {})
+        key = (module_id, publishing)
+        if key not in cache:
+            try:
+                cache[key] = dns_challenge_module(module_id, publishing)
+            except ValueError as exc:
+                raise PermanentError(f"setting dns_module_id: {exc}") from None
+        return cache[key]
+
+    def _publish(self, ctx, state, domain, value):
+        """Publish the dns-01 ``value`` of ``domain`` through the DNS module, recorded in
+        the state first: whatever happens next, a later attempt (or ``close``) knows to
+        remove it. Publishing the same value again is a no-op for the DNS module."""
+        module_id = self.config.get("dns_module_id")
+        row, dns = self._dns_module(module_id)
+        entry = {"domain": domain, "value": value, "module": row.id}
+        if entry not in (state.get("dns01") or []):
+            state["dns01"] = [*(state.get("dns01") or []), entry]
+            ctx.save_state(state)
+        zone = dns.set_challenge(ctx, domain, value)
+        ctx.log(f"dns-01 TXT record for {domain} published in {zone} (DNS module {row.name})")
+
+    def _unpublish(self, ctx, state, strict=True):
+        """Remove the dns-01 values the state lists, each through the DNS module that
+        published it; each one removed (or gone already) leaves the state at once.
+        ``strict``: PowerDNS being down is a ``TemporaryError`` (the attempt is retried,
+        the order waits); otherwise it is logged and the value stays listed. A refusal
+        (the zone is gone, or is not the client's any more) is logged: never retried."""
+        left = [dict(e) for e in state.get("dns01") or []]
+        if not left:
+            return
+        for entry in list(left):
+            try:
+                row, dns = self._dns_module(entry.get("module"), publishing=False)
+                dns.clear_challenge(ctx, entry["domain"], entry["value"])
+                ctx.log(f"dns-01 TXT record for {entry['domain']} removed")
+            except TemporaryError as exc:
+                if strict:
+                    raise TemporaryError(
+                        f"removing the dns-01 TXT record of {entry['domain']}: {exc}"
+                    ) from None
+                ctx.log(f"dns-01 TXT record for {entry['domain']} not removed (yet): {exc}")
+                continue
+            except PermanentError as exc:
+                ctx.log(f"dns-01 TXT record for {entry['domain']} left alone: {exc}")
+            left.remove(entry)
+            state["dns01"] = list(left)
+            ctx.save_state(state)
 
     @staticmethod
     def _why_invalid(ca, body):
-        if body.error is not None:
-            return _problem(body.error)
-        reasons = []
+        """The CA's reason, naming the names that failed (an order's own problem often
+        does not: "Correct value not found for DNS challenge")."""
+        reasons, failed = [], []
         for url in body.authorizations:
             authz = ca.authorization(url)
+            if _status(authz.status) == "invalid":
+                failed.append(authz.identifier.value)
             for challenge in authz.challenges:
                 if challenge.error is not None:
                     reasons.append(f"{authz.identifier.value}: {_problem(challenge.error)}")
+        if body.error is not None:
+            reason = _problem(body.error)
+            if getattr(body.error, "identifier", None) is None and failed:
+                reason += f" (failed: {', '.join(failed)})"
+            return reason
         return "; ".join(reasons) or "the order is invalid (the CA gave no reason)"
 
     def close(self, ctx):
@@ -776,10 +924,15 @@ class AcmeModule(ModuleType):
         certificates.clear_challenges(ctx.service.id)
         if not rows:
             ctx.log("no valid certificate to revoke")
+        else:
+            ca = self._connect(ctx, issuing=False)
+            for row in rows:
+                self._revoke(ctx, ca, row)
+        # dns-01 values an operation of the service left listed (it ended while PowerDNS
+        # was down, or was cancelled): removed after the revocation, retried if need be
+        self._unpublish(ctx, {"dns01": certificates.dns01_left(ctx.service.id)})
+        if not rows:
             return Result.done()
-        ca = self._connect(ctx, issuing=False)
-        for row in rows:
-            self._revoke(ctx, ca, row)
         return Result.done(
             data={"revoked": ", ".join(r.serial for r in rows)},
         )
@@ -847,7 +1000,23 @@ class AcmeModule(ModuleType):
             raise ConfigProblem(f"{url}: {exc}", field="directory_url") from None
         except PermanentError as exc:
             raise ConfigProblem(str(exc), field=self._account_field(str(exc))) from None
-        return f"{url} answers; CA account {account.url}"
+        verified = f"{url} answers; CA account {account.url}"
+        if self.dns01():
+            verified += "; " + self._check_dns_module()
+        return verified
+
+    def _check_dns_module(self):
+        """dns-01: the DNS module's own Test connection, its problem on ``dns_module_id``."""
+        row, dns = dns_challenge_module(self.config.get("dns_module_id"))
+        try:
+            verified = dns.check_config()
+        except ConfigProblem as exc:
+            raise ConfigProblem(
+                f"the DNS module {row.name!r} (#{row.id}): {exc.message}"
+                + (f" (its setting {exc.field})" if exc.field else ""),
+                field="dns_module_id",
+            ) from None
+        return f"DNS module {row.name!r}: {verified or 'works'}"
 
     def _account_field(self, message):
         lowered = message.lower()

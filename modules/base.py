@@ -46,8 +46,10 @@ recorded. ``ctx.save_state({...})`` stores ``state`` at once, before a long call
 makes the items, no ``ensure_item`` method needed), ``people_do_it`` (its operations become tasks), ``accepts_callbacks``
 (with :meth:`ModuleType.verify_callback` and :meth:`ModuleType.parse_callback`),
 :meth:`ModuleType.check_config` ("Test connection"), :meth:`ModuleType.renew_days_before`
-(renewed automatically that many days before the service expires) and ``client_data``
-(keys of the per-service module data that the client may see).
+(renewed automatically that many days before the service expires), ``client_data``
+(keys of the per-service module data that the client may see) and ``dns_challenges``
+(it publishes ACME dns-01 TXT records for other modules: ``set_challenge(ctx, domain,
+value)`` and ``clear_challenge(ctx, domain, value)``, see ``modules.powerdns``).
 
 **Secrets.** Config fields of kind ``secret`` are write-only: never returned by the API,
 never shown in forms, and masked in the attempt log together with every value the module
@@ -413,6 +415,7 @@ class ModuleType:
     people_do_it = False  # True: every operation becomes a task (the manual module)
     accepts_callbacks = False  # True: POST /api/v1/operations/<id>/callback completes it
     client_data: tuple = ()  # keys of the service's module data a client may see
+    dns_challenges = False  # True: set_challenge / clear_challenge (ACME dns-01 TXT records)
     default_timeout = 30.0
 
     def __init__(self, config):

@@ -543,6 +543,7 @@ def connect_peers(sender, receiver, sender_department, receiver_department, logi
 class PowerDNS:
     """A real PowerDNS authoritative server (Debian ``pdns-server`` with the sqlite3
     backend) on free loopback ports, with its HTTP API; its own config folder and database.
+    ``stop()`` then ``start()`` again is the same server on the same ports, with its zones.
     """
 
     SCHEMA = "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql"
@@ -571,8 +572,9 @@ class PowerDNS:
 
         os.makedirs(self.folder, exist_ok=True)
         database = os.path.join(self.folder, "pdns.sqlite3")
-        with open(self.SCHEMA) as fh, sqlite3.connect(database) as conn:
-            conn.executescript(fh.read())
+        if not os.path.exists(database):  # started again after stop(): the same zones
+            with open(self.SCHEMA) as fh, sqlite3.connect(database) as conn:
+                conn.executescript(fh.read())
         with open(os.path.join(self.folder, "pdns.conf"), "w") as fh:
             fh.write(
                 "\n".join(
@@ -652,6 +654,113 @@ class PowerDNS:
             self.process.wait(timeout=10)
             self.process = None
             self.log.close()
+
+
+class Dns:
+    """A powerdns module with its own owner tag, tariffs, orders, and the test's zones
+    (the ``pdns`` fixture of tests/modules/conftest.py); ``engine`` runs the operations."""
+
+    def __init__(self, app, api, engine, powerdns):
+        self.app, self.api, self.engine, self.pdns = app, api, engine, powerdns
+        self.tag = f"t-{uuid.uuid4().hex[:10]}"
+        self.foreign = []  # zones made by the test itself
+        department = api.ok("post", "/departments", {"name": f"DNS {self.tag}"})
+        self.module = api.ok(
+            "post",
+            "/modules",
+            {
+                "name": f"pdns-{self.tag}",
+                "type": "powerdns",
+                "config": self.config(),
+                "department_id": department["id"],
+                "retry_delay": 1,
+                "test_connection": True,
+            },
+            status=201,
+        )
+        self.client = api.ok(
+            "post", "/clients", {"name": "Dana", "email": f"dana-{self.tag}@example.com"}
+        )
+
+    def config(self, **extra):
+        return {
+            "api_url": self.pdns.api_url,
+            "api_key": self.pdns.api_key,
+            "nameservers": "ns1.example.net, ns2.example.net",
+            "soa_contact": "hostmaster@example.net",
+            "owner_tag": self.tag,
+            "timeout": 5,
+            **extra,
+        }
+
+    def instance(self, **extra):
+        import modules
+
+        cls = modules.get_type("powerdns")
+        cleaned, errors = cls.validate_config(self.config(**extra))
+        assert not errors, errors
+        return cls(cleaned)
+
+    def tariff(self, records="", ip="192.0.2.10", ipv6="2001:db8::10", name=None):
+        name = name or f"dns-{uuid.uuid4().hex[:8]}"
+        tariff = self.api.ok(
+            "post",
+            "/tariffs",
+            {
+                "name": f"DNS {name}",
+                "product_type": "dns",
+                "price": "2",
+                "internal_name": name,
+                "module_ids": [self.module["id"]],
+                "item_settings": {
+                    str(self.module["id"]): {"records": records, "ip": ip, "ipv6": ipv6}
+                },
+            },
+            status=201,
+        )
+        for op in self.engine.run_all():  # ensure_item
+            assert op.status == "done", op.last_error
+        return tariff
+
+    def domain(self):
+        return f"z{uuid.uuid4().hex[:12]}.example.test"
+
+    def open(self, tariff, domain=None, client=None):
+        domain = domain or self.domain()
+        order = self.api.order((client or self.client)["id"], tariff["id"], {"domain": domain})
+        code, paid = self.api.pay(order)
+        assert code == 200, paid
+        return order["service_id"], domain, self.engine.run(paid["operation_id"])
+
+    def request(self, service_id, kind, **params):
+        op = self.api.ok("post", f"/services/{service_id}/{kind}", params, status=202)
+        return self.engine.run(op["id"])
+
+    def zone(self, domain):
+        reply = self.pdns.api("GET", f"/zones/{domain}.")
+        return reply.json() if reply.status_code == 200 else None
+
+    def make_foreign_zone(self, domain, account, records=()):
+        reply = self.pdns.api(
+            "POST",
+            "/zones",
+            json={
+                "name": domain + ".",
+                "kind": "Native",
+                "account": account,
+                "nameservers": ["ns.other.example."],
+                "rrsets": list(records),
+            },
+        )
+        assert reply.status_code == 201, reply.text
+        self.foreign.append(domain + ".")
+
+    def cleanup(self):
+        for zone in self.pdns.api("GET", "/zones").json():
+            if (zone.get("account") or "").startswith(f"{self.tag}:") or (
+                zone["id"] in self.foreign
+            ):
+                self.pdns.api("DELETE", f"/zones/{zone['id']}")
 
 
 # --- database servers for the mariadb and postgresql module types ---------------------
@@ -1077,12 +1186,18 @@ class Pebble:
     ``eab=True``: External Account Binding required, with :attr:`eab_kid` and
     :attr:`eab_hmac_key`. ``validity``: seconds its certificates last (default 5 years).
     ``blocklist``: names it refuses to issue for. ``env``: more PEBBLE_* settings.
+    ``dns_server`` (``"127.0.0.1:PORT"``, e.g. a :class:`PowerDNS`'s ``dns_port``): pebble
+    asks that server instead, so its dns-01 check reads the real TXT records there (and
+    its http-01 check connects wherever that server points the name); pebble-challtestsrv
+    is not started then.
     """
 
     BINARY = "/usr/bin/pebble"
     DNS_BINARY = "/usr/bin/pebble-challtestsrv"
 
-    def __init__(self, folder, http_port, eab=False, validity=None, blocklist=(), env=None):
+    def __init__(
+        self, folder, http_port, eab=False, validity=None, blocklist=(), env=None, dns_server=None
+    ):
         import base64
         import secrets as _secrets
 
@@ -1097,6 +1212,7 @@ class Pebble:
         self.acme_port = free_port()
         self.management_port = free_port()
         self.dns_port = free_port()
+        self.dns_server = dns_server
         self.directory_url = f"https://127.0.0.1:{self.acme_port}/dir"
         self.management_url = f"https://127.0.0.1:{self.management_port}"
         self.processes = []
@@ -1129,27 +1245,8 @@ class Pebble:
         with open(path, "w") as fh:
             json.dump({"pebble": config}, fh)
         self.log = open(os.path.join(self.folder, "pebble.log"), "ab")  # noqa: SIM115
-        self.processes.append(
-            subprocess.Popen(
-                [
-                    self.DNS_BINARY,
-                    "-dns01",
-                    f"127.0.0.1:{self.dns_port}",
-                    "-http01",
-                    "",
-                    "-https01",
-                    "",
-                    "-tlsalpn01",
-                    "",
-                    "-management",
-                    f"127.0.0.1:{free_port()}",
-                    "-defaultIPv6",
-                    "",
-                ],
-                stdout=self.log,
-                stderr=self.log,
-            )
-        )
+        if self.dns_server is None:
+            self.processes.append(self._challtestsrv())
         env = {
             **os.environ,
             "PEBBLE_VA_NOSLEEP": "1",
@@ -1157,9 +1254,10 @@ class Pebble:
             "PEBBLE_WFE_ORDERS_PER_PAGE": "1000",
             **self.env,
         }
+        dns_server = self.dns_server or f"127.0.0.1:{self.dns_port}"
         self.processes.append(
             subprocess.Popen(
-                [self.BINARY, "-config", path, "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+                [self.BINARY, "-config", path, "-dnsserver", dns_server],
                 stdout=self.log,
                 stderr=self.log,
                 env=env,
@@ -1167,6 +1265,28 @@ class Pebble:
         )
         wait_for(self._answers, timeout=20, message="pebble to answer its directory")
         return self
+
+    def _challtestsrv(self):
+        """pebble-challtestsrv as pebble's DNS server: every name is 127.0.0.1."""
+        return subprocess.Popen(
+            [
+                self.DNS_BINARY,
+                "-dns01",
+                f"127.0.0.1:{self.dns_port}",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                f"127.0.0.1:{free_port()}",
+                "-defaultIPv6",
+                "",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+        )
 
     def _answers(self):
         if any(p.poll() is not None for p in self.processes):

@@ -8,6 +8,9 @@
 - **http-01 tokens** (``AcmeChallenge``) Provisor itself answers at
   ``/.well-known/acme-challenge/<token>`` while an order is pending; removed once the
   order is valid or invalid, and after :data:`TOKEN_LIFETIME` in any case.
+- **dns-01 TXT values** are not kept here: they live on the DNS module's server, and the
+  operation that published them lists them in its state (``dns01``) until they are
+  removed; :func:`dns01_left` finds what a service's operations still list.
 - **Issued certificates** (``AcmeCertificate``): leaf and chain PEMs, names, serial,
   expiry, the issuing account, and the private key Provisor generated, encrypted with a
   key derived from SECRET_KEY (``app.secrets_box``). A renewal adds a row; the newest
@@ -171,6 +174,21 @@ def order_taken(order_url, operation_id):
         )
         .exists()
     )
+
+
+def dns01_left(service_id):
+    """The dns-01 TXT values the service's operations still list in their state
+    (``{"domain", "value", "module"}``, each once): published by an order that ended
+    before it could remove them (PowerDNS down at the end, a cancelled operation)."""
+    found = []
+    rows = Operation.select(Operation.state).where(
+        (Operation.service == service_id) & Operation.state.is_null(False)
+    )
+    for op in rows.order_by(Operation.id):
+        for entry in (op.state or {}).get("dns01") or []:
+            if isinstance(entry, dict) and entry not in found:
+                found.append(entry)
+    return found
 
 
 # --- issued certificates ------------------------------------------------------------------

@@ -308,6 +308,17 @@ def _powerdns_server_for_its_backend(request):
         PowerDNSBackend.server = request.getfixturevalue("powerdns")
 
 
+@pytest.fixture
+def pdns(app, api, engine, powerdns):
+    """A powerdns module of the test's own (owner tag, client, tariffs) on the session's
+    PowerDNS (``tests.support.Dns``); its zones are deleted afterwards, also on failure."""
+    from tests.support import Dns
+
+    setup = Dns(app, api, engine, powerdns)
+    yield setup
+    setup.cleanup()
+
+
 # --- acme: TLS certificates from pebble (Let's Encrypt's test CA) ----------------------
 # The CA's http-01 validation connects to 127.0.0.1:<pebble's httpPort>: a server there
 # serves the running test's own app (tests.support.current_test_app), whose
@@ -468,6 +479,24 @@ def pebble_eab(tmp_path_factory, acme_http_port):
 
     need(Pebble.available(), "pebble is not installed (apt-get install pebble)")
     server = Pebble(tmp_path_factory.mktemp("pebble-eab"), acme_http_port, eab=True)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble_dns01(tmp_path_factory, acme_http_port, powerdns):
+    """pebble whose DNS server is the session's PowerDNS: its dns-01 check reads the TXT
+    records Provisor publishes there (40-day certificates, no EAB)."""
+    from tests.conftest import need
+    from tests.support import Pebble
+
+    need(Pebble.available(), "pebble is not installed (apt-get install pebble)")
+    server = Pebble(
+        tmp_path_factory.mktemp("pebble-dns01"),
+        acme_http_port,
+        validity=40 * 86400,
+        dns_server=f"127.0.0.1:{powerdns.dns_port}",
+    )
     yield server.start()
     server.stop()
 

@@ -25,7 +25,6 @@ from app.models import (
     AcmeChallenge,
     Attempt,
     Email,
-    Item,
     Operation,
     Service,
     utcnow,
@@ -496,24 +495,6 @@ def test_a_ca_whose_tls_is_not_trusted_says_to_set_the_bundle(app, api, engine, 
         },
     )
     assert code == 422 and body["error"]["fields"] == {"config.email": "Not an email address."}
-
-
-def test_dns01_refuses_clearly_until_the_powerdns_module_exists(app, api, engine, pebble):
-    config = pebble.config(challenge="dns-01", dns_module_id=1)
-    code, body = api.post(
-        "/modules", {"name": "dns01", "type": "acme", "config": config, "test_connection": True}
-    )
-    assert code == 422, body
-    assert body["error"]["fields"] == {
-        "config.challenge": "dns-01 needs the powerdns module: not available yet (choose "
-        "http-01 for now)"
-    }
-    _, _, tariff, _ = api.catalog("acme", config, product_type="certificate")
-    item = engine.run_all()[0]
-    assert item.status == "manual"
-    assert "dns-01 needs the powerdns module: not available yet" in item.last_error
-    with db(app):
-        assert Item.get().status == "failed"
 
 
 def test_nonces_the_ca_rejects_are_retried(app, api, tmp_path, acme_http_port):

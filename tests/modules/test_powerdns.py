@@ -14,7 +14,6 @@ import dns.query
 import dns.rcode
 import pytest
 
-import modules
 from app.db import database
 from app.models import Attempt, Client, Email, Item, Operation
 from modules.base import ConfigProblem, OperationContext, PermanentError
@@ -38,117 +37,6 @@ def rcode(powerdns, name, rdtype="SOA"):
         dns.message.make_query(name, rdtype), "127.0.0.1", port=powerdns.dns_port, timeout=3
     )
     return dns.rcode.to_text(reply.rcode())
-
-
-class Dns:
-    """A powerdns module with its own owner tag, tariffs, orders, and the test's zones."""
-
-    def __init__(self, app, api, engine, powerdns):
-        self.app, self.api, self.engine, self.pdns = app, api, engine, powerdns
-        self.tag = f"t-{uuid.uuid4().hex[:10]}"
-        self.foreign = []  # zones made by the test itself
-        department = api.ok("post", "/departments", {"name": f"DNS {self.tag}"})
-        self.module = api.ok(
-            "post",
-            "/modules",
-            {
-                "name": f"pdns-{self.tag}",
-                "type": "powerdns",
-                "config": self.config(),
-                "department_id": department["id"],
-                "retry_delay": 1,
-                "test_connection": True,
-            },
-            status=201,
-        )
-        self.client = api.ok(
-            "post", "/clients", {"name": "Dana", "email": f"dana-{self.tag}@example.com"}
-        )
-
-    def config(self, **extra):
-        return {
-            "api_url": self.pdns.api_url,
-            "api_key": self.pdns.api_key,
-            "nameservers": "ns1.example.net, ns2.example.net",
-            "soa_contact": "hostmaster@example.net",
-            "owner_tag": self.tag,
-            "timeout": 5,
-            **extra,
-        }
-
-    def instance(self, **extra):
-        cls = modules.get_type("powerdns")
-        cleaned, errors = cls.validate_config(self.config(**extra))
-        assert not errors, errors
-        return cls(cleaned)
-
-    def tariff(self, records="", ip="192.0.2.10", ipv6="2001:db8::10", name=None):
-        name = name or f"dns-{uuid.uuid4().hex[:8]}"
-        tariff = self.api.ok(
-            "post",
-            "/tariffs",
-            {
-                "name": f"DNS {name}",
-                "product_type": "dns",
-                "price": "2",
-                "internal_name": name,
-                "module_ids": [self.module["id"]],
-                "item_settings": {
-                    str(self.module["id"]): {"records": records, "ip": ip, "ipv6": ipv6}
-                },
-            },
-            status=201,
-        )
-        for op in self.engine.run_all():  # ensure_item
-            assert op.status == "done", op.last_error
-        return tariff
-
-    def domain(self):
-        return f"z{uuid.uuid4().hex[:12]}.example.test"
-
-    def open(self, tariff, domain=None, client=None):
-        domain = domain or self.domain()
-        order = self.api.order((client or self.client)["id"], tariff["id"], {"domain": domain})
-        code, paid = self.api.pay(order)
-        assert code == 200, paid
-        return order["service_id"], domain, self.engine.run(paid["operation_id"])
-
-    def request(self, service_id, kind, **params):
-        op = self.api.ok("post", f"/services/{service_id}/{kind}", params, status=202)
-        return self.engine.run(op["id"])
-
-    def zone(self, domain):
-        reply = self.pdns.api("GET", f"/zones/{domain}.")
-        return reply.json() if reply.status_code == 200 else None
-
-    def make_foreign_zone(self, domain, account, records=()):
-        reply = self.pdns.api(
-            "POST",
-            "/zones",
-            json={
-                "name": domain + ".",
-                "kind": "Native",
-                "account": account,
-                "nameservers": ["ns.other.example."],
-                "rrsets": list(records),
-            },
-        )
-        assert reply.status_code == 201, reply.text
-        self.foreign.append(domain + ".")
-
-    def cleanup(self):
-        for zone in self.pdns.api("GET", "/zones").json():
-            if (zone.get("account") or "").startswith(f"{self.tag}:") or (
-                zone["id"] in self.foreign
-            ):
-                self.pdns.api("DELETE", f"/zones/{zone['id']}")
-
-
-@pytest.fixture
-def pdns(app, api, engine, powerdns):
-    setup = Dns(app, api, engine, powerdns)
-    yield setup
-    setup.cleanup()
 
 
 def test_open_serves_the_zone_with_the_templates_records(pdns, powerdns):
