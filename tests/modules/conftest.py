@@ -299,13 +299,104 @@ class PowerDNSBackend(Backend):
 BACKENDS["powerdns"] = PowerDNSBackend
 
 
+# --- mariadb, postgresql: database hosting on real servers ---------------------------
+
+
+class DatabaseBackend(Backend):
+    """A database module type and a tenant of its real server (``tests.support``: an
+    admin of its own, a name prefix, everything dropped afterwards). What exists for a
+    service is its database and user: "suspended" while the user may not log in."""
+
+    product_type = "database"
+    refusal_text = "exists with the comment 'someone-else'"
+    server = None  # the tenant (set by _server_for_its_backend)
+
+    def __init__(self):
+        self.tenant = type(self).server
+
+    def config(self):
+        return self.tenant.config()
+
+    def bad_credentials(self):
+        return self.tenant.config(admin_password="not-the-admin-password")
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return self.tenant.config(port=free_port(), timeout=1)
+
+    def name(self, service):
+        return service.remote_id or f"{self.tenant.prefix}{service.id}"
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The names the module is about to create are someone else's."""
+        with database.connection_context():
+            ops = Operation.select().where(
+                (Operation.module == module_id)
+                & (Operation.kind == "open")
+                & (Operation.status.in_(("queued", "retry_wait")))
+            )
+            names = [self.name(op.service) for op in ops]
+        for name in names:
+            self.take(name)
+        try:
+            yield
+        finally:
+            for name in names:
+                assert self.tenant.lookup(name)["comment"] == "someone-else"  # left alone
+                self.release(name)
+
+    def secrets(self):
+        return [self.tenant.admin_password]
+
+    def objects(self, service):
+        name = self.name(service)
+        state = self.tenant.state(name)
+        if state is None:
+            return [(name, "deleted")] if service.remote_id else []
+        return [(name, state)]
+
+
+class MariaDBBackend(DatabaseBackend):
+    type_id = "mariadb"
+
+    def take(self, name):
+        self.tenant.sql(f"CREATE DATABASE `{name}` COMMENT 'someone-else'")
+
+    def release(self, name):
+        self.tenant.sql(f"DROP DATABASE `{name}`")
+
+
+class PostgreSQLBackend(DatabaseBackend):
+    type_id = "postgresql"
+
+    def take(self, name):
+        self.tenant.sql(f'CREATE ROLE "{name}"; COMMENT ON ROLE "{name}" IS \'someone-else\'')
+
+    def release(self, name):
+        self.tenant.sql(f'DROP ROLE "{name}"')
+
+
+BACKENDS["mariadb"] = MariaDBBackend
+BACKENDS["postgresql"] = PostgreSQLBackend
+# backends whose server is a fixture: (fixture, the class that gets it as ``server``)
+SERVER_FIXTURES = {
+    "powerdns": ("powerdns", PowerDNSBackend),
+    "mariadb": ("mariadb", MariaDBBackend),
+    "postgresql": ("postgresql", PostgreSQLBackend),
+}
+
+
 @pytest.fixture(autouse=True)
-def _powerdns_server_for_its_backend(request):
-    """The powerdns backend needs the session's PowerDNS (skipped, saying why, without
-    it); autouse fixtures are set up before ``backend`` makes its instance."""
+def _server_for_its_backend(request):
+    """A backend whose server is a fixture gets it (skipped, saying why, without it);
+    autouse fixtures are set up before ``backend`` makes its instance."""
     callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and callspec.params.get("backend") == "powerdns":
-        PowerDNSBackend.server = request.getfixturevalue("powerdns")
+    name = callspec.params.get("backend") if callspec is not None else None
+    if name in SERVER_FIXTURES:
+        fixture, cls = SERVER_FIXTURES[name]
+        cls.server = request.getfixturevalue(fixture)
 
 
 @pytest.fixture

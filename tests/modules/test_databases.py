@@ -544,3 +544,28 @@ def test_a_lock_held_by_someone_else_is_temporary_then_it_completes(app, api, en
     said = "Lock wait timeout exceeded" if server.type_id == "mariadb" else "lock timeout"
     assert said in attempt.error, attempt.error
     assert engine.run(op["id"]).status == "done"
+
+
+def test_mariadb_with_the_narrowest_admin_the_readme_gives(app, api, engine, mariadb):
+    """The README's least-privilege admin: global CREATE USER, PROCESS and CONNECTION
+    ADMIN, everything on the prefix's databases with GRANT OPTION, reading users."""
+    pattern = mariadb.prefix[:-1] + "\\_%%"
+    user = mariadb.make_admin(
+        grants=(
+            "CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO {}",
+            f"ALL PRIVILEGES ON `{pattern}`.* TO {{}} WITH GRANT OPTION",
+            "SELECT ON mysql.global_priv TO {}",
+        ),
+        user=f"{mariadb.admin_user}_least",
+    )
+    dbs = Databases(app, api, engine, mariadb, admin_user=user)  # Test connection passes
+    service_id, op = dbs.open(dbs.tariff(connection_limit=2))
+    assert op.status == "done", op.last_error
+    details = dbs.details(service_id)
+    held = mariadb.login(details)
+    for kind in ("suspend", "resume", "close"):
+        op = dbs.request(service_id, kind)
+        assert op.status == "done", (kind, op.last_error)
+    with pytest.raises(DRIVER_ERRORS), held.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert mariadb.names() == ([], [])
