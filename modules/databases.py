@@ -120,7 +120,7 @@ class Session:
                 self.conn = self._connect()
             except Exception as exc:
                 call.outcome = self.describe(exc)
-                raise self.error(exc, f"connecting to {self.module.address()}") from None
+                raise self.error(exc, None) from None
             call.outcome = "connected"
         return self
 
@@ -143,11 +143,16 @@ class Session:
         return rows
 
     def error(self, exc, doing):
-        """The driver's exception as a Temporary- or PermanentError in the server's words."""
+        """The driver's exception as a Temporary- or PermanentError in the server's words
+        (``doing``: the statement; None: connecting)."""
         said = self.describe(exc)
-        if self.temporary(exc):
-            return TemporaryError(f"{self.label} at {self.module.address()}: {said} ({doing})")
-        return PermanentError(f"{self.label} refused {doing}: {said}")
+        where = f"{self.label} at {self.module.address()}"
+        error = TemporaryError if self.temporary(exc) else PermanentError
+        if doing is None:
+            return error(f"cannot connect to {where}: {said}")
+        if error is TemporaryError:
+            return error(f"{where}: {said} ({doing})")
+        return error(f"{self.label} refused {doing}: {said}")
 
     # --- what each server implements -----------------------------------------------------
 

@@ -56,6 +56,7 @@ TEMPORARY_CODES = {
     2013,  # lost connection (timed out)
     2055,  # lost connection (system error)
 }
+_CONNECT_REASON = re.compile(r"\((?:\[Errno -?\d+\] )?([^()]+)\)$")
 _USER_HOST = re.compile(r"^[A-Za-z0-9.%_:/-]{1,255}$")
 
 
@@ -122,7 +123,13 @@ class MariaDBSession(Session):
     def describe(self, exc):
         args = getattr(exc, "args", ())
         if isinstance(exc, pymysql.err.MySQLError) and len(args) >= 2:
-            return f"{' '.join(str(args[1]).split())[:300]} ({args[0]})"
+            text = " ".join(str(args[1]).split())
+            # "Can't connect to MySQL server on '10.0.0.5' ([Errno 111] Connection
+            # refused)": the address is in the message already, the reason is what counts
+            found = _CONNECT_REASON.search(text) if args[0] in (2002, 2003) else None
+            if found:
+                text = found.group(1)
+            return f"{text[:300]} ({args[0]})"
         return super().describe(exc)
 
     def temporary(self, exc):
