@@ -44,10 +44,7 @@ are not offered: the ``domains`` order field accepts host names only.
 
 import contextlib
 import datetime as dt
-import hashlib
-import os
 import re
-import tempfile
 import threading
 import time
 
@@ -68,6 +65,7 @@ from modules.base import (
     PermanentError,
     Result,
     TemporaryError,
+    pem_file,
 )
 from modules.http import why
 
@@ -526,18 +524,7 @@ class AcmeModule(ModuleType):
     def verify(self):
         """What requests verifies the CA's TLS with: the bundle's file, or the system's."""
         pem = (self.config.get("ca_bundle") or "").strip()
-        if not pem:
-            return True
-        data = (pem + "\n").encode()
-        path = os.path.join(
-            tempfile.gettempdir(), f"provisor-ca-bundle-{hashlib.sha256(data).hexdigest()[:24]}.pem"
-        )
-        if not os.path.exists(path):
-            fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".partial")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(partial, path)
-        return path
+        return pem_file(pem) if pem else True
 
     def _settings_problem(self, issuing=True):
         """A setting that cannot work, as ``(field, message)``, before asking the CA

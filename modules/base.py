@@ -66,6 +66,7 @@ import contextlib
 import datetime as dt
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlparse
@@ -160,6 +161,10 @@ def _as_datetime(value):
 
 
 KINDS = ("str", "secret", "url", "int", "float", "bool", "choice", "text")
+# the owner tag of a module whose remote objects carry "<tag>:service-<id>" (powerdns,
+# the database modules): Provisors sharing one server tell their objects apart by it
+OWNER_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
+OWNER_TAG_RULE = "Up to 16 lowercase letters, digits and -, e.g. provisor-eu."
 
 
 @dataclass
@@ -278,6 +283,25 @@ def _number(raw, whole):
             raise ValueError(message)
         return int(value)
     return value
+
+
+def pem_file(pem):
+    """A PEM text (a CA bundle) as a file, for libraries that take a path: one file per
+    content in the temporary folder, written once (atomically) and reused."""
+    import hashlib
+    import os
+    import tempfile
+
+    data = (pem.strip() + "\n").encode()
+    path = os.path.join(
+        tempfile.gettempdir(), f"provisor-ca-bundle-{hashlib.sha256(data).hexdigest()[:24]}.pem"
+    )
+    if not os.path.exists(path):
+        fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".partial")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(partial, path)
+    return path
 
 
 def mask(text, secrets):

@@ -26,7 +26,6 @@ the new tariff's connection limit. ``ensure_item`` checks the admin's rights on 
 """
 
 import contextlib
-import hashlib
 import re
 import secrets
 import string
@@ -34,16 +33,18 @@ import time
 from dataclasses import dataclass
 
 from modules.base import (
+    OWNER_TAG,
+    OWNER_TAG_RULE,
     ConfigField,
     ConfigProblem,
     ModuleType,
     PermanentError,
     Result,
     TemporaryError,
+    pem_file,
 )
 
 NAME_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
-OWNER_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 24
 PASSWORD_PURPOSE = "database-password"
@@ -310,7 +311,7 @@ class DatabaseModule(ModuleType):
             )
         tag = cleaned.get("owner_tag")
         if "owner_tag" not in errors and tag and not OWNER_TAG.match(tag):
-            errors["owner_tag"] = "Up to 16 lowercase letters, digits and -, e.g. provisor-eu."
+            errors["owner_tag"] = OWNER_TAG_RULE
         host = cleaned.get("host") or ""
         if "host" not in errors and host and not re.match(r"^[A-Za-z0-9.:_\[\]-]+$", host):
             errors["host"] = "A host name or an IP address (no scheme, no port)."
@@ -355,21 +356,7 @@ class DatabaseModule(ModuleType):
     def tls_bundle(self):
         """The CA bundle as a file (for drivers that take a path), or None."""
         pem = (self.config.get("ca_bundle") or "").strip()
-        if not pem:
-            return None
-        import os
-        import tempfile
-
-        data = (pem + "\n").encode()
-        path = os.path.join(
-            tempfile.gettempdir(), f"provisor-ca-bundle-{hashlib.sha256(data).hexdigest()[:24]}.pem"
-        )
-        if not os.path.exists(path):
-            fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".partial")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(partial, path)
-        return path
+        return pem_file(pem) if pem else None
 
     # --- the pieces of every operation ----------------------------------------------------
 

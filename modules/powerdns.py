@@ -36,6 +36,8 @@ import requests
 
 from modules import zone_template
 from modules.base import (
+    OWNER_TAG,
+    OWNER_TAG_RULE,
     ConfigField,
     ConfigProblem,
     ModuleType,
@@ -45,7 +47,6 @@ from modules.base import (
 )
 from modules.http import why
 
-_OWNER_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 _SERVER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _CHALLENGE_VALUE = re.compile(r"^[A-Za-z0-9_=+/.-]{1,255}$")
@@ -210,8 +211,8 @@ class PowerDNSModule(ModuleType):
                 except ValueError as exc:
                     errors[name] = str(exc)
         tag = cleaned.get("owner_tag")
-        if "owner_tag" not in errors and tag and not _OWNER_TAG.match(tag):
-            errors["owner_tag"] = "Up to 16 lowercase letters, digits and -, e.g. provisor-eu."
+        if "owner_tag" not in errors and tag and not OWNER_TAG.match(tag):
+            errors["owner_tag"] = OWNER_TAG_RULE
         server = cleaned.get("server_id")
         if "server_id" not in errors and server and not _SERVER_ID.match(server):
             errors["server_id"] = (

@@ -799,8 +799,17 @@ class DatabaseTenant:
             **extra,
         }
 
+    def login(self, details, **kwargs):
+        """Log in as a service's user with its details (the driver's connection)."""
+        return self.connect(
+            user=details["username"],
+            password=details["password"],
+            database=details["database"],
+            **kwargs,
+        )
+
     def state(self, name):
-        """ "active", "suspended" or None (neither the database nor the user exists)."""
+        """The service's objects: "active", "suspended" or None (neither the database nor the user exists)."""
         found = self.lookup(name)
         if not found["database"] and not found["user"]:
             return None
@@ -851,15 +860,6 @@ class MariaDBTenant(DatabaseTenant):
         for grant in grants:
             self.sql("GRANT " + grant.format("%s@'127.0.0.1'"), (user,))
         return user
-
-    def login(self, details, **kwargs):
-        """Log in as a service's user with its details."""
-        return self.connect(
-            user=details["username"],
-            password=details["password"],
-            database=details["database"],
-            **kwargs,
-        )
 
     def lookup(self, name):
         schema = self.sql(
@@ -1055,14 +1055,6 @@ class PostgresTenant(DatabaseTenant):
         self.sql(f'CREATE ROLE "{user}" LOGIN {rights} PASSWORD %s', (self.admin_password,))
         self.admins.append(user)
         return user
-
-    def login(self, details, **kwargs):
-        return self.connect(
-            user=details["username"],
-            password=details["password"],
-            database=details["database"],
-            **kwargs,
-        )
 
     def lookup(self, name):
         roles = self.sql(

@@ -19,6 +19,17 @@ from tests.modules.jobpanel import JobPanel, JobPanelModule
 from tests.support import ModuleEndpoint
 
 
+def services_to_open(module_id):
+    """The services whose ``open`` the module is about to run (queued or waiting)."""
+    with database.connection_context():
+        ops = Operation.select().where(
+            (Operation.module == module_id)
+            & (Operation.kind == "open")
+            & (Operation.status.in_(("queued", "retry_wait")))
+        )
+        return [op.service for op in ops]
+
+
 class Backend:
     """What the suite needs to know of one module type and its server."""
 
@@ -246,13 +257,7 @@ class PowerDNSBackend(Backend):
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The domain the module is about to host is taken: a zone of another account."""
-        with database.connection_context():
-            ops = Operation.select().where(
-                (Operation.module == module_id)
-                & (Operation.kind == "open")
-                & (Operation.status.in_(("queued", "retry_wait")))
-            )
-            domains = [op.service.params["domain"] for op in ops]
+        domains = [service.params["domain"] for service in services_to_open(module_id)]
         for domain in domains:
             zone = domain + "."
             reply = self.pdns.api(
@@ -331,13 +336,7 @@ class DatabaseBackend(Backend):
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The names the module is about to create are someone else's."""
-        with database.connection_context():
-            ops = Operation.select().where(
-                (Operation.module == module_id)
-                & (Operation.kind == "open")
-                & (Operation.status.in_(("queued", "retry_wait")))
-            )
-            names = [self.name(op.service) for op in ops]
+        names = [self.name(service) for service in services_to_open(module_id)]
         for name in names:
             self.take(name)
         try:
