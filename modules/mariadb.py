@@ -1,4 +1,5 @@
-"""The mariadb module type: database hosting on a MariaDB (or MySQL-compatible) server.
+"""The mariadb module type: database hosting on a MariaDB server (10.5 or later: it marks
+its databases with a COMMENT and reads users from ``mysql.global_priv``; MySQL has neither).
 
 What a service is, ownership, passwords and each operation: :mod:`modules.databases`.
 Here: a service's database carries its mark as its ``COMMENT`` (MariaDB 10.5+); its user
@@ -283,7 +284,7 @@ class MariaDBModule(DatabaseModule):
     id = "mariadb"
     name = "MariaDB (database hosting)"
     description = (
-        "A database and a user of its own for each service on a MariaDB or MySQL server; "
+        "A database and a user of its own for each service on a MariaDB server; "
         "suspension locks the user and ends its sessions."
     )
     scheme = "mariadb"
