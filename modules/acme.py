@@ -439,6 +439,7 @@ class AcmeModule(ModuleType):
             "DNS module (dns-01)",
             kind="int",
             minimum=1,
+            module_with="dns_challenges",
             help="dns-01: the powerdns processing module that holds the clients' zones "
             "(each name of a certificate must be in a zone of one of that client's DNS "
             "services).",

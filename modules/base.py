@@ -187,6 +187,9 @@ class ConfigField:
     options: tuple = ()
     max_length: int | None = None
     multiline: bool = False
+    # kind ``int`` naming another processing module: the class attribute its type must
+    # have true (e.g. ``dns_challenges``); the form offers those modules in a list
+    module_with: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -264,6 +267,8 @@ class ConfigField:
             data["max_length"] = self.max_length
         if self.is_multiline:
             data["multiline"] = True
+        if self.module_with:
+            data["module_with"] = self.module_with
         return data
 
 

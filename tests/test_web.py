@@ -478,6 +478,35 @@ def test_item_that_cannot_be_created_shows_and_can_be_marked_ready(app, client, 
     assert client.post("/catalog/items/999999/ready").status_code == 404
 
 
+def test_a_setting_naming_another_module_offers_those_of_its_capability(app, client, admin):
+    """acme's dns_module_id lists the modules that can publish dns-01 records (powerdns),
+    not the others, and keeps the chosen one selected."""
+    pdns = admin.ok(
+        "post",
+        "/modules",
+        {
+            "name": "Our DNS",
+            "type": "powerdns",
+            "config": {
+                "api_url": "http://127.0.0.1:9",
+                "api_key": "k" * 16,
+                "nameservers": "ns1.example.net",
+            },
+        },
+        status=201,
+    )
+    admin.ok("post", "/modules", {"name": "Sandbox panel", "type": "sandbox"}, status=201)
+    fieldset = html(client.get("/catalog/modules/config-fields?type=acme"))
+    picker = re.search(r'<select[^>]*name="config.dns_module_id".*?</select>', fieldset, re.S)
+    assert picker is not None, fieldset
+    options = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', picker.group(0))
+    assert options == [("", "None"), (str(pdns["id"]), f"Our DNS (#{pdns['id']}, powerdns)")]
+    described = {t["id"]: t for t in admin.ok("get", "/module-types")["module_types"]}
+    fields = {f["name"]: f for f in described["acme"]["config_fields"]}
+    assert fields["dns_module_id"]["module_with"] == "dns_challenges"
+    assert fields["email"]["module_with"] is None
+
+
 def test_module_form_config_fields_errors_and_secrets(app, client, admin):
     # the settings fieldset follows the chosen type (htmx swaps it in)
     fieldset = html(client.get("/catalog/modules/config-fields?type=http"))

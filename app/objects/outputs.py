@@ -98,6 +98,11 @@ class ConfigField(Output):
     )
     max_length: int | None = Field(None, ge=1, description="For text kinds: the longest value.")
     multiline: bool | None = Field(None, description="A secret of several lines (a key).")
+    module_with: str | None = Field(
+        None,
+        description="For an `int` naming another processing module: the capability its "
+        "type must declare (e.g. `dns_challenges`).",
+    )
 
     @classmethod
     def of(cls, field, **extra):

@@ -201,6 +201,16 @@ def processing_modules():
     return list(ProcessingModule.select().order_by(ProcessingModule.id))
 
 
+def modules_with(capability):
+    """The processing modules whose type declares ``capability`` (a class attribute that
+    is true, e.g. ``dns_challenges``), by id."""
+    return [
+        m
+        for m in processing_modules()
+        if getattr(modules.get_type(m.type), capability, False) is True
+    ]
+
+
 def get_module(module_id):
     module = ProcessingModule.get_or_none_by_id(module_id)
     if module is None:

@@ -407,3 +407,12 @@ def department_edit(department_id):
     return render_template(
         "catalog/department_form.html", department=department, form=form, errors=errors
     ), (422 if errors else 200)
+
+
+@bp.app_template_global()
+def module_choices(capability):
+    """``[(id, label)]`` of the modules a setting with ``module_with`` may name."""
+    return [
+        (m.id, f"{m.name} (#{m.id}, {m.type}{'' if m.enabled else ', disabled'})")
+        for m in catalog.modules_with(capability)
+    ]
