@@ -315,8 +315,16 @@ class DatabaseModule(ModuleType):
         host = cleaned.get("host") or ""
         if "host" not in errors and host and not re.match(r"^[A-Za-z0-9.:_\[\]-]+$", host):
             errors["host"] = "A host name or an IP address (no scheme, no port)."
-        if "tls" not in errors and cleaned.get("tls") != "verify" and cleaned.get("ca_bundle"):
+        pem = (cleaned.get("ca_bundle") or "").strip()
+        if "tls" not in errors and cleaned.get("tls") != "verify" and pem:
             errors["ca_bundle"] = "Only used with TLS verified."
+        elif pem and "ca_bundle" not in errors:
+            from cryptography import x509
+
+            try:
+                x509.load_pem_x509_certificates(pem.encode())
+            except ValueError:
+                errors["ca_bundle"] = "Not PEM certificates (-----BEGIN CERTIFICATE-----...)."
         return cleaned, errors
 
     def call_timeout(self):

@@ -331,6 +331,17 @@ def test_names_from_keywords_and_quotes_inject_nothing(dbs, server):
         {"name": "quoted", "type": server.type_id, "config": server.config(name_prefix='a"b')},
     )
     assert code == 422 and "config.name_prefix" in body["error"]["fields"], body
+    code, body = dbs.api.post(
+        "/modules",
+        {
+            "name": "bad-pem",
+            "type": server.type_id,
+            "config": server.config(tls="verify", ca_bundle="-----BEGIN CERTIFICATE-----\nx"),
+        },
+    )
+    assert code == 422 and body["error"]["fields"] == {
+        "config.ca_bundle": "Not PEM certificates (-----BEGIN CERTIFICATE-----...)."
+    }, body
     # a prefix that reached the module some other way (a changed order field) is ignored
     cls = modules.get_type(server.type_id)
     module = cls(cls.validate_config(server.config())[0])
