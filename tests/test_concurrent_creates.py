@@ -235,3 +235,56 @@ def test_a_constraint_no_service_caught_answers_409_not_500(tmp_path):
     assert page.status_code == 409 and page.mimetype == "text/html"
     if not database.is_closed():
         database.close()
+
+
+@pytest.mark.parametrize("kind", ["suspend", "close"])
+def test_one_operation_of_a_kind_at_a_time_for_concurrent_requests(served, kind):
+    """Eight staff requests for the same operation on one service at the same moment:
+    one operation is created (and would call the module once); the others are told 409
+    naming the operation in progress."""
+    from app.models import Operation, Service
+
+    _, department = served.post("/departments", {"name": "Ops"})
+    _, module = served.post(
+        "/modules",
+        {"name": "Panel", "type": "sandbox", "config": {}, "department_id": department["id"]},
+    )
+    _, tariff = served.post(
+        "/tariffs",
+        {
+            "name": "VPS",
+            "product_type": "vps",
+            "price": "5",
+            "internal_name": "vps-c",
+            "module_ids": [module["id"]],
+        },
+    )
+    _, client = served.post("/clients", {"name": "Ann", "email": "ann@example.com"})
+    _, order = served.post(
+        "/orders", {"client_id": client["id"], "tariff_id": tariff["id"], "params": {}}
+    )
+    with served.app.app_context(), database.connection_context():
+        Service.update(status="active", module=module["id"]).where(
+            Service.id == order["service_id"]
+        ).execute()
+    barrier = threading.Barrier(N)
+    results = [None] * N
+
+    def ask(i):
+        barrier.wait()
+        results[i] = served.post(f"/services/{order['service_id']}/{kind}", {})
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(N)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    accepted = [data for status, data in results if status == 202]
+    assert len(accepted) == 1, results
+    with served.app.app_context(), database.connection_context():
+        made = list(Operation.select().where(Operation.kind == kind))
+    assert [op.id for op in made] == [accepted[0]["id"]]
+    for status, data in results:
+        if status != 202:
+            assert status == 409, (status, data)
+            assert f"already has operation #{made[0].id} ({kind}" in data["error"]["message"]
