@@ -15,6 +15,41 @@ def contains_nul(value):
     return False
 
 
+def nul_in(value, path=""):
+    """Where a NUL character is in ``value`` (JSON-like data): ``"details.password"``,
+    ``""`` for ``value`` itself, or None when there is none."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if contains_nul(key):
+                return where
+            found = nul_in(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = nul_in(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def storable(text):
+    """``text`` as the database can keep it: a NUL (which PostgreSQL refuses in text)
+    written as ``\\x00``, visibly. For what Provisor records of a remote's words
+    (attempt logs, errors), never for values it hands on (those are refused)."""
+    return text.replace("\x00", "\\x00") if isinstance(text, str) else text
+
+
+def one_line(text, limit=None):
+    """``text`` on one line: line breaks, tabs and other control characters become spaces
+    (a mail header, a title). ``limit``: cut to that many characters."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    return cleaned[:limit] if limit else cleaned
+
+
 def init_app(app):
     @app.before_request
     def _refuse_nul_characters():

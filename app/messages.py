@@ -48,6 +48,8 @@ REASONS = {
     "taken_over": "taken over by {actor}",
     "cannot_create_items": "{module_type} cannot create items automatically; create it by hand",
     "max_wait": "no result after waiting {seconds} s for the panel (max_wait)",
+    "deadline": "the module's call ran past its deadline of {seconds} s (the module's "
+    "timeout) and was stopped",
 }
 
 

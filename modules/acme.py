@@ -505,6 +505,15 @@ class AcmeModule(ModuleType):
                 lease += 2 * dns_challenge_module(self.config.get("dns_module_id"))[1].timeout()
         return lease
 
+    def io_timeout(self):
+        """One request to the CA (or to the DNS module's server, if that takes longer)."""
+        longest = self.request_timeout()
+        if self.dns01():
+            with contextlib.suppress(ValueError):
+                dns = dns_challenge_module(self.config.get("dns_module_id"))[1]
+                longest = max(longest, dns.io_timeout())
+        return longest
+
     def dns01(self):
         """Whether the challenges are dns-01 (TXT records through the DNS module)."""
         return self.config.get("challenge") == "dns-01"

@@ -533,8 +533,15 @@ class ModuleType:
     # --- hooks --------------------------------------------------------------------------
 
     def timeout(self):
-        """Longest time one attempt may take (the lease of a running operation)."""
+        """Longest time one attempt may take: Provisor stops the call when it runs past
+        it (``app.watchdog``), so a panel that trickles its answer cannot hold it."""
         return float(self.config.get("timeout") or self.default_timeout)
+
+    def io_timeout(self):
+        """Longest one blocking network call of this type may take (a socket read or
+        connect, bounded by its own timeout): a call past its deadline is stopped once that
+        returns, so the operation's lease is ``timeout() + io_timeout()`` plus a grace."""
+        return self.timeout()
 
     def secret_values(self):
         """The values of the secret settings (masked in every attempt log)."""

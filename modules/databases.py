@@ -331,8 +331,12 @@ class DatabaseModule(ModuleType):
         return float(self.config.get("timeout") or self.default_timeout)
 
     def timeout(self):
-        """An attempt's lease: its statements one after another."""
+        """The longest an attempt may take: its statements one after another."""
         return (self.call_timeout() + self.SOCKET_MARGIN) * self.STATEMENTS_PER_ATTEMPT
+
+    def io_timeout(self):
+        """One statement: the server's own timeout, then the socket's margin."""
+        return self.call_timeout() + self.SOCKET_MARGIN
 
     def address(self):
         host = self.config.get("host") or ""

@@ -297,6 +297,9 @@ class PowerDNSModule(ModuleType):
         """The longest an attempt may take: its API calls one after another."""
         return self.call_timeout() * self.CALLS_PER_ATTEMPT
 
+    def io_timeout(self):
+        return self.call_timeout()
+
     def _base(self):
         url = (self.config.get("api_url") or "").rstrip("/")
         for tail in ("/api/v1", "/api"):

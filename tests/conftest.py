@@ -95,6 +95,46 @@ def app(tmp_path, worker):
 
 
 @pytest.fixture
+def pg_app(app, postgres_url, worker):
+    """The app (as ``app``) on a fresh PostgreSQL database instead, the embedded worker
+    running its actors."""
+    import actors
+    from actors.middleware import AppContextMiddleware
+
+    pg = create_app({**app.config, "DATABASE_URL": postgres_url})
+    schema.upgrade()
+    AppContextMiddleware.app = pg
+    yield pg
+    actors.broker.flush_all()
+    time.sleep(0.05)
+    if not database.is_closed():
+        database.close()
+    if hasattr(database.obj, "close_all"):
+        database.obj.close_all()
+    AppContextMiddleware.app = app
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_app(request):
+    """The app on SQLite, then on PostgreSQL (a test taking it runs on both)."""
+    return request.getfixturevalue("app" if request.param == "sqlite" else "pg_app")
+
+
+@pytest.fixture
+def any_api(any_app):
+    """An admin's bearer-token API client of ``any_app``."""
+    with any_app.app_context(), database.connection_context():
+        from app.services import accounts
+
+        accounts.create_user(
+            {"email": "admin@example.com", "name": "Admin", "password": "admin-password"},
+            role="admin",
+        )
+        token = accounts.create_token("admin@example.com")
+    return support.Api(any_app.test_client(), token)
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

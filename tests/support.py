@@ -165,7 +165,8 @@ class ModuleEndpoint:
     """A panel endpoint for the http module: a real HTTP server on loopback.
 
     ``script`` is a list of behaviours used one per request of ``script_kinds`` ("500",
-    "timeout", "400", "pending", "done", "close"); other requests, and every request once
+    "timeout", "400", "pending", "done", "close", "trickle": one byte every
+    ``trickle_interval`` seconds, "raw": ``raw_reply`` as the body); other requests, and every request once
     it runs out, are answered "done".
     Creations are recorded by operation id, as a real panel keyed on the idempotency key.
     """
@@ -179,6 +180,8 @@ class ModuleEndpoint:
         self.creations = {}  # operation_id -> remote_id
         self.bad_signatures = 0
         self.before_reply = None  # called with (payload, behaviour) before answering
+        self.trickle_bytes, self.trickle_interval = 40, 0.25  # the "trickle" behaviour
+        self.raw_reply = b"{}"  # the "raw" behaviour's body
         self.lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/provision"
@@ -206,6 +209,15 @@ class ModuleEndpoint:
                 if behaviour == "timeout":
                     time.sleep(3)
                     return self._reply(200, {"status": "done"})
+                if behaviour == "raw":  # whatever bytes the test wants, as JSON
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(endpoint.raw_reply)))
+                    self.end_headers()
+                    self.wfile.write(endpoint.raw_reply)
+                    return None
+                if behaviour == "trickle":  # every read is quick, the answer never ends
+                    return self._trickle(endpoint.trickle_bytes, endpoint.trickle_interval)
                 if behaviour.isdigit():
                     return self._reply(int(behaviour), {"error": f"scripted {behaviour}"})
                 if behaviour == "pending":
@@ -236,6 +248,19 @@ class ModuleEndpoint:
                         },
                     },
                 )
+
+            def _trickle(self, count, interval):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(count))
+                self.end_headers()
+                try:
+                    for _ in range(count):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(interval)
+                except OSError:
+                    pass  # the caller hung up
 
             def _reply(self, status, body):
                 data = json.dumps(body).encode()

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 from flask import current_app
 from jinja2.sandbox import SandboxedEnvironment
 
+from app import guards
 from app.db import write_transaction
 from app.models import Email, utcnow
 from app.services import dispatch
@@ -38,9 +39,11 @@ def queue(to, subject, body, kind="", service=None):
     stays in the outbox, and goes out by the sweep once ``SMTP_URL`` is set)."""
     has_smtp = bool(current_app.config.get("SMTP_URL"))
     email = Email.create(
-        to=to,
-        subject=subject[:250],
-        body=body,
+        # headers on one line (a line break in a title would inject a header, and the
+        # mail library refuses it), NULs (which PostgreSQL refuses) shown, not stored
+        to=guards.one_line(to, 250),
+        subject=guards.one_line(subject, 250),
+        body=guards.storable(body),
         kind=kind,
         service=service,
         status="queued" if has_smtp else "outbox",
@@ -108,8 +111,8 @@ def _smtp_settings():
 def _send_smtp(settings, email):
     message = EmailMessage()
     message["From"] = current_app.config["MAIL_FROM"]
-    message["To"] = email.to
-    message["Subject"] = email.subject
+    message["To"] = guards.one_line(email.to)  # rows stored before queue() cleaned them
+    message["Subject"] = guards.one_line(email.subject)
     message["Message-ID"] = make_msgid(idstring=f"provisor-email-{email.id}")
     message.set_content(email.body)
     timeout = current_app.config["MAIL_TIMEOUT"]
@@ -150,7 +153,9 @@ def deliver(email_id):
             return None
     try:
         _send_smtp(settings, email)
-    except (OSError, smtplib.SMTPException) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it is recorded and retried
+        if not isinstance(exc, (OSError, smtplib.SMTPException)):
+            log.exception("email %s cannot be built or sent", email_id)
         with write_transaction():
             email = Email.get_by_id(email_id)
             base = current_app.config["MAIL_RETRY_DELAY"]

@@ -29,7 +29,7 @@ from flask import current_app
 from peewee import JOIN
 
 import modules
-from app import messages
+from app import guards, messages
 from app.db import get_for_update, write_transaction
 from app.messages import Reason
 from app.models import (
@@ -47,7 +47,14 @@ from app.models import (
 from app.services import dispatch, provisioning, tasks
 from app.services.errors import BadSignature, Conflict, NotFound
 from app.states import ITEM, OPERATION
-from modules.base import RESULT_STATUSES, ModuleError, OperationContext
+from app.watchdog import Deadline, DeadlineExceeded
+from modules.base import (
+    RESULT_STATUSES,
+    ModuleError,
+    OperationContext,
+    PermanentError,
+    TemporaryError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,30 +124,43 @@ def run(operation_id):
     op, attempt, instance = claimed
     ctx = _context(op, attempt.number, instance)
     try:
-        result = instance.run(ctx)
+        # the call ends by the module's timeout, well before the lease (see _claim)
+        with Deadline(instance.timeout()):
+            result = instance.run(ctx)
+    except DeadlineExceeded:
+        message = str(Reason("deadline", seconds=f"{instance.timeout():g}"))
+        ctx.log(f"stopped: {message}")
+        return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
     except ModuleError as exc:
         return _record_failure(op.id, attempt.id, str(exc), exc.permanent, ctx.log_text)
     except Exception as exc:  # a bug in a module must not lose the operation
         log.exception("module %s crashed on operation %s", op.module_id, op.id)
         message = f"module error: {exc.__class__.__name__}: {exc}"
         return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
-    problem = _result_problem(result)
+    problem, permanent = _result_problem(result)
     if problem:
-        return _record_failure(op.id, attempt.id, problem, False, ctx.log_text)
+        return _record_failure(op.id, attempt.id, problem, permanent, ctx.log_text)
     _mask_details(ctx, result)
     return _record_result(op.id, attempt.id, result, ctx.log_text)
 
 
 def _result_problem(result):
-    """Why a module's return value cannot be recorded (None: it can)."""
+    """Why a module's return value cannot be recorded, and whether that is permanent
+    (``(None, False)``: it can). A NUL character in what goes on to the service (its
+    remote id, details, data) is refused: PostgreSQL cannot store it in text, and it has
+    no business in a password or a host name; the same reply would come again."""
     if result is None or getattr(result, "status", None) not in RESULT_STATUSES:
-        return "module returned no result"
+        return "module returned no result", False
     for name in ("details", "data", "state"):
         try:
             json.dumps(getattr(result, name))
         except (TypeError, ValueError):
-            return f"module returned {name} that cannot be stored as JSON"
-    return None
+            return f"module returned {name} that cannot be stored as JSON", False
+    for name in ("remote_id", "details", "data"):
+        where = guards.nul_in(getattr(result, name), name)
+        if where is not None:
+            return f"module returned a NUL character in {where}: not recorded", True
+    return None, False
 
 
 def _mask_details(ctx, result):
@@ -189,7 +209,10 @@ def _claim(operation_id):
             ).execute()
             dispatch.operation(op.id, delay=ITEM_WAIT.total_seconds())
             return None
-        lease = now + timedelta(seconds=instance.timeout() + _setting("LEASE_GRACE"))
+        # the attempt's deadline, plus the one blocking read it may be in when stopped
+        lease = now + timedelta(
+            seconds=instance.timeout() + instance.io_timeout() + _setting("LEASE_GRACE")
+        )
         claimed = (
             Operation.update(
                 status=OPERATION.target("claim", op.status),
@@ -277,11 +300,11 @@ def _save_state(op_id, attempt_number, state):
 def _finish_attempt(attempt, outcome, error, log_text, now):
     """Record how an attempt ended, unless a callback or the sweep already did (their
     notes stay in the log after the module's own lines)."""
-    log = log_text + ("\n" + attempt.log if attempt.log else "")
+    log = guards.storable(log_text) + ("\n" + attempt.log if attempt.log else "")
     Attempt.update(
         finished_at=attempt.finished_at or now,
         outcome=attempt.outcome or outcome,
-        error=attempt.error if attempt.outcome else error,
+        error=attempt.error if attempt.outcome else guards.storable(error),
         log=log,
     ).where(Attempt.id == attempt.id).execute()
 
@@ -401,6 +424,7 @@ def _wake_waiting_on_item(item):
 
 def _record_failure(op_id, attempt_id, message, permanent, log_text):
     now = utcnow()
+    message = guards.storable(message)
     outcome = "permanent_error" if permanent else "temporary_error"
     with write_transaction():
         op = get_for_update(Operation, op_id)
@@ -581,13 +605,16 @@ def callback(operation_id, data, instance):
         attempt_id = attempt.id if attempt is not None else None
         try:
             result = instance.parse_callback(data)
+            problem, permanent = _result_problem(result)
+            if problem:
+                raise (PermanentError if permanent else TemporaryError)(problem)
         except ModuleError as exc:
-            message = f"callback: {exc}"
+            message = guards.storable(f"callback: {exc}")
             Attempt.update(
                 outcome="permanent_error" if exc.permanent else "temporary_error",
                 error=message,
                 finished_at=now,
-                log=(log_so_far + f"\n< callback {data}")[:20000],
+                log=guards.storable(log_so_far + f"\n< callback {data}")[:20000],
             ).where(Attempt.id == attempt_id).execute()
             op.last_error = message
             _after_failure(op, exc.permanent, now)
