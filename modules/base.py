@@ -556,8 +556,9 @@ class ModuleType:
         """Renew a service automatically this many days before it expires (None: never)."""
         return None
 
-    def verify_callback(self, body, headers, tolerance):
-        """``accepts_callbacks``: None when the callback is authentic, else why not."""
+    def verify_callback(self, body, headers, tolerance, path=None):
+        """``accepts_callbacks``: None when the callback is authentic, else why not
+        (``path``: the URL path it was sent to, for signatures bound to it)."""
         return "this module type accepts no callbacks"
 
     def parse_callback(self, data):

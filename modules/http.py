@@ -1,8 +1,11 @@
 """The http module: for panels with no built-in module.
 
 For each operation Provisor POSTs JSON ``{"operation", "operation_id", "service",
-"tariff", "client", "params"}`` to ``url``, signed like the payment webhook with
-``secret`` (header ``X-Provisor-Signature``). A 2xx reply ``{"status": "done",
+"tariff", "client", "params"}`` to ``url``, signed with ``secret`` (header
+``X-Provisor-Signature``: ``v2`` bound to the direction ``request`` and the URL's path,
+and ``v1`` like the payment webhook while ``signatures`` is ``v1+v2``; see
+:mod:`app.signing`). Callbacks are signed by the endpoint the same way, direction
+``callback``. A 2xx reply ``{"status": "done",
 "remote_id", "details"}`` completes the operation; ``{"status": "pending"}`` leaves it
 waiting for ``POST /api/v1/operations/<id>/callback``; a 5xx, a timeout or a refused
 connection is a temporary error; a 4xx is a permanent one. ``operation_id`` is the
@@ -15,6 +18,7 @@ secret work.
 
 import json
 import re
+from urllib.parse import urlsplit
 
 import requests
 
@@ -56,6 +60,19 @@ class HttpModule(ModuleType):
         ConfigField("secret", "Signing secret", kind="secret", required=True),
         ConfigField(
             "timeout", "Timeout (s)", kind="float", default=30.0, minimum=0.1, maximum=3600
+        ),
+        ConfigField(
+            "signatures",
+            "Signatures",
+            kind="choice",
+            default="v1+v2",
+            options=(
+                ("v1+v2", "v1 and v2 (transition: callbacks signed v1 are still accepted)"),
+                ("v2", "v2 only (requests and callbacks bound to their direction and path)"),
+            ),
+            help="v2 binds each signature to its direction and path, so a request "
+            "Provisor sent cannot be replayed as a callback. Choose v2 only once your "
+            "endpoint verifies and signs v2 (README: the http module).",
         ),
     ]
 
@@ -99,15 +116,26 @@ class HttpModule(ModuleType):
             "params": ctx.params,
         }
 
+    def _v1(self):
+        """Whether v1 signatures are still sent and accepted (the transition)."""
+        return (self.config.get("signatures") or "v1+v2") != "v2"
+
     def _post(self, body, idempotency_key=None):
+        url = self.config["url"]
         headers = {
             "Content-Type": "application/json",
-            signing.HEADER: signing.sign(self.config["secret"], body),
+            signing.HEADER: signing.sign(
+                self.config["secret"],
+                body,
+                direction="request",
+                path=urlsplit(url).path or "/",
+                v1=self._v1(),
+            ),
             "User-Agent": "Provisor",
         }
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        return requests.post(self.config["url"], data=body, headers=headers, timeout=self.timeout())
+        return requests.post(url, data=body, headers=headers, timeout=self.timeout())
 
     def _call(self, ctx):
         body = json.dumps(self._payload(ctx), sort_keys=True).encode()
@@ -170,13 +198,38 @@ class HttpModule(ModuleType):
             )
         return f"{url} answered {reply.status_code} {reply.reason}"
 
-    def verify_callback(self, body, headers, tolerance):
-        return signing.verify(
-            self.config.get("secret"), body, headers.get(signing.HEADER), tolerance=tolerance
+    def verify_callback(self, body, headers, tolerance, path=None):
+        """A v2 signature for the direction ``callback`` and this path; during the
+        transition a v1 one too, unless the body is one of Provisor's own requests (a v1
+        signature cannot tell the directions apart: that is a replay)."""
+        header = headers.get(signing.HEADER)
+        reason = signing.verify(
+            self.config.get("secret"),
+            body,
+            header,
+            tolerance=tolerance,
+            direction="callback",
+            path=path,
+            v1=self._v1(),
         )
+        if reason is None and _is_provisor_request(body, header):
+            return "a request Provisor sent cannot be a callback (sign callbacks with v2)"
+        return reason
 
     def parse_callback(self, data):
         return parse_reply(data)
+
+
+def _is_provisor_request(body, header):
+    """A body only v1 vouches for that has the shape of Provisor's requests."""
+    parsed = signing.parse(header)
+    if isinstance(parsed, str) or parsed[1]["v2"]:
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "operation" in data and "operation_id" in data
 
 
 def parse_reply(data):

@@ -61,11 +61,13 @@ def order_params(order_fields):
     return params
 
 
-def signed(body, secret=WEBHOOK_SECRET, timestamp=None):
+def signed(body, secret=WEBHOOK_SECRET, timestamp=None, **v2):
+    """``(raw body, headers)`` signed v1 (and v2 with ``direction``, ``path``; ``v1=False``
+    for v2 alone)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return raw, {
         "Content-Type": "application/json",
-        signing.HEADER: signing.sign(secret, raw, timestamp),
+        signing.HEADER: signing.sign(secret, raw, timestamp, **v2),
     }
 
 
@@ -182,6 +184,8 @@ class ModuleEndpoint:
         self.before_reply = None  # called with (payload, behaviour) before answering
         self.trickle_bytes, self.trickle_interval = 40, 0.25  # the "trickle" behaviour
         self.raw_reply = b"{}"  # the "raw" behaviour's body
+        self.received = []  # (raw body, signature header) of every request, as sent
+        self.v2_only = False  # verify requests as v2 (direction request) only
         self.lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/provision"
@@ -194,7 +198,10 @@ class ModuleEndpoint:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                if signing.verify(endpoint.secret, raw, self.headers.get(signing.HEADER)):
+                header = self.headers.get(signing.HEADER)
+                endpoint.received.append((raw, header))
+                v2 = {"direction": "request", "path": "/provision"} if endpoint.v2_only else {}
+                if signing.verify(endpoint.secret, raw, header, v1=not endpoint.v2_only, **v2):
                     endpoint.bad_signatures += 1
                     return self._reply(401, {"error": "bad signature"})
                 payload = json.loads(raw)

@@ -333,6 +333,8 @@ def payment_webhook():
         raw,
         request.headers.get(signing.HEADER),
         tolerance=current_app.config["PAYMENT_WEBHOOK_TOLERANCE"],
+        direction="payment",
+        path=request.path,
     )
     if reason:
         return error_response(401, "bad_signature", reason)
@@ -425,7 +427,9 @@ def take_over_operation(operation_id):
 def operation_callback(operation_id):
     """A module's endpoint completes a pending operation (signed as its module type says:
     the http module signs with its secret)."""
-    module = operations.verify_callback(operation_id, request.get_data(), request.headers)
+    module = operations.verify_callback(
+        operation_id, request.get_data(), request.headers, path=request.path
+    )
     op = operations.callback(operation_id, json_body(), module)
     return jsonify(out.Operation.of(op)), 200
 

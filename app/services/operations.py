@@ -571,15 +571,18 @@ def complete_manually(op, details, actor, now):
     _complete(op, now, by=actor, details=details)
 
 
-def verify_callback(operation_id, body, headers):
+def verify_callback(operation_id, body, headers, path=None):
     """A module's endpoint calls back: the module instance if its type accepts callbacks
-    (``accepts_callbacks``) and its ``verify_callback`` finds the request authentic."""
+    (``accepts_callbacks``) and its ``verify_callback`` finds the request authentic
+    (``path``: where it was sent, for signatures bound to it)."""
     op = Operation.get_or_none_by_id(operation_id)
     cls = module_type(op.module) if op is not None else None
     if cls is None or not cls.accepts_callbacks:
         raise NotFound(f"operation {operation_id} not found")
     instance = cls(op.module.config or {})
-    reason = instance.verify_callback(body, headers, _setting("PAYMENT_WEBHOOK_TOLERANCE"))
+    reason = instance.verify_callback(
+        body, headers, _setting("PAYMENT_WEBHOOK_TOLERANCE"), path=path
+    )
     if reason:
         raise BadSignature(reason)
     return instance
