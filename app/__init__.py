@@ -48,6 +48,8 @@ def create_app(test_config=None):
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    # no body is read, on any route, beyond this: a 413 before parsing or signature checks
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     app.json.sort_keys = False
 
     from app import auth, cli, db, guards, web

@@ -306,7 +306,14 @@ def serve(host, port, threads, no_worker):
         sweeper = scheduler.Scheduler(app)
         sweeper.start()
     try:
-        server = create_server(app, host=host, port=port, threads=threads)
+        server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            # waitress buffers a chunked body whole before the app sees it: not beyond this
+            max_request_body_size=app.config["MAX_BODY_BYTES"],
+        )
     except OSError as exc:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None
     click.echo(f"Provisor is running on http://{server.effective_host}:{server.effective_port}/")

@@ -15,7 +15,9 @@ print it as one ``Error: ...`` line; gunicorn and ``dramatiq actors`` show it as
 line of their start-up failure.
 """
 
+import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -34,7 +36,8 @@ class SettingError(click.ClickException):
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url`` or ``choice``.
+    """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url``, ``choice`` or
+    ``networks`` (IP networks, normalised to ``10.0.0.0/8, 192.0.2.7/32``).
 
     ``default_text`` says in words what an unset setting means when its default is not a
     plain value (None: computed at start-up, or the feature is off); the README's settings
@@ -89,6 +92,8 @@ class Setting:
             return f"a URL starting with {listed}"
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
+        if self.kind == "networks":
+            return "networks such as 10.0.0.0/8, 192.0.2.7 (separated by commas or spaces)"
         return "some text"
 
     def parse(self, raw, source=None):
@@ -128,6 +133,16 @@ class Setting:
             if value not in self.choices:
                 self._fail(source, raw)
             return value
+        if self.kind == "networks":
+            try:
+                found = [
+                    str(ipaddress.ip_network(part, strict=False))
+                    for part in re.split(r"[\s,]+", raw.strip())
+                    if part
+                ]
+            except ValueError:
+                self._fail(source, raw)
+            return ", ".join(found)
         return raw
 
     def _fail(self, source, raw):
@@ -209,6 +224,26 @@ SETTINGS = {
             300,
             "seconds a signed webhook or callback stays valid",
             min=1,
+        ),
+        Setting(
+            "OUTBOUND_ALLOWED_NETWORKS",
+            "networks",
+            "",
+            "networks besides public addresses that module endpoints and proxy peers may "
+            "be in (loopback, private and link-local addresses are refused otherwise)",
+            default_text="none: only public addresses",
+        ),
+        Setting(
+            "OUTBOUND_DENIED_NETWORKS",
+            "networks",
+            "169.254.169.254/32",
+            "networks module endpoints and proxy peers may never be in, even if allowed",
+        ),
+        _int(
+            "MAX_BODY_BYTES",
+            1048576,
+            "the largest request body accepted on any route (larger: 413 before it is read)",
+            min=1024,
         ),
         # mail
         Setting(

@@ -1,7 +1,7 @@
 """Input guards that apply to every request, before any view runs."""
 
 from flask import request
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 
 def contains_nul(value):
@@ -51,6 +51,19 @@ def one_line(text, limit=None):
 
 
 def init_app(app):
+    @app.before_request
+    def _limit_streamed_bodies():
+        """A body without a Content-Length (chunked) is cut at ``MAX_CONTENT_LENGTH`` by
+        werkzeug, silently: one that goes on past it is refused (413) instead of being
+        handed on truncated. (One with a Content-Length over it is refused before it is
+        read, by werkzeug.)"""
+        limit = request.max_content_length
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if limit and request.content_length is None and chunked:
+            request.get_data(cache=True)
+            if getattr(request.stream, "is_exhausted", False):
+                raise RequestEntityTooLarge()
+
     @app.before_request
     def _refuse_nul_characters():
         """NUL characters are never meaningful input (and PostgreSQL refuses them)."""

@@ -55,6 +55,8 @@ def bench_env(database_url, redis_url=REDIS_URL, namespace=None, **extra):
             "PAYMENT_WEBHOOK_SECRET": "bench-webhook-secret",
             "PYTHONUNBUFFERED": "1",
             "PROVISOR_LOG_LEVEL": "WARNING",
+            # the benchmarks' endpoints and peers listen on loopback
+            "PROVISOR_OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
     )
     if redis_url:

@@ -91,6 +91,7 @@ ARGS = parse_args()
 for _key in ("DATABASE_URL", "REDIS_URL", "REDIS_NAMESPACE", "SMTP_URL", "INSTANCE_PATH"):
     os.environ.pop(_key, None)
     os.environ.pop(f"PROVISOR_{_key}", None)
+os.environ["PROVISOR_OUTBOUND_ALLOWED_NETWORKS"] = "127.0.0.0/8"  # the peers are on loopback
 
 from tests.support import PEER_PASSWORD, Instance, connect_peers, signed  # noqa: E402
 

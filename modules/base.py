@@ -309,6 +309,33 @@ def pem_file(pem):
     return path
 
 
+# keys whose values are secrets in any reply, whatever the product type declares
+SECRET_KEY = re.compile(
+    r"password|passwd|passphrase|(^|_)pass($|_)|secret|token|api[_-]?key|private[_-]?key", re.I
+)
+
+
+def is_secret_key(name, declared=()):
+    """Whether a reply's key ``name`` holds a secret: one of ``declared`` (the product
+    type's secret detail fields) or a name that says so (password, token, api_key...)."""
+    return name in declared or bool(SECRET_KEY.search(str(name)))
+
+
+def secret_values(data, declared=()):
+    """Every value under a secret key anywhere in JSON-like ``data`` (for masking)."""
+    found = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if is_secret_key(key, declared) and isinstance(value, (str, int, float)):
+                found.append(str(value))
+            else:
+                found.extend(secret_values(value, declared))
+    elif isinstance(data, list):
+        for value in data:
+            found.extend(secret_values(value, declared))
+    return found
+
+
 def mask(text, secrets):
     """``text`` with every secret (and its JSON- and URL-escaped forms) replaced."""
     if not text or not secrets:
@@ -354,6 +381,7 @@ class OperationContext:
         secrets=(),
         save_state=None,
         item_settings=None,
+        secret_keys=(),
     ):
         self.operation = operation
         self.attempt_number = attempt_number
@@ -367,6 +395,8 @@ class OperationContext:
         # the settings of the tariff's item (``item_fields``): a record template, limits...
         self.item_settings = dict(item_settings or {})
         self._secrets = {str(s) for s in secrets if s not in (None, "")}
+        # the product type's secret detail fields (a reply's values under them are masked)
+        self.secret_keys = frozenset(secret_keys)
         self._save_state = save_state
         self._log = []
 
@@ -394,6 +424,14 @@ class OperationContext:
         if value not in (None, ""):
             self._secrets.add(str(value))
         return value
+
+    def secrets_in(self, data):
+        """Mark secret every value under a secret key of a remote's JSON-like ``data``
+        (the product type's secret detail fields, password, token, api_key...); returns
+        ``data``. Call it on what a remote answered before logging or raising with it."""
+        for value in secret_values(data, self.secret_keys):
+            self.secret(value)
+        return data
 
     def save_state(self, state):
         """Store ``state`` with the operation now (before a long call), not only with the
@@ -445,6 +483,8 @@ class ModuleType:
     accepts_callbacks = False  # True: POST /api/v1/operations/<id>/callback completes it
     client_data: tuple = ()  # keys of the service's module data a client may see
     dns_challenges = False  # True: set_challenge / clear_challenge (ACME dns-01 TXT records)
+    # the product types (codes) it can serve; None: any (a generic endpoint, people)
+    product_types: tuple | None = None
     default_timeout = 30.0
 
     def __init__(self, config):
@@ -525,6 +565,7 @@ class ModuleType:
             "creates_items": cls.creates_items,
             "people_do_it": cls.people_do_it,
             "accepts_callbacks": cls.accepts_callbacks,
+            "product_types": None if cls.product_types is None else list(cls.product_types),
             "can_check": cls.can_check(),
             "config_fields": [f.describe() for f in cls.config_fields],
             "item_fields": [f.describe() for f in cls.item_fields],

@@ -56,6 +56,26 @@ def new_password():
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
+def _with_values(sql, params):
+    """``sql`` with its ``%s`` placeholders shown as the values' literals (for the log)."""
+    if not params:
+        return sql
+    values = iter(params)
+
+    def literal(_):
+        value = next(values, None)
+        if isinstance(value, (int, float)):
+            return str(value)
+        return "'" + str(value).replace("'", "''") + "'"
+
+    return re.sub(r"%s", literal, sql)
+
+
+def _limit_text(limit):
+    """A connection limit as clients read it."""
+    return limit if limit else "unlimited (the server's maximum)"
+
+
 def quote_identifier(name, quote):
     """``name`` as a quoted SQL identifier (the quote character doubled inside)."""
     return quote + name.replace(quote, quote * 2) + quote
@@ -133,14 +153,17 @@ class Session:
 
     def run(self, sql, params=(), shown=None):
         """Execute one statement; returns its rows (a list, empty for none). ``shown``:
-        the text for the log when ``sql`` carries values to keep out of it."""
-        with self.ctx.call("SQL", shown or sql) as call:
+        the text for the log when ``sql`` carries values to keep out of it (else the
+        statement with its values, as literals)."""
+        shown = shown or _with_values(sql, params)
+        with self.ctx.call("SQL", shown) as call:
             try:
                 rows = self._execute(sql, params)
             except Exception as exc:
                 call.outcome = self.describe(exc)
-                raise self.error(exc, shown or sql) from None
-            call.outcome = f"{len(rows)} row(s)" if rows else "ok"
+                raise self.error(exc, shown) from None
+            reads = sql.lstrip().split(None, 1)[0].upper() in ("SELECT", "SHOW")
+            call.outcome = f"{len(rows)} row(s)" if rows or reads else "ok"
         return rows
 
     def error(self, exc, doing):
@@ -282,7 +305,8 @@ class DatabaseModule(ModuleType):
     default_admin = ""
     session_class = Session
     operations = frozenset({"open", "suspend", "resume", "close", "change_tariff", "ensure_item"})
-    client_data = ("connection_limit",)
+    client_data = ("server", "connection_limit")
+    product_types = ("database",)
     default_timeout = 10.0
     STATEMENTS_PER_ATTEMPT = 12  # the most statements one operation sends (ensure_item)
     SOCKET_MARGIN = 5.0  # seconds a silent server gets beyond the statement timeout
@@ -412,13 +436,13 @@ class DatabaseModule(ModuleType):
                 f"{remote.foreign}: the name {name} is not this service's, it is not taken over"
             )
 
-    def _own(self, session, ctx, missing_ok=False):
+    def _own(self, session, ctx):
         """The service's name and what the server has under it (refusing what is not
-        the service's; with ``missing_ok`` False, refusing a name that is gone)."""
+        the service's, and a name that is gone)."""
         name = self.name_for(ctx)
         remote = session.lookup(name, self.mark(ctx.service.id))
         self._refuse_foreign(name, remote)
-        if not remote.exists and not missing_ok:
+        if not remote.exists:
             raise PermanentError(
                 f"neither the database nor the user {name} is on the server (deleted by hand?)"
             )
@@ -437,11 +461,12 @@ class DatabaseModule(ModuleType):
             if remote.exists:
                 ctx.log(f"{name} already carries this service's mark ({mark}): taking it over")
             session.create(name, mark, password, limit, remote)
-            ctx.log(f"database and user {name} ready (connections: {limit or 'no own limit'})")
+            server = session.version()
+            ctx.log(f"database and user {name} ready (connections at once: {_limit_text(limit)})")
         return Result.done(
             remote_id=name,
             details=self._details(name, password),
-            data={"connection_limit": limit or "no own limit"},
+            data={"server": server, "connection_limit": _limit_text(limit)},
         )
 
     def suspend(self, ctx):
@@ -461,7 +486,12 @@ class DatabaseModule(ModuleType):
 
     def close(self, ctx):
         with self.session(ctx) as session:
-            name, remote = self._own(session, ctx, missing_ok=True)
+            name = self.name_for(ctx)
+            remote = session.lookup(name, self.mark(ctx.service.id))
+            if remote.foreign:
+                # nothing of this service's is there (its open never made it): done
+                ctx.log(f"{remote.foreign}: not this service's, left alone; nothing to drop")
+                return Result.done(remote_id=name)
             if not remote.exists:
                 ctx.log(f"{name} is gone already")
                 return Result.done(remote_id=name)
@@ -475,56 +505,69 @@ class DatabaseModule(ModuleType):
         with self.session(ctx) as session:
             name, _ = self._own(session, ctx)
             session.set_limit(name, limit)
-            ctx.log(f"{name}: connections at once {limit or 'no own limit'}")
-        return Result.done(remote_id=name, data={"connection_limit": limit or "no own limit"})
+            ctx.log(f"{name}: connections at once {_limit_text(limit)}")
+        return Result.done(remote_id=name, data={"connection_limit": _limit_text(limit)})
 
     def ensure_item(self, ctx):
         """The admin may host databases with this tariff's limits: its rights are
         checked, then a trial database and user are created and dropped again."""
         limit = self._limit(ctx)
-        prefix = self.config.get("name_prefix") or "db_"
-        # never a service's name: those end in the service id
-        trial = f"{prefix}trial_{ctx.idempotency_key}_check"
-        mark = f"{self.config.get('owner_tag') or 'provisor'}:item-check"
         with self.session(ctx) as session:
-            problem = session.rights_problem()
-            if problem:
-                raise PermanentError(f"cannot host databases: {problem}")
-            most = session.max_connections()
-            if most and limit > most:
-                raise PermanentError(
-                    f"the tariff's connection limit {limit} is more than the server allows "
-                    f"in all (max_connections = {most})"
-                )
-            remote = session.lookup(trial, mark)
-            if remote.foreign:
-                raise PermanentError(f"{remote.foreign}: the trial name {trial} is taken")
+            version = self._trial(session, f"trial_{ctx.idempotency_key}", limit)
+            ctx.log(
+                f"{version}: a trial database and user were created with this tariff's "
+                "limits, locked and dropped again"
+            )
+        return Result.done()
+
+    def _trial(self, session, suffix, limit=0):
+        """Check the admin's rights, then create a trial database and user (with the
+        ``limit``), lock them, end their sessions and drop them: what every operation
+        needs, tried for real. What the trial made is dropped whatever happens. Returns
+        the server's version; raises a PermanentError saying what the admin lacks."""
+        problem = session.rights_problem()
+        if problem:
+            raise PermanentError(f"cannot host databases: {problem}")
+        most = session.max_connections()
+        if most and limit > most:
+            raise PermanentError(
+                f"the tariff's connection limit {limit} is more than the server allows "
+                f"in all (max_connections = {most})"
+            )
+        # never a service's name: those end in the service id
+        trial = f"{self.config.get('name_prefix') or 'db_'}{suffix}_check"
+        mark = f"{self.config.get('owner_tag') or 'provisor'}:item-check"
+        remote = session.lookup(trial, mark)
+        if remote.foreign:
+            raise PermanentError(f"{remote.foreign}: the trial name {trial} is taken")
+        try:
             session.create(trial, mark, new_password(), limit, remote)
             session.set_login(trial, False)
             session.end_sessions(trial)
-            session.drop(trial, session.lookup(trial, mark))
-            ctx.log(
-                f"{session.version()}: a trial database and user {trial} were created with "
-                "this tariff's limits, locked and dropped again"
-            )
-        return Result.done()
+        finally:
+            left = session.lookup(trial, mark)
+            if left.exists and not left.foreign:
+                session.drop(trial, left)
+        return session.version()
 
     # --- Test connection ------------------------------------------------------------------
 
     def check_config(self):
         started = time.monotonic()
+        connected = False
         try:
             with self.session() as session:
-                version = session.version()
-                problem = session.rights_problem()
+                connected = True
+                version = self._trial(session, f"trial_{secrets.token_hex(4)}")
         except (TemporaryError, PermanentError) as exc:
-            raise ConfigProblem(str(exc), field=self._field_of(str(exc))) from None
-        if problem:
-            raise ConfigProblem(f"connected, but {problem}", field="admin_user")
+            if not connected:
+                raise ConfigProblem(str(exc), field=self._field_of(str(exc))) from None
+            raise ConfigProblem(f"connected, but {exc}", field="admin_user") from None
         elapsed = (time.monotonic() - started) * 1000
         return (
             f"{version} at {self.address()} answers ({elapsed:.0f} ms); "
-            f"{self.config.get('admin_user')} may create databases and users"
+            f"{self.config.get('admin_user')} created, locked and dropped a trial database "
+            "and user"
         )
 
     def _field_of(self, message):

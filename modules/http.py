@@ -16,13 +16,14 @@ idempotency key: the endpoint must answer a repeated id with the same result.
 secret work.
 """
 
+import contextlib
 import json
 import re
 from urllib.parse import urlsplit
 
 import requests
 
-from app import signing
+from app import outbound, signing
 from modules.base import (
     ConfigField,
     ConfigProblem,
@@ -33,6 +34,11 @@ from modules.base import (
 )
 
 MAX_LOGGED = 4000
+MAX_REPLY = 1024 * 1024  # the most of an endpoint's answer Provisor reads
+
+
+class ReplyTooLarge(Exception):
+    """The endpoint's answer goes on past MAX_REPLY bytes."""
 
 
 def why(exc):
@@ -135,7 +141,27 @@ class HttpModule(ModuleType):
         }
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        return requests.post(url, data=body, headers=headers, timeout=self.timeout())
+        outbound.check(url)  # raises outbound.Refused
+        # no redirects (a reply from wherever one leads would land in the attempt log),
+        # and no more of the reply than MAX_REPLY bytes
+        reply = requests.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=self.timeout(),
+            allow_redirects=False,
+            stream=True,
+        )
+        try:
+            data = bytearray()
+            for chunk in reply.iter_content(65536):
+                data += chunk
+                if len(data) > MAX_REPLY:
+                    raise ReplyTooLarge(f"the endpoint's answer is larger than {MAX_REPLY} bytes")
+            reply._content = bytes(data)
+        finally:
+            reply.close()
+        return reply
 
     def _call(self, ctx):
         body = json.dumps(self._payload(ctx), sort_keys=True).encode()
@@ -144,6 +170,12 @@ class HttpModule(ModuleType):
             call.note(_short(body.decode()))
             try:
                 reply = self._post(body, str(ctx.operation.id))
+            except outbound.Refused as exc:
+                call.outcome = "refused by Provisor"
+                raise PermanentError(f"not calling {url}: {exc.message}") from None
+            except ReplyTooLarge as exc:
+                call.outcome = str(exc)
+                raise PermanentError(str(exc)) from None
             except requests.Timeout:
                 call.outcome = f"timeout after {self.timeout():g} s"
                 raise TemporaryError(f"timeout after {self.timeout():g} s calling {url}") from None
@@ -151,6 +183,8 @@ class HttpModule(ModuleType):
                 call.outcome = f"connection error: {why(exc)}"
                 raise TemporaryError(f"cannot reach {url}: {why(exc)}") from None
             call.outcome = f"{reply.status_code} {reply.reason}"
+        with contextlib.suppress(ValueError):
+            ctx.secrets_in(reply.json())  # its passwords never reach the log or an error
         ctx.log(f"  {_short(reply.text)}")
         if reply.status_code >= 500:
             raise TemporaryError(
@@ -159,6 +193,12 @@ class HttpModule(ModuleType):
         if reply.status_code >= 400:
             raise PermanentError(
                 f"endpoint answered {reply.status_code}: {_short(reply.text)[:200]}"
+            )
+        if 300 <= reply.status_code < 400:
+            raise PermanentError(
+                f"endpoint answered {reply.status_code} redirecting to "
+                f"{reply.headers.get('Location') or '(nowhere)'}: Provisor does not follow "
+                "redirects; set the module's URL to where it should post"
             )
         if not 200 <= reply.status_code < 300:
             raise TemporaryError(f"endpoint answered {reply.status_code}")
@@ -178,6 +218,10 @@ class HttpModule(ModuleType):
         body = json.dumps({"operation": "check", "operation_id": None}).encode()
         try:
             reply = self._post(body)
+        except outbound.Refused as exc:
+            raise ConfigProblem(exc.message, field="url") from None
+        except ReplyTooLarge as exc:
+            raise ConfigProblem(str(exc), field="url") from None
         except requests.Timeout:
             raise ConfigProblem(
                 f"no answer from {url} within {self.timeout():g} s", field="timeout"

@@ -21,7 +21,7 @@ import ssl
 
 import pymysql
 
-from modules.base import ConfigField
+from modules.base import ConfigField, PermanentError
 from modules.databases import (
     DatabaseModule,
     Remote,
@@ -83,7 +83,10 @@ def _literal(text):
 
 class MariaDBSession(Session):
     label = "MariaDB"
-    rights_hint = "GRANT them ON *.* (ALL PRIVILEGES ON *.* WITH GRANT OPTION covers all)."
+    rights_hint = (
+        "Grant them (ALL PRIVILEGES ON *.* WITH GRANT OPTION covers all; the README gives "
+        "the least-privilege grants)."
+    )
 
     def _connect(self):
         config = self.module.config
@@ -169,8 +172,8 @@ class MariaDBSession(Session):
             missing.append("CONNECTION ADMIN or SUPER (to end a suspended service's sessions)")
         try:
             self.run("SELECT 1 FROM mysql.global_priv WHERE User = %s", ("",))
-        except Exception as exc:  # noqa: BLE001 - the server's words say what is missing
-            missing.append(f"SELECT on mysql.global_priv (to look users up): {exc}")
+        except PermanentError:  # 1142: the server refused it
+            missing.append("SELECT ON mysql.global_priv (to look the services' users up)")
         return missing
 
     # --- the service's objects ------------------------------------------------------------
@@ -293,8 +296,9 @@ class MariaDBModule(DatabaseModule):
     config_fields = config_fields(
         3306,
         "root",
-        "Needs CREATE, DROP, CREATE USER, GRANT OPTION, PROCESS, CONNECTION ADMIN (ALL "
-        "PRIVILEGES ON *.* WITH GRANT OPTION covers them).",
+        "Needs CREATE USER, PROCESS, CONNECTION ADMIN, SELECT ON mysql.global_priv and ALL "
+        "PRIVILEGES WITH GRANT OPTION on the prefix's databases (ALL PRIVILEGES ON *.* "
+        "WITH GRANT OPTION covers them).",
         extra=(
             ConfigField(
                 "user_host",

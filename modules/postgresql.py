@@ -111,8 +111,10 @@ class PostgreSQLSession(Session):
             return list(cursor.fetchall()) if cursor.description else []
 
     def describe(self, exc):
-        # libpq repeats where it connected: the attempt log says so already
-        text = _WHERE.sub("", " ".join(str(exc).split()))
+        # libpq repeats where it connected (the attempt log says so already), and puts
+        # its hint on a line of its own
+        lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+        text = _WHERE.sub("", "; ".join(lines))
         code = getattr(exc, "pgcode", None)
         return (f"{text[:300]} ({code})" if code else text[:300]) or exc.__class__.__name__
 
@@ -173,9 +175,12 @@ class PostgreSQLSession(Session):
         return remote
 
     def _membership(self, name):
-        """A non-superuser admin acts on the role's objects as a member of it."""
-        if not self._admin()[0]:
+        """A non-superuser admin acts on the role's objects as a member of it (granted
+        once per session)."""
+        granted = self.__dict__.setdefault("_members_of", set())
+        if name not in granted and not self._admin()[0]:
             self.run(f"GRANT {_ident(name)} TO CURRENT_USER")
+        granted.add(name)
 
     def create(self, name, mark, password, limit, remote):
         verifier = self.ctx.secret(scram_verifier(password))

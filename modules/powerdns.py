@@ -133,6 +133,7 @@ class PowerDNSModule(ModuleType):
     )
     operations = frozenset({"open", "suspend", "resume", "close", "change_tariff", "ensure_item"})
     client_data = ("records",)
+    product_types = ("dns",)
     dns_challenges = True  # set_challenge / clear_challenge, for the acme module's dns-01
     default_timeout = 10.0
     CALLS_PER_ATTEMPT = 6  # the most API calls one operation makes (ensure_item)

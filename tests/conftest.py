@@ -26,6 +26,9 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 os.environ.setdefault("PROVISOR_INSTANCE_PATH", tempfile.mkdtemp(prefix="provisor-test-instance-"))
+# the tests' endpoints and peers listen on loopback, which Provisor refuses by default
+# (OUTBOUND_ALLOWED_NETWORKS); processes the tests start inherit this
+os.environ["PROVISOR_OUTBOUND_ALLOWED_NETWORKS"] = "127.0.0.0/8"
 
 import pytest  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402

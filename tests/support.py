@@ -183,7 +183,8 @@ class ModuleEndpoint:
         self.bad_signatures = 0
         self.before_reply = None  # called with (payload, behaviour) before answering
         self.trickle_bytes, self.trickle_interval = 40, 0.25  # the "trickle" behaviour
-        self.raw_reply = b"{}"  # the "raw" behaviour's body
+        self.raw_reply, self.raw_status = b"{}", 200  # the "raw" behaviour's answer
+        self.redirect_to = None  # the Location of a scripted 3xx
         self.received = []  # (raw body, signature header) of every request, as sent
         self.v2_only = False  # verify requests as v2 (direction request) only
         self.lock = threading.Lock()
@@ -217,7 +218,7 @@ class ModuleEndpoint:
                     time.sleep(3)
                     return self._reply(200, {"status": "done"})
                 if behaviour == "raw":  # whatever bytes the test wants, as JSON
-                    self.send_response(200)
+                    self.send_response(endpoint.raw_status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(endpoint.raw_reply)))
                     self.end_headers()
@@ -272,6 +273,8 @@ class ModuleEndpoint:
             def _reply(self, status, body):
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                if 300 <= status < 400 and endpoint.redirect_to:
+                    self.send_header("Location", endpoint.redirect_to)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -265,3 +265,90 @@ def test_operation_cancel_and_restart_rules(api):
     assert restarted["status"] == "queued"
     api.wait_operation(op["id"], ("retry_wait",))
     assert api.ok("get", f"/operations/{op['id']}")["attempts"] == 2
+
+
+def test_a_module_serves_only_the_product_types_its_type_declares(api):
+    """A database module for a shared hosting tariff made services with empty hosting
+    details: refused when the tariff is saved, saying what the module serves."""
+    department = _department(api)
+    dns = api.ok(
+        "post",
+        "/modules",
+        {
+            "name": "Our DNS",
+            "type": "powerdns",
+            "department_id": department["id"],
+            "config": {
+                "api_url": "http://127.0.0.1:9",
+                "api_key": "k" * 16,
+                "nameservers": "ns1.example.net",
+            },
+        },
+        status=201,
+    )
+    body = {"name": "Web", "product_type": "hosting", "price": "5", "internal_name": "web"}
+    code, answer = api.post("/tariffs", {**body, "module_ids": [dns["id"]]})
+    assert code == 422, answer
+    assert answer["error"]["fields"]["module_ids"] == (
+        "Our DNS (PowerDNS (DNS hosting)) serves dns only, not Shared hosting."
+    )
+    assert api.ok("get", "/tariffs")["tariffs"] == []
+    described = {t["id"]: t for t in api.ok("get", "/module-types")["module_types"]}
+    assert described["powerdns"]["product_types"] == ["dns"]
+    assert described["mariadb"]["product_types"] == ["database"]
+    assert described["sandbox"]["product_types"] is None  # any
+
+
+def test_a_service_moves_only_to_a_tariff_its_module_serves_and_is_ready_on(app, api):
+    """Change tariff to a tariff of another module ran the change on the service's own
+    module with settings it never had (a MariaDB service on a PostgreSQL tariff): the
+    choice lists only the module's tariffs whose item did not fail, the API refuses others."""
+    from app.models import Item
+
+    _, module, tariff, client = api.catalog("sandbox")
+    other = api.ok(
+        "post", "/modules", {"name": "Other panel", "type": "sandbox", "config": {}}, status=201
+    )
+    elsewhere = api.ok(
+        "post",
+        "/tariffs",
+        {"name": "Elsewhere", "product_type": "vps", "price": "7", "internal_name": "vps-e",
+         "module_ids": [other["id"]]},
+    )  # fmt: skip
+    broken = api.ok(
+        "post",
+        "/tariffs",
+        {"name": "Broken", "product_type": "vps", "price": "8", "internal_name": "vps-b",
+         "module_ids": [module["id"]]},
+    )  # fmt: skip
+    fine = api.ok(
+        "post",
+        "/tariffs",
+        {"name": "Fine", "product_type": "vps", "price": "9", "internal_name": "vps-f",
+         "module_ids": [module["id"]]},
+    )  # fmt: skip
+    order = api.order(client["id"], tariff["id"])
+    _, paid = api.pay(order)
+    api.wait_operation(paid["operation_id"])
+    service_id = order["service_id"]
+    wait_for(lambda: api.ok("get", f"/tariffs/{broken['id']}")["items"][0]["status"] == "ready")
+    with app.app_context(), database.connection_context():
+        Item.update(status="failed", error="the panel refused the plan").where(
+            (Item.module == module["id"]) & (Item.internal_name == "vps-b")
+        ).execute()
+        from app.services import provisioning
+
+        choices = [t.name for t in provisioning.tariff_choices(Service.get_by_id(service_id))]
+    assert choices == ["Fine"]
+    code, body = api.post(f"/services/{service_id}/change_tariff", {"tariff_id": elsewhere["id"]})
+    assert code == 422 and "is not served by" in body["error"]["fields"]["tariff_id"], body
+    code, body = api.post(f"/services/{service_id}/change_tariff", {"tariff_id": broken["id"]})
+    assert code == 422, body
+    assert body["error"]["fields"]["tariff_id"] == (
+        f"The tariff Broken is not ready on {module['name']}: its item vps-b is failed "
+        "(the panel refused the plan)."
+    )
+    with app.app_context(), database.connection_context():
+        assert not Operation.select().where(Operation.kind == "change_tariff").exists()
+    op = api.ok("post", f"/services/{service_id}/change_tariff", {"tariff_id": fine["id"]})
+    assert api.wait_operation(op["id"])["status"] == "done"

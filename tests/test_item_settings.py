@@ -133,7 +133,10 @@ def test_the_tariff_form_edits_the_item_settings(app, api, client, limited):
     }
     response = client.post("/catalog/tariffs/new", data=form)
     assert response.status_code == 422
-    assert "Must be a whole number." in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "Must be a whole number." in page
+    # what was typed is still there to correct (it was blanked, and saved blank next)
+    assert 'value="abc"' in page and "A @ {ip}" in page
     form[f"item_settings.{module['id']}.connections"] = "7"
     assert client.post("/catalog/tariffs/new", data=form).status_code == 302
     tariff = api.ok("get", "/tariffs")["tariffs"][0]

@@ -113,14 +113,10 @@ MATRIX = [
     # Current operations
     ("GET", "/operations", None, staff_page()),
     ("GET", "/operations/{op}", None, staff_page()),
-    ("POST", "/operations/{op}/restart", {}, staff_page("/operations/{op}")),
-    ("POST", "/operations/{op}/cancel", {}, staff_page("/operations/{op}")),
-    (
-        "POST",
-        "/operations/{op}/take-over",
-        {},
-        {**staff_page("/tasks/{task}"), "staff_out": "/operations/{op}"},
-    ),
+    # acting on an operation: its department's staff (as its tasks), admins
+    ("POST", "/operations/{op}/restart", {}, task_rights("/operations/{op}")),
+    ("POST", "/operations/{op}/cancel", {}, task_rights("/operations/{op}")),
+    ("POST", "/operations/{op}/take-over", {}, task_rights("/tasks/{task}")),
     # services, orders, clients, outbox
     ("GET", "/services", None, staff_page()),
     ("GET", "/services/{active}", None, staff_page()),
@@ -130,7 +126,7 @@ MATRIX = [
     (
         "POST",
         "/services/{active}/change_tariff",
-        {"tariff_id": "{failing_tariff}"},
+        {"tariff_id": "{bigger_tariff}"},
         staff_page("/services/{active}"),
     ),
     ("GET", "/orders", None, staff_page()),
@@ -336,6 +332,7 @@ def _catalog(app):
             for key, name, mod in (
                 ("failing_tariff", "VPS fail", failing),
                 ("ok_tariff", "VPS ok", working),
+                ("bigger_tariff", "VPS bigger", working),  # a change of tariff's target
             )
         }
         pt = catalog.product_type_by("vps")
@@ -348,11 +345,11 @@ def _catalog(app):
 
     def items_ready():
         with app.app_context(), database.connection_context():
-            return all(i.status == "ready" for i in Item.select()) and Item.select().count() == 2
+            return all(i.status == "ready" for i in Item.select()) and Item.select().count() == 3
 
     support.wait_for(items_ready, message="the sandbox items")
     with app.app_context(), database.connection_context():
-        item = Item.get(Item.module == working.id).id
+        item = Item.get((Item.module == working.id) & (Item.internal_name == "ok_tariff")).id
     ids = {
         "alice": alice.id,
         "carol": carol.id,
@@ -614,3 +611,25 @@ def _count(app, model):
 def _order_status(app, order_id):
     with app.app_context(), database.connection_context():
         return Order.get_by_id(order_id).status
+
+
+@pytest.mark.parametrize("action", ["restart", "cancel", "take-over"])
+def test_the_api_fences_operations_as_the_pages_do(rights_app, action):
+    """Run now, cancel and take over: the operation's department's staff and admins, on
+    the API as on the pages; another department's staff get 403 and nothing changes."""
+    from app.services import accounts
+
+    world = _world(rights_app)
+    before = snapshot(rights_app, world)
+    with rights_app.app_context(), database.connection_context():
+        tokens = {role: accounts.create_token(EMAILS[role]) for role in ("staff_out", "staff_in")}
+    client = rights_app.test_client()
+    path = f"/api/v1/operations/{world['op']}/{action}"
+    refused = client.post(path, headers={"Authorization": f"Bearer {tokens['staff_out']}"})
+    assert refused.status_code == 403, refused.get_json()
+    assert refused.get_json()["error"]["message"].startswith(
+        f"operation #{world['op']} belongs to a department you are not in"
+    )
+    assert snapshot(rights_app, world) == before
+    allowed = client.post(path, headers={"Authorization": f"Bearer {tokens['staff_in']}"})
+    assert allowed.status_code in (200, 202), allowed.get_json()

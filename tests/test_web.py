@@ -838,3 +838,29 @@ def test_register_validation_changes_nothing(app, client):
     assert "This field is required." in body and "Must be an email address." in body
     with db(app):
         assert Client.select().count() == 0
+
+
+def test_an_order_fields_error_shows_on_the_card_that_was_sent_only(app, client, admin):
+    """Two database tariffs share the order field 'prefix': a bad one typed on the first
+    card shows its message and value there, not on the second."""
+    _, module, first, _ = admin.catalog("sandbox", product_type="database")
+    second = admin.ok(
+        "post",
+        "/tariffs",
+        {"name": "DB L", "product_type": "database", "price": "4", "internal_name": "db-l",
+         "module_ids": [module["id"]]},
+    )  # fmt: skip
+    client.post("/logout")
+    make_client_login(app, "dora@example.com", "Dora", "dora-password")
+    login(client, "dora@example.com", "dora-password")
+    response = client.post(
+        "/my/order", data={"tariff_id": str(first["id"]), "params.prefix": "Shop's"}
+    )
+    assert response.status_code == 422
+    page = html(response)
+    cards = {
+        tariff["id"]: re.search(rf'<form[^>]*id="tariff-{tariff["id"]}".*?</form>', page, re.S)[0]
+        for tariff in (first, second)
+    }
+    assert "field-error" in cards[first["id"]] and "Shop&#39;s" in cards[first["id"]]
+    assert "field-error" not in cards[second["id"]] and "Shop" not in cards[second["id"]]

@@ -403,7 +403,8 @@ def get_operation(operation_id):
 @api_bp.post("/operations/<int:operation_id>/restart")
 @requires("staff")
 def restart_operation(operation_id):
-    """Run the operation again now."""
+    """Run the operation again now (its department's staff, or an admin)."""
+    operations.get_to_act(operation_id, api_user())
     op = operations.restart(operation_id, actor=api_user().email)
     return jsonify(out.Operation.of(op)), 202
 
@@ -411,7 +412,8 @@ def restart_operation(operation_id):
 @api_bp.post("/operations/<int:operation_id>/cancel")
 @requires("staff")
 def cancel_operation(operation_id):
-    """Cancel an operation that is not running."""
+    """Cancel an operation that is not running (its department's staff, or an admin)."""
+    operations.get_to_act(operation_id, api_user())
     op = operations.cancel(operation_id, actor=api_user().email)
     return jsonify(out.Operation.of(op)), 200
 
@@ -419,7 +421,9 @@ def cancel_operation(operation_id):
 @api_bp.post("/operations/<int:operation_id>/take-over")
 @requires("staff")
 def take_over_operation(operation_id):
-    """Set up manually: stop automatic retries and return the operation's task (made if none)."""
+    """Set up manually: stop automatic retries and return the operation's task (made if
+    none); its department's staff, or an admin."""
+    operations.get_to_act(operation_id, api_user())
     return jsonify(out.Task.of(operations.take_over(operation_id, api_user().email)))
 
 

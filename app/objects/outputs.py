@@ -121,6 +121,9 @@ class ModuleType(Output):
     accepts_callbacks: bool = Field(
         description="True: its endpoint may call POST /operations/{id}/callback."
     )
+    product_types: list[str] | None = Field(
+        description="The product types (codes) it serves; null: any."
+    )
     can_check: bool = Field(description="True: POST /modules/{id}/check talks to its server.")
     config_fields: list[ConfigField]
     item_fields: list[ConfigField] = Field(

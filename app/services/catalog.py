@@ -500,6 +500,14 @@ def _tariff_fields(data, errors):
     if len(found) != len(module_ids):
         missing = sorted(set(module_ids) - {m.id for m in found})
         errors["module_ids"] = f"Unknown module id(s): {', '.join(map(str, missing))}."
+    elif pt is not None:
+        for module in found:
+            cls = modules.get_type(module.type)
+            serves = cls.product_types if cls is not None else None
+            if serves is not None and pt.code not in serves:
+                errors["module_ids"] = (
+                    f"{module.name} ({cls.name}) serves {', '.join(serves)} only, not {pt.name}."
+                )
     values["item_settings"] = _item_settings(values, found, errors)
     return values, found
 

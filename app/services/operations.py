@@ -44,8 +44,8 @@ from app.models import (
     parse_id,
     utcnow,
 )
-from app.services import dispatch, provisioning, tasks
-from app.services.errors import BadSignature, Conflict, NotFound
+from app.services import accounts, dispatch, provisioning, tasks
+from app.services.errors import BadSignature, Conflict, NotFound, PermissionDenied
 from app.states import ITEM, OPERATION
 from app.watchdog import Deadline, DeadlineExceeded
 from modules.base import (
@@ -54,6 +54,8 @@ from modules.base import (
     OperationContext,
     PermanentError,
     TemporaryError,
+    mask,
+    secret_values,
 )
 
 log = logging.getLogger(__name__)
@@ -132,10 +134,11 @@ def run(operation_id):
         ctx.log(f"stopped: {message}")
         return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
     except ModuleError as exc:
-        return _record_failure(op.id, attempt.id, str(exc), exc.permanent, ctx.log_text)
+        message = mask(str(exc), ctx.secrets)
+        return _record_failure(op.id, attempt.id, message, exc.permanent, ctx.log_text)
     except Exception as exc:  # a bug in a module must not lose the operation
         log.exception("module %s crashed on operation %s", op.module_id, op.id)
-        message = f"module error: {exc.__class__.__name__}: {exc}"
+        message = mask(f"module error: {exc.__class__.__name__}: {exc}", ctx.secrets)
         return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
     problem, permanent = _result_problem(result)
     if problem:
@@ -164,18 +167,10 @@ def _result_problem(result):
 
 
 def _mask_details(ctx, result):
-    """Secret detail fields never appear in the attempt log: those of the product type,
-    or for an item (no product type) those of every product type."""
-    if not result.details:
-        return
-    if ctx.product_type is not None:
-        declared = [ctx.product_type.detail_fields or []]
-    else:
-        declared = [pt.detail_fields or [] for pt in ProductType.select(ProductType.detail_fields)]
-    for fields in declared:
-        for f in fields:
-            if f.get("secret"):
-                ctx.secret(result.details.get(f["name"]))
+    """Secret detail fields (the product type's, and any key named like a secret) never
+    appear in the attempt log."""
+    if result.details:
+        ctx.secrets_in(result.details)
 
 
 def _claim(operation_id):
@@ -251,11 +246,12 @@ def _context(op, attempt_number, instance):
     service = op.service if op.service_id else None
     tariff = client = product_type = None
     secrets = list(instance.secret_values())
+    secret_fields = _secret_fields(None)
     if service is not None:
         tariff = service.tariff
         client = service.client
         product_type = tariff.product_type
-        secret_fields = [f["name"] for f in product_type.detail_fields or [] if f.get("secret")]
+        secret_fields = _secret_fields(product_type)
         secrets += [(service.details or {}).get(name) for name in secret_fields]
     params = dict(op.params or {})
     if op.kind == "change_tariff" and service is not None:
@@ -284,7 +280,14 @@ def _context(op, attempt_number, instance):
         state=op.state,
         secrets=secrets,
         save_state=lambda state: _save_state(op.id, attempt_number, state),
+        secret_keys=secret_fields,
     )
+
+
+def _secret_fields(product_type):
+    """The names of the secret detail fields of ``product_type`` (None: of every one)."""
+    types = [product_type] if product_type is not None else ProductType.select()
+    return sorted({f["name"] for pt in types for f in (pt.detail_fields or []) if f.get("secret")})
 
 
 def _save_state(op_id, attempt_number, state):
@@ -612,12 +615,13 @@ def callback(operation_id, data, instance):
             if problem:
                 raise (PermanentError if permanent else TemporaryError)(problem)
         except ModuleError as exc:
-            message = guards.storable(f"callback: {exc}")
+            hidden = [*instance.secret_values(), *secret_values(data, _secret_fields(None))]
+            message = guards.storable(mask(f"callback: {exc}", hidden))
             Attempt.update(
                 outcome="permanent_error" if exc.permanent else "temporary_error",
                 error=message,
                 finished_at=now,
-                log=guards.storable(log_so_far + f"\n< callback {data}")[:20000],
+                log=guards.storable(mask(log_so_far + f"\n< callback {data}", hidden))[:20000],
             ).where(Attempt.id == attempt_id).execute()
             op.last_error = message
             _after_failure(op, exc.permanent, now)
@@ -755,6 +759,41 @@ def open_tasks_by_operation(ops):
     return {task.operation_id: task for task in rows}
 
 
+def department_of(op):
+    """The department whose staff act on ``op``: its open task's, else its module's (the
+    department its tasks go to); None for an operation with neither (admins only)."""
+    task = open_task_of(op)
+    if task is not None and task.department_id is not None:
+        return task.department_id
+    return op.module.department_id if op.module_id is not None else None
+
+
+def may_act(user, op, departments=None):
+    """Whether ``user`` may run, cancel or take over ``op``: admins always, staff when it
+    is their department's (the same fence as its tasks). ``departments``: the user's
+    department ids, when the caller has them already (a page of rows)."""
+    if user.is_admin:
+        return True
+    if not user.is_staff:
+        return False
+    department = department_of(op)
+    if departments is None:
+        departments = accounts.department_ids_of(user)
+    return department is not None and department in departments
+
+
+def get_to_act(operation_id, user):
+    """The operation ``user`` is about to run, cancel or take over, or NotFound /
+    PermissionDenied (the same answer on the pages and the API)."""
+    op = get(operation_id)
+    if not may_act(user, op):
+        raise PermissionDenied(
+            f"operation #{op.id} belongs to a department you are not in: its staff or an "
+            "admin act on it"
+        )
+    return op
+
+
 def open_task_of(op):
     return (
         Task.select().where((Task.operation == op.id) & Task.status.in_(Task.OPEN_STATUSES)).first()
@@ -773,5 +812,8 @@ def counts_by_status():
 
 
 def available_actions(op):
-    """What a person may do with ``op`` now: a list of ``"restart"`` and ``"cancel"``."""
-    return [action for action in ("restart", "cancel") if OPERATION.allows(action, op.status)]
+    """What a person may do with ``op`` now: ``"restart"``, ``"cancel"``, ``"take_over"``."""
+    actions = [action for action in ("restart", "cancel") if OPERATION.allows(action, op.status)]
+    if op.is_open and op.status != "running":
+        actions.append("take_over")
+    return actions

@@ -233,6 +233,9 @@ def request(service_id, kind, actor, params=None):
                 raise ValidationError(
                     {"tariff_id": "The new tariff must be of the same product type."}
                 )
+            problem = _cannot_move_to(service, module, new)
+            if problem:
+                raise ValidationError({"tariff_id": problem})
             params["tariff_id"] = new.id
         op = operations.create(kind, module=module, service=service, params=params)
         op.params = {**params, "requested_by": actor}
@@ -412,9 +415,38 @@ def for_client(service):
     return {"in_progress": kind if kind is not None and kind.clients_see else None, "data": data}
 
 
+def _cannot_move_to(service, module, tariff):
+    """Why ``service`` on ``module`` cannot move to ``tariff`` (None: it can): the module
+    must serve that tariff too (its panel knows no other's plans), and the tariff's item on
+    it must not have failed (being made is fine: the change waits for it)."""
+    if module is None:
+        return None
+    if (
+        not TariffModule.select()
+        .where((TariffModule.tariff == tariff.id) & (TariffModule.module == module.id))
+        .exists()
+    ):
+        return (
+            f"The tariff {tariff.name} is not served by {module.name}, the module of this "
+            "service: choose one of its tariffs, or link the tariff to it first."
+        )
+    item = Item.get_or_none(
+        (Item.module == module.id) & (Item.internal_name == tariff.internal_name)
+    )
+    if item is not None and item.status in ("failed", "manual"):
+        return (
+            f"The tariff {tariff.name} is not ready on {module.name}: its item "
+            f"{item.internal_name} is {item.status}"
+            + (f" ({item.error})" if item.error else "")
+            + "."
+        )
+    return None
+
+
 def tariff_choices(service):
-    """The tariffs the service could move to: same product type, not archived, not its own."""
-    return list(
+    """The tariffs the service could move to: same product type, not archived, not its
+    own, served by its module (and ready there)."""
+    candidates = (
         Tariff.select()
         .where(
             (Tariff.product_type == service.tariff.product_type_id)
@@ -423,3 +455,5 @@ def tariff_choices(service):
         )
         .order_by(Tariff.price, Tariff.id)
     )
+    module = service.module if service.module_id else None
+    return [t for t in candidates if _cannot_move_to(service, module, t) is None]

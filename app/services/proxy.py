@@ -28,6 +28,7 @@ import requests
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 
+from app import outbound
 from app.db import get_for_update, write_transaction
 from app.models import (
     Department,
@@ -457,6 +458,7 @@ def _call(method, url, login, password, path, json=None, params=None):
     """One request to a peer's ``/proxy/v1``; a clear PeerError when it does not work."""
     timeout = current_app.config["PROXY_TIMEOUT"]
     try:
+        outbound.check(url)
         response = requests.request(
             method,
             f"{url}/proxy/v1{path}",
@@ -464,11 +466,19 @@ def _call(method, url, login, password, path, json=None, params=None):
             params=params,
             auth=(login, password),
             timeout=timeout,
+            allow_redirects=False,  # a peer's answers are shown: only its own
         )
+    except outbound.Refused as exc:
+        raise PeerError(f"not calling {url}: {exc.message}") from None
     except requests.Timeout:
         raise PeerError(f"{url} did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
         raise PeerError(f"cannot reach {url} ({exc.__class__.__name__})") from None
+    if 300 <= response.status_code < 400:
+        raise PeerError(
+            f"{url} answered {response.status_code} redirecting to "
+            f"{response.headers.get('Location') or '(nowhere)'}: use that address"
+        )
     if response.status_code == 401:
         raise PeerError(
             f"{url} refused the login {login!r}: wrong login or password", code="peer_unauthorized"

@@ -107,7 +107,7 @@ def tariff_new():
     try:
         tariff = catalog.create_tariff(data)
     except ValidationError as exc:
-        return _tariff_form_page(None, data, exc.fields)
+        return _tariff_form_page(None, request.form, exc.fields)  # as typed, item settings too
     flash(f"Tariff {tariff.name} created.", "success")
     return redirect(url_for("catalog.tariffs"))
 
@@ -133,7 +133,7 @@ def tariff_edit(tariff_id):
     try:
         catalog.update_tariff(tariff_id, data)
     except ValidationError as exc:
-        return _tariff_form_page(tariff, data, exc.fields)
+        return _tariff_form_page(tariff, request.form, exc.fields)
     flash(f"Tariff {data['name']} saved.", "success")
     return redirect(url_for("catalog.tariffs"))
 

@@ -173,8 +173,24 @@ def _label(value):
     return str(value or "").replace("_", " ")
 
 
+def _operation_actions(op):
+    """The actions on ``op`` the logged-in user may take (none outside their departments)."""
+    from flask import g
+    from flask_login import current_user
+
+    from app.services import accounts, operations
+
+    user = current_user
+    if not user.is_authenticated:
+        return []
+    if "my_departments" not in g:
+        g.my_departments = None if user.is_admin else set(accounts.department_ids_of(user))
+    if not operations.may_act(user, op, g.my_departments):
+        return []
+    return operations.available_actions(op)
+
+
 def init_app(app):
-    from app.services import operations
 
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["relative"] = _relative
@@ -184,7 +200,7 @@ def init_app(app):
     app.jinja_env.filters["label"] = _label
     app.jinja_env.globals["here"] = here
     app.jinja_env.globals["page_url"] = page_url
-    app.jinja_env.globals["operation_actions"] = operations.available_actions
+    app.jinja_env.globals["operation_actions"] = _operation_actions
     app.jinja_env.globals["STATUS_CLASSES"] = {
         "done": "ok",
         "active": "ok",

@@ -72,6 +72,7 @@ def detail(operation_id):
 @staff_required
 def restart(operation_id):
     """Run now: queue the operation for an immediate attempt."""
+    operations.get_to_act(operation_id, current_user)
     try:
         op = operations.restart(operation_id, actor=current_user.email)
     except Conflict as exc:
@@ -85,6 +86,7 @@ def restart(operation_id):
 @staff_required
 def cancel(operation_id):
     """Cancel an operation that is not running (its open task is cancelled too)."""
+    operations.get_to_act(operation_id, current_user)
     try:
         op = operations.cancel(operation_id, actor=current_user.email)
     except Conflict as exc:
@@ -99,6 +101,7 @@ def cancel(operation_id):
 def take_over(operation_id):
     """Set up manually: retries stop and the operation's task opens (made if none)."""
     user = current_user._get_current_object()
+    operations.get_to_act(operation_id, user)
     try:
         task = operations.take_over(operation_id, user.email)
     except Conflict as exc:

@@ -158,6 +158,8 @@ def test_the_client_uses_the_database_with_the_welcome_emails_details(dbs, serve
     assert found["comment"] == mark
     service = dbs.api.ok("get", f"/services/{service_id}")
     assert service["status"] == "active" and service["remote_id"] == name
+    engine = "MariaDB 10." if server.type_id == "mariadb" else "PostgreSQL 1"
+    assert service["module_data"]["server"].startswith(engine)  # the client sees which
     # a wrong password is refused: the password is really checked
     assert refused(server, {**details, "password": "not-" + details["password"]})
     log = dbs.log(op.id)
@@ -306,6 +308,13 @@ def test_a_name_someone_else_has_is_refused_and_left_alone(dbs, server):
         assert server.sql(f"SHOW TABLES FROM `{name}`") == [("theirs",)]
     else:
         assert not found["database"]
+    # staff give up the setup and close the service: nothing of it is there, so the close
+    # is done at once, and the name's owner keeps what is theirs
+    dbs.api.ok("post", f"/operations/{op.id}/cancel", {})
+    close = dbs.request(order["service_id"], "close")
+    assert close.status == "done", close.last_error
+    assert "not this service's, left alone; nothing to drop" in dbs.log(close.id)
+    assert server.lookup(name)["comment"] == "made by hand"
 
 
 def test_names_from_keywords_and_quotes_inject_nothing(dbs, server):
@@ -464,7 +473,10 @@ def test_check_config_talks_to_the_server(api, server):
     good = check()
     label = "MariaDB 10." if server.type_id == "mariadb" else "PostgreSQL 1"
     assert good["ok"] is True and f"works: {label}" in good["message"], good
-    assert f"{server.admin_user} may create databases and users" in good["message"]
+    assert (
+        f"{server.admin_user} created, locked and dropped a trial database and user"
+        in good["message"]
+    )
     wrong = check(admin_password="not-the-password")
     assert wrong["ok"] is False and list(wrong["fields"]) == ["config.admin_password"], wrong
     down = check(port=free_port(), timeout=1)
@@ -580,3 +592,39 @@ def test_mariadb_with_the_narrowest_admin_the_readme_gives(app, api, engine, mar
     with pytest.raises(DRIVER_ERRORS), held.cursor() as cursor:
         cursor.execute("SELECT 1")
     assert mariadb.names() == ([], [])
+
+
+def test_a_trial_that_fails_half_way_leaves_nothing_and_test_connection_says_why(
+    app, api, engine, mariadb
+):
+    """An admin without GRANT OPTION can create the trial database and user but not
+    grant: Test connection says so on admin_user, and the failed item check drops what
+    its trial made."""
+    pattern = mariadb.prefix[:-1] + "\\_%%"
+    user = mariadb.make_admin(
+        grants=(
+            "CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO {}",
+            f"ALL PRIVILEGES ON `{pattern}`.* TO {{}}",  # no GRANT OPTION
+            "SELECT ON mysql.global_priv TO {}",
+        ),
+        user=f"{mariadb.admin_user}_nogrant",
+    )
+    code, body = api.post(
+        "/modules",
+        {
+            "name": "no-grant",
+            "type": "mariadb",
+            "config": mariadb.config(admin_user=user),
+            "test_connection": True,
+        },
+    )
+    assert code == 422, body
+    message = body["error"]["fields"]["config.admin_user"]
+    assert message.startswith("connected, but MariaDB refused GRANT ALL PRIVILEGES"), message
+    assert "Access denied for user" in message
+    assert mariadb.names() == ([], [])
+    dbs = Databases(app, api, engine, mariadb, test_connection=False, admin_user=user)
+    tariff = dbs.tariff(expect="manual")
+    (item,) = api.ok("get", f"/tariffs/{tariff['id']}")["items"]
+    assert item["status"] == "failed" and "refused GRANT ALL PRIVILEGES" in item["error"]
+    assert mariadb.names() == ([], [])  # the trial's database and user are gone

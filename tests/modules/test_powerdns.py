@@ -15,7 +15,7 @@ import dns.rcode
 import pytest
 
 from app.db import database
-from app.models import Attempt, Client, Email, Item, Operation
+from app.models import Attempt, Client, Email, Item, Operation, Service
 from modules.base import ConfigProblem, OperationContext, PermanentError
 from tests.support import free_port, html, login, make_client_login
 
@@ -393,9 +393,25 @@ def test_change_tariff_to_a_tariff_without_an_item_here_changes_nothing(pdns, po
     )
     pdns.engine.run_all()
     before = pdns.zone(domain)
-    op = pdns.request(service_id, "change_tariff", tariff_id=other["id"])
-    assert op.status == "manual"
-    assert f"the tariff 'elsewhere-{pdns.tag}' has no item on this module" in op.last_error
+    # a tariff this module does not serve is refused when asked for
+    code, body = api.post(f"/services/{service_id}/change_tariff", {"tariff_id": other["id"]})
+    assert code == 422, body
+    assert body["error"]["fields"]["tariff_id"].startswith(
+        f"The tariff Elsewhere is not served by {pdns.module['name']}"
+    )
+    # and the module itself never applies "no template" (should one reach it anyway)
+    instance = pdns.instance()
+    with database.connection_context():
+        service = Service.get_by_id(service_id)
+        ctx = OperationContext(
+            Operation(id=0, kind="change_tariff"),
+            1,
+            service=service,
+            params={"tariff_internal_name": f"elsewhere-{pdns.tag}"},
+            item_settings={},
+        )
+        with pytest.raises(PermanentError, match=f"'elsewhere-{pdns.tag}' has no item"):
+            instance.change_tariff(ctx)
     assert pdns.zone(domain) == before and powerdns.query(domain, "A") == ["192.0.2.10"]
 
 

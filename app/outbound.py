@@ -1,0 +1,76 @@
+"""Where Provisor may send requests whose answers it records: http module endpoints and
+tasks proxy peers.
+
+An endpoint's answer ends up in the attempt log that staff read, so a URL (or an address
+its host name resolves to) inside the provider's own networks would let whoever sets it —
+or a redirect, which Provisor does not follow — read internal services. Public addresses
+are allowed; loopback, private, link-local, multicast and reserved ones only when
+``OUTBOUND_ALLOWED_NETWORKS`` contains them; ``OUTBOUND_DENIED_NETWORKS`` (by default the
+cloud metadata address) never. Every address a host name resolves to must pass. (A name
+that resolves differently at the moment of the request is not caught: pin such hosts by
+address, or keep them out of the allowed networks.)
+"""
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+
+class Refused(Exception):
+    """The URL points where Provisor may not send requests; ``message`` says why."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+def _networks(name):
+    text = current_app.config.get(name) or ""
+    return [ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _kind(ip):
+    """What kind of non-public address ``ip`` is (None: public)."""
+    for attribute, words in (
+        ("is_loopback", "a loopback"),
+        ("is_link_local", "a link-local"),
+        ("is_private", "a private"),
+        ("is_multicast", "a multicast"),
+        ("is_reserved", "a reserved"),
+        ("is_unspecified", "an unspecified"),
+    ):
+        if getattr(ip, attribute):
+            return words
+    return None
+
+
+def check(url):
+    """Raise :class:`Refused` when ``url`` may not be called. A host name that does not
+    resolve passes: the request itself then fails as unreachable (and is retried)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise Refused(f"{url} has no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError, UnicodeError):
+        return
+    allowed = _networks("OUTBOUND_ALLOWED_NETWORKS")
+    denied = _networks("OUTBOUND_DENIED_NETWORKS")
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        where = host if host == str(ip) else f"{host} ({ip})"
+        for network in denied:
+            if ip in network:
+                raise Refused(f"{where} is in {network}, which OUTBOUND_DENIED_NETWORKS refuses")
+        if any(ip in network for network in allowed):
+            continue
+        kind = _kind(ip)
+        if kind is not None:
+            raise Refused(
+                f"{where} is {kind} address: add it to OUTBOUND_ALLOWED_NETWORKS (e.g. "
+                f"{ipaddress.ip_network(ip)} or the whole network) to let Provisor call it"
+            )
