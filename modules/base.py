@@ -445,6 +445,9 @@ class ModuleType:
     accepts_callbacks = False  # True: POST /api/v1/operations/<id>/callback completes it
     client_data: tuple = ()  # keys of the service's module data a client may see
     dns_challenges = False  # True: set_challenge / clear_challenge (ACME dns-01 TXT records)
+    # keys of the operation state this type stores encrypted (``app.secrets_box``), with
+    # their purpose: ``provisor secrets rotate`` re-encrypts them after SECRET_KEY changes
+    state_secrets: dict = {}
     default_timeout = 30.0
 
     def __init__(self, config):

@@ -3,8 +3,11 @@
 import logging
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_limiter import RateLimitExceeded
+from flask_login import current_user, login_required
 
+from app import throttle
+from app.auth import end_session, start_session
 from app.services import accounts
 from app.services.errors import ValidationError
 from app.web.helpers import local_url
@@ -16,7 +19,10 @@ bp = Blueprint("auth", __name__)
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Show the login form; on POST check the credentials and go where the visitor wanted."""
+    """Show the login form; on POST check the credentials and go where the visitor wanted.
+
+    Failed logins are limited per address and per account (``app.throttle``): past the
+    limit the form answers 429 with a message and ``Retry-After``."""
     next_url = local_url(request.values.get("next"), default="")
     if current_user.is_authenticated and request.method == "GET":
         return redirect(next_url or url_for("home.index"))
@@ -25,7 +31,7 @@ def login():
     if request.method == "POST":
         user = accounts.authenticate(request.form.get("email"), request.form.get("password"))
         if user is not None:
-            login_user(user)
+            start_session(user)
             log.info("user %s logged in", user.email)
             return redirect(next_url or url_for("home.index"))
         errors["login"] = "Wrong email or password."
@@ -33,11 +39,21 @@ def login():
     return render_template("auth/login.html", form=form, errors=errors, next=next_url), status
 
 
+@bp.errorhandler(RateLimitExceeded)
+def too_many_logins(exc):
+    """The login form again, saying when to try again (429 with Retry-After)."""
+    message, headers = throttle.refusal()
+    form = {"email": request.form.get("email", "")}
+    next_url = local_url(request.values.get("next"), default="")
+    page = render_template("auth/login.html", form=form, errors={"login": message}, next=next_url)
+    return page, 429, headers
+
+
 @bp.post("/logout")
 @login_required
 def logout():
-    """Log out and go back to the login form."""
-    logout_user()
+    """Log out (every session of this login ends) and go back to the login form."""
+    end_session()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
 
@@ -58,7 +74,7 @@ def register():
         except ValidationError as exc:
             errors = exc.fields
         else:
-            login_user(accounts.login_of(client))
+            start_session(accounts.login_of(client))
             flash("Welcome! Your account is ready: order your first service.", "success")
             return redirect(url_for("my.index"))
     status = 422 if errors else 200
