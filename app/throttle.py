@@ -1,6 +1,7 @@
 """Limits on password guessing (Flask-Limiter): failed logins are counted per client
-address and per account, on the login form (``auth.login``) and on the tasks proxy's HTTP
-Basic auth (``/proxy/v1``).
+address and per account, on the login form (``auth.login``), on the tasks proxy's HTTP
+Basic auth (``/proxy/v1``) and for the current password asked to change one's own
+(``auth.account``).
 
 - Per address (``LOGIN_LIMIT_PER_ADDRESS``, default ``10/minute;60/hour``): the failed
   logins from one address, whatever the account (both doors count together; an IPv6
@@ -25,7 +26,7 @@ import ipaddress
 import math
 import time
 
-from flask import current_app, render_template, request
+from flask import current_app, g, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 
 from app.services.errors import ServiceError
@@ -53,6 +54,13 @@ def form_account():
     from app.services.accounts import normal_email
 
     return "email:" + (normal_email(request.form.get("email")) or "-")
+
+
+def own_account():
+    """The account of the logged-in user (changing their password)."""
+    from flask_login import current_user
+
+    return "email:" + (getattr(current_user, "email", None) or "-")
 
 
 def peer_account():
@@ -109,6 +117,24 @@ def init_app(app):
         deduct_when=failed_form,
     )(login)
     app.view_functions["auth.login"] = login
+
+    def refused_password(response):
+        return bool(g.get("password_refused"))
+
+    account = app.view_functions["auth.account"]
+    account = limiter.shared_limit(
+        _limit("LOGIN_LIMIT_PER_ADDRESS"),
+        scope=ADDRESS_SCOPE,
+        methods=["POST"],
+        deduct_when=refused_password,
+    )(account)
+    account = limiter.limit(
+        _limit("LOGIN_LIMIT_PER_ACCOUNT"),
+        key_func=own_account,
+        methods=["POST"],
+        deduct_when=refused_password,
+    )(account)
+    app.view_functions["auth.account"] = account
 
     from proxy import proxy_bp
 

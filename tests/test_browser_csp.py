@@ -115,6 +115,7 @@ def test_every_page_works_under_the_policy(live_app, chromium):
         "/catalog/product-types",
         "/staff",
         "/proxy",
+        "/account",
     ):
         staff.visit(path)
 

@@ -337,3 +337,23 @@ def test_a_proxy_login_upgrades_the_server_sides_hash(app, client):
     assert "m=2048,t=2," in upgraded
     assert _peer(client, "reseller-1", support.PEER_PASSWORD).status_code == 200
     assert _peer(client, "reseller-1", "wrong-password").status_code == 401
+
+
+def test_guessing_the_current_password_on_the_account_page_is_limited(app, client):
+    _admin(app)
+    support.login(client, *ADMIN)
+    data = {"current_password": "guess", "password": "new-password", "password_repeat": "x"}
+    for _ in range(10):
+        assert client.post("/account", data=data).status_code == 422
+    refused = client.post("/account", data=data)
+    assert refused.status_code == 429
+    _retry_after(refused)
+    assert "Too many failed logins: try again in" in html(refused)
+
+
+def test_mistakes_beside_the_current_password_do_not_count(app, client):
+    _admin(app)
+    support.login(client, *ADMIN)
+    data = {"current_password": ADMIN[1], "password": "new-password", "password_repeat": "x"}
+    for _ in range(12):
+        assert client.post("/account", data=data).status_code == 422

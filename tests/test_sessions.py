@@ -230,3 +230,35 @@ def test_cookie_secure_always_and_never(tmp_path):
     assert "Secure" in _login_cookie(app)
     app.config["COOKIE_SECURE"] = "NEVER"
     assert "Secure" not in _login_cookie(app, base_url="https://provisor.example")
+
+
+def test_a_user_changing_their_own_password_ends_their_other_sessions(app, client):
+    support.make_client_login(app)
+    carol = ("carol@example.com", "carol-password")
+    support.login(client, *carol)
+    phone = app.test_client()
+    support.login(phone, *carol)
+    page = client.get("/account")
+    assert page.status_code == 200 and "Change your password" in support.html(page)
+
+    def change(current, new, repeat):
+        return client.post(
+            "/account",
+            data={"current_password": current, "password": new, "password_repeat": repeat},
+        )
+
+    wrong = change("not-it", "carol-new-pw", "carol-new-pw")
+    assert wrong.status_code == 422 and "Wrong password." in support.html(wrong)
+    differ = change(carol[1], "carol-new-pw", "carol-new-px")
+    assert differ.status_code == 422 and "The two passwords differ." in support.html(differ)
+    short = change(carol[1], "short", "short")
+    assert short.status_code == 422 and "At least 8 characters." in support.html(short)
+    assert phone.get("/my").status_code == 200  # nothing changed so far
+    done = change(carol[1], "carol-new-pw", "carol-new-pw")
+    assert done.status_code == 302 and done.headers["Location"] == "/account"
+    assert "Your other sessions are logged out" in support.html(client.get("/account"))
+    assert client.get("/my").status_code == 200  # this session goes on
+    assert phone.get("/my").status_code == 302  # the other one ended
+    refused = app.test_client().post("/login", data={"email": carol[0], "password": carol[1]})
+    assert refused.status_code == 422
+    support.login(app.test_client(), carol[0], "carol-new-pw")

@@ -8,7 +8,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.db import write_transaction
 from app.models import ApiToken, Client, Department, StaffMembership, User, utcnow
-from app.objects.inputs import ClientInput, StaffInput, StaffUpdate
+from app.objects.inputs import ClientInput, PasswordChange, StaffInput, StaffUpdate
 from app.services.errors import NotFound, ValidationError, unique_fields
 
 EMAIL_UNIQUE = {"email": "An account with this email exists."}
@@ -85,6 +85,30 @@ def authenticate(email, password):
 def normal_email(email):
     """An email as logins are looked up: stripped, lower case (non-text: empty)."""
     return email.strip().lower() if isinstance(email, str) else ""
+
+
+class WrongPassword(ValidationError):
+    """The current password given to change one's own was wrong (a failed login: it
+    counts against the login limits)."""
+
+
+def change_own_password(user, data):
+    """``user`` sets a new password (``current_password``, ``password``,
+    ``password_repeat``): every session of theirs ends (the caller keeps its own)."""
+    values, errors = PasswordChange.check(data)
+    current = data.get("current_password") if isinstance(data, dict) else None
+    if "password" not in errors and values["password"] != data.get("password_repeat"):
+        errors["password_repeat"] = "The two passwords differ."
+    if not check_password(user, current if isinstance(current, str) else ""):
+        raise WrongPassword({**errors, "current_password": "Wrong password."})
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        User.update(
+            password_hash=hash_password(values["password"]),
+            session_version=User.session_version + 1,
+        ).where(User.id == user.id).execute()
+    return User.get_by_id(user.id)
 
 
 def end_sessions(user):

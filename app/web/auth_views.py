@@ -2,12 +2,22 @@
 
 import logging
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required
 
 from app import throttle
-from app.auth import end_session, start_session
+from app.auth import end_session, restamp_session, start_session
 from app.services import accounts
 from app.services.errors import ValidationError
 from app.web.helpers import local_url
@@ -41,12 +51,43 @@ def login():
 
 @bp.errorhandler(RateLimitExceeded)
 def too_many_logins(exc):
-    """The login form again, saying when to try again (429 with Retry-After)."""
+    """The login form (or the password form) again, saying when to try again (429 with
+    Retry-After)."""
     message, headers = throttle.refusal()
+    if request.endpoint == "auth.account":
+        errors = {"current_password": message}
+        return render_template("auth/account.html", errors=errors), 429, headers
     form = {"email": request.form.get("email", "")}
     next_url = local_url(request.values.get("next"), default="")
     page = render_template("auth/login.html", form=form, errors={"login": message}, next=next_url)
     return page, 429, headers
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """One's own login: who they are, and a new password (the current one first). A new
+    password logs out every other session of theirs; a wrong current password counts as a
+    failed login."""
+    errors = {}
+    if request.method == "POST":
+        data = {
+            k: request.form.get(k, "") for k in ("current_password", "password", "password_repeat")
+        }
+        user = current_user._get_current_object()
+        try:
+            user = accounts.change_own_password(user, data)
+        except accounts.WrongPassword as exc:
+            g.password_refused = True
+            errors = exc.fields
+        except ValidationError as exc:
+            errors = exc.fields
+        else:
+            restamp_session(user)
+            log.info("user %s changed their password", user.email)
+            flash("Password changed. Your other sessions are logged out.", "success")
+            return redirect(url_for("auth.account"))
+    return render_template("auth/account.html", errors=errors), 422 if errors else 200
 
 
 @bp.post("/logout")
