@@ -45,17 +45,16 @@ def create_app(test_config=None):
         app.config["PAYMENT_WEBHOOK_SECRET"] = settings.instance_secret(
             app.instance_path, "payment_webhook_secret"
         )
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     # no body is read, on any route, beyond this: a 413 before parsing or signature checks
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     app.json.sort_keys = False
 
-    from app import auth, cli, db, guards, web
+    from app import auth, cli, db, guards, security, throttle, web
     from app.api import api_bp
 
     db.init_app(app)
+    security.init_app(app)
     guards.init_app(app)
     auth.init_app(app)
     web.init_app(app)
@@ -63,5 +62,6 @@ def create_app(test_config=None):
     from proxy import proxy_bp
 
     app.register_blueprint(proxy_bp)
+    throttle.init_app(app)
     cli.init_app(app)
     return app

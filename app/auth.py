@@ -1,21 +1,93 @@
-"""Logins (flask-login sessions for pages, bearer tokens for the API) and CSRF."""
+"""Logins (flask-login sessions for pages, bearer tokens for the API) and CSRF.
+
+A page login is a signed session cookie holding the user's id and three stamps
+(:func:`start_session`): the user's ``session_version`` at login, when the login was
+made, and when it was last used. Each request checks them (the user loader): the login
+ends when the version moved on (the user logged out, or their password changed: every
+session of theirs ends, copies of the cookie included), ``SESSION_LIFETIME`` seconds after
+it was made, or after ``SESSION_IDLE_TIMEOUT`` seconds without a request (a page that
+updates itself counts as use). An ended login is an anonymous visitor: pages send it to
+``/login``.
+"""
 
 import functools
+import logging
+import time
 
-from flask import abort, g, jsonify, redirect, request, url_for
-from flask_login import LoginManager, current_user
+from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
 from app.models import User
 
+log = logging.getLogger(__name__)
+
 login_manager = LoginManager()
 csrf = CSRFProtect()
+
+STAMPS = ("_sv", "_login_at", "_seen_at")  # session keys: version, made, last used
 
 
 @login_manager.user_loader
 def _load_user(user_id):
     user = User.get_or_none_by_id(user_id)
-    return user if user is not None and user.is_active else None
+    if user is None or not user.is_active:
+        return None
+    if not _session_holds(user):
+        for key in (*STAMPS, "_user_id", "_fresh", "_id"):
+            session.pop(key, None)
+        return None
+    return user
+
+
+def _session_holds(user):
+    """Whether this session's login of ``user`` is still good; marks it used."""
+    config = current_app.config
+    now = int(time.time())
+    login_at, seen_at = session.get("_login_at"), session.get("_seen_at")
+    if session.get("_sv") != user.session_version or not (
+        isinstance(login_at, int) and isinstance(seen_at, int)
+    ):
+        reason = "ended (logout or new password)"
+    elif now - login_at >= config["SESSION_LIFETIME"]:
+        reason = "too old (SESSION_LIFETIME)"
+    elif now - seen_at >= config["SESSION_IDLE_TIMEOUT"]:
+        reason = "unused too long (SESSION_IDLE_TIMEOUT)"
+    else:
+        # the cookie is written again when the stamp moves: not on every request
+        if now - seen_at >= min(60, config["SESSION_IDLE_TIMEOUT"] // 10):
+            session["_seen_at"] = now
+        return True
+    log.info("session of %s refused: %s", user.email, reason)
+    return False
+
+
+def start_session(user):
+    """Log ``user`` in to the pages: a fresh session (nothing of the anonymous one is
+    kept), stamped with their session version and the time."""
+    session.clear()
+    login_user(user)
+    now = int(time.time())
+    session.update({"_sv": user.session_version, "_login_at": now, "_seen_at": now})
+
+
+def restamp_session(user):
+    """Keep this session after ``user``'s session version moved on (they changed their own
+    password here: their other sessions end, this one goes on)."""
+    session["_sv"] = user.session_version
+
+
+def end_session():
+    """Log out: this login and every other session of the user end (a copied cookie
+    too)."""
+    from app.services import accounts
+
+    user = current_user._get_current_object()
+    if getattr(user, "is_authenticated", False):
+        accounts.end_sessions(user)
+    logout_user()
+    for key in STAMPS:
+        session.pop(key, None)
 
 
 @login_manager.unauthorized_handler

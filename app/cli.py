@@ -441,6 +441,32 @@ def proxy_list():
             )
 
 
+@commands.group("secrets", help="Secrets stored encrypted with a key derived from SECRET_KEY.")
+def secrets_group():
+    pass
+
+
+@secrets_group.command("rotate")
+def secrets_rotate():
+    """Re-encrypt every stored secret with SECRET_KEY (after changing it, with the old key
+    in SECRET_KEY_FALLBACKS); then the fallback can be removed."""
+    from app.services import stored_secrets
+
+    result = _services_call(stored_secrets.rotate)
+    click.echo(
+        f"Stored secrets: {result.rotated} re-encrypted with SECRET_KEY, "
+        f"{result.current} already were."
+    )
+    if result.undecryptable:
+        for name in result.undecryptable:
+            click.echo(f"cannot decrypt: {name}", err=True)
+        raise CommandError(
+            f"{len(result.undecryptable)} stored secrets open with neither SECRET_KEY nor "
+            "SECRET_KEY_FALLBACKS: left as they were (enter them again, or add the key "
+            "they were made with to SECRET_KEY_FALLBACKS)"
+        )
+
+
 def init_app(app):
     """Register every command on ``app.cli`` (``flask --app app ...`` and ``provisor``)."""
     for command in commands.commands.values():

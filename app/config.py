@@ -36,8 +36,10 @@ class SettingError(click.ClickException):
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url``, ``choice`` or
-    ``networks`` (IP networks, normalised to ``10.0.0.0/8, 192.0.2.7/32``).
+    """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url``, ``choice``,
+    ``networks`` (IP networks, normalised to ``10.0.0.0/8, 192.0.2.7/32``), ``list``
+    (comma-separated text, or a list in ``test_config``) or ``limit`` (a rate limit such as
+    ``10/minute;60/hour``, as Flask-Limiter reads it).
 
     ``default_text`` says in words what an unset setting means when its default is not a
     plain value (None: computed at start-up, or the feature is off); the README's settings
@@ -94,6 +96,10 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         if self.kind == "networks":
             return "networks such as 10.0.0.0/8, 192.0.2.7 (separated by commas or spaces)"
+        if self.kind == "list":
+            return "a comma-separated list"
+        if self.kind == "limit":
+            return 'a rate limit such as "10/minute" or "10/minute;60/hour"'
         return "some text"
 
     def parse(self, raw, source=None):
@@ -121,8 +127,23 @@ class Setting:
             if text in FALSE:
                 return False
             self._fail(source, raw)
+        if self.kind == "list":
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+                self._fail(source, raw)
+            return tuple(i.strip() for i in items if i.strip())
         if not isinstance(raw, str):
             self._fail(source, raw)
+        if self.kind == "limit":
+            from limits import parse_many
+
+            try:
+                parsed = parse_many(raw)
+            except ValueError:
+                parsed = None
+            if not parsed or any(limit.amount < 1 for limit in parsed):
+                self._fail(source, raw)
+            return raw.strip()
         if self.kind == "url":
             scheme = urlsplit(raw.strip()).scheme.lower()
             if scheme not in self.schemes:
@@ -219,6 +240,14 @@ SETTINGS = {
             "signs /api/v1/webhooks/payment",
             default_text="generated into <instance path>/payment_webhook_secret",
         ),
+        Setting(
+            "SECRET_KEY_FALLBACKS",
+            "list",
+            (),
+            "earlier SECRET_KEYs, comma-separated: sessions and stored secrets made with them"
+            " still open (provisor secrets rotate re-encrypts the secrets)",
+            default_text="none",
+        ),
         _int(
             "PAYMENT_WEBHOOK_TOLERANCE",
             300,
@@ -244,6 +273,52 @@ SETTINGS = {
             1048576,
             "the largest request body accepted on any route (larger: 413 before it is read)",
             min=1024,
+        ),
+        # logins, sessions, headers
+        Setting(
+            "LOGIN_LIMIT_PER_ADDRESS",
+            "limit",
+            "10/minute;60/hour",
+            "failed logins allowed from one client address (login form and tasks proxy)",
+        ),
+        Setting(
+            "LOGIN_LIMIT_PER_ACCOUNT",
+            "limit",
+            "100/hour",
+            "failed logins allowed for one account from all addresses together",
+        ),
+        _int(
+            "SESSION_LIFETIME",
+            43200,
+            "seconds a login to the pages lasts at most, active or not",
+            min=60,
+        ),
+        _int(
+            "SESSION_IDLE_TIMEOUT",
+            3600,
+            "seconds without a request after which a login to the pages ends",
+            min=1,
+        ),
+        Setting(
+            "COOKIE_SECURE",
+            "choice",
+            "AUTO",
+            "Secure session cookie: AUTO (when the request came over HTTPS), ALWAYS or NEVER",
+            choices=("AUTO", "ALWAYS", "NEVER"),
+        ),
+        _int(
+            "TRUSTED_PROXY_HOPS",
+            0,
+            "reverse proxies in front of Provisor whose X-Forwarded-For/-Proto/-Host/-Port"
+            " headers are believed",
+            min=0,
+            max=10,
+        ),
+        _int(
+            "HSTS_MAX_AGE",
+            31536000,
+            "Strict-Transport-Security max-age on HTTPS answers (0: no header)",
+            min=0,
         ),
         # mail
         Setting(

@@ -79,7 +79,10 @@ class Client(BaseModel):
 
 class User(BaseModel, UserMixin):
     """A login. flask-login's protocol comes from ``UserMixin`` (after ``BaseModel``, so
-    equality and hashing stay peewee's, by primary key); ``is_active`` is the column."""
+    equality and hashing stay peewee's, by primary key); ``is_active`` is the column.
+
+    ``session_version`` is stamped into every page session at login; raising it (logout,
+    a new password) ends every session made before (``app.auth``)."""
 
     ROLES = ("admin", "staff", "client")
 
@@ -90,6 +93,7 @@ class User(BaseModel, UserMixin):
     client = ForeignKeyField(Client, null=True, backref="users", on_delete="CASCADE")
     is_active = BooleanField(default=True)
     created_at = DateTimeField(default=utcnow)
+    session_version = IntegerField(default=0)
 
     get_id = UserMixin.get_id  # flask-login's (the id as text), not peewee's Model.get_id
 

@@ -389,6 +389,7 @@ class AcmeModule(ModuleType):
     operations = frozenset({"open", "renew", "close", "ensure_item"})
     client_data = ("names", "serial", "issuer")
     product_types = ("certificate",)
+    state_secrets = {"key": "certificate-key"}  # app.services.certificates.CERTIFICATE_KEY
     default_timeout = 20.0
     config_fields = [
         ConfigField(

@@ -485,6 +485,9 @@ class ModuleType:
     dns_challenges = False  # True: set_challenge / clear_challenge (ACME dns-01 TXT records)
     # the product types (codes) it can serve; None: any (a generic endpoint, people)
     product_types: tuple | None = None
+    # keys of the operation state this type stores encrypted (``app.secrets_box``), with
+    # their purpose: ``provisor secrets rotate`` re-encrypts them after SECRET_KEY changes
+    state_secrets: dict = {}
     default_timeout = 30.0
 
     def __init__(self, config):

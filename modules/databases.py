@@ -307,6 +307,7 @@ class DatabaseModule(ModuleType):
     operations = frozenset({"open", "suspend", "resume", "close", "change_tariff", "ensure_item"})
     client_data = ("server", "connection_limit")
     product_types = ("database",)
+    state_secrets = {"password": PASSWORD_PURPOSE}
     default_timeout = 10.0
     STATEMENTS_PER_ATTEMPT = 12  # the most statements one operation sends (ensure_item)
     SOCKET_MARGIN = 5.0  # seconds a silent server gets beyond the statement timeout

@@ -98,6 +98,14 @@ MATRIX = [
         public("/my", "/"),
     ),
     ("POST", "/logout", {}, public(LOGIN, "/login")),
+    # one's own account: everyone logged in (the same password again changes nothing)
+    ("GET", "/account", None, public(LOGIN, 200)),
+    (
+        "POST",
+        "/account",
+        {"current_password": PASSWORD, "password": PASSWORD, "password_repeat": PASSWORD},
+        public(LOGIN, "/account"),
+    ),
     (
         "GET",
         "/",

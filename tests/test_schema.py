@@ -321,6 +321,8 @@ def test_a_database_of_the_previous_release_is_adopted_with_every_row(backend, v
                 assert after[table][1] == []
             if version < 3:  # the column version 3 added, with its default
                 assert {row["redispatches"] for row in after["operation"][1]} == {0}
+            # 0007_session_version: every login starts at version 0
+            assert {row["session_version"] for row in after["user"][1]} == {0}
             _assert_matches_models(backend)
 
             # and it keeps working: new rows, new ids after the old ones

@@ -100,6 +100,12 @@ ERRORS = {
             {"price": "Must be a non-negative amount such as 9.99."},
         ),
     ),
+    429: (
+        "TooManyRequests",
+        "Too many failed logins from this address or for this login (/proxy/v1); "
+        "`Retry-After` says in how many seconds to try again.",
+        _error_example("too_many_requests", "Too many failed logins: try again in 42 seconds."),
+    ),
 }
 
 RESPONSES = {
@@ -108,6 +114,12 @@ RESPONSES = {
         "content": {"application/json": {"schema": ref("Error"), "example": example}},
     }
     for name, description, example in ERRORS.values()
+}
+RESPONSES["TooManyRequests"]["headers"] = {
+    "Retry-After": {
+        "description": "Seconds to wait before the next login attempt.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
 }
 
 
@@ -183,7 +195,7 @@ def op(
     if role in ("admin", "staff"):
         codes |= {401, 403}
     elif role == "peer":
-        codes |= {401}
+        codes |= {401, 429}
     if request is not None:
         codes |= {400}
     responses = {str(status): _json(ref(ok) if isinstance(ok, str) else ok, ok_description)}
@@ -569,7 +581,8 @@ token) or `none` (no token: health, this document and the two signed endpoints).
 Every error is `{"error": {"code", "message", "fields"}}` with a 4xx status: 400 the body is
 not a JSON object, 401 no valid token or signature, 403 not allowed, 404 no such object or
 route, 405 wrong method, 409 not possible in the current state, 422 invalid input with a
-message per field in `fields` (nothing is changed). Lists that page take `limit` (0-1000,
+message per field in `fields` (nothing is changed), 429 too many failed logins (the tasks
+proxy's HTTP Basic; `Retry-After` says when to try again). Lists that page take `limit` (0-1000,
 default 100) and `offset` and answer with `total`, `limit`, `offset`.
 
 ## Signatures

@@ -91,6 +91,14 @@ class StaffUpdate(Input):
     is_active: StrictFlag() | None = None
 
 
+class PasswordChange(Input):
+    """A new password of one's own; the current one proves it is really them."""
+
+    current_password: str = ""
+    password: Password
+    password_repeat: str = ""
+
+
 # --- processing modules -----------------------------------------------------------------
 
 

@@ -8,11 +8,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.db import write_transaction
 from app.models import ApiToken, Client, Department, StaffMembership, User, utcnow
-from app.objects.inputs import ClientInput, StaffInput, StaffUpdate
+from app.objects.inputs import ClientInput, PasswordChange, StaffInput, StaffUpdate
 from app.services.errors import NotFound, ValidationError, unique_fields
 
 EMAIL_UNIQUE = {"email": "An account with this email exists."}
 _hashers = {}
+_dummy_hashes = {}
 
 
 def _hasher():
@@ -22,7 +23,15 @@ def _hasher():
     key = (current_app.config["ARGON2_TIME_COST"], current_app.config["ARGON2_MEMORY_COST"])
     if key not in _hashers:
         _hashers[key] = PasswordHasher(time_cost=key[0], memory_cost=key[1])
+        _dummy_hashes[key] = _hashers[key].hash(secrets.token_urlsafe(16))
     return _hashers[key]
+
+
+def _dummy_hash():
+    """A hash of a random password at the current cost: verified when there is no real
+    hash to check, so that an unknown login takes as long as a known one."""
+    hasher = _hasher()
+    return _dummy_hashes[(hasher.time_cost, hasher.memory_cost)]
 
 
 def hash_password(password):
@@ -30,25 +39,85 @@ def hash_password(password):
 
 
 def verify_password_hash(stored_hash, password):
-    """Whether ``password`` matches an argon2 hash made by :func:`hash_password`."""
+    """Whether ``password`` matches an argon2 hash made by :func:`hash_password`.
+
+    Without a stored hash (an unknown login) the same work is done against a dummy hash,
+    and the answer is no: both take as long."""
+    secret = (password or "").encode("utf-8", "surrogatepass")
     try:
-        return _hasher().verify(stored_hash, password or "")
+        matches = _hasher().verify(stored_hash or _dummy_hash(), secret)
     except (VerificationError, InvalidHashError):
+        return False
+    return matches and bool(stored_hash)
+
+
+def needs_rehash(stored_hash):
+    """Whether ``stored_hash`` was made with other costs than the configured ones (it is
+    replaced at the next successful login)."""
+    try:
+        return _hasher().check_needs_rehash(stored_hash)
+    except (InvalidHashError, ValueError):
         return False
 
 
 def check_password(user, password):
-    if not user or not user.password_hash or not user.is_active:
+    """Whether ``user`` (None: unknown) may log in with ``password``; the same argon2 work
+    is done either way. A hash made with older costs is upgraded on success."""
+    usable = user is not None and user.password_hash and user.is_active
+    if not verify_password_hash(user.password_hash if usable else None, password):
         return False
-    try:
-        return _hasher().verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
+    if needs_rehash(user.password_hash):
+        old = user.password_hash
+        user.password_hash = hash_password(password)
+        with write_transaction():
+            User.update(password_hash=user.password_hash).where(
+                (User.id == user.id) & (User.password_hash == old)
+            ).execute()
+    return True
 
 
 def authenticate(email, password):
-    user = User.get_or_none(User.email == (email or "").strip().lower())
+    """The user with this email and password, or None; unknown emails take as long."""
+    user = User.get_or_none(User.email == normal_email(email))
     return user if check_password(user, password or "") else None
+
+
+def normal_email(email):
+    """An email as logins are looked up: stripped, lower case (non-text: empty)."""
+    return email.strip().lower() if isinstance(email, str) else ""
+
+
+class WrongPassword(ValidationError):
+    """The current password given to change one's own was wrong (a failed login: it
+    counts against the login limits)."""
+
+
+def change_own_password(user, data):
+    """``user`` sets a new password (``current_password``, ``password``,
+    ``password_repeat``): every session of theirs ends (the caller keeps its own)."""
+    values, errors = PasswordChange.check(data)
+    current = data.get("current_password") if isinstance(data, dict) else None
+    if "password" not in errors and values["password"] != data.get("password_repeat"):
+        errors["password_repeat"] = "The two passwords differ."
+    if not check_password(user, current if isinstance(current, str) else ""):
+        raise WrongPassword({**errors, "current_password": "Wrong password."})
+    if errors:
+        raise ValidationError(errors)
+    with write_transaction():
+        User.update(
+            password_hash=hash_password(values["password"]),
+            session_version=User.session_version + 1,
+        ).where(User.id == user.id).execute()
+    return User.get_by_id(user.id)
+
+
+def end_sessions(user):
+    """End every page session of ``user`` (logout, a new password): their stamped session
+    version no longer matches. Returns the new version."""
+    with write_transaction():
+        User.update(session_version=User.session_version + 1).where(User.id == user.id).execute()
+    user.session_version = User.get_by_id(user.id).session_version
+    return user.session_version
 
 
 def create_client(data, with_login=None):
@@ -156,6 +225,7 @@ def update_user(user_id, data, actor):
         user.is_active = is_active
         if password:
             user.password_hash = hash_password(password)
+            user.session_version += 1  # every session made with the old password ends
         user.save()
         if departments is not None:
             StaffMembership.delete().where(StaffMembership.user == user.id).execute()

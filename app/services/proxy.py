@@ -16,7 +16,6 @@ task received from A into a department that forwards to C is pushed on to C, and
 staff do comes back to B and from there to A.
 """
 
-import base64
 import contextlib
 import hashlib
 import logging
@@ -25,10 +24,9 @@ import uuid
 from datetime import timedelta
 
 import requests
-from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 
-from app import outbound
+from app import outbound, secrets_box
 from app.db import get_for_update, write_transaction
 from app.models import (
     Department,
@@ -90,19 +88,18 @@ def _from(model, row_id):
 # --- secrets ------------------------------------------------------------------------------
 
 
-def _fernet():
-    key = hashlib.sha256(("provisor-proxy:" + current_app.config["SECRET_KEY"]).encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
+PASSWORD_PURPOSE = "proxy"  # app.secrets_box's key: what this module has always used
 
 
 def encrypt(password):
-    return _fernet().encrypt(password.encode()).decode()
+    """A peer's password as stored (encrypted with a key derived from SECRET_KEY)."""
+    return secrets_box.encrypt(password, PASSWORD_PURPOSE)
 
 
 def decrypt(token):
     try:
-        return _fernet().decrypt(token.encode()).decode()
-    except InvalidToken:
+        return secrets_box.decrypt(token, PASSWORD_PURPOSE).decode()
+    except secrets_box.Undecryptable:
         raise ServiceError(
             "the stored password cannot be decrypted (SECRET_KEY changed?); enter it again",
             code="proxy_password",
@@ -152,23 +149,31 @@ def create_server_side(data):
 
 
 def authenticate_peer(login, password):
-    """The server side a peer logs in as, or None (unknown login or wrong password)."""
+    """The server side a peer logs in as, or None (unknown login or wrong password: the
+    same argon2 work either way). A hash made with older costs is upgraded on success."""
     from app.services import accounts
 
     side = ProxyServerSide.get_or_none(ProxyServerSide.login == (login or ""))
     if side is None or not side.enabled:
-        accounts.hash_password(password or "x" * 8)  # same cost either way
+        accounts.verify_password_hash(None, password)  # as long as a known login takes
         return None
     # a peer calls often: a verified password is remembered for a minute (in memory, as a
     # keyed digest bound to the stored hash), so argon2 runs once, not on every request
-    key = hashlib.sha256(f"{side.password_hash}\0{password}".encode()).hexdigest()
+    key = hashlib.sha256(f"{side.password_hash}\0{password}".encode(errors="replace")).hexdigest()
     now = utcnow()
     if _verified.get(key, now) <= now:
         if not accounts.verify_password_hash(side.password_hash, password):
             return None
-        if len(_verified) > 1000:
-            _verified.clear()
-        _verified[key] = now + VERIFIED_FOR
+        if accounts.needs_rehash(side.password_hash):
+            with write_transaction():
+                ProxyServerSide.update(password_hash=accounts.hash_password(password)).where(
+                    (ProxyServerSide.id == side.id)
+                    & (ProxyServerSide.password_hash == side.password_hash)
+                ).execute()
+        else:
+            if len(_verified) > 1000:
+                _verified.clear()
+            _verified[key] = now + VERIFIED_FOR
     if side.last_seen_at is None or (now - side.last_seen_at).total_seconds() > 30:
         ProxyServerSide.update(last_seen_at=now).where(ProxyServerSide.id == side.id).execute()
     return side

@@ -2,9 +2,22 @@
 
 import logging
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_limiter import RateLimitExceeded
+from flask_login import current_user, login_required
 
+from app import throttle
+from app.auth import end_session, restamp_session, start_session
 from app.services import accounts
 from app.services.errors import ValidationError
 from app.web.helpers import local_url
@@ -16,7 +29,10 @@ bp = Blueprint("auth", __name__)
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Show the login form; on POST check the credentials and go where the visitor wanted."""
+    """Show the login form; on POST check the credentials and go where the visitor wanted.
+
+    Failed logins are limited per address and per account (``app.throttle``): past the
+    limit the form answers 429 with a message and ``Retry-After``."""
     next_url = local_url(request.values.get("next"), default="")
     if current_user.is_authenticated and request.method == "GET":
         return redirect(next_url or url_for("home.index"))
@@ -25,7 +41,7 @@ def login():
     if request.method == "POST":
         user = accounts.authenticate(request.form.get("email"), request.form.get("password"))
         if user is not None:
-            login_user(user)
+            start_session(user)
             log.info("user %s logged in", user.email)
             return redirect(next_url or url_for("home.index"))
         errors["login"] = "Wrong email or password."
@@ -33,11 +49,52 @@ def login():
     return render_template("auth/login.html", form=form, errors=errors, next=next_url), status
 
 
+@bp.errorhandler(RateLimitExceeded)
+def too_many_logins(exc):
+    """The login form (or the password form) again, saying when to try again (429 with
+    Retry-After)."""
+    message, headers = throttle.refusal()
+    if request.endpoint == "auth.account":
+        errors = {"current_password": message}
+        return render_template("auth/account.html", errors=errors), 429, headers
+    form = {"email": request.form.get("email", "")}
+    next_url = local_url(request.values.get("next"), default="")
+    page = render_template("auth/login.html", form=form, errors={"login": message}, next=next_url)
+    return page, 429, headers
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """One's own login: who they are, and a new password (the current one first). A new
+    password logs out every other session of theirs; a wrong current password counts as a
+    failed login."""
+    errors = {}
+    if request.method == "POST":
+        data = {
+            k: request.form.get(k, "") for k in ("current_password", "password", "password_repeat")
+        }
+        user = current_user._get_current_object()
+        try:
+            user = accounts.change_own_password(user, data)
+        except accounts.WrongPassword as exc:
+            g.password_refused = True
+            errors = exc.fields
+        except ValidationError as exc:
+            errors = exc.fields
+        else:
+            restamp_session(user)
+            log.info("user %s changed their password", user.email)
+            flash("Password changed. Your other sessions are logged out.", "success")
+            return redirect(url_for("auth.account"))
+    return render_template("auth/account.html", errors=errors), 422 if errors else 200
+
+
 @bp.post("/logout")
 @login_required
 def logout():
-    """Log out and go back to the login form."""
-    logout_user()
+    """Log out (every session of this login ends) and go back to the login form."""
+    end_session()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
 
@@ -58,7 +115,7 @@ def register():
         except ValidationError as exc:
             errors = exc.fields
         else:
-            login_user(accounts.login_of(client))
+            start_session(accounts.login_of(client))
             flash("Welcome! Your account is ready: order your first service.", "success")
             return redirect(url_for("my.index"))
     status = 422 if errors else 200

@@ -3,7 +3,7 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from app.auth import admin_required
+from app.auth import admin_required, restamp_session
 from app.services import accounts, catalog
 from app.services.errors import ValidationError
 
@@ -81,8 +81,10 @@ def edit(user_id):
     }
     data = {**form, "password": request.form.get("password", "")}
     try:
-        accounts.update_user(user_id, data, actor=current_user._get_current_object())
+        user = accounts.update_user(user_id, data, actor=current_user._get_current_object())
     except ValidationError as exc:
         return _form_page(user, form, exc.fields)
+    if user.id == current_user.id:  # a new password of one's own: this session goes on
+        restamp_session(user)
     flash(f"{form['name'].strip()} saved.", "success")
     return redirect(url_for("staff.index"))
