@@ -44,7 +44,7 @@ from app.models import (
     parse_id,
     utcnow,
 )
-from app.services import dispatch, provisioning, tasks
+from app.services import dispatch, provisioning, sweeps, tasks
 from app.services.errors import BadSignature, Conflict, NotFound
 from app.states import ITEM, OPERATION
 from modules.base import RESULT_STATUSES, ModuleError, OperationContext
@@ -607,50 +607,34 @@ def callback(operation_id, data, instance):
 def sweep(limit=1000):
     """Recover what messages lost: re-send due operations, reclaim stale running ones.
 
-    Run every few seconds by the scheduler (and by ``provisor ops sweep``). Returns counts.
+    Run every few seconds by the scheduler (and by ``provisor ops sweep``). Each
+    operation is handled on its own (:func:`sweeps.each`): one that fails is logged, its
+    ``last_error`` says why, and the others are still reclaimed and re-sent. Returns
+    counts (``errors``: the operations that failed).
     """
     now = utcnow()
-    counts = {"reclaimed": 0, "callback_timeouts": 0, "resent": 0}
-    stale = list(
-        Operation.select(Operation.id)
+    counts = {"reclaimed": 0, "callback_timeouts": 0, "resent": 0, "errors": 0}
+    stale = [
+        row.id
+        for row in Operation.select(Operation.id)
         .where((Operation.status == "running") & (Operation.lease_until < now))
         .limit(limit)
+    ]
+    counts["errors"] += sweeps.each(
+        "operation", stale, lambda op_id: _reclaim(op_id, now, counts), _note_sweep_error
     )
-    for row in stale:
-        with write_transaction():
-            op = get_for_update(Operation, row.id)
-            if op.status != "running" or op.lease_until >= now:
-                continue
-            Attempt.update(
-                finished_at=now,
-                outcome="interrupted",
-                error="the worker stopped during this attempt (lease expired)",
-            ).where((Attempt.operation == op.id) & Attempt.finished_at.is_null()).execute()
-            op.last_error = "the worker stopped during the attempt"
-            op.failures += 1
-            if op.failures >= _max_attempts(op):
-                escalate(op, Reason("interrupted", n=op.attempts), now)
-            else:
-                OPERATION.move(op, "reclaim")
-                _queue_now(op, now)
-            counts["reclaimed"] += 1
-    waiting = list(
-        Operation.select(Operation.id)
+    waiting = [
+        row.id
+        for row in Operation.select(Operation.id)
         .where((Operation.status == "waiting_callback") & (Operation.lease_until < now))
         .limit(limit)
+    ]
+    counts["errors"] += sweeps.each(
+        "operation",
+        waiting,
+        lambda op_id: _time_out_callback(op_id, now, counts),
+        _note_sweep_error,
     )
-    for row in waiting:
-        with write_transaction():
-            op = get_for_update(Operation, row.id)
-            if op.status != "waiting_callback" or op.lease_until >= now:
-                continue
-            message = "no callback came from the endpoint in time"
-            Attempt.update(outcome="temporary_error", error=message, finished_at=now).where(
-                (Attempt.operation == op.id) & (Attempt.number == op.attempts)
-            ).execute()
-            op.last_error = message
-            _after_failure(op, False, now)
-            counts["callback_timeouts"] += 1
     grace = timedelta(seconds=_setting("SWEEP_GRACE"))
     candidates = (
         Operation.select(Operation.id, Operation.dispatched_at, Operation.redispatches)
@@ -677,10 +661,54 @@ def sweep(limit=1000):
             ).execute()
             dispatch.operations(ids)
         counts["resent"] = len(ids)
-    counts["renewals"] = provisioning.queue_renewals(now)
+    renewals = provisioning.queue_renewals(now)
+    counts["renewals"] = renewals["queued"]
+    counts["errors"] += renewals["errors"]
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
+
+
+def _reclaim(op_id, now, counts):
+    """The worker of a running attempt stopped (its lease expired): the attempt is
+    interrupted, the operation runs again (or goes to people after max_attempts)."""
+    with write_transaction():
+        op = get_for_update(Operation, op_id)
+        if op.status != "running" or op.lease_until >= now:
+            return
+        Attempt.update(
+            finished_at=now,
+            outcome="interrupted",
+            error="the worker stopped during this attempt (lease expired)",
+        ).where((Attempt.operation == op.id) & Attempt.finished_at.is_null()).execute()
+        op.last_error = "the worker stopped during the attempt"
+        op.failures += 1
+        if op.failures >= _max_attempts(op):
+            escalate(op, Reason("interrupted", n=op.attempts), now)
+        else:
+            OPERATION.move(op, "reclaim")
+            _queue_now(op, now)
+        counts["reclaimed"] += 1
+
+
+def _time_out_callback(op_id, now, counts):
+    """A pending http operation waited longer than CALLBACK_TIMEOUT for its callback."""
+    with write_transaction():
+        op = get_for_update(Operation, op_id)
+        if op.status != "waiting_callback" or op.lease_until >= now:
+            return
+        message = "no callback came from the endpoint in time"
+        Attempt.update(outcome="temporary_error", error=message, finished_at=now).where(
+            (Attempt.operation == op.id) & (Attempt.number == op.attempts)
+        ).execute()
+        op.last_error = message
+        _after_failure(op, False, now)
+        counts["callback_timeouts"] += 1
+
+
+def _note_sweep_error(op_id, message):
+    """Why the sweep could not handle this operation: its last error, on its page."""
+    Operation.update(last_error=message, updated_at=utcnow()).where(Operation.id == op_id).execute()
 
 
 # --- queries for pages and the API ------------------------------------------------------

@@ -257,9 +257,13 @@ def queue_renewals(now, limit=200):
     """Queue ``renew`` for services whose module renews them N days before they expire.
 
     Once per expiry: the service remembers the expiry its renew was queued for, so a
-    second scheduler, a repeated sweep or a cancelled renew queue nothing more.
+    second scheduler, a repeated sweep or a cancelled renew queue nothing more. Each
+    service on its own: one that fails is logged and the others are still renewed.
+    Returns ``{"queued": n, "errors": n}``.
     """
-    due = 0
+    from app.services import sweeps
+
+    counts = {"queued": 0, "errors": 0}
     for module in ProcessingModule.select().where(ProcessingModule.enabled == True):  # noqa: E712
         cls = modules.get_type(module.type)
         if cls is None or not cls.supports("renew"):
@@ -267,8 +271,9 @@ def queue_renewals(now, limit=200):
         days = cls(module.config or {}).renew_days_before()
         if not days:
             continue
-        rows = list(
-            Service.select(Service.id)
+        ids = [
+            row.id
+            for row in Service.select(Service.id)
             .where(
                 (Service.module == module.id)
                 & Service.status.in_(KINDS["renew"].starts_from)
@@ -280,21 +285,24 @@ def queue_renewals(now, limit=200):
                 )
             )
             .limit(limit)
-        )
-        for row in rows:
-            try:
-                with write_transaction():
-                    service = get_for_update_or_404(row.id)
-                    if service.renewal_queued_for == service.expires_at:
-                        continue  # another scheduler was first
-                    request(service.id, "renew", "scheduler")
-                    Service.update(renewal_queued_for=service.expires_at).where(
-                        Service.id == service.id
-                    ).execute()
-                due += 1
-            except (Conflict, ValidationError) as exc:
-                log.info("renewal of service %s waits: %s", row.id, exc.message)
-    return due
+        ]
+        counts["errors"] += sweeps.each("service", ids, lambda sid: _queue_renewal(sid, counts))
+    return counts
+
+
+def _queue_renewal(service_id, counts):
+    try:
+        with write_transaction():
+            service = get_for_update_or_404(service_id)
+            if service.renewal_queued_for == service.expires_at:
+                return  # another scheduler was first
+            request(service.id, "renew", "scheduler")
+            Service.update(renewal_queued_for=service.expires_at).where(
+                Service.id == service.id
+            ).execute()
+        counts["queued"] += 1
+    except (Conflict, ValidationError) as exc:
+        log.info("renewal of service %s waits: %s", service_id, exc.message)
 
 
 # --- finishing operations ---------------------------------------------------------------
