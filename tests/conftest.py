@@ -340,3 +340,12 @@ def chromium(chromium_path):
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server of this test's own, which it may kill (support.RedisServer)."""
+    need(support.RedisServer.available(), "redis-server is not installed (apt-get install redis)")
+    server = support.RedisServer(tmp_path).start()
+    yield server
+    server.kill()

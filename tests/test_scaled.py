@@ -341,3 +341,53 @@ def test_a_polling_operation_survives_a_redis_flush(polling_system, redis_url):
     assert op["failures"] == 0
     assert panel.creations == [f"service-{order['service_id']}"]
     assert "resent" in system.log_text("scheduler")
+
+
+def _health(system, scope="system"):
+    response = requests.get(f"{system.base}/api/v1/health?scope={scope}", timeout=5)
+    return response.status_code, response.json()
+
+
+def test_health_sees_a_stopped_scheduler_idle_workers_and_a_dead_broker(
+    tmp_path, postgres_url, private_redis
+):
+    """Real processes on a Redis of the test's own: all fine is ok; the scheduler stopped
+    for more than two intervals, then an operation no worker takes, then Redis killed —
+    each is degraded with HTTP 503 and says why; `scope=web` minds only the broker."""
+    system = System(tmp_path, postgres_url, private_redis.url)
+    try:
+        system.up()
+        code, body = _health(system)
+        assert (code, body["status"], body["redis"], body["problems"]) == (200, "ok", "ok", [])
+        assert body["last_sweep_age"] < 2 and body["overdue_operations"] == 0
+
+        system.stop("scheduler")
+        system.stop("worker")
+        _, module, tariff, client = system.setup_catalog("sandbox", {})
+        order, op_id = system.order_and_pay(client, tariff)
+        time.sleep(2.5)  # SWEEP_INTERVAL is 1 s
+        code, body = _health(system)
+        assert code == 503 and body["status"] == "degraded"
+        assert body["last_sweep_age"] > 2
+        overdue = body["overdue_operations"]  # the payment's open, the module's ensure_item
+        assert overdue == 2
+        assert body["problems"][0].endswith(
+            "s ago (SWEEP_INTERVAL is 1 s): is the scheduler running?"
+        )
+        assert body["problems"][1:] == [
+            "2 operations have been due for more than 2 s: are the workers running?"
+        ]
+        assert _health(system, "web")[0] == 200  # this web process can serve
+
+        system.start("scheduler", [f"{BIN}/provisor", "scheduler"])
+        system.start_worker("worker2")
+        system.wait_done(op_id)
+        wait_for(lambda: _health(system)[0] == 200, timeout=10, message="ok again")
+
+        private_redis.kill()
+        for scope in ("system", "web"):
+            code, body = _health(system, scope)
+            assert code == 503 and body["redis"] == "error: ConnectionError", body
+            assert "the broker (Redis) does not answer a PING (ConnectionError)" in body["problems"]
+    finally:
+        system.down()
