@@ -12,7 +12,7 @@ setting stops before it boots, saying which one and why.
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from actors.middleware import AppContextMiddleware
+from actors.middleware import AppContextMiddleware, GracefulShutdown
 from app import config
 
 
@@ -35,6 +35,7 @@ def make_broker():
     else:
         broker = StubBroker()
     broker.add_middleware(AppContextMiddleware())
+    broker.add_middleware(GracefulShutdown())
     return broker
 
 

@@ -1,4 +1,5 @@
-"""Worker middleware: an app context and a database connection per message."""
+"""Worker middleware: an app context and a database connection per message, the log
+context of each message, and a graceful stop."""
 
 import logging
 import threading
@@ -47,3 +48,29 @@ class AppContextMiddleware(Middleware):
                 ctx.pop()
 
     after_skip_message = after_process_message
+
+
+class GracefulShutdown(Middleware):
+    """A worker asked to stop (SIGTERM to ``dramatiq actors`` on a deploy, or ``provisor
+    serve`` stopping) takes no new message, gives its running attempts
+    ``WORKER_SHUTDOWN_GRACE`` seconds to finish, and hands the others back at once
+    (``operations.hand_back``): they do not wait in ``running`` for their lease to expire.
+    """
+
+    def before_worker_shutdown(self, broker, worker):
+        from app.db import database
+        from app.services import operations
+
+        for thread in getattr(worker, "workers", ()):
+            thread.stop()  # no new message; Dramatiq stops them too, right after this
+        app = AppContextMiddleware.app
+        if app is None:
+            return
+        with app.app_context():
+            try:
+                operations.hand_back(app.config["WORKER_SHUTDOWN_GRACE"])
+            except Exception:
+                log.exception("cannot hand the running attempts back; the sweep will")
+            finally:
+                if not database.is_closed():
+                    database.close()

@@ -251,6 +251,13 @@ SETTINGS = {
             min=0,
         ),
         _int("WORKER_THREADS", 4, "threads of the embedded worker", min=1, max=256),
+        _int(
+            "WORKER_SHUTDOWN_GRACE",
+            5,
+            "seconds a stopping worker lets its running attempts finish before handing them back",
+            min=0,
+            max=3600,
+        ),
         # tasks proxy
         _int(
             "PROXY_PULL_INTERVAL",

@@ -391,3 +391,70 @@ def test_health_sees_a_stopped_scheduler_idle_workers_and_a_dead_broker(
             assert "the broker (Redis) does not answer a PING (ConnectionError)" in body["problems"]
     finally:
         system.down()
+
+
+def test_a_stopped_worker_finishes_or_hands_back_its_attempts(tmp_path, postgres_url, redis_url):
+    """SIGTERM to `dramatiq actors` (what a deploy sends) while it waits on slow panels: a
+    call that ends within WORKER_SHUTDOWN_GRACE is finished and recorded; one that does
+    not is handed back at once (interrupted, queued again, not a failure) and the process
+    exits without waiting for the panel. A new worker completes it: one creation."""
+    slow, quick = ModuleEndpoint(delay=10), ModuleEndpoint(delay=1.5)
+    slow.start()
+    quick.start()
+    system = System(tmp_path, postgres_url, redis_url, {"WORKER_SHUTDOWN_GRACE": "3"})
+    try:
+        system.up()
+        # a call that outlives the grace: handed back
+        _, _, tariff, client = system.setup_catalog(
+            "http", slow.config(timeout=30), retry_delay=1, max_attempts=3
+        )
+        order, op_id = system.order_and_pay(client, tariff)
+        wait_for(lambda: slow.calls("open"), timeout=20, message="the call to the slow panel")
+        worker = system.procs.pop("worker")
+        asked = time.monotonic()
+        worker.send_signal(signal.SIGTERM)  # to the main process, as Docker or Kubernetes do
+        op = wait_for(
+            lambda: (o := system.operation(op_id))["status"] != "running" and o,
+            timeout=15,
+            interval=0.1,
+            message="the attempt handed back",
+        )
+        handed_back_after = time.monotonic() - asked
+        worker.wait(timeout=10)
+        exited_after = time.monotonic() - asked
+        assert op["status"] == "queued" and op["failures"] == 0, op
+        first = op["attempt_log"][0]
+        assert first["outcome"] == "interrupted", first
+        assert first["error"] == (
+            "handed back: the worker was stopped (shutdown) during this attempt"
+        )
+        # about 1 s for Dramatiq to notice the signal, the 3 s grace, then at once; the
+        # panel would have answered after 10 s (and the lease would run 30 + 2 s)
+        assert handed_back_after < 6 and exited_after < 7, (handed_back_after, exited_after)
+        assert "handed back the attempts of operations" in system.log_text("worker")
+
+        system.start_worker("worker2")
+        op = system.wait_done(op_id, timeout=40)
+        assert [a["outcome"] for a in op["attempt_log"]] == ["interrupted", "done"]
+        assert op["failures"] == 0
+        assert len([c for c in slow.calls("open") if c["operation_id"] == op_id]) == 2
+        assert list(slow.creations) == [op_id]  # one creation, with the same key
+        service = system.call("GET", f"/services/{order['service_id']}")
+        assert service["status"] == "active"
+
+        # a call that ends within the grace: finished and recorded by the stopping worker
+        _, _, tariff, client = system.setup_catalog(
+            "http", quick.config(timeout=30), retry_delay=1, max_attempts=3
+        )
+        order, op_id = system.order_and_pay(client, tariff)
+        wait_for(lambda: quick.calls("open"), timeout=20, message="the call to the quick panel")
+        worker = system.procs.pop("worker2")
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=15)
+        op = system.operation(op_id)
+        assert op["status"] == "done" and op["attempts"] == 1, op
+        assert list(quick.creations) == [op_id]
+    finally:
+        system.down()
+        slow.stop()
+        quick.stop()

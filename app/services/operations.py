@@ -23,13 +23,14 @@ import json
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 
 from flask import current_app
 from peewee import JOIN
 
 import modules
-from app import messages
+from app import inflight, logs, messages
 from app.db import get_for_update, write_transaction
 from app.messages import Reason
 from app.models import (
@@ -110,14 +111,34 @@ def module_instance(module):
 
 
 def run(operation_id):
-    """Run one attempt of an operation if it is due; do nothing otherwise (idempotent)."""
+    """Run one attempt of an operation if it is due; do nothing otherwise (idempotent).
+
+    The attempt is registered with :mod:`app.inflight` while it runs, so that a worker
+    asked to stop can hand it back (:func:`hand_back`) instead of leaving it ``running``
+    until its lease expires.
+    """
     claimed = _claim(operation_id)
     if claimed is None:
         return None
     op, attempt, instance = claimed
+    with (
+        logs.context(operation=op.id, attempt=attempt.number),
+        inflight.attempt(op.id, attempt.number) as current,
+    ):
+        try:
+            return _attempt(op, attempt, instance, current)
+        except inflight.Shutdown:
+            if not current.ended:
+                raise
+            log.info("attempt %s handed back: this worker is stopping", attempt.number)
+            return None
+
+
+def _attempt(op, attempt, instance, current):
     ctx = _context(op, attempt.number, instance)
     try:
-        result = instance.run(ctx)
+        with current.calling():
+            result = instance.run(ctx)
     except ModuleError as exc:
         return _record_failure(op.id, attempt.id, str(exc), exc.permanent, ctx.log_text)
     except Exception as exc:  # a bug in a module must not lose the operation
@@ -129,6 +150,60 @@ def run(operation_id):
         return _record_failure(op.id, attempt.id, problem, False, ctx.log_text)
     _mask_details(ctx, result)
     return _record_result(op.id, attempt.id, result, ctx.log_text)
+
+
+def hand_back(grace=0.0):
+    """A stopping worker: give the attempts this process still runs ``grace`` seconds to
+    finish, then hand back those still waiting on their module.
+
+    Each is recorded as ``interrupted`` ("the worker was stopped"), its operation is
+    queued again at once — not counted as a failure: the panel did nothing wrong, so
+    ``max_attempts`` is not used up by a deploy — and its call is ended
+    (:func:`inflight.end`) before another worker is woken for it, so the two never
+    overlap. Returns the ids of the operations handed back.
+    """
+    deadline = time.monotonic() + grace
+    while inflight.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    handed = []
+    for current in inflight.running():
+        if not current.in_call:
+            continue  # claiming or recording its result: a moment, let it finish
+        with logs.context(operation=current.operation_id, attempt=current.number):
+            try:
+                if _hand_back_one(current):
+                    handed.append(current)
+            except Exception:
+                log.exception("cannot hand the attempt back; the sweep will reclaim it")
+    for current in handed:
+        inflight.end(current)
+    if handed:
+        dispatch.operations([current.operation_id for current in handed])
+        log.info(
+            "handed back the attempts of operations %s: this worker is stopping",
+            ", ".join(str(current.operation_id) for current in handed),
+        )
+    return [current.operation_id for current in handed]
+
+
+def _hand_back_one(current):
+    now = utcnow()
+    with write_transaction():
+        op = get_for_update(Operation, current.operation_id)
+        if op is None or op.status != "running" or op.attempts != current.number:
+            return False  # it finished meanwhile, or the sweep took it over
+        Attempt.update(
+            finished_at=now,
+            outcome="interrupted",
+            error="handed back: the worker was stopped (shutdown) during this attempt",
+        ).where((Attempt.operation == op.id) & (Attempt.number == current.number)).execute()
+        OPERATION.move(op, "hand_back")
+        op.next_run_at = now
+        op.dispatched_at = now
+        op.lease_until = None
+        op.updated_at = now
+        op.save()
+    return True
 
 
 def _result_problem(result):
