@@ -11,6 +11,7 @@ from app.services import operations
     min_backoff=1000,
     max_backoff=30000,
     time_limit=3_600_000,
+    log_context="operation",
 )
 def run_operation(operation_id):
     """Run one attempt of an operation if it is due (a duplicate message does nothing)."""

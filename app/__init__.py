@@ -50,9 +50,10 @@ def create_app(test_config=None):
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     app.json.sort_keys = False
 
-    from app import auth, cli, db, guards, web
+    from app import auth, cli, db, guards, logs, web
     from app.api import api_bp
 
+    logs.init_app(app)
     db.init_app(app)
     guards.init_app(app)
     auth.init_app(app)

@@ -332,11 +332,9 @@ def _interrupt(signum, frame):
 
 
 def _configure_logging():
-    logging.basicConfig(
-        level=getattr(logging, current_app.config["LOG_LEVEL"]),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    from app import logs
+
+    logs.configure(current_app.config["LOG_LEVEL"], current_app.config["LOG_FORMAT"])
 
 
 @commands.command("remotetaskctl")

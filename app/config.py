@@ -288,8 +288,16 @@ SETTINGS = {
             "LOG_LEVEL",
             "choice",
             "INFO",
-            "log level of serve and scheduler",
+            "log level of every process: web, workers, scheduler, serve",
             choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+            prefixed_only=True,
+        ),
+        Setting(
+            "LOG_FORMAT",
+            "choice",
+            "TEXT",
+            "log lines as text or as one JSON object per line",
+            choices=("TEXT", "JSON"),
             prefixed_only=True,
         ),
     ]

@@ -106,6 +106,41 @@ def configure(level="INFO", fmt="TEXT", stream=None):
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings become records: one format on stderr
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     _handler = handler
     return handler
+
+
+# request view arguments that name what a request is about, and their log field
+REQUEST_FIELDS = {
+    "operation_id": "operation",
+    "task_id": "task",
+    "service_id": "service",
+    "email_id": "email",
+}
+
+
+def init_app(app):
+    """Configure this process's logging from the app's settings — unless the app is a
+    test's or a CLI command is running: ``provisor serve`` and ``provisor scheduler``
+    configure it themselves, one-shot commands keep stderr for their one-line errors —
+    and put what a request is about (``operation=12``...) on the records it logs."""
+    import click
+    from flask import g, request
+
+    if not app.testing and click.get_current_context(silent=True) is None:
+        configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+
+    @app.before_request
+    def _bind_request():
+        args = request.view_args or {}
+        fields = {field: args[name] for name, field in REQUEST_FIELDS.items() if name in args}
+        if fields:
+            g.log_token = bind(**fields)
+
+    @app.teardown_request
+    def _unbind_request(exc):
+        token = g.pop("log_token", None)
+        if token is not None:
+            unbind(token)

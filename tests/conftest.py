@@ -55,7 +55,12 @@ def worker():
 
     w = embedded.start_worker(
         create_app(
-            {"DATABASE_URL": "sqlite:///:memory:", "SECRET_KEY": "x", "PAYMENT_WEBHOOK_SECRET": "x"}
+            {
+                "TESTING": True,
+                "DATABASE_URL": "sqlite:///:memory:",
+                "SECRET_KEY": "x",
+                "PAYMENT_WEBHOOK_SECRET": "x",
+            }
         ),
         threads=4,
     )

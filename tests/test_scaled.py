@@ -7,6 +7,7 @@ Skipped (with the reason) when PostgreSQL or Redis is not reachable; failing und
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -208,6 +209,16 @@ def test_whole_flow_on_postgres_redis_and_worker_processes(system):
         ]
         assert len([c for c in endpoint.calls("open") if c["operation_id"] == op_id]) == 3
         assert list(endpoint.creations) == [op_id]
+        # the worker process's records carry the operation (and attempt) they are about
+        worker_log = system.log_text("worker")
+        assert re.search(
+            rf" WARNING app.services.operations \[\d+\] operation={op_id} attempt=1: "
+            r"open, attempt 1: temporary_error: endpoint answered 500",
+            worker_log,
+        ), worker_log[-3000:]
+        assert re.search(
+            rf" INFO .* operation={op_id} attempt=3: open, attempt 3: done", worker_log
+        )
         service = system.call("GET", f"/services/{order['service_id']}")
         assert service["status"] == "active"
         message = wait_for(lambda: system.smtp.messages, timeout=15)[0]

@@ -367,6 +367,7 @@ def _record_result(op_id, attempt_id, result, log_text):
         op = get_for_update(Operation, op_id)
         attempt = Attempt.get_by_id(attempt_id)
         _finish_attempt(attempt, result.status, None, log_text, now)
+        log.info("%s, attempt %s: %s", op.kind, attempt.number, result.status)
         current = op.status == "running" and op.attempts == attempt.number
         if result.status == "pending":
             if current:
@@ -481,6 +482,7 @@ def _record_failure(op_id, attempt_id, message, permanent, log_text):
         op = get_for_update(Operation, op_id)
         attempt = Attempt.get_by_id(attempt_id)
         _finish_attempt(attempt, outcome, message, log_text, now)
+        log.warning("%s, attempt %s: %s: %s", op.kind, attempt.number, outcome, message)
         if op.status != "running" or op.attempts != attempt.number:
             return op  # the sweep took this attempt over meanwhile
         op.last_error = message
