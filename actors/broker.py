@@ -12,6 +12,7 @@ setting stops before it boots, saying which one and why.
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
+from actors.metrics import WorkerMetrics
 from actors.middleware import AppContextMiddleware, GracefulShutdown
 from app import config
 
@@ -36,6 +37,7 @@ def make_broker():
         broker = StubBroker()
     broker.add_middleware(AppContextMiddleware())
     broker.add_middleware(GracefulShutdown())
+    broker.add_middleware(WorkerMetrics(settings["WORKER_METRICS_PORT"]))
     return broker
 
 

@@ -15,6 +15,7 @@ print it as one ``Error: ...`` line; gunicorn and ``dramatiq actors`` show it as
 line of their start-up failure.
 """
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ class SettingError(click.ClickException):
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url`` or ``choice``.
+    """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url``, ``choice`` or
+    ``networks`` (a comma-separated list of addresses or CIDR networks, read as a tuple of
+    :mod:`ipaddress` networks).
 
     ``default_text`` says in words what an unset setting means when its default is not a
     plain value (None: computed at start-up, or the feature is off); the README's settings
@@ -89,6 +92,8 @@ class Setting:
             return f"a URL starting with {listed}"
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
+        if self.kind == "networks":
+            return "a comma-separated list of addresses or networks such as 10.0.0.0/8"
         return "some text"
 
     def parse(self, raw, source=None):
@@ -116,8 +121,19 @@ class Setting:
             if text in FALSE:
                 return False
             self._fail(source, raw)
+        if self.kind == "networks" and isinstance(raw, (tuple, list)):
+            raw = ",".join(str(item) for item in raw)
         if not isinstance(raw, str):
             self._fail(source, raw)
+        if self.kind == "networks":
+            try:
+                return tuple(
+                    ipaddress.ip_network(part.strip(), strict=False)
+                    for part in raw.split(",")
+                    if part.strip()
+                )
+            except ValueError:
+                self._fail(source, raw)
         if self.kind == "url":
             scheme = urlsplit(raw.strip()).scheme.lower()
             if scheme not in self.schemes:
@@ -283,6 +299,28 @@ SETTINGS = {
             "argon2id memory per password hash, in KiB",
             min=32,  # argon2 needs 8 KiB per lane, argon2-cffi uses 4 lanes
         ),
+        # health and metrics
+        Setting(
+            "METRICS_TOKEN",
+            "text",
+            None,
+            "bearer token Prometheus sends to /metrics (and to the workers' metrics port)",
+            default_text="unset",
+        ),
+        Setting(
+            "METRICS_ALLOW",
+            "networks",
+            (),
+            "addresses or networks allowed to read /metrics, e.g. 10.0.0.0/8,127.0.0.1",
+            default_text="unset",
+        ),
+        _int(
+            "WORKER_METRICS_PORT",
+            0,
+            "port where each `dramatiq actors` serves its processes' metrics (0: none)",
+            min=0,
+            max=65535,
+        ),
         # logging
         Setting(
             "LOG_LEVEL",
@@ -332,6 +370,13 @@ def load(environ=None, overrides=None):
         path = os.path.join(config["INSTANCE_PATH"], "provisor.sqlite3")
         config["DATABASE_URL"] = "sqlite:///" + path
     return config
+
+
+def set_environ(name, value):
+    """Write an environment variable a library reads its own setting from (the one place
+    that touches the environment, like :func:`read`): prometheus_client's
+    ``PROMETHEUS_MULTIPROC_DIR`` in ``dramatiq actors`` worker processes."""
+    os.environ[name] = value
 
 
 def default_instance_path():

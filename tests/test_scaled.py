@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import uuid
 import pytest
 import requests
 
+from actors.metrics import folder as worker_metrics_folder
 from tests.support import ModuleEndpoint, free_port, signed, start_smtp, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.scaled]
@@ -63,8 +65,10 @@ class System:
             argv, env=self.env, stdout=log, stderr=log, start_new_session=True
         )
 
-    def start_worker(self, name="worker"):
-        self.start(name, [f"{BIN}/dramatiq", "actors", "--processes", "1", "--threads", "4"])
+    def start_worker(self, name="worker", processes=1):
+        self.start(
+            name, [f"{BIN}/dramatiq", "actors", "--processes", str(processes), "--threads", "4"]
+        )
 
     def stop(self, name, sig=signal.SIGTERM):
         proc = self.procs.pop(name)
@@ -469,3 +473,73 @@ def test_a_stopped_worker_finishes_or_hands_back_its_attempts(tmp_path, postgres
         system.down()
         slow.stop()
         quick.stop()
+
+
+def test_the_workers_serve_their_metrics_summed_over_their_processes(
+    tmp_path, postgres_url, redis_url
+):
+    """`dramatiq actors --processes 2` with WORKER_METRICS_PORT: one port serves the sum
+    of both processes' message counts (multiprocess mode), with the metrics token; the
+    web's /metrics (gunicorn) has the numbers from the database."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    token = "scrape-the-workers"
+    system = System(
+        tmp_path,
+        postgres_url,
+        redis_url,
+        {"METRICS_TOKEN": token, "WORKER_METRICS_PORT": str(port)},
+    )
+    main_pid = None
+    try:
+        system.up()
+        system.stop("worker")
+        system.start_worker("worker", processes=2)
+        main_pid = system.procs["worker"].pid
+        _, module, tariff, client = system.setup_catalog("sandbox", {}, retry_delay=1)
+        ops = [system.order_and_pay(client, tariff)[1] for _ in range(6)]
+        for op_id in ops:
+            system.wait_done(op_id)
+        headers = {"Authorization": f"Bearer {token}"}
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def scrape():
+            try:
+                return requests.get(url, headers=headers, timeout=2)
+            except requests.RequestException:
+                return None
+
+        def counted():
+            response = scrape()
+            if response is None or response.status_code != 200:
+                return None
+            values = {
+                (s.name, s.labels.get("actor_name"), s.labels.get("pid")): s.value
+                for family in text_string_to_metric_families(response.text)
+                for s in family.samples
+            }
+            runs = values.get(("dramatiq_messages_total", "run_operation", None), 0)
+            return values if runs >= 7 else None  # six opens and the ensure_item
+
+        values = wait_for(counted, timeout=20, message="the worker metrics")
+        assert values.get(("dramatiq_message_errors_total", "run_operation", None), 0) == 0
+        refused = requests.get(url, timeout=2)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthorized"
+
+        web = requests.get(f"{system.base}/metrics", headers=headers, timeout=5)
+        assert web.status_code == 200
+        done = [
+            s.value
+            for family in text_string_to_metric_families(web.text)
+            for s in family.samples
+            if s.name == "provisor_operations"
+            and s.labels == {"status": "done", "module": module["name"]}
+        ]
+        assert done == [7]
+        assert requests.get(f"{system.base}/metrics", timeout=5).status_code == 401
+    finally:
+        system.down()
+        if main_pid is not None:
+            shutil.rmtree(worker_metrics_folder(main_pid), ignore_errors=True)

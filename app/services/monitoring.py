@@ -9,9 +9,12 @@ public: the reasons name exception classes, never messages, hosts or secrets.
 """
 
 import functools
+import hmac
+import ipaddress
+import json
 from datetime import timedelta
 
-from peewee import fn
+from peewee import JOIN, fn
 
 from app.db import database
 from app.models import Email, Operation, ProxyOutgoing, utcnow
@@ -19,6 +22,7 @@ from app.services import sweeps
 from app.states import OPERATION
 
 VERSION = "0.1.0"
+FAILED_OUTCOMES = ("temporary_error", "permanent_error", "interrupted")
 RUNNABLE = OPERATION.sources("claim")
 PING_TIMEOUT = 1.0  # seconds: a health check must answer quickly, even when Redis hangs
 
@@ -128,6 +132,184 @@ def _scheduler_and_workers(config, now, report, problems):
         )
 
 
+# --- /metrics -----------------------------------------------------------------------------
+
+
+def metrics_enabled(config):
+    """/metrics (and the workers' metrics port) answer only when a token or allowed
+    networks are set: numbers about the business are not for everyone."""
+    return bool(config.get("METRICS_TOKEN") or config.get("METRICS_ALLOW"))
+
+
+def metrics_refusal(config, authorization, address):
+    """Why a scrape is refused — ``(status, code, message)`` — or None when it may read.
+
+    ``METRICS_TOKEN`` set: ``Authorization: Bearer <token>`` is required (401).
+    ``METRICS_ALLOW`` set: the address must be in one of its networks (403). Both set:
+    both hold. Neither: the metrics are off (404).
+    """
+    if not metrics_enabled(config):
+        return (
+            404,
+            "not_found",
+            "metrics are off: set METRICS_TOKEN or METRICS_ALLOW to turn them on",
+        )
+    allowed = config.get("METRICS_ALLOW")
+    if allowed:
+        try:
+            ip = ipaddress.ip_address((address or "").split("%")[0])
+        except ValueError:
+            ip = None
+        if getattr(ip, "ipv4_mapped", None) is not None:
+            ip = ip.ipv4_mapped  # ::ffff:10.1.2.3 is 10.1.2.3
+        if ip is None or not any(ip in network for network in allowed):
+            return 403, "forbidden", "this address may not read the metrics (METRICS_ALLOW)"
+    token = config.get("METRICS_TOKEN")
+    if token:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return 401, "unauthorized", "a valid bearer token is required (METRICS_TOKEN)"
+    return None
+
+
+def error_body(code, message):
+    """The JSON error body (bytes) for a server that is not Flask (the workers' port)."""
+    from app.services.errors import envelope
+
+    return json.dumps(envelope(code, message, None)).encode()
+
+
+class Collector:
+    """A prometheus_client collector whose numbers come from the database at scrape time:
+    the same on every web process, whatever process did the work."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        now = utcnow()
+        up = GaugeMetricFamily("provisor_database_up", "1 if the database answers a query.")
+        try:
+            database.execute_sql("SELECT 1")
+        except Exception:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        if self.config.get("REDIS_URL"):
+            broker = GaugeMetricFamily("provisor_broker_up", "1 if Redis answers a PING.")
+            try:
+                broker.add_metric([], 1 if _redis(self.config["REDIS_URL"]).ping() else 0)
+            except Exception:
+                broker.add_metric([], 0)
+            yield broker
+
+        family = GaugeMetricFamily(
+            "provisor_operations",
+            "Operations by status and module (done and cancelled included).",
+            labels=["status", "module"],
+        )
+        for (status, module), n in sorted(operation_counts().items()):
+            family.add_metric([status, module], n)
+        yield family
+
+        attempts = CounterMetricFamily(
+            "provisor_attempts",
+            "Finished attempts by module and outcome.",
+            labels=["module", "outcome"],
+        )
+        failures = CounterMetricFamily(
+            "provisor_attempt_failures",
+            "Failed attempts by module (temporary or permanent error, interrupted).",
+            labels=["module"],
+        )
+        failed = {}
+        for (module, outcome), n in sorted(attempt_counts().items()):
+            attempts.add_metric([module, outcome], n)
+            if outcome in FAILED_OUTCOMES:
+                failed[module] = failed.get(module, 0) + n
+        for module, n in sorted(failed.items()):
+            failures.add_metric([module], n)
+        yield attempts
+        yield failures
+
+        oldest = GaugeMetricFamily(
+            "provisor_oldest_due_operation_age_seconds",
+            "Seconds the operation due the longest has been due (0: none is due).",
+        )
+        oldest.add_metric([], oldest_due_age(now))
+        yield oldest
+        interval = self.config["SWEEP_INTERVAL"]
+        overdue = GaugeMetricFamily(
+            "provisor_overdue_operations",
+            "Operations due for longer than twice SWEEP_INTERVAL (no worker took them).",
+        )
+        overdue.add_metric([], overdue_operations(now, timedelta(seconds=2 * interval)))
+        yield overdue
+
+        emails = GaugeMetricFamily(
+            "provisor_emails", "Stored emails by status (the outbox).", labels=["status"]
+        )
+        counted = email_counts()
+        for status in Email.STATUSES:
+            emails.add_metric([status], counted.get(status, 0))
+        yield emails
+
+        backlog = GaugeMetricFamily(
+            "provisor_proxy_pending_changes",
+            "Task changes waiting to be pushed to a peer, by client side.",
+            labels=["client_side"],
+        )
+        for side_id, n in sorted(proxy_backlog().items()):
+            backlog.add_metric([str(side_id)], n)
+        yield backlog
+
+        yield from _sweep_families(now)
+
+
+def _sweep_families(now):
+    from prometheus_client.core import GaugeMetricFamily
+
+    age = GaugeMetricFamily(
+        "provisor_sweep_age_seconds", "Seconds since each sweep last ran.", labels=["sweep"]
+    )
+    failing = GaugeMetricFamily(
+        "provisor_sweep_failed", "1 if the sweep's last run failed as a whole.", labels=["sweep"]
+    )
+    rows = GaugeMetricFamily(
+        "provisor_sweep_failed_rows",
+        "Rows the sweep's last run could not handle.",
+        labels=["sweep"],
+    )
+    duration = GaugeMetricFamily(
+        "provisor_sweep_duration_seconds", "How long the sweep's last run took.", labels=["sweep"]
+    )
+    for name, run in sorted(sweeps.last_runs().items()):
+        age.add_metric([name], max((now - run.last_run_at).total_seconds(), 0.0))
+        failing.add_metric([name], 1 if run.last_error else 0)
+        rows.add_metric([name], run.failed_rows)
+        duration.add_metric([name], run.duration)
+    yield from (age, failing, rows, duration)
+
+
+def metrics_text(config, extra_registry=None):
+    """The exposition text of ``/metrics``: the database's numbers, and the embedded
+    worker's counts when it runs in this process (``extra_registry``)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(config))
+    text = generate_latest(registry)
+    if extra_registry is not None:
+        text += generate_latest(extra_registry)
+    return text
+
+
 # --- numbers for /metrics ---------------------------------------------------------------
 
 
@@ -138,7 +320,9 @@ def operation_counts():
     rows = (
         Operation.select(Operation.status, ProcessingModule.name, fn.COUNT(Operation.id))
         .join(
-            ProcessingModule, on=(Operation.module == ProcessingModule.id), join_type="LEFT OUTER"
+            ProcessingModule,
+            on=(Operation.module == ProcessingModule.id),
+            join_type=JOIN.LEFT_OUTER,
         )
         .group_by(Operation.status, ProcessingModule.name)
         .tuples()
@@ -154,7 +338,9 @@ def attempt_counts():
         Attempt.select(ProcessingModule.name, Attempt.outcome, fn.COUNT(Attempt.id))
         .join(Operation)
         .join(
-            ProcessingModule, on=(Operation.module == ProcessingModule.id), join_type="LEFT OUTER"
+            ProcessingModule,
+            on=(Operation.module == ProcessingModule.id),
+            join_type=JOIN.LEFT_OUTER,
         )
         .where(Attempt.outcome.is_null(False))
         .group_by(ProcessingModule.name, Attempt.outcome)
