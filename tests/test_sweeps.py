@@ -185,3 +185,36 @@ def test_a_failing_sweep_does_not_keep_the_next_from_running(app, monkeypatch):
         beat = Sweep.get(Sweep.name == "operations")
         assert Sweep.select().count() == 3
     assert beat.last_error is None and beat.last_ok_at >= before
+
+
+def test_one_renewal_failing_does_not_stop_the_others(app, api, monkeypatch):
+    from app.models import Service
+    from app.services import provisioning
+
+    services = []
+    for _ in range(2):
+        _, _, tariff, shopper = api.catalog(
+            "sandbox", {"expires_in_days": 60, "renew_days_before": 30}
+        )
+        order = api.order(shopper["id"], tariff["id"])
+        _, paid = api.pay(order)
+        api.wait_operation(paid["operation_id"])
+        services.append(order["service_id"])
+    with db(app):  # time passes: both are due for renewal
+        Service.update(expires_at=utcnow() + timedelta(days=10)).where(
+            Service.id.in_(services)
+        ).execute()
+    broken = services[0]
+    request = provisioning.request
+
+    def failing_for_one(service_id, kind, actor, params=None):
+        if service_id == broken:
+            raise RuntimeError("the tariff row is corrupt")
+        return request(service_id, kind, actor, params)
+
+    monkeypatch.setattr(provisioning, "request", failing_for_one)
+    with db(app):
+        counts = operations.sweep()
+        assert (counts["renewals"], counts["errors"]) == (1, 1), counts
+        renewed = {op.service_id for op in Operation.select().where(Operation.kind == "renew")}
+    assert renewed == {services[1]}

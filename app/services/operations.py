@@ -697,21 +697,23 @@ def sweep(limit=1000):
         .where((Operation.status == "running") & (Operation.lease_until < now))
         .limit(limit)
     ]
-    counts["errors"] += sweeps.each(
+    failed = sweeps.each(
         "operation", stale, lambda op_id: _reclaim(op_id, now, counts), _note_sweep_error
     )
+    counts["errors"] += failed
     waiting = [
         row.id
         for row in Operation.select(Operation.id)
         .where((Operation.status == "waiting_callback") & (Operation.lease_until < now))
         .limit(limit)
     ]
-    counts["errors"] += sweeps.each(
+    failed = sweeps.each(
         "operation",
         waiting,
         lambda op_id: _time_out_callback(op_id, now, counts),
         _note_sweep_error,
     )
+    counts["errors"] += failed
     grace = timedelta(seconds=_setting("SWEEP_GRACE"))
     candidates = (
         Operation.select(Operation.id, Operation.dispatched_at, Operation.redispatches)

@@ -258,36 +258,51 @@ def queue_renewals(now, limit=200):
 
     Once per expiry: the service remembers the expiry its renew was queued for, so a
     second scheduler, a repeated sweep or a cancelled renew queue nothing more. Each
-    service on its own: one that fails is logged and the others are still renewed.
+    module and each service on its own: one that fails is logged and the others are
+    still renewed.
     Returns ``{"queued": n, "errors": n}``.
     """
     from app.services import sweeps
 
     counts = {"queued": 0, "errors": 0}
-    for module in ProcessingModule.select().where(ProcessingModule.enabled == True):  # noqa: E712
-        cls = modules.get_type(module.type)
-        if cls is None or not cls.supports("renew"):
-            continue
-        days = cls(module.config or {}).renew_days_before()
-        if not days:
-            continue
-        ids = [
-            row.id
-            for row in Service.select(Service.id)
-            .where(
-                (Service.module == module.id)
-                & Service.status.in_(KINDS["renew"].starts_from)
-                & Service.expires_at.is_null(False)
-                & (Service.expires_at <= now + timedelta(days=days))
-                & (
-                    Service.renewal_queued_for.is_null()
-                    | (Service.renewal_queued_for != Service.expires_at)
-                )
-            )
-            .limit(limit)
-        ]
-        counts["errors"] += sweeps.each("service", ids, lambda sid: _queue_renewal(sid, counts))
+    enabled = ProcessingModule.select(ProcessingModule.id).where(
+        ProcessingModule.enabled == True  # noqa: E712
+    )
+    failed = sweeps.each(
+        "module", [m.id for m in enabled], lambda mid: _renewals_of(mid, now, limit, counts)
+    )
+    counts["errors"] += failed  # after each(): the services' failures are counted inside
     return counts
+
+
+def _renewals_of(module_id, now, limit, counts):
+    """Queue the renewals of one module's services (each on its own)."""
+    from app.services import sweeps
+
+    module = ProcessingModule.get_by_id(module_id)
+    cls = modules.get_type(module.type)
+    if cls is None or not cls.supports("renew"):
+        return
+    days = cls(module.config or {}).renew_days_before()
+    if not days:
+        return
+    ids = [
+        row.id
+        for row in Service.select(Service.id)
+        .where(
+            (Service.module == module.id)
+            & Service.status.in_(KINDS["renew"].starts_from)
+            & Service.expires_at.is_null(False)
+            & (Service.expires_at <= now + timedelta(days=days))
+            & (
+                Service.renewal_queued_for.is_null()
+                | (Service.renewal_queued_for != Service.expires_at)
+            )
+        )
+        .limit(limit)
+    ]
+    failed = sweeps.each("service", ids, lambda sid: _queue_renewal(sid, counts))
+    counts["errors"] += failed
 
 
 def _queue_renewal(service_id, counts):
