@@ -12,7 +12,8 @@ setting stops before it boots, saying which one and why.
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from actors.middleware import AppContextMiddleware
+from actors.metrics import WorkerMetrics
+from actors.middleware import AppContextMiddleware, GracefulShutdown
 from app import config
 
 
@@ -35,6 +36,8 @@ def make_broker():
     else:
         broker = StubBroker()
     broker.add_middleware(AppContextMiddleware())
+    broker.add_middleware(GracefulShutdown())
+    broker.add_middleware(WorkerMetrics(settings["WORKER_METRICS_PORT"]))
     return broker
 
 

@@ -11,6 +11,7 @@ from app.services import operations
     min_backoff=1000,
     max_backoff=30000,
     time_limit=3_600_000,
+    log_context="operation",
 )
 def run_operation(operation_id):
     """Run one attempt of an operation if it is due (a duplicate message does nothing)."""
@@ -19,9 +20,7 @@ def run_operation(operation_id):
 
 @dramatiq.actor(queue_name="maintenance", max_retries=0, time_limit=600_000)
 def sweep_operations():
-    """Re-send due operations and emails, reclaim stale running ones."""
-    from app.services import mail, proxy
+    """Every sweep once (what the scheduler does), each on its own."""
+    from app import scheduler
 
-    operations.sweep()
-    mail.sweep()
-    proxy.sweep()
+    scheduler.sweep_all()

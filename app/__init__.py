@@ -50,9 +50,10 @@ def create_app(test_config=None):
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     app.json.sort_keys = False
 
-    from app import auth, cli, db, guards, security, throttle, web
+    from app import auth, cli, db, guards, logs, security, throttle, web
     from app.api import api_bp
 
+    logs.init_app(app)
     db.init_app(app)
     security.init_app(app)
     guards.init_app(app)

@@ -254,8 +254,11 @@ def ops_sweep():
     """Re-send due operations and emails now; reclaim stale running operations."""
     from app import scheduler
 
-    counts = scheduler.run_once(current_app)
+    counts, errors = scheduler.run_once(current_app)
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    if errors:
+        failed = "; ".join(f"the {name} sweep failed: {error}" for name, error in errors.items())
+        raise CommandError(failed)
 
 
 @commands.command("scheduler")
@@ -336,11 +339,9 @@ def _interrupt(signum, frame):
 
 
 def _configure_logging():
-    logging.basicConfig(
-        level=getattr(logging, current_app.config["LOG_LEVEL"]),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    from app import logs
+
+    logs.configure(current_app.config["LOG_LEVEL"], current_app.config["LOG_FORMAT"])
 
 
 @commands.command("remotetaskctl")

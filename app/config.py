@@ -37,9 +37,10 @@ class SettingError(click.ClickException):
 @dataclass(frozen=True)
 class Setting:
     """One setting: ``kind`` is ``int``, ``bool``, ``text``, ``url``, ``choice``,
-    ``networks`` (IP networks, normalised to ``10.0.0.0/8, 192.0.2.7/32``), ``list``
-    (comma-separated text, or a list in ``test_config``) or ``limit`` (a rate limit such as
-    ``10/minute;60/hour``, as Flask-Limiter reads it).
+    ``networks`` (addresses or CIDR networks separated by commas or spaces, read as a tuple
+    of :mod:`ipaddress` networks), ``list`` (comma-separated text, or a list in
+    ``test_config``) or ``limit`` (a rate limit such as ``10/minute;60/hour``, as
+    Flask-Limiter reads it).
 
     ``default_text`` says in words what an unset setting means when its default is not a
     plain value (None: computed at start-up, or the feature is off); the README's settings
@@ -132,8 +133,19 @@ class Setting:
             if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
                 self._fail(source, raw)
             return tuple(i.strip() for i in items if i.strip())
+        if self.kind == "networks" and isinstance(raw, (tuple, list)):
+            raw = ",".join(str(item) for item in raw)
         if not isinstance(raw, str):
             self._fail(source, raw)
+        if self.kind == "networks":
+            try:
+                return tuple(
+                    ipaddress.ip_network(part, strict=False)
+                    for part in re.split(r"[\s,]+", raw.strip())
+                    if part
+                )
+            except ValueError:
+                self._fail(source, raw)
         if self.kind == "limit":
             from limits import parse_many
 
@@ -154,16 +166,6 @@ class Setting:
             if value not in self.choices:
                 self._fail(source, raw)
             return value
-        if self.kind == "networks":
-            try:
-                found = [
-                    str(ipaddress.ip_network(part, strict=False))
-                    for part in re.split(r"[\s,]+", raw.strip())
-                    if part
-                ]
-            except ValueError:
-                self._fail(source, raw)
-            return ", ".join(found)
         return raw
 
     def _fail(self, source, raw):
@@ -257,7 +259,7 @@ SETTINGS = {
         Setting(
             "OUTBOUND_ALLOWED_NETWORKS",
             "networks",
-            "",
+            (),
             "networks besides public addresses that module endpoints and proxy peers may "
             "be in (loopback, private and link-local addresses are refused otherwise)",
             default_text="none: only public addresses",
@@ -265,8 +267,9 @@ SETTINGS = {
         Setting(
             "OUTBOUND_DENIED_NETWORKS",
             "networks",
-            "169.254.169.254/32",
+            (ipaddress.ip_network("169.254.169.254/32"),),
             "networks module endpoints and proxy peers may never be in, even if allowed",
+            default_text="169.254.169.254/32",
         ),
         _int(
             "MAX_BODY_BYTES",
@@ -361,6 +364,13 @@ SETTINGS = {
             min=0,
         ),
         _int("WORKER_THREADS", 4, "threads of the embedded worker", min=1, max=256),
+        _int(
+            "WORKER_SHUTDOWN_GRACE",
+            5,
+            "seconds a stopping worker lets its running attempts finish before handing them back",
+            min=0,
+            max=3600,
+        ),
         # tasks proxy
         _int(
             "PROXY_PULL_INTERVAL",
@@ -386,13 +396,43 @@ SETTINGS = {
             "argon2id memory per password hash, in KiB",
             min=32,  # argon2 needs 8 KiB per lane, argon2-cffi uses 4 lanes
         ),
+        # health and metrics
+        Setting(
+            "METRICS_TOKEN",
+            "text",
+            None,
+            "bearer token Prometheus sends to /metrics (and to the workers' metrics port)",
+            default_text="unset",
+        ),
+        Setting(
+            "METRICS_ALLOW",
+            "networks",
+            (),
+            "addresses or networks allowed to read /metrics, e.g. 10.0.0.0/8,127.0.0.1",
+            default_text="unset",
+        ),
+        _int(
+            "WORKER_METRICS_PORT",
+            0,
+            "port where each `dramatiq actors` serves its processes' metrics (0: none)",
+            min=0,
+            max=65535,
+        ),
         # logging
         Setting(
             "LOG_LEVEL",
             "choice",
             "INFO",
-            "log level of serve and scheduler",
+            "log level of every process: web, workers, scheduler, serve",
             choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+            prefixed_only=True,
+        ),
+        Setting(
+            "LOG_FORMAT",
+            "choice",
+            "TEXT",
+            "log lines as text or as one JSON object per line",
+            choices=("TEXT", "JSON"),
             prefixed_only=True,
         ),
     ]
@@ -427,6 +467,13 @@ def load(environ=None, overrides=None):
         path = os.path.join(config["INSTANCE_PATH"], "provisor.sqlite3")
         config["DATABASE_URL"] = "sqlite:///" + path
     return config
+
+
+def set_environ(name, value):
+    """Write an environment variable a library reads its own setting from (the one place
+    that touches the environment, like :func:`read`): prometheus_client's
+    ``PROMETHEUS_MULTIPROC_DIR`` in ``dramatiq actors`` worker processes."""
+    os.environ[name] = value
 
 
 def default_instance_path():

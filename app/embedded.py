@@ -17,6 +17,11 @@ def start_worker(app, threads=None):
 
     AppContextMiddleware.app = app
     if _worker is None:
+        from actors.metrics import WorkerMetrics
+
+        for middleware in actors.broker.middleware:
+            if isinstance(middleware, WorkerMetrics):
+                middleware.count_in_process()  # shown by this process's /metrics
         _worker = dramatiq.Worker(
             actors.broker,
             worker_threads=threads or app.config["WORKER_THREADS"],

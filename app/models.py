@@ -14,6 +14,7 @@ from peewee import (
     CharField,
     DateTimeField,
     DecimalField,
+    FloatField,
     ForeignKeyField,
     IntegerField,
     Model,
@@ -389,6 +390,19 @@ class Email(BaseModel):
     next_try_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     sent_at = DateTimeField(null=True)
+
+
+class Sweep(BaseModel):
+    """The scheduler's heartbeat: when each sweep (``operations``, ``mail``, ``proxy``)
+    last ran, read by ``/api/v1/health`` and ``/metrics`` on any machine."""
+
+    name = CharField(unique=True)
+    last_run_at = DateTimeField()  # when its last run ended, whatever the outcome
+    last_ok_at = DateTimeField(null=True)  # when a run last ended without failing as a whole
+    last_error = TextField(null=True)  # why the last run failed as a whole (null: it did not)
+    failed_rows = IntegerField(default=0)  # rows of the last run that failed (each recorded)
+    duration = FloatField(default=0)  # seconds the last run took
+    scheduler = CharField(default="")  # host:pid of the process that ran it
 
 
 class SandboxResource(BaseModel):

@@ -27,8 +27,11 @@ class Refused(Exception):
 
 
 def _networks(name):
-    text = current_app.config.get(name) or ""
-    return [ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip()]
+    """The networks of a setting (a tuple of them; text where a test set it by hand)."""
+    value = current_app.config.get(name) or ()
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", " ").split() if part]
+    return [ipaddress.ip_network(str(n), strict=False) for n in value]
 
 
 def _kind(ip):

@@ -218,6 +218,8 @@ OPERATION = Machine(
         ),
         # the sweep: the worker of a running attempt died (its lease expired)
         "reclaim": _from(("running",), "queued"),
+        # a worker asked to stop (a deploy) hands its running attempt back at once
+        "hand_back": _from(("running",), "queued"),
         # people
         "restart": _from(
             ("queued", "retry_wait", "polling", "manual", "waiting_callback", "cancelled"),

@@ -58,7 +58,12 @@ def worker():
 
     w = embedded.start_worker(
         create_app(
-            {"DATABASE_URL": "sqlite:///:memory:", "SECRET_KEY": "x", "PAYMENT_WEBHOOK_SECRET": "x"}
+            {
+                "TESTING": True,
+                "DATABASE_URL": "sqlite:///:memory:",
+                "SECRET_KEY": "x",
+                "PAYMENT_WEBHOOK_SECRET": "x",
+            }
         ),
         threads=4,
     )
@@ -383,3 +388,12 @@ def chromium(chromium_path):
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis server of this test's own, which it may kill (support.RedisServer)."""
+    need(support.RedisServer.available(), "redis-server is not installed (apt-get install redis)")
+    server = support.RedisServer(tmp_path).start()
+    yield server
+    server.kill()

@@ -330,6 +330,59 @@ def start_smtp(port):
     return controller, handler
 
 
+class RedisServer:
+    """A Redis server of the test's own (Debian ``redis-server``) on a free loopback port,
+    with no persistence: for tests that stop or kill the broker (the machine's Redis is
+    shared)."""
+
+    BINARY = "/usr/bin/redis-server"
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    @classmethod
+    def available(cls):
+        return os.path.exists(cls.BINARY)
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [
+                self.BINARY,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, timeout=10, message="redis-server to answer")
+        return self
+
+    def _answers(self):
+        import redis
+
+        try:
+            return redis.Redis(port=self.port, socket_timeout=0.5).ping()
+        except redis.RedisError:
+            return False
+
+    def kill(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
 # --- pages through the test client -------------------------------------------------
 
 ADMIN = ("admin@example.com", "admin-password")

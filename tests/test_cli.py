@@ -1,5 +1,6 @@
 """The ``provisor`` command: in-process through Flask's runner, and as a real process."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -245,3 +246,76 @@ def _up(base):
     except requests.RequestException:
         time.sleep(0.1)
         return False
+
+
+def test_serve_stopped_mid_call_hands_the_attempt_back(tmp_path):
+    """SIGTERM to `provisor serve` while its embedded worker waits on a slow panel: the
+    attempt is handed back (interrupted, queued again, not a failure) and the process
+    ends at once instead of waiting for the panel; the next start completes it."""
+    import sqlite3
+    import uuid
+
+    from tests.support import Instance, ModuleEndpoint
+
+    endpoint = ModuleEndpoint(delay=10)
+    endpoint.start()
+    instance = Instance(tmp_path, "serve")
+    instance.env["WORKER_SHUTDOWN_GRACE"] = "1"
+    try:
+        instance.start()
+        module = instance.call(
+            "POST",
+            "/modules",
+            {"name": "Panel", "type": "http", "config": endpoint.config(timeout=30)},
+        )
+        tariff = instance.call(
+            "POST",
+            "/tariffs",
+            {
+                "name": "VPS",
+                "product_type": "vps",
+                "price": "5",
+                "internal_name": "vps",
+                "module_ids": [module["id"]],
+            },
+        )
+        client = instance.call("POST", "/clients", {"name": "Bo", "email": "bo@example.com"})
+        order = instance.call(
+            "POST", "/orders", {"client_id": client["id"], "tariff_id": tariff["id"]}
+        )
+        raw, headers = signed(
+            {
+                "payment_id": f"p-{uuid.uuid4().hex}",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        paid = requests.post(
+            instance.url + "/api/v1/webhooks/payment", data=raw, headers=headers, timeout=10
+        )
+        op_id = paid.json()["operation_id"]
+        wait_for(lambda: endpoint.calls("open"), timeout=20, message="the call to the panel")
+        asked = time.monotonic()
+        instance.stop()
+        assert time.monotonic() - asked < 5  # the panel would answer after 10 s
+        database = sqlite3.connect(instance.dir / "instance" / "provisor.sqlite3")
+        with contextlib.closing(database):
+            op = database.execute(
+                "SELECT status, failures FROM operation WHERE id = ?", (op_id,)
+            ).fetchone()
+            attempts = database.execute(
+                "SELECT outcome FROM attempt WHERE operation_id = ?", (op_id,)
+            ).fetchall()
+        assert op == ("queued", 0) and attempts == [("interrupted",)]
+        endpoint.delay = 0
+        instance.start()  # the sweep of the next start sends it again
+        done = wait_for(
+            lambda: (o := instance.call("GET", f"/operations/{op_id}"))["status"] == "done" and o,
+            timeout=30,
+        )
+        assert [a["outcome"] for a in done["attempt_log"]] == ["interrupted", "done"]
+        assert list(endpoint.creations) == [op_id]
+    finally:
+        instance.stop()
+        endpoint.stop()

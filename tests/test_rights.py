@@ -247,7 +247,10 @@ MATRIX = [
 ]
 
 # UI areas whose forms have rights tests of their own (their rows need a live peer)
-OWN_RIGHTS_TESTS = {"proxy_ui": "tests/test_web_proxy.py::test_proxy_page_is_for_admins"}
+OWN_RIGHTS_TESTS = {
+    "proxy_ui": "tests/test_web_proxy.py::test_proxy_page_is_for_admins",
+    "metrics": "tests/test_metrics.py (a token or an allowed address, not a login)",
+}
 
 CASES = [
     pytest.param(method, path, data, role, expected[role], id=f"{method} {path} as {role}")

@@ -7,6 +7,8 @@ Skipped (with the reason) when PostgreSQL or Redis is not reachable; failing und
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import uuid
 import pytest
 import requests
 
+from actors.metrics import folder as worker_metrics_folder
 from tests.support import ModuleEndpoint, free_port, signed, start_smtp, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.scaled]
@@ -62,8 +65,10 @@ class System:
             argv, env=self.env, stdout=log, stderr=log, start_new_session=True
         )
 
-    def start_worker(self, name="worker"):
-        self.start(name, [f"{BIN}/dramatiq", "actors", "--processes", "1", "--threads", "4"])
+    def start_worker(self, name="worker", processes=1):
+        self.start(
+            name, [f"{BIN}/dramatiq", "actors", "--processes", str(processes), "--threads", "4"]
+        )
 
     def stop(self, name, sig=signal.SIGTERM):
         proc = self.procs.pop(name)
@@ -208,6 +213,16 @@ def test_whole_flow_on_postgres_redis_and_worker_processes(system):
         ]
         assert len([c for c in endpoint.calls("open") if c["operation_id"] == op_id]) == 3
         assert list(endpoint.creations) == [op_id]
+        # the worker process's records carry the operation (and attempt) they are about
+        worker_log = system.log_text("worker")
+        assert re.search(
+            rf" WARNING app.services.operations \[\d+\] operation={op_id} attempt=1: "
+            r"open, attempt 1: temporary_error: endpoint answered 500",
+            worker_log,
+        ), worker_log[-3000:]
+        assert re.search(
+            rf" INFO .* operation={op_id} attempt=3: open, attempt 3: done", worker_log
+        )
         service = system.call("GET", f"/services/{order['service_id']}")
         assert service["status"] == "active"
         message = wait_for(lambda: system.smtp.messages, timeout=15)[0]
@@ -341,3 +356,190 @@ def test_a_polling_operation_survives_a_redis_flush(polling_system, redis_url):
     assert op["failures"] == 0
     assert panel.creations == [f"service-{order['service_id']}"]
     assert "resent" in system.log_text("scheduler")
+
+
+def _health(system, scope="system"):
+    response = requests.get(f"{system.base}/api/v1/health?scope={scope}", timeout=5)
+    return response.status_code, response.json()
+
+
+def test_health_sees_a_stopped_scheduler_idle_workers_and_a_dead_broker(
+    tmp_path, postgres_url, private_redis
+):
+    """Real processes on a Redis of the test's own: all fine is ok; the scheduler stopped
+    for more than two intervals, then an operation no worker takes, then Redis killed —
+    each is degraded with HTTP 503 and says why; `scope=web` minds only the broker."""
+    system = System(tmp_path, postgres_url, private_redis.url)
+    try:
+        system.up()
+        code, body = _health(system)
+        assert (code, body["status"], body["redis"], body["problems"]) == (200, "ok", "ok", [])
+        assert body["last_sweep_age"] < 2 and body["overdue_operations"] == 0
+
+        system.stop("scheduler")
+        system.stop("worker")
+        _, module, tariff, client = system.setup_catalog("sandbox", {})
+        order, op_id = system.order_and_pay(client, tariff)
+        time.sleep(2.5)  # SWEEP_INTERVAL is 1 s
+        code, body = _health(system)
+        assert code == 503 and body["status"] == "degraded"
+        assert body["last_sweep_age"] > 2
+        overdue = body["overdue_operations"]  # the payment's open, the module's ensure_item
+        assert overdue == 2
+        assert body["problems"][0].endswith(
+            "s ago (SWEEP_INTERVAL is 1 s): is the scheduler running?"
+        )
+        assert body["problems"][1:] == [
+            "2 operations have been due for more than 2 s: are the workers running?"
+        ]
+        assert _health(system, "web")[0] == 200  # this web process can serve
+
+        system.start("scheduler", [f"{BIN}/provisor", "scheduler"])
+        system.start_worker("worker2")
+        system.wait_done(op_id)
+        wait_for(lambda: _health(system)[0] == 200, timeout=10, message="ok again")
+
+        private_redis.kill()
+        for scope in ("system", "web"):
+            code, body = _health(system, scope)
+            assert code == 503 and body["redis"] == "error: ConnectionError", body
+            assert "the broker (Redis) does not answer a PING (ConnectionError)" in body["problems"]
+    finally:
+        system.down()
+
+
+def test_a_stopped_worker_finishes_or_hands_back_its_attempts(tmp_path, postgres_url, redis_url):
+    """SIGTERM to `dramatiq actors` (what a deploy sends) while it waits on slow panels: a
+    call that ends within WORKER_SHUTDOWN_GRACE is finished and recorded; one that does
+    not is handed back at once (interrupted, queued again, not a failure) and the process
+    exits without waiting for the panel. A new worker completes it: one creation."""
+    slow, quick = ModuleEndpoint(delay=10), ModuleEndpoint(delay=1.5)
+    slow.start()
+    quick.start()
+    system = System(tmp_path, postgres_url, redis_url, {"WORKER_SHUTDOWN_GRACE": "3"})
+    try:
+        system.up()
+        # a call that outlives the grace: handed back
+        _, _, tariff, client = system.setup_catalog(
+            "http", slow.config(timeout=30), retry_delay=1, max_attempts=3
+        )
+        order, op_id = system.order_and_pay(client, tariff)
+        wait_for(lambda: slow.calls("open"), timeout=20, message="the call to the slow panel")
+        worker = system.procs.pop("worker")
+        asked = time.monotonic()
+        worker.send_signal(signal.SIGTERM)  # to the main process, as Docker or Kubernetes do
+        op = wait_for(
+            lambda: (o := system.operation(op_id))["status"] != "running" and o,
+            timeout=15,
+            interval=0.1,
+            message="the attempt handed back",
+        )
+        handed_back_after = time.monotonic() - asked
+        worker.wait(timeout=10)
+        exited_after = time.monotonic() - asked
+        assert op["status"] == "queued" and op["failures"] == 0, op
+        first = op["attempt_log"][0]
+        assert first["outcome"] == "interrupted", first
+        assert first["error"] == (
+            "handed back: the worker was stopped (shutdown) during this attempt"
+        )
+        # about 1 s for Dramatiq to notice the signal, the 3 s grace, then at once; the
+        # panel would have answered after 10 s (and the lease would run 30 + 2 s)
+        assert handed_back_after < 6 and exited_after < 7, (handed_back_after, exited_after)
+        assert "handed back the attempts of operations" in system.log_text("worker")
+
+        system.start_worker("worker2")
+        op = system.wait_done(op_id, timeout=40)
+        assert [a["outcome"] for a in op["attempt_log"]] == ["interrupted", "done"]
+        assert op["failures"] == 0
+        assert len([c for c in slow.calls("open") if c["operation_id"] == op_id]) == 2
+        assert list(slow.creations) == [op_id]  # one creation, with the same key
+        service = system.call("GET", f"/services/{order['service_id']}")
+        assert service["status"] == "active"
+
+        # a call that ends within the grace: finished and recorded by the stopping worker
+        _, _, tariff, client = system.setup_catalog(
+            "http", quick.config(timeout=30), retry_delay=1, max_attempts=3
+        )
+        order, op_id = system.order_and_pay(client, tariff)
+        wait_for(lambda: quick.calls("open"), timeout=20, message="the call to the quick panel")
+        worker = system.procs.pop("worker2")
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=15)
+        op = system.operation(op_id)
+        assert op["status"] == "done" and op["attempts"] == 1, op
+        assert list(quick.creations) == [op_id]
+    finally:
+        system.down()
+        slow.stop()
+        quick.stop()
+
+
+def test_the_workers_serve_their_metrics_summed_over_their_processes(
+    tmp_path, postgres_url, redis_url
+):
+    """`dramatiq actors --processes 2` with WORKER_METRICS_PORT: one port serves the sum
+    of both processes' message counts (multiprocess mode), with the metrics token; the
+    web's /metrics (gunicorn) has the numbers from the database."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    token = "scrape-the-workers"
+    system = System(
+        tmp_path,
+        postgres_url,
+        redis_url,
+        {"METRICS_TOKEN": token, "WORKER_METRICS_PORT": str(port)},
+    )
+    main_pid = None
+    try:
+        system.up()
+        system.stop("worker")
+        system.start_worker("worker", processes=2)
+        main_pid = system.procs["worker"].pid
+        _, module, tariff, client = system.setup_catalog("sandbox", {}, retry_delay=1)
+        ops = [system.order_and_pay(client, tariff)[1] for _ in range(6)]
+        for op_id in ops:
+            system.wait_done(op_id)
+        headers = {"Authorization": f"Bearer {token}"}
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def scrape():
+            try:
+                return requests.get(url, headers=headers, timeout=2)
+            except requests.RequestException:
+                return None
+
+        def counted():
+            response = scrape()
+            if response is None or response.status_code != 200:
+                return None
+            values = {
+                (s.name, s.labels.get("actor_name"), s.labels.get("pid")): s.value
+                for family in text_string_to_metric_families(response.text)
+                for s in family.samples
+            }
+            runs = values.get(("dramatiq_messages_total", "run_operation", None), 0)
+            return values if runs >= 7 else None  # six opens and the ensure_item
+
+        values = wait_for(counted, timeout=20, message="the worker metrics")
+        assert values.get(("dramatiq_message_errors_total", "run_operation", None), 0) == 0
+        refused = requests.get(url, timeout=2)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthorized"
+
+        web = requests.get(f"{system.base}/metrics", headers=headers, timeout=5)
+        assert web.status_code == 200
+        done = [
+            s.value
+            for family in text_string_to_metric_families(web.text)
+            for s in family.samples
+            if s.name == "provisor_operations"
+            and s.labels == {"status": "done", "module": module["name"]}
+        ]
+        assert done == [7]
+        assert requests.get(f"{system.base}/metrics", timeout=5).status_code == 401
+    finally:
+        system.down()
+        if main_pid is not None:
+            shutil.rmtree(worker_metrics_folder(main_pid), ignore_errors=True)

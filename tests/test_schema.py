@@ -72,8 +72,9 @@ def changed_later(table, row):
     return {**row, **CHANGED_LATER.get(table, {}).get(row.get("code"), {})}
 
 
-# tables a later migration adds (empty in an adopted database): 0005_acme_certificates
-ADDED_LATER = {"acme_account", "acme_challenge", "acme_certificate"}
+# tables a later migration adds (empty in an adopted database): 0005_acme_certificates,
+# 0008_sweeps
+ADDED_LATER = {"acme_account", "acme_challenge", "acme_certificate", "sweep"}
 # the seed product types of 0001, then DNS hosting (0002_module_interface_v2)
 PRODUCT_TYPES = [
     "hosting",

@@ -230,11 +230,24 @@ OPERATIONS = {
         "System",
         None,
         "Health",
+        params=[
+            _enum(
+                "scope",
+                ("system", "web"),
+                "`system` (default): the database, the broker, the scheduler's last sweep "
+                "and the operations no worker took; `web`: only the database and the "
+                "broker this process uses (for a load balancer).",
+            )
+        ],
         extra={
             "security": [],
             "responses": {
-                "200": _json(ref("Health"), "Everything answers."),
-                "503": _json(ref("Health"), "The database does not answer (`degraded`)."),
+                "200": _json(ref("Health"), "Everything works (`ok`)."),
+                "422": {"$ref": "#/components/responses/ValidationFailed"},
+                "503": _json(
+                    ref("Health"),
+                    "Something is wrong (`degraded`): `problems` says what.",
+                ),
             },
         },
     ),

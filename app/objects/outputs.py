@@ -22,9 +22,23 @@ IdOrNull = Id | None
 
 
 class Health(Output):
+    """Whether the system works; ``degraded`` (HTTP 503) says why in ``problems``."""
+
     status: OneOf(("ok", "degraded"))
-    database: str = Field(description='"ok" or "error: <exception>"')
+    database: str = Field(description='"ok" or "error: <exception class>"')
     broker: OneOf(("redis", "embedded"))
+    redis: str | None = Field(
+        description='The broker\'s answer to a PING: "ok" or "error: <exception class>" '
+        "(null: the embedded broker)."
+    )
+    last_sweep_at: Timestamp = Field(
+        description="When the scheduler last swept (null: never, or not checked)."
+    )
+    last_sweep_age: float | None = Field(description="Seconds since then.")
+    overdue_operations: int | None = Field(
+        description="Operations due for longer than twice SWEEP_INTERVAL (no worker took them)."
+    )
+    problems: list[str] = Field(description="What is wrong, in words (empty when ok).")
     version: str
 
 

@@ -175,28 +175,56 @@ def deliver(email_id):
 
 
 def sweep(limit=500):
-    """Re-send due emails whose message was lost and reclaim ones stuck in ``sending``."""
+    """Re-send due emails whose message was lost and reclaim ones stuck in ``sending``.
+
+    Each email on its own (:func:`sweeps.each`): one that fails is logged with the reason
+    kept as its last error, and the others still go out. Returns counts.
+    """
+    from app.services import sweeps
+
     now = utcnow()
     grace = timedelta(seconds=current_app.config["SWEEP_GRACE"])
-    with write_transaction():
-        Email.update(status=EMAIL.target("reclaim", "sending"), next_try_at=now).where(
-            Email.status.in_(EMAIL.sources("reclaim")) & (Email.next_try_at < now)
-        ).execute()
-        if current_app.config.get("SMTP_URL"):
-            # an outbox kept while there was no SMTP server goes out once there is one
+    stuck = [
+        row.id
+        for row in Email.select(Email.id)
+        .where(Email.status.in_(EMAIL.sources("reclaim")) & (Email.next_try_at < now))
+        .limit(limit)
+    ]
+    errors = sweeps.each("email", stuck, lambda email_id: _reclaim(email_id, now), _note_error)
+    if current_app.config.get("SMTP_URL"):
+        # an outbox kept while there was no SMTP server goes out once there is one
+        with write_transaction():
             Email.update(status=EMAIL.target("release", "outbox"), next_try_at=now).where(
                 Email.status.in_(EMAIL.sources("release"))
             ).execute()
-        due = [
-            row.id
-            for row in Email.select(Email.id)
-            .where(Email.status.in_(EMAIL.sources("claim")) & (Email.next_try_at <= now - grace))
-            .limit(limit)
-        ]
-        if due:
-            Email.update(next_try_at=now).where(Email.id.in_(due)).execute()
-            dispatch.emails(due)
-    return {"emails_resent": len(due)}
+    due = [
+        row.id
+        for row in Email.select(Email.id)
+        .where(Email.status.in_(EMAIL.sources("claim")) & (Email.next_try_at <= now - grace))
+        .limit(limit)
+    ]
+    errors += sweeps.each("email", due, lambda email_id: _resend(email_id, now), _note_error)
+    return {"emails_resent": len(due), "emails_reclaimed": len(stuck), "email_errors": errors}
+
+
+def _reclaim(email_id, now):
+    """An email left in ``sending`` past its lease (its worker stopped) is due again."""
+    with write_transaction():
+        Email.update(status=EMAIL.target("reclaim", "sending"), next_try_at=now).where(
+            (Email.id == email_id)
+            & Email.status.in_(EMAIL.sources("reclaim"))
+            & (Email.next_try_at < now)
+        ).execute()
+
+
+def _resend(email_id, now):
+    with write_transaction():
+        Email.update(next_try_at=now).where(Email.id == email_id).execute()
+        dispatch.emails([email_id])
+
+
+def _note_error(email_id, message):
+    Email.update(last_error=message).where(Email.id == email_id).execute()
 
 
 def outbox(status=None):

@@ -23,13 +23,14 @@ import json
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 
 from flask import current_app
 from peewee import JOIN
 
 import modules
-from app import guards, messages
+from app import guards, inflight, logs, messages
 from app.db import get_for_update, write_transaction
 from app.messages import Reason
 from app.models import (
@@ -44,7 +45,7 @@ from app.models import (
     parse_id,
     utcnow,
 )
-from app.services import accounts, dispatch, provisioning, tasks
+from app.services import accounts, dispatch, provisioning, sweeps, tasks
 from app.services.errors import BadSignature, Conflict, NotFound, PermissionDenied
 from app.states import ITEM, OPERATION
 from app.watchdog import Deadline, DeadlineExceeded
@@ -119,15 +120,34 @@ def module_instance(module):
 
 
 def run(operation_id):
-    """Run one attempt of an operation if it is due; do nothing otherwise (idempotent)."""
+    """Run one attempt of an operation if it is due; do nothing otherwise (idempotent).
+
+    The attempt is registered with :mod:`app.inflight` while it runs, so that a worker
+    asked to stop can hand it back (:func:`hand_back`) instead of leaving it ``running``
+    until its lease expires.
+    """
     claimed = _claim(operation_id)
     if claimed is None:
         return None
     op, attempt, instance = claimed
+    with (
+        logs.context(operation=op.id, attempt=attempt.number),
+        inflight.attempt(op.id, attempt.number) as current,
+    ):
+        try:
+            return _attempt(op, attempt, instance, current)
+        except inflight.Shutdown:
+            if not current.ended:
+                raise
+            log.info("attempt %s handed back: this worker is stopping", attempt.number)
+            return None
+
+
+def _attempt(op, attempt, instance, current):
     ctx = _context(op, attempt.number, instance)
     try:
         # the call ends by the module's timeout, well before the lease (see _claim)
-        with Deadline(instance.timeout()):
+        with current.calling(), Deadline(instance.timeout()):
             result = instance.run(ctx)
     except DeadlineExceeded:
         message = str(Reason("deadline", seconds=f"{instance.timeout():g}"))
@@ -145,6 +165,60 @@ def run(operation_id):
         return _record_failure(op.id, attempt.id, problem, permanent, ctx.log_text)
     _mask_details(ctx, result)
     return _record_result(op.id, attempt.id, result, ctx.log_text)
+
+
+def hand_back(grace=0.0):
+    """A stopping worker: give the attempts this process still runs ``grace`` seconds to
+    finish, then hand back those still waiting on their module.
+
+    Each is recorded as ``interrupted`` ("the worker was stopped"), its operation is
+    queued again at once — not counted as a failure: the panel did nothing wrong, so
+    ``max_attempts`` is not used up by a deploy — and its call is ended
+    (:func:`inflight.end`) before another worker is woken for it, so the two never
+    overlap. Returns the ids of the operations handed back.
+    """
+    deadline = time.monotonic() + grace
+    while inflight.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    handed = []
+    for current in inflight.running():
+        if not current.in_call:
+            continue  # claiming or recording its result: a moment, let it finish
+        with logs.context(operation=current.operation_id, attempt=current.number):
+            try:
+                if _hand_back_one(current):
+                    handed.append(current)
+            except Exception:
+                log.exception("cannot hand the attempt back; the sweep will reclaim it")
+    for current in handed:
+        inflight.end(current)
+    if handed:
+        dispatch.operations([current.operation_id for current in handed])
+        log.info(
+            "handed back the attempts of operations %s: this worker is stopping",
+            ", ".join(str(current.operation_id) for current in handed),
+        )
+    return [current.operation_id for current in handed]
+
+
+def _hand_back_one(current):
+    now = utcnow()
+    with write_transaction():
+        op = get_for_update(Operation, current.operation_id)
+        if op is None or op.status != "running" or op.attempts != current.number:
+            return False  # it finished meanwhile, or the sweep took it over
+        Attempt.update(
+            finished_at=now,
+            outcome="interrupted",
+            error="handed back: the worker was stopped (shutdown) during this attempt",
+        ).where((Attempt.operation == op.id) & (Attempt.number == current.number)).execute()
+        OPERATION.move(op, "hand_back")
+        op.next_run_at = now
+        op.dispatched_at = now
+        op.lease_until = None
+        op.updated_at = now
+        op.save()
+    return True
 
 
 def _result_problem(result):
@@ -318,6 +392,7 @@ def _record_result(op_id, attempt_id, result, log_text):
         op = get_for_update(Operation, op_id)
         attempt = Attempt.get_by_id(attempt_id)
         _finish_attempt(attempt, result.status, None, log_text, now)
+        log.info("%s, attempt %s: %s", op.kind, attempt.number, result.status)
         current = op.status == "running" and op.attempts == attempt.number
         if result.status == "pending":
             if current:
@@ -433,6 +508,7 @@ def _record_failure(op_id, attempt_id, message, permanent, log_text):
         op = get_for_update(Operation, op_id)
         attempt = Attempt.get_by_id(attempt_id)
         _finish_attempt(attempt, outcome, message, log_text, now)
+        log.warning("%s, attempt %s: %s: %s", op.kind, attempt.number, outcome, message)
         if op.status != "running" or op.attempts != attempt.number:
             return op  # the sweep took this attempt over meanwhile
         op.last_error = message
@@ -641,50 +717,36 @@ def callback(operation_id, data, instance):
 def sweep(limit=1000):
     """Recover what messages lost: re-send due operations, reclaim stale running ones.
 
-    Run every few seconds by the scheduler (and by ``provisor ops sweep``). Returns counts.
+    Run every few seconds by the scheduler (and by ``provisor ops sweep``). Each
+    operation is handled on its own (:func:`sweeps.each`): one that fails is logged, its
+    ``last_error`` says why, and the others are still reclaimed and re-sent. Returns
+    counts (``errors``: the operations that failed).
     """
     now = utcnow()
-    counts = {"reclaimed": 0, "callback_timeouts": 0, "resent": 0}
-    stale = list(
-        Operation.select(Operation.id)
+    counts = {"reclaimed": 0, "callback_timeouts": 0, "resent": 0, "errors": 0}
+    stale = [
+        row.id
+        for row in Operation.select(Operation.id)
         .where((Operation.status == "running") & (Operation.lease_until < now))
         .limit(limit)
+    ]
+    failed = sweeps.each(
+        "operation", stale, lambda op_id: _reclaim(op_id, now, counts), _note_sweep_error
     )
-    for row in stale:
-        with write_transaction():
-            op = get_for_update(Operation, row.id)
-            if op.status != "running" or op.lease_until >= now:
-                continue
-            Attempt.update(
-                finished_at=now,
-                outcome="interrupted",
-                error="the worker stopped during this attempt (lease expired)",
-            ).where((Attempt.operation == op.id) & Attempt.finished_at.is_null()).execute()
-            op.last_error = "the worker stopped during the attempt"
-            op.failures += 1
-            if op.failures >= _max_attempts(op):
-                escalate(op, Reason("interrupted", n=op.attempts), now)
-            else:
-                OPERATION.move(op, "reclaim")
-                _queue_now(op, now)
-            counts["reclaimed"] += 1
-    waiting = list(
-        Operation.select(Operation.id)
+    counts["errors"] += failed
+    waiting = [
+        row.id
+        for row in Operation.select(Operation.id)
         .where((Operation.status == "waiting_callback") & (Operation.lease_until < now))
         .limit(limit)
+    ]
+    failed = sweeps.each(
+        "operation",
+        waiting,
+        lambda op_id: _time_out_callback(op_id, now, counts),
+        _note_sweep_error,
     )
-    for row in waiting:
-        with write_transaction():
-            op = get_for_update(Operation, row.id)
-            if op.status != "waiting_callback" or op.lease_until >= now:
-                continue
-            message = "no callback came from the endpoint in time"
-            Attempt.update(outcome="temporary_error", error=message, finished_at=now).where(
-                (Attempt.operation == op.id) & (Attempt.number == op.attempts)
-            ).execute()
-            op.last_error = message
-            _after_failure(op, False, now)
-            counts["callback_timeouts"] += 1
+    counts["errors"] += failed
     grace = timedelta(seconds=_setting("SWEEP_GRACE"))
     candidates = (
         Operation.select(Operation.id, Operation.dispatched_at, Operation.redispatches)
@@ -711,10 +773,54 @@ def sweep(limit=1000):
             ).execute()
             dispatch.operations(ids)
         counts["resent"] = len(ids)
-    counts["renewals"] = provisioning.queue_renewals(now)
+    renewals = provisioning.queue_renewals(now)
+    counts["renewals"] = renewals["queued"]
+    counts["errors"] += renewals["errors"]
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
+
+
+def _reclaim(op_id, now, counts):
+    """The worker of a running attempt stopped (its lease expired): the attempt is
+    interrupted, the operation runs again (or goes to people after max_attempts)."""
+    with write_transaction():
+        op = get_for_update(Operation, op_id)
+        if op.status != "running" or op.lease_until >= now:
+            return
+        Attempt.update(
+            finished_at=now,
+            outcome="interrupted",
+            error="the worker stopped during this attempt (lease expired)",
+        ).where((Attempt.operation == op.id) & Attempt.finished_at.is_null()).execute()
+        op.last_error = "the worker stopped during the attempt"
+        op.failures += 1
+        if op.failures >= _max_attempts(op):
+            escalate(op, Reason("interrupted", n=op.attempts), now)
+        else:
+            OPERATION.move(op, "reclaim")
+            _queue_now(op, now)
+        counts["reclaimed"] += 1
+
+
+def _time_out_callback(op_id, now, counts):
+    """A pending http operation waited longer than CALLBACK_TIMEOUT for its callback."""
+    with write_transaction():
+        op = get_for_update(Operation, op_id)
+        if op.status != "waiting_callback" or op.lease_until >= now:
+            return
+        message = "no callback came from the endpoint in time"
+        Attempt.update(outcome="temporary_error", error=message, finished_at=now).where(
+            (Attempt.operation == op.id) & (Attempt.number == op.attempts)
+        ).execute()
+        op.last_error = message
+        _after_failure(op, False, now)
+        counts["callback_timeouts"] += 1
+
+
+def _note_sweep_error(op_id, message):
+    """Why the sweep could not handle this operation: its last error, on its page."""
+    Operation.update(last_error=message, updated_at=utcnow()).where(Operation.id == op_id).execute()
 
 
 # --- queries for pages and the API ------------------------------------------------------

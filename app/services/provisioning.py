@@ -260,44 +260,67 @@ def queue_renewals(now, limit=200):
     """Queue ``renew`` for services whose module renews them N days before they expire.
 
     Once per expiry: the service remembers the expiry its renew was queued for, so a
-    second scheduler, a repeated sweep or a cancelled renew queue nothing more.
+    second scheduler, a repeated sweep or a cancelled renew queue nothing more. Each
+    module and each service on its own: one that fails is logged and the others are
+    still renewed.
+    Returns ``{"queued": n, "errors": n}``.
     """
-    due = 0
-    for module in ProcessingModule.select().where(ProcessingModule.enabled == True):  # noqa: E712
-        cls = modules.get_type(module.type)
-        if cls is None or not cls.supports("renew"):
-            continue
-        days = cls(module.config or {}).renew_days_before()
-        if not days:
-            continue
-        rows = list(
-            Service.select(Service.id)
-            .where(
-                (Service.module == module.id)
-                & Service.status.in_(KINDS["renew"].starts_from)
-                & Service.expires_at.is_null(False)
-                & (Service.expires_at <= now + timedelta(days=days))
-                & (
-                    Service.renewal_queued_for.is_null()
-                    | (Service.renewal_queued_for != Service.expires_at)
-                )
+    from app.services import sweeps
+
+    counts = {"queued": 0, "errors": 0}
+    enabled = ProcessingModule.select(ProcessingModule.id).where(
+        ProcessingModule.enabled == True  # noqa: E712
+    )
+    failed = sweeps.each(
+        "module", [m.id for m in enabled], lambda mid: _renewals_of(mid, now, limit, counts)
+    )
+    counts["errors"] += failed  # after each(): the services' failures are counted inside
+    return counts
+
+
+def _renewals_of(module_id, now, limit, counts):
+    """Queue the renewals of one module's services (each on its own)."""
+    from app.services import sweeps
+
+    module = ProcessingModule.get_by_id(module_id)
+    cls = modules.get_type(module.type)
+    if cls is None or not cls.supports("renew"):
+        return
+    days = cls(module.config or {}).renew_days_before()
+    if not days:
+        return
+    ids = [
+        row.id
+        for row in Service.select(Service.id)
+        .where(
+            (Service.module == module.id)
+            & Service.status.in_(KINDS["renew"].starts_from)
+            & Service.expires_at.is_null(False)
+            & (Service.expires_at <= now + timedelta(days=days))
+            & (
+                Service.renewal_queued_for.is_null()
+                | (Service.renewal_queued_for != Service.expires_at)
             )
-            .limit(limit)
         )
-        for row in rows:
-            try:
-                with write_transaction():
-                    service = get_for_update_or_404(row.id)
-                    if service.renewal_queued_for == service.expires_at:
-                        continue  # another scheduler was first
-                    request(service.id, "renew", "scheduler")
-                    Service.update(renewal_queued_for=service.expires_at).where(
-                        Service.id == service.id
-                    ).execute()
-                due += 1
-            except (Conflict, ValidationError) as exc:
-                log.info("renewal of service %s waits: %s", row.id, exc.message)
-    return due
+        .limit(limit)
+    ]
+    failed = sweeps.each("service", ids, lambda sid: _queue_renewal(sid, counts))
+    counts["errors"] += failed
+
+
+def _queue_renewal(service_id, counts):
+    try:
+        with write_transaction():
+            service = get_for_update_or_404(service_id)
+            if service.renewal_queued_for == service.expires_at:
+                return  # another scheduler was first
+            request(service.id, "renew", "scheduler")
+            Service.update(renewal_queued_for=service.expires_at).where(
+                Service.id == service.id
+            ).execute()
+        counts["queued"] += 1
+    except (Conflict, ValidationError) as exc:
+        log.info("renewal of service %s waits: %s", service_id, exc.message)
 
 
 # --- finishing operations ---------------------------------------------------------------

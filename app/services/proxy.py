@@ -708,28 +708,40 @@ def check_all():
 
 
 def sweep():
-    """Re-send pending pushes (a lost message, a peer that was down) and pull when due."""
+    """Re-send pending pushes (a lost message, a peer that was down) and pull when due.
+
+    Each client side on its own (:func:`sweeps.each`): one that fails is logged with the
+    reason kept as its last error, and the others are still pushed and pulled.
+    """
+    from app.services import sweeps
+
     now = utcnow()
-    pending = {
-        row.client_side_id
-        for row in ProxyOutgoing.select(ProxyOutgoing.client_side)
-        .where(ProxyOutgoing.status == "pending")
-        .distinct()
-    }
-    for side_id in pending:
-        dispatch.proxy_push(side_id)
+    pending = sorted(
+        {
+            row.client_side_id
+            for row in ProxyOutgoing.select(ProxyOutgoing.client_side)
+            .where(ProxyOutgoing.status == "pending")
+            .distinct()
+        }
+    )
+    errors = sweeps.each("client_side", pending, dispatch.proxy_push, _note_sweep_error)
     due = now - timedelta(seconds=current_app.config["PROXY_PULL_INTERVAL"])
     pulls = [
         side.id
-        for side in ProxyClientSide.select().where(
+        for side in ProxyClientSide.select(ProxyClientSide.id).where(
             (ProxyClientSide.enabled == True)  # noqa: E712
             & (ProxyClientSide.last_pull_at.is_null() | (ProxyClientSide.last_pull_at <= due))
             & (ProxyClientSide.last_error_at.is_null() | (ProxyClientSide.last_error_at <= due))
         )
     ]
-    for side_id in pulls:
-        dispatch.proxy_pull(side_id)
-    return {"proxy_pushes": len(pending), "proxy_pulls": len(pulls)}
+    errors += sweeps.each("client_side", pulls, dispatch.proxy_pull, _note_sweep_error)
+    return {"proxy_pushes": len(pending), "proxy_pulls": len(pulls), "proxy_errors": errors}
+
+
+def _note_sweep_error(side_id, message):
+    ProxyClientSide.update(last_error=message, last_error_at=utcnow()).where(
+        ProxyClientSide.id == side_id
+    ).execute()
 
 
 def link_of(task):

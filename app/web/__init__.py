@@ -15,7 +15,7 @@ htmx = Htmx()
 
 
 def wants_json():
-    return request.path.startswith(("/api/", "/proxy/"))
+    return request.path.startswith(("/api/", "/proxy/")) or request.path == "/metrics"
 
 
 __all__ = ["allow_header", "htmx", "init_app", "wants_json"]
@@ -29,6 +29,7 @@ def init_app(app):
         certificates,
         clients,
         home,
+        metrics,
         my,
         operations,
         orders,
@@ -53,6 +54,7 @@ def init_app(app):
         proxy_views,
         my,
         certificates,
+        metrics,
     ):
         app.register_blueprint(module.bp)
 

@@ -1,0 +1,115 @@
+"""Logging: one format in every process, the operation (or task, email...) id on each
+record logged while handling it, JSON lines as an option. Real processes: `provisor
+serve` here, a `dramatiq actors` worker in tests/test_scaled.py."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+
+import requests
+
+from tests.support import free_port, signed, wait_for
+
+BIN = os.path.dirname(sys.executable)
+
+
+def _up(base):
+    try:
+        return requests.get(base + "/api/v1/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_serve_logs_json_lines_with_the_operation_id(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "PROVISOR_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PAYMENT_WEBHOOK_SECRET": "test-webhook-secret",
+        "PROVISOR_LOG_FORMAT": "json",
+        "SWEEP_INTERVAL": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("DATABASE_URL", "REDIS_URL", "SMTP_URL"):
+        env.pop(name, None)
+    out, err = open(tmp_path / "serve.out", "w"), open(tmp_path / "serve.err", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [f"{BIN}/provisor", "serve", "--port", str(port)], env=env, stdout=out, stderr=err
+    )
+    try:
+        wait_for(lambda: _up(base), timeout=30, message="provisor serve to answer")
+        email = re.search(r"email:\s+(\S+)", (tmp_path / "serve.out").read_text()).group(1)
+        token = subprocess.run(
+            [f"{BIN}/provisor", "tokens", "create", "--email", email],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+
+        def call(method, path, body=None):
+            response = requests.request(
+                method,
+                f"{base}/api/v1{path}",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            assert response.status_code < 300, response.text
+            return response.json()
+
+        module = call(
+            "POST",
+            "/modules",
+            {"name": "Sandbox", "type": "sandbox", "config": {"fail_first": 1}, "retry_delay": 1},
+        )
+        tariff = call(
+            "POST",
+            "/tariffs",
+            {
+                "name": "VPS S",
+                "product_type": "vps",
+                "price": "3.50",
+                "internal_name": "vps-s",
+                "module_ids": [module["id"]],
+            },
+        )
+        client = call("POST", "/clients", {"name": "Ann", "email": "ann@example.com"})
+        order = call("POST", "/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
+        raw, headers = signed(
+            {
+                "payment_id": f"p-{uuid.uuid4().hex}",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        paid = requests.post(base + "/api/v1/webhooks/payment", data=raw, headers=headers)
+        op_id = paid.json()["operation_id"]
+        wait_for(lambda: call("GET", f"/operations/{op_id}")["status"] == "done", timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        out.close()
+        err.close()
+
+    lines = (tmp_path / "serve.err").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line of stderr is a JSON record
+    assert records and all(
+        {"time", "level", "logger", "message", "process", "thread"} <= set(r) for r in records
+    )
+    mine = [(r["level"], r["message"]) for r in records if r.get("operation") == op_id]
+    assert (
+        "WARNING",
+        "open, attempt 1: temporary_error: sandbox: simulated failure of attempt 1",
+    ) in mine
+    assert ("INFO", "open, attempt 2: done") in mine
+    assert all(r["attempt"] in (1, 2) for r in records if r.get("operation") == op_id)
+    # and what had nothing to do with it does not carry it
+    started = next(r for r in records if r["message"].startswith("scheduler: sweeping every"))
+    assert "operation" not in started
