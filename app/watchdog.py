@@ -20,8 +20,14 @@ class DeadlineExceeded(BaseException):
     """The attempt ran past its deadline (raised inside the module's call)."""
 
 
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+def _set_async_exc(thread_id, exc):
+    """Raise ``exc`` in thread ``thread_id`` at its next instruction; ``None`` withdraws
+    one not delivered yet (NULL to the C API). The shared ctypes function is called as
+    Dramatiq calls it, without setting its ``argtypes`` (that would change it for Dramatiq's
+    own calls too)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), None if exc is None else ctypes.py_object(exc)
+    )
 
 
 class Deadline:

@@ -97,3 +97,36 @@ def test_a_trickling_endpoint_is_stopped_at_the_deadline_and_never_overlapped(
     assert attempts[1].started_at >= attempts[0].finished_at  # never overlapping
     assert final.status == "manual" and op["status"] == "manual"
     wait_for(lambda: len(http_endpoint.calls("open")) == 2, timeout=5)
+
+
+def test_an_interruption_withdrawn_before_delivery_never_arrives():
+    """The stop raised while the thread sits in a blocking call arrives when that call
+    returns; withdrawn meanwhile, it never does (and Dramatiq's own use of the same C
+    function keeps working: the ctypes function is left as it was)."""
+    import ctypes
+
+    from app import watchdog
+
+    def sleeper(outcome, withdraw):
+        ident = threading.get_ident()
+        outcome["ident"] = ident
+        try:
+            time.sleep(0.6)  # blocking: nothing is delivered before it returns
+            for _ in range(1000):
+                pass
+            outcome["result"] = "finished"
+        except DeadlineExceeded:
+            outcome["result"] = "interrupted"
+
+    for withdraw, expected in ((False, "interrupted"), (True, "finished")):
+        outcome = {}
+        thread = threading.Thread(target=sleeper, args=(outcome, withdraw))
+        thread.start()
+        wait_for(lambda outcome=outcome: "ident" in outcome, timeout=5)
+        time.sleep(0.1)
+        watchdog._set_async_exc(outcome["ident"], DeadlineExceeded)
+        if withdraw:
+            watchdog._set_async_exc(outcome["ident"], None)
+        thread.join(5)
+        assert outcome["result"] == expected
+    assert ctypes.pythonapi.PyThreadState_SetAsyncExc.argtypes is None

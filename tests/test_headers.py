@@ -86,7 +86,7 @@ def test_every_kind_of_answer_carries_the_headers(app, boom, client, admin):
     for path, status, page in [
         ("/login", 200, True),
         ("/operations", 302, True),  # a redirect to the login page (an HTML body)
-        ("/api/v1/health", 200, False),  # the JSON API
+        ("/api/v1/health?scope=web", 200, False),  # the JSON API (no scheduler here)
         ("/api/v1/tariffs", 401, False),
         ("/api/v1/nowhere", 404, False),
         ("/api/v1/test-boom", 500, False),
