@@ -419,10 +419,11 @@ class Instance:
             assert result.returncode == 0, result.stderr
         return result
 
-    def start(self):
+    def start(self, *serve_args):
+        """Start ``provisor serve`` (with ``serve_args``, e.g. ``--connection-limit 10``)."""
         log = open(self.dir / "serve.log", "a")  # noqa: SIM115 (the process owns it)
         self.proc = subprocess.Popen(
-            [f"{BIN}/provisor", "serve", "--port", str(self.port)],
+            [f"{BIN}/provisor", "serve", "--port", str(self.port), *serve_args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
