@@ -315,6 +315,14 @@ def machine_postgresql(postgres_server):
 
 
 @pytest.fixture(scope="session")
+def schemathesis_cli():
+    """schemathesis's ``st`` command (in the test extra)."""
+    path = os.path.join(support.BIN, "st")
+    need(os.path.exists(path), "schemathesis is not installed (pip install -e '.[test]')")
+    return path
+
+
+@pytest.fixture(scope="session")
 def chromium_path():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     need(path is not None, "chromium is not installed (apt-get install chromium)")
