@@ -75,7 +75,7 @@ def run_database(database, args, tmp):
         parts[name] = {
             "exit_code": returncode,
             "test_cases": (report.get("test_cases") or {}).get("generated"),
-            "running_time_s": report.get("running_time"),
+            "running_time_s": round(report.get("running_time") or 0, 1),
             "failures": report.get("failures", []),
             "errors": report.get("errors", []),
             "operations": (report.get("operations") or {}).get("tested"),

@@ -93,7 +93,7 @@ def test_past_the_limit_a_connection_gets_a_quick_503(instance):
                 extra.sendall(HEALTH)
                 status, headers, body = answer(extra, start + 5)
                 assert extra.recv(1) == b""  # then closed
-            assert time.monotonic() - start < 1
+            assert time.monotonic() - start < 2  # not a hang until a connection frees up
             assert status == "HTTP/1.1 503 Service Unavailable"
             assert headers["Retry-After"] == "2" and headers["Connection"] == "close"
             assert headers["Content-Type"] == "application/json"
