@@ -279,17 +279,42 @@ def scheduler_command():
 @commands.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, type=click.IntRange(1, 65535), show_default=True)
-@click.option("--threads", default=8, type=click.IntRange(1, 256), show_default=True)
+@click.option(
+    "--threads", type=click.IntRange(1, 256), help="Web server threads [SERVE_THREADS: 8]."
+)
+@click.option(
+    "--connection-limit",
+    type=click.IntRange(1, 100000),
+    help="Open connections held; past it a connection gets a quick 503 "
+    "[SERVE_CONNECTION_LIMIT: 500].",
+)
+@click.option(
+    "--channel-timeout",
+    type=click.IntRange(1),
+    help="Seconds an idle keep-alive connection stays open [SERVE_CHANNEL_TIMEOUT: 60].",
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(1, 65535),
+    help="Connections waiting to be accepted [SERVE_BACKLOG: 1024].",
+)
 @click.option("--no-worker", is_flag=True, help="Do not run the embedded worker and scheduler.")
-def serve(host, port, threads, no_worker):
+def serve(host, port, threads, connection_limit, channel_timeout, backlog, no_worker):
     """Run the whole embedded system: web (waitress), worker and scheduler in one process."""
-    from waitress import create_server
-
     from app import embedded, scheduler
     from app.services import accounts
 
     _configure_logging()
     app = current_app._get_current_object()
+    limits = {
+        "threads": threads or app.config["SERVE_THREADS"],
+        "connection_limit": connection_limit or app.config["SERVE_CONNECTION_LIMIT"],
+        "channel_timeout": channel_timeout or app.config["SERVE_CHANNEL_TIMEOUT"],
+        "backlog": backlog or app.config["SERVE_BACKLOG"],
+    }
+    problem = embedded.ensure_open_files(limits["connection_limit"])
+    if problem:
+        raise CommandError(problem, 2)
     applied = _upgrade_schema()
     if applied:
         log.info("schema upgraded: %s", ", ".join(applied))
@@ -309,17 +334,16 @@ def serve(host, port, threads, no_worker):
         sweeper = scheduler.Scheduler(app)
         sweeper.start()
     try:
-        server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            # waitress buffers a chunked body whole before the app sees it: not beyond this
-            max_request_body_size=app.config["MAX_BODY_BYTES"],
-        )
+        server = embedded.web_server(app, host, port, **limits)
     except OSError as exc:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None
-    click.echo(f"Provisor is running on http://{server.effective_host}:{server.effective_port}/")
+    log.info(
+        "web server: %(threads)d threads, up to %(connection_limit)d connections (idle ones "
+        "closed after %(channel_timeout)d s), backlog %(backlog)d",
+        limits,
+    )
+    for address in embedded.listening_on(server):
+        click.echo(f"Provisor is running on http://{address}/")
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, _interrupt)
     try:

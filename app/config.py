@@ -371,6 +371,28 @@ SETTINGS = {
             min=0,
             max=3600,
         ),
+        # the embedded web server (provisor serve; gunicorn has its own settings)
+        _int("SERVE_THREADS", 8, "threads of provisor serve's web server", min=1, max=256),
+        _int(
+            "SERVE_CONNECTION_LIMIT",
+            500,
+            "open connections provisor serve holds; past it a connection gets a quick 503",
+            min=1,
+            max=100000,
+        ),
+        _int(
+            "SERVE_CHANNEL_TIMEOUT",
+            60,
+            "seconds an idle keep-alive connection to provisor serve stays open",
+            min=1,
+        ),
+        _int(
+            "SERVE_BACKLOG",
+            1024,
+            "connections waiting to be accepted by provisor serve (listen backlog)",
+            min=1,
+            max=65535,
+        ),
         # tasks proxy
         _int(
             "PROXY_PULL_INTERVAL",

@@ -1,7 +1,56 @@
-"""Input guards that apply to every request, before any view runs."""
+"""Input guards that apply to every request, before any view runs, and to every JSON body
+a request carries."""
 
 from flask import request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+
+from app.services.errors import ServiceError
+
+MAX_JSON_DEPTH = 64
+"""How deeply a request's JSON may nest (arrays and objects); no Provisor body needs more
+than a few levels, and Python's reader fails (RecursionError) a few hundred levels down."""
+
+
+class TooDeep(ServiceError):
+    """A JSON body nested deeper than :data:`MAX_JSON_DEPTH` (a 400, whatever route)."""
+
+    code = "invalid_json"
+
+    def __init__(self):
+        super().__init__(f"the JSON body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+
+
+def json_depth(value):
+    """How deeply ``value`` (parsed JSON) nests: 0 for a scalar, 1 for a flat list..."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((item, depth + 1) for item in value)
+    return deepest
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that reading a body nested too deeply is a clean 400.
+
+    :class:`TooDeep` is not a ``ValueError``: ``request.get_json(silent=True)`` lets it
+    through, and the JSON blueprints answer it with their error envelope.
+    """
+
+    def loads(self, s, **kwargs):
+        try:
+            value = super().loads(s, **kwargs)
+        except RecursionError:
+            raise TooDeep() from None
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise TooDeep()
+        return value
 
 
 def contains_nul(value):
@@ -50,7 +99,20 @@ def one_line(text, limit=None):
     return cleaned[:limit] if limit else cleaned
 
 
+def nul_fields(data):
+    """``{key: message}`` for the top-level keys of a JSON object holding a NUL anywhere."""
+    return {
+        key: "NUL characters are not allowed."
+        for key, value in data.items()
+        if contains_nul(key) or contains_nul(value)
+    }
+
+
 def init_app(app):
+    provider = JSONProvider(app)
+    provider.sort_keys = app.json.sort_keys
+    app.json = provider
+
     @app.before_request
     def _limit_streamed_bodies():
         """A body without a Content-Length (chunked) is cut at ``MAX_CONTENT_LENGTH`` by

@@ -57,6 +57,21 @@ def parse_id(value):
     return value if 0 < value <= MAX_ID else None
 
 
+MAX_SEARCH = 200
+"""The longest search text of the lists (SQLite refuses LIKE patterns over 50,000 bytes)."""
+
+
+def search_term(search):
+    """The text to look for from a list's ``q`` (stripped; None when empty); a
+    :class:`~app.services.errors.ValidationError` on ``q`` when it is too long."""
+    from app.services.errors import ValidationError
+
+    term = str(search or "").strip()
+    if len(term) > MAX_SEARCH:
+        raise ValidationError({"q": f"At most {MAX_SEARCH} characters."})
+    return term or None
+
+
 class BaseModel(Model):
     class Meta:
         database = database

@@ -10,6 +10,7 @@ import functools
 from flask import Blueprint, g, jsonify, request
 
 from app.auth import csrf
+from app.guards import nul_fields
 from app.objects import peer as objects
 from app.services import proxy
 from app.services.errors import ServiceError, ValidationError
@@ -46,6 +47,9 @@ def _body():
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise ServiceError("the body must be a JSON object", code="invalid_json")
+    bad = nul_fields(data)  # PostgreSQL refuses NUL in text
+    if bad:
+        raise ValidationError(bad)
     return data
 
 

@@ -229,6 +229,33 @@ def postgres_url(postgres_server):
 
 
 @pytest.fixture
+def pg_api(app, postgres_url):
+    """The ``app`` fixture's settings on a fresh PostgreSQL database, the embedded worker
+    running for it, and an admin's API client (``pg_api.app`` is that app)."""
+    import actors
+    from actors.middleware import AppContextMiddleware
+    from app.services import accounts
+
+    pg = create_app({**app.config, "DATABASE_URL": postgres_url})
+    schema.upgrade()
+    AppContextMiddleware.app = pg
+    with pg.app_context(), database.connection_context():
+        accounts.create_user(
+            {"email": "admin@example.com", "name": "Admin", "password": "admin-password"},
+            role="admin",
+        )
+        token = accounts.create_token("admin@example.com")
+    api = support.Api(pg.test_client(), token)
+    api.app = pg
+    yield api
+    actors.broker.flush_all()
+    time.sleep(0.05)
+    if not database.is_closed():
+        database.close()
+    AppContextMiddleware.app = app
+
+
+@pytest.fixture
 def make_postgres_database(postgres_server):
     """A factory of further fresh PostgreSQL databases (URLs), all dropped afterwards."""
     import uuid
@@ -333,6 +360,14 @@ def machine_postgresql(postgres_server):
     tenant.make_admin()
     yield tenant
     tenant.cleanup()
+
+
+@pytest.fixture(scope="session")
+def schemathesis_cli():
+    """schemathesis's ``st`` command (in the test extra)."""
+    path = os.path.join(support.BIN, "st")
+    need(os.path.exists(path), "schemathesis is not installed (pip install -e '.[test]')")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -507,10 +507,11 @@ class Instance:
             assert result.returncode == 0, result.stderr
         return result
 
-    def start(self):
+    def start(self, *serve_args):
+        """Start ``provisor serve`` (with ``serve_args``, e.g. ``--connection-limit 10``)."""
         log = open(self.dir / "serve.log", "a")  # noqa: SIM115 (the process owns it)
         self.proc = subprocess.Popen(
-            [f"{BIN}/provisor", "serve", "--port", str(self.port)],
+            [f"{BIN}/provisor", "serve", "--port", str(self.port), *serve_args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -1454,3 +1455,84 @@ class AcmeAccountClient:
         from cryptography import x509
 
         self.client.revoke(x509.load_pem_x509_certificate(certificate_pem.encode()), 0)
+
+
+# --- schemathesis against a real instance (tests/test_fuzz.py, bench/fuzz.py) ------------------
+
+FUZZ_PEER = "fuzz-peer"
+
+
+def seed_for_fuzzing(instance):
+    """Something for generated ids to find: a service set up by hand (a manual module: its
+    open operation waits on task 1), a sandbox tariff, and a server side for /proxy/v1."""
+    department = instance.department("Fuzzed")
+    instance.order_manual_service(department["id"])
+    module = instance.call("POST", "/modules", {"name": "Sandbox", "type": "sandbox"})
+    instance.call(
+        "POST",
+        "/tariffs",
+        {
+            "name": "VPS S",
+            "product_type": "vps",
+            "price": "9.99",
+            "internal_name": "vps-s",
+            "module_ids": [module["id"]],
+        },
+    )
+    receiving = instance.department("From peers")
+    instance.cli(
+        "proxy",
+        "server-side",
+        "--login",
+        FUZZ_PEER,
+        "--password",
+        PEER_PASSWORD,
+        "--department-id",
+        str(receiving["id"]),
+    )
+
+
+def schemathesis(instance, report_dir, *options, timeout=3600):
+    """``st run`` against ``instance``'s OpenAPI document, failing on any 5xx (and on a
+    request that gets no answer): ``/api/v1`` with the admin's bearer token, then
+    ``/proxy/v1`` as the server side's peer. ``options`` go to both runs (``--seed``,
+    ``--max-examples``...). Returns ``[(returncode, output, report)]``: the JSON report of
+    each run (``report_dir``), None when it wrote none."""
+    results = []
+    for name, auth, scope in (
+        ("api", ["-H", f"Authorization: Bearer {instance.token}"], "--exclude-path-regex"),
+        ("proxy", ["-a", f"{FUZZ_PEER}:{PEER_PASSWORD}"], "--include-path-regex"),
+    ):
+        path = os.path.join(report_dir, f"{name}.json")
+        result = subprocess.run(
+            [
+                f"{BIN}/st",
+                "run",
+                f"{instance.url}/api/v1/openapi.json",
+                *auth,
+                scope,
+                "^/proxy/",
+                "--checks",
+                "not_a_server_error",
+                "--generation-database",
+                "none",
+                "--request-timeout",
+                "30",
+                "--no-color",
+                "--report",
+                "json",
+                "--report-json-path",
+                path,
+                *options,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+        )
+        report = None
+        if os.path.exists(path):
+            with open(path) as fh:
+                report = json.load(fh)
+        results.append((result.returncode, result.stdout + result.stderr, report))
+    return results

@@ -1,4 +1,5 @@
-"""Bad input anywhere in ``/api/v1`` gets a JSON error with a fitting 4xx status.
+"""Bad input anywhere in ``/api/v1`` (and the peer API, ``/proxy/v1``) gets a JSON error
+with a fitting 4xx status.
 
 Never a 500, never an HTML page; the body is ``{"error": {"code", "message", "fields"}}``
 and nothing was created or changed. The last section holds regressions for the 500s that
@@ -1337,3 +1338,127 @@ def test_a_nul_character_gets_422_on_postgres(postgres_url):
     finally:
         if not database.is_closed():
             database.close()
+
+
+# --- found by the audit's fuzzing (issue 9): were 500s -------------------------------------------
+
+
+def _deep(depth):
+    """JSON objects holding arrays and objects ``depth`` levels deep in all."""
+    return [
+        '{"name": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}",
+        '{"name":' * depth + "1" + "}" * depth,
+    ]
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 100_000])
+def test_json_nested_too_deeply_gets_400(api, manual, depth):
+    """Python's JSON reader raises RecursionError some hundreds of levels down (a 500 on
+    every JSON route); no body of Provisor needs more than a few levels: beyond 64 the
+    body is refused as it is read, on every route, signed ones included."""
+    before = counts(api)
+    routes = _body_routes(manual, manual.service["id"], manual.task["id"])
+    for text in _deep(depth):
+        for method, path in routes:
+            response = raw(api.client, method, path, text.encode(), "application/json", api.headers)
+            error = assert_error(response, status=400, code="invalid_json")
+            assert error["message"] == "the JSON body is nested too deeply (at most 64 levels)"
+        response = api.client.post("/api/v1/webhooks/payment", **_signed_raw(text.encode()))
+        assert_error(response, status=400, code="invalid_json")
+    assert counts(api) == before
+
+
+def _signed_raw(body, secret=WEBHOOK_SECRET):
+    return {"data": body, "headers": _headers_for(body, secret)}
+
+
+def test_json_nested_64_levels_is_read(api, world):
+    """The control: 64 levels are read, and the body is judged on its fields."""
+    for text in _deep(64):
+        response = raw(
+            api.client, "post", "/clients", text.encode(), "application/json", api.headers
+        )
+        assert_error(response, status=422, code="validation_error", field="name")
+
+
+@pytest.mark.postgres
+def test_a_payment_beyond_what_an_amount_holds_gets_422_on_postgres(pg_api):
+    """numeric(12, 2) overflowed on PostgreSQL (a 500); SQLite stored 1e20 and paid."""
+    _, _, tariff, client = pg_api.catalog("sandbox")
+    wait_for(
+        lambda: pg_api.ok("get", f"/tariffs/{tariff['id']}")["items"][0]["status"] == "ready",
+        message="the module's item",
+    )
+    order = pg_api.order(client["id"], tariff["id"])
+    for amount in (1e20, "1e20", "100000000000000000000", 10**10, "9999999999.01"):
+        body, headers = signed(_payment(order, amount=amount))
+        response = pg_api.client.post("/api/v1/webhooks/payment", data=body, headers=headers)
+        error = assert_error(response, status=422, code="validation_error", field="amount")
+        assert error["fields"]["amount"] == "Must be an amount such as 9.99, at most 9999999999."
+    assert pg_api.ok("get", f"/orders/{order['id']}")["status"] == "unpaid"
+    status, paid = pg_api.pay(order)
+    assert status == 200, paid
+
+
+@pytest.mark.parametrize("path", ["/services", "/clients"])
+def test_a_search_too_long_gets_422(api, world, path):
+    """SQLite refuses a LIKE pattern over 50,000 bytes (a 500) once there are rows to
+    compare; a search is at most 200 characters."""
+    api.order(world.client["id"], world.tariff["id"])
+    for q in ("a" * 201, "a" * 60_000, "%C3%A9" * 30_000, "_" * 60_000):
+        status, data = api.get(f"{path}?q={q}")
+        error = assert_error(status, data, status=422, code="validation_error", field="q")
+        assert error["fields"] == {"q": "At most 200 characters."}
+    status, data = api.get(f"{path}?q={'a' * 200}")
+    assert status == 200 and data["total"] == 0, data
+
+
+@pytest.mark.postgres
+def test_bad_peer_input_gets_4xx_on_postgres(pg_api):
+    """``/proxy/v1`` on PostgreSQL: a NUL in a task's title or an event id, and sender task
+    ids beyond PostgreSQL's integer (2^31 - 1) were 500s; refused, and nothing is made."""
+    import base64
+
+    from app.services import proxy
+
+    department = pg_api.ok("post", "/departments", {"name": "DC"})
+    with pg_api.app.app_context(), database.connection_context():
+        proxy.create_server_side(
+            {"login": "peer-1", "password": "peer-password", "department_id": department["id"]}
+        )
+    basic = {"Authorization": "Basic " + base64.b64encode(b"peer-1:peer-password").decode()}
+
+    def post(path, body):
+        return pg_api.client.post(f"/proxy/v1{path}", json=body, headers=basic)
+
+    task = {"sender_task_id": 7, "department_id": department["id"], "title": "Set up #7"}
+    for changes, field in (
+        ({"title": "Set up\u0000#7"}, "title"),
+        ({"description": "a\u0000b"}, "description"),
+        ({"fields": {"ip\u0000": "1"}}, "fields"),
+        ({"sender_task_id": 2**31}, "sender_task_id"),
+        ({"sender_task_id": str(2**31)}, "sender_task_id"),
+        ({"sender_task_id": 2**63 - 1}, "sender_task_id"),
+        ({"sender_task_id": 2**64}, "sender_task_id"),
+        ({"sender_task_id": 2**70}, "sender_task_id"),
+    ):
+        response = post("/tasks", with_changes(task, changes))
+        assert_error(response, status=422, code="validation_error", field=field)
+    assert pg_api.ok("get", "/tasks")["total"] == 0
+    assert post("/tasks", {**task, "sender_task_id": 2**31 - 1}).status_code == 201
+    assert post("/tasks", task).status_code == 201
+
+    event = {"event_id": "e-1", "kind": "comment", "text": "on it"}
+    for sender_task_id in (2**31, 2**63 - 1, 2**64, 2**70):
+        response = post(f"/tasks/{sender_task_id}/events", event)
+        assert_error(response, status=404, code="not_found")
+    for changes, field in (
+        ({"event_id": "e\u00001"}, "event_id"),
+        ({"text": "on\u0000it"}, "text"),
+        ({"actor": "a\u0000b"}, "actor"),
+    ):
+        response = post("/tasks/7/events", with_changes(event, changes))
+        assert_error(response, status=422, code="validation_error", field=field)
+    assert post("/tasks/7/events", event).json["applied"] is True
+    response = pg_api.client.get("/proxy/v1/events?after=0%00", headers=basic)
+    assert_error(response, status=400)

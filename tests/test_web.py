@@ -390,6 +390,29 @@ def test_lists_are_paginated_and_keep_their_filters(app, client, admin):
     assert "1–2 of 3 clients" in html(client.get("/clients?q=pat&page=nonsense"))
 
 
+@pytest.mark.parametrize(
+    "path, target", [("/services", "services-list"), ("/clients", "clients-list")]
+)
+def test_a_search_too_long_is_said_by_the_search_field(app, client, admin, path, target):
+    """SQLite refused the LIKE pattern of a 60,000-character search (a 500) once there were
+    rows; a search is at most 200 characters, said by the field, nothing listed."""
+    paid_service(admin)
+    for q in ("x" * 201, "x" * 60_000):
+        response = client.get(f"{path}?q={q}")
+        body = html(response)
+        assert response.status_code == 422
+        assert re.search(r'<p class="field-error" id="err-q">At most 200 characters.</p>', body)
+        assert 'maxlength="200"' in body and "This search cannot run." in body
+        assert "<tbody>" not in body
+        # the live search swaps the rows partial, which says it too (htmx swaps a 200)
+        partial = client.get(f"{path}?q={q}", headers={**HTMX, "HX-Target": target})
+        assert partial.status_code == 200 and "<html" not in html(partial)
+        assert "This search cannot run." in html(partial)
+        assert "At most 200 characters." in html(partial)
+    response = client.get(f"{path}?q={'x' * 200}")
+    assert response.status_code == 200 and "err-q" not in html(response)
+
+
 def test_outbox_filter(app, client, admin):
     paid_service(admin)
     wait_for(lambda: admin.ok("get", "/emails?status=outbox")["emails"])

@@ -205,6 +205,53 @@ def test_load_remote_departments_lists_them_or_says_why_not(app, client, admin, 
     assert PEER_PASSWORD not in caplog.text and "wrong-password" not in caplog.text
 
 
+def test_non_ascii_login_and_password_work_as_utf8(app, client, admin, peer):
+    """HTTP Basic as the peer reads it: UTF-8. The client side sent Latin-1 (requests'
+    default), which failed with a 500 on anything beyond it (Cyrillic, CJK, emoji)."""
+    dc = admin.ok("post", "/departments", {"name": "DC"})
+    upstream = admin.ok("post", "/departments", {"name": "Upstream"})
+    login_, password = "реселлер-1", "пароль-密码-🔑-é"
+    assert server_side(client, login_, dc["id"], password).status_code == 302
+
+    response = client.post(
+        "/proxy/client-sides/departments", data=peer_form(peer.url, login_, password)
+    )
+    body = html(response)
+    assert response.status_code == 200
+    assert f"DC (#{dc['id']})" in body and 'id="remote-error"' not in body
+    # a wrong non-ASCII password is a wrong password, said plainly
+    body = html(
+        client.post("/proxy/client-sides/departments", data=peer_form(peer.url, login_, "пароль-2"))
+    )
+    assert "wrong login or password" in body
+
+    data = peer_form(peer.url, login_, password)
+    data.update(
+        {"client.remote_department_id": str(dc["id"]), "client.department_id": str(upstream["id"])}
+    )
+    response = client.post("/proxy/client-sides", data=data)
+    assert response.status_code == 302, html(response)
+    with db(app):
+        from app.services import proxy
+
+        (side,) = proxy.client_sides()
+        assert proxy.pull(side.id) == 0  # the stored password logs in too
+
+
+def test_a_login_with_a_colon_is_refused_on_both_forms(app, client, admin, peer):
+    """HTTP Basic ends the login at the first ':': such a login could never log in."""
+    dc = admin.ok("post", "/departments", {"name": "DC"})
+    response = server_side(client, "reseller:1", dc["id"])
+    assert response.status_code == 422
+    assert error_of(html(response), "server-login") == (
+        "Cannot contain a colon (HTTP Basic ends the login there)."
+    )
+    body = html(
+        client.post("/proxy/client-sides/departments", data=peer_form(peer.url, "reseller:1"))
+    )
+    assert "Login: Cannot contain a colon (HTTP Basic ends the login there)." in body
+
+
 # --- saving a client side ------------------------------------------------------------------------
 
 

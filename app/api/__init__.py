@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app import signing
 from app.auth import api_user, csrf
-from app.guards import contains_nul
+from app.guards import nul_fields
 from app.models import Email, Operation, Service, Task, User, parse_id
 from app.objects import outputs as out
 from app.objects.inputs import TaskAssignInput
@@ -50,11 +50,7 @@ def json_body():
         )
     if not isinstance(data, dict):
         raise ServiceError("the body must be a JSON object", code="invalid_json")
-    bad = {
-        key: "NUL characters are not allowed."
-        for key, value in data.items()
-        if contains_nul(key) or contains_nul(value)
-    }
+    bad = nul_fields(data)
     if bad:
         raise ValidationError(bad)
     return data

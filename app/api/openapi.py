@@ -592,10 +592,11 @@ token) or `none` (no token: health, this document and the two signed endpoints).
 
 ## Errors
 Every error is `{"error": {"code", "message", "fields"}}` with a 4xx status: 400 the body is
-not a JSON object, 401 no valid token or signature, 403 not allowed, 404 no such object or
-route, 405 wrong method, 409 not possible in the current state, 422 invalid input with a
-message per field in `fields` (nothing is changed), 429 too many failed logins (the tasks
-proxy's HTTP Basic; `Retry-After` says when to try again). Lists that page take `limit` (0-1000,
+not a JSON object (or nests deeper than 64 levels), 401 no valid token or signature, 403
+not allowed, 404 no such object or route, 405 wrong method, 409 not possible in the current
+state, 413 the body is larger than MAX_BODY_BYTES, 422 invalid input with a message per
+field in `fields` (nothing is changed), 429 too many failed logins (the tasks proxy's HTTP
+Basic; `Retry-After` says when to try again). Lists that page take `limit` (0-1000,
 default 100) and `offset` and answer with `total`, `limit`, `offset`.
 
 ## Signatures
@@ -800,7 +801,8 @@ def spec():
                     "type": "http",
                     "scheme": "basic",
                     "description": "The tasks proxy (`/proxy/v1`): the login and password "
-                    "of a server side of this instance (`provisor proxy server-side`).",
+                    "of a server side of this instance (`provisor proxy server-side`), "
+                    'encoded in UTF-8 (RFC 7617\'s `charset="UTF-8"`).',
                 },
             },
             "schemas": component_schemas(),

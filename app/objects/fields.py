@@ -133,17 +133,17 @@ def WholeNumber(minimum, maximum):
     return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(check)]
 
 
-def Ref(message):
+def Ref(message, maximum=MAX_ID):
     """The id of an existing row; ``message`` when it is not an id (the service says the
-    same when no such row exists)."""
+    same when no such row exists). ``maximum``: a smaller bound than a database id's."""
 
     def check(value):
         number = parse_id(value)
-        if number is None:
+        if number is None or number > maximum:
             raise invalid(message)
         return number
 
-    return Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(check), Missing(message)]
+    return Annotated[int, Field(ge=1, le=maximum), BeforeValidator(check), Missing(message)]
 
 
 def IdList(not_a_list="Must be a list of ids.", bad_item="Must be a list of ids."):

@@ -351,7 +351,10 @@ class PaymentInput(Input):
     ] = Field(description="The payment's id at the payment provider (idempotency key).")
     order_id: Ref("Required: the id of the order.")
     amount: Annotated[
-        Amount("Required: the amount paid, such as 9.99."),
+        Amount(
+            "Must be an amount such as 9.99, at most 9999999999.",
+            maximum=9999999999,  # what the database's amounts hold (an order costs no more)
+        ),
         Missing("Required: the amount paid, such as 9.99."),
     ] = Field(description="At least the order's amount.")
     currency: Annotated[

@@ -17,6 +17,9 @@ TASK_EVENT_KINDS = ("comment", "fields", "cancel", "close")
 REPORTED_KINDS = ("assigned", "comment", "fields", "closed", "cancelled", "reopened")
 """What the receiving side reports back about a task it received."""
 
+MAX_SENDER_TASK_ID = 2**31 - 1
+"""A sender's task id is a task's id there: PostgreSQL's ``integer`` (and the column that
+stores it here) holds at most this."""
 SENDER_TASK_ID = "Required: the sender's task id."
 EVENT_ID = "Required: a unique id of this event."
 EVENT_KIND = "One of: " + ", ".join(TASK_EVENT_KINDS) + "."
@@ -53,7 +56,9 @@ def _actor(value):
 class PeerTaskInput(Input):
     """A task a peer forwards (idempotent on `sender_task_id`)."""
 
-    sender_task_id: Ref(SENDER_TASK_ID) = Field(description="The task's id at the sender.")
+    sender_task_id: Ref(SENDER_TASK_ID, maximum=MAX_SENDER_TASK_ID) = Field(
+        description="The task's id at the sender."
+    )
     department_id: Ref("Not a department this account may send to.") = Field(
         description="A department from GET /proxy/v1/departments."
     )

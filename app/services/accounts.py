@@ -7,7 +7,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.db import write_transaction
-from app.models import ApiToken, Client, Department, StaffMembership, User, utcnow
+from app.models import (
+    ApiToken,
+    Client,
+    Department,
+    StaffMembership,
+    User,
+    search_term,
+    utcnow,
+)
 from app.objects.inputs import ClientInput, PasswordChange, StaffInput, StaffUpdate
 from app.services.errors import NotFound, ValidationError, unique_fields
 
@@ -153,8 +161,8 @@ def login_of(client):
 
 def clients(search=None):
     query = Client.select().order_by(Client.id.desc())
-    if search:
-        term = str(search).strip()
+    term = search_term(search)
+    if term:
         query = query.where(Client.name.contains(term) | Client.email.contains(term))
     return query
 

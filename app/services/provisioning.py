@@ -24,6 +24,7 @@ from app.models import (
     Tariff,
     TariffModule,
     parse_id,
+    search_term,
     utcnow,
 )
 from app.services import mail
@@ -389,8 +390,8 @@ def list_services(status=None, client_id=None, search=None):
         query = query.where(Service.status == status)
     if client_id:
         query = query.where(Service.client == client_id)
-    if search:
-        term = str(search).strip()
+    term = search_term(search)
+    if term:
         cond = (
             (Client.name.contains(term))
             | (Client.email.contains(term))

@@ -40,7 +40,13 @@ from app.models import (
     Task,
     utcnow,
 )
-from app.objects.peer import REPORTED_KINDS, PeerEvent, PeerEventInput, PeerTaskInput
+from app.objects.peer import (
+    MAX_SENDER_TASK_ID,
+    REPORTED_KINDS,
+    PeerEvent,
+    PeerEventInput,
+    PeerTaskInput,
+)
 from app.services import dispatch, tasks
 from app.services.errors import NotFound, ServiceError, ValidationError, unique_fields
 from app.states import PROXY_OUTGOING
@@ -120,6 +126,15 @@ def _text(data, name, errors, max_length=200):
     return value.strip()
 
 
+def _login(data, errors):
+    """A peer login: HTTP Basic separates it from the password with the first ':'."""
+    login = _text(data, "login", errors, 100)
+    if login and ":" in login:
+        errors["login"] = "Cannot contain a colon (HTTP Basic ends the login there)."
+        return None
+    return login
+
+
 def server_sides():
     return list(ProxyServerSide.select().order_by(ProxyServerSide.id))
 
@@ -129,7 +144,7 @@ def create_server_side(data):
     from app.services import accounts
 
     errors = {}
-    login = _text(data, "login", errors, 100)
+    login = _login(data, errors)
     password = data.get("password")
     if not isinstance(password, str) or len(password) < 8:
         errors["password"] = "At least 8 characters."
@@ -237,6 +252,8 @@ def receive_task(side, data):
 
 def receive_event(side, sender_task_id, data):
     """A peer reports a change of a task it sent (idempotent on ``event_id``)."""
+    if not 1 <= sender_task_id <= MAX_SENDER_TASK_ID:  # never received (nor storable)
+        raise NotFound(f"no task {sender_task_id} was received from {side.login}")
     values = PeerEventInput.parse(data)
     event_id, kind, text, fields = (values[k] for k in ("event_id", "kind", "text", "fields"))
     actor = f"{side.login}: {values['actor'] or 'peer'}"[:200]
@@ -396,7 +413,7 @@ def _peer_settings(data, errors):
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             errors["url"] = "Must be an http:// or https:// URL of the remote Provisor."
         url = url.rstrip("/")
-    login = _text(data, "login", errors, 100)
+    login = _login(data, errors)
     password = data.get("password")
     if not isinstance(password, str) or not password:
         errors["password"] = "This field is required."
@@ -469,7 +486,9 @@ def _call(method, url, login, password, path, json=None, params=None):
             f"{url}/proxy/v1{path}",
             json=json,
             params=params,
-            auth=(login, password),
+            # UTF-8, as the peer reads it (requests would encode text as Latin-1, and
+            # fail on anything beyond it)
+            auth=(login.encode(), password.encode()),
             timeout=timeout,
             allow_redirects=False,  # a peer's answers are shown: only its own
         )

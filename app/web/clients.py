@@ -3,9 +3,10 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from app.auth import admin_required, staff_required
+from app.models import MAX_SEARCH
 from app.services import accounts
 from app.services.errors import ValidationError
-from app.web.helpers import Page, render
+from app.web.helpers import Page, render, search_status
 
 bp = Blueprint("clients", __name__)
 
@@ -15,13 +16,20 @@ bp = Blueprint("clients", __name__)
 def index():
     """Clients, newest first; ``q`` searches name and email."""
     q = request.args.get("q", "").strip()
+    errors = {}
+    try:
+        page = Page(accounts.clients(q or None))
+    except ValidationError as exc:  # a search too long: said by the field, nothing listed
+        errors, page = exc.fields, Page.empty()
     return render(
         "clients/index.html",
         "clients/_rows.html",
         target="clients-list",
-        page=Page(accounts.clients(q or None)),
+        page=page,
         filters={"q": q},
-    )
+        errors=errors,
+        max_search=MAX_SEARCH,
+    ), search_status(errors)
 
 
 @bp.route("/clients/new", methods=["GET", "POST"])

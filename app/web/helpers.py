@@ -43,6 +43,13 @@ class Page:
         self.number = min(max(1, number), self.pages)
         self.rows = list(query.paginate(self.number, size))
 
+    @classmethod
+    def empty(cls):
+        """A page without rows: a list whose search could not run (its field says why)."""
+        page = cls.__new__(cls)
+        page.total, page.size, page.pages, page.number, page.rows = 0, 1, 1, 1, []
+        return page
+
     @property
     def has_prev(self):
         return self.number > 1
@@ -79,6 +86,12 @@ def arg_choice(name, allowed, default=None):
     """A query argument that must be one of ``allowed``; anything else gives ``default``."""
     raw = request.args.get(name, "")
     return raw if raw in allowed else default
+
+
+def search_status(errors):
+    """The status of a list page: 422 when its filters were refused, except for htmx's
+    live search, which swaps only a 2xx (the rows partial says what was wrong)."""
+    return 422 if errors and not request.htmx else 200
 
 
 def local_url(target, default="/"):

@@ -4,11 +4,11 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_login import current_user
 
 from app.auth import staff_required
-from app.models import Service
+from app.models import MAX_SEARCH, Service
 from app.services import accounts, mail, provisioning
 from app.services.errors import Conflict, ValidationError
 from app.states import KINDS, REQUESTABLE
-from app.web.helpers import Page, arg_choice, arg_int, render
+from app.web.helpers import Page, arg_choice, arg_int, render, search_status
 
 bp = Blueprint("services", __name__)
 
@@ -22,19 +22,27 @@ def index():
         "status": arg_choice("status", Service.STATUSES, default=""),
         "client_id": arg_int("client_id"),
     }
-    query = provisioning.list_services(
-        filters["status"] or None, filters["client_id"], filters["q"] or None
-    )
+    errors = {}
+    try:
+        page = Page(
+            provisioning.list_services(
+                filters["status"] or None, filters["client_id"], filters["q"] or None
+            )
+        )
+    except ValidationError as exc:  # a search too long: said by the field, nothing listed
+        errors, page = exc.fields, Page.empty()
     client = accounts.get_client(filters["client_id"]) if filters["client_id"] else None
     return render(
         "services/index.html",
         "services/_rows.html",
         target="services-list",
-        page=Page(query),
+        page=page,
         filters=filters,
+        errors=errors,
         client=client,
         statuses=Service.STATUSES,
-    )
+        max_search=MAX_SEARCH,
+    ), search_status(errors)
 
 
 def _detail_context(service, errors=None, form=None):
