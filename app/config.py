@@ -401,7 +401,23 @@ SETTINGS = {
             min=1,
         ),
         _int(
-            "PROXY_RETRY_DELAY", 10, "seconds before a failed push to a peer is tried again", min=1
+            "PROXY_RETRY_DELAY",
+            10,
+            "seconds before a failed push to a peer is tried again (doubling while it fails)",
+            min=1,
+        ),
+        _int(
+            "PROXY_RETRY_MAX",
+            600,
+            "the longest wait between two pushes to a peer that keeps failing",
+            min=1,
+        ),
+        _int(
+            "PROXY_PULL_MAX_PAGES",
+            20,
+            "pages of a peer's events one pull reads at most (the rest: the next pull)",
+            min=1,
+            max=10000,
         ),
         _int("PROXY_TIMEOUT", 10, "seconds a call to a peer may take", min=1),
         # pages

@@ -33,6 +33,8 @@ MESSAGES = {
     "fields_filled_remotely": "Detail fields filled in remotely.",
     "cancelled_remotely": "Cancelled remotely.",
     "closed_remotely_missing": "Closed remotely, but these fields are missing here: {missing}.",
+    "close_refused_missing": "The sender closed this task, but it cannot be closed here: "
+    "{missing} missing. The sender was told; fill them in and close it here.",
 }
 
 REASONS = {

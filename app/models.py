@@ -10,6 +10,7 @@ import json
 
 from flask_login import UserMixin
 from peewee import (
+    BigIntegerField,
     BooleanField,
     CharField,
     DateTimeField,
@@ -467,6 +468,8 @@ class ProxyClientSide(BaseModel):
     last_error = TextField(null=True)
     last_error_at = DateTimeField(null=True)
     pushing_until = DateTimeField(null=True)  # a pusher's lease (keeps events in order)
+    next_push_at = DateTimeField(null=True)  # while the peer fails: when to try again
+    push_failures = IntegerField(default=0)  # failed pushes in a row (the backoff's step)
     created_at = DateTimeField(default=utcnow)
 
 
@@ -486,9 +489,9 @@ class ProxyOutgoing(BaseModel):
     client_side = ForeignKeyField(ProxyClientSide, backref="outgoing", on_delete="CASCADE")
     task = ForeignKeyField(Task, backref="proxy_outgoing", on_delete="CASCADE")
     event_id = CharField(unique=True)
-    kind = CharField()  # create, comment, fields, cancel, close
+    kind = CharField()  # create, comment, fields, cancelled, closed (older rows: cancel, close)
     payload = JSONField(default=dict)
-    status = CharField(default="pending", index=True)  # pending, sent
+    status = CharField(default="pending", index=True)  # PROXY_OUTGOING: pending, sent, ...
     attempts = IntegerField(default=0)
     last_error = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
@@ -514,6 +517,8 @@ class ProxyReceived(BaseModel):
 
     server_side = ForeignKeyField(ProxyServerSide, on_delete="CASCADE")
     event_id = CharField()
+    sender_task_id = BigIntegerField(null=True)  # which task it was about (older rows: None)
+    digest = CharField(null=True)  # of its kind, text and fields: a replay has the same
     received_at = DateTimeField(default=utcnow)
 
     class Meta:

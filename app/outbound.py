@@ -77,3 +77,21 @@ def check(url):
                 f"{where} is {kind} address: add it to OUTBOUND_ALLOWED_NETWORKS (e.g. "
                 f"{ipaddress.ip_network(ip)} or the whole network) to let Provisor call it"
             )
+
+
+MAX_REPLY = 1024 * 1024
+"""The most of an answer Provisor reads from an endpoint or a peer."""
+
+
+def read_capped(response, limit=MAX_REPLY):
+    """The body of a streamed ``requests`` response, or None when it goes on past
+    ``limit`` bytes (the rest is not read). The response is closed either way."""
+    try:
+        data = bytearray()
+        for chunk in response.iter_content(65536):
+            data += chunk
+            if len(data) > limit:
+                return None
+        return bytes(data)
+    finally:
+        response.close()

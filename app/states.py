@@ -324,12 +324,18 @@ ITEM = Machine(
     },
 )
 
-# a change of a forwarded task: pending until the peer took it
+# a change of a forwarded task: pending until the peer took it; one the peer refused for
+# good (a 4xx) is parked until staff retry or skip it
 PROXY_OUTGOING = Machine(
     "proxy change",
-    statuses=("pending", "sent"),
-    final=("sent",),
-    transitions={"sent": _from(("pending",), "sent")},
+    statuses=("pending", "sent", "parked", "skipped"),
+    final=("sent", "skipped"),
+    transitions={
+        "sent": _from(("pending",), "sent"),
+        "park": _from(("pending",), "parked"),
+        "retry": _from(("parked",), "pending"),
+        "skip": _from(("parked",), "skipped"),
+    },
 )
 
 MACHINES = {m.name: m for m in (OPERATION, SERVICE, TASK, EMAIL, ITEM, PROXY_OUTGOING)}

@@ -12,6 +12,7 @@ from flask import Blueprint, g, jsonify, request
 from app.auth import csrf
 from app.guards import nul_fields
 from app.objects import peer as objects
+from app.objects.peer import MAX_PAGE, PROTOCOL, PROTOCOL_HEADER
 from app.services import proxy
 from app.services.errors import ServiceError, ValidationError
 from app.web.errors import json_error, register_json_errors
@@ -20,7 +21,15 @@ proxy_bp = Blueprint("proxy", __name__, url_prefix="/proxy/v1")
 csrf.exempt(proxy_bp)
 register_json_errors(proxy_bp)
 
-CHALLENGE = 'Basic realm="provisor-proxy"'
+CHALLENGE = 'Basic realm="provisor-proxy", charset="UTF-8"'
+
+
+@proxy_bp.after_app_request
+def protocol_header(response):
+    """Every answer under ``/proxy/v1`` (errors included) names the protocol's version."""
+    if request.path == "/proxy/v1" or request.path.startswith("/proxy/v1/"):
+        response.headers[PROTOCOL_HEADER] = PROTOCOL
+    return response
 
 
 def peer_required(view):
@@ -82,9 +91,17 @@ def receive_event(sender_task_id):
 @proxy_bp.get("/events")
 @peer_required
 def events():
-    """Changes made here to the peer's tasks after the cursor ``after``."""
+    """Changes made here to the peer's tasks after the cursor ``after`` (at most
+    ``limit``, 500 by default), oldest first; ``next`` is the cursor to ask with next."""
     raw = request.args.get("after", "0")
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValidationError({"after": "Must be a cursor (a whole number from 0)."})
-    items, cursor = proxy.events_after(g.peer, int(raw))
+    limit = request.args.get("limit", str(MAX_PAGE))
+    if (
+        not (limit.isascii() and limit.isdigit())
+        or len(limit) > 6
+        or not 1 <= int(limit) <= MAX_PAGE
+    ):
+        raise ValidationError({"limit": f"Must be a whole number from 1 to {MAX_PAGE}."})
+    items, cursor = proxy.events_after(g.peer, int(raw), int(limit))
     return jsonify(objects.PeerEventPage.of({"events": items, "next": cursor}))

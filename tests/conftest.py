@@ -432,3 +432,11 @@ def private_redis(tmp_path):
     server = support.RedisServer(tmp_path).start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def scripted_peer():
+    """A tasks proxy peer on loopback whose answers the test scripts (tests/support.py)."""
+    peer = support.ScriptedPeer()
+    yield peer
+    peer.stop()

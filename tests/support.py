@@ -1536,3 +1536,85 @@ def schemathesis(instance, report_dir, *options, timeout=3600):
                 report = json.load(fh)
         results.append((result.returncode, result.stdout + result.stderr, report))
     return results
+
+
+class ScriptedPeer:
+    """A tasks proxy peer on loopback whose answers each test scripts: ``answer(request)``
+    returns ``(status, body)`` (a dict or list is sent as JSON, bytes as they are) or None
+    for the well-behaved default. Every request is recorded (method, path, query, JSON
+    body, login and password as the peer decoded them, headers)."""
+
+    def __init__(self):
+        self.requests = []
+        self.answer = lambda request: None
+        self.events = []  # what GET /events serves by default (a well-behaved peer)
+        self.lock = threading.Lock()
+        self.server, port = serve_wsgi(self)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __call__(self, environ, start_response):
+        import json
+        from urllib.parse import parse_qs
+
+        from werkzeug.wrappers import Request
+
+        request = Request(environ)
+        raw = request.get_data()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        auth = request.authorization
+        record = {
+            "method": request.method,
+            "path": request.path,
+            "query": {k: v[0] for k, v in parse_qs(request.query_string.decode()).items()},
+            "json": body,
+            "login": auth.username if auth else None,
+            "password": auth.password if auth else None,
+            "headers": dict(request.headers),
+            "raw": raw,
+        }
+        with self.lock:
+            self.requests.append(record)
+        answer = self.answer(record) or self.default(record)
+        status, payload = answer[0], answer[1]
+        headers = list(answer[2]) if len(answer) > 2 else []
+        if isinstance(payload, (dict, list)):
+            data = json.dumps(payload).encode()
+            headers.append(("Content-Type", "application/json"))
+        else:
+            data = payload if isinstance(payload, bytes) else str(payload).encode()
+        start_response(f"{status} X", headers + [("Content-Length", str(len(data)))])
+        return [data]
+
+    def default(self, record):
+        path = record["path"].removeprefix("/proxy/v1")
+        if path == "/departments":
+            return 200, {"departments": [{"id": 1, "name": "Upstream DC"}]}
+        if path == "/tasks" and record["method"] == "POST":
+            return 201, {
+                "task_id": 100 + record["json"]["sender_task_id"],
+                "status": "new",
+                "created": True,
+            }
+        if path.startswith("/tasks/") and path.endswith("/events"):
+            return 200, {"task_id": 1, "status": "new", "applied": True}
+        if path == "/events":
+            after = int(record["query"].get("after", "0"))
+            limit = int(record["query"].get("limit", "500"))
+            page = [e for e in self.events if e["id"] > after][:limit]
+            return 200, {"events": page, "next": page[-1]["id"] if page else after}
+        return 404, {"error": {"code": "not_found", "message": "no such route", "fields": {}}}
+
+    def sent(self, path_part=None, method=None):
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if (path_part is None or path_part in r["path"])
+                and (method is None or r["method"] == method)
+            ]
+
+    def stop(self):
+        self.server.shutdown()

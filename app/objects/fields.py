@@ -72,15 +72,56 @@ def Text(
     ]
 
 
-def FreeText(not_text="Must be text."):
-    """Any text, kept as it is (a comment, a description); empty when not given."""
+def FreeText(not_text="Must be text.", max_length=None):
+    """Any text, kept as it is (a comment, a description); empty when not given;
+    ``max_length`` characters at most when given."""
 
     def check(value):
         if not isinstance(value, str):
             raise invalid(not_text)
+        if max_length is not None and len(value) > max_length:
+            raise invalid(f"At most {max_length:,} characters.")
         return value
 
-    return Annotated[str, BeforeValidator(check)]
+    constraints = [Field(max_length=max_length)] if max_length is not None else []
+    return Annotated[str, *constraints, BeforeValidator(check)]
+
+
+MAX_DETAIL_FIELDS = 100
+MAX_DETAIL_NAME = 100
+MAX_DETAIL_VALUE = 2000
+
+
+def DetailValues(message="Must be an object of detail fields."):
+    """Detail fields by name: at most 100, each name 1..100 characters, each value text of
+    at most 2,000 characters (a number is taken as its text; null as not filled in)."""
+
+    def check(value):
+        if not isinstance(value, dict):
+            raise invalid(message)
+        if len(value) > MAX_DETAIL_FIELDS:
+            raise invalid(f"At most {MAX_DETAIL_FIELDS} detail fields.")
+        cleaned = {}
+        for name, item in value.items():
+            if not isinstance(name, str) or not name.strip() or len(name) > MAX_DETAIL_NAME:
+                raise invalid(f"Each name must be 1 to {MAX_DETAIL_NAME} characters.")
+            if item is None:
+                item = ""
+            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)
+            if not isinstance(item, str):
+                raise invalid(f"{name[:40]}: must be text.")
+            if len(item) > MAX_DETAIL_VALUE:
+                raise invalid(f"{name[:40]}: at most {MAX_DETAIL_VALUE:,} characters.")
+            cleaned[name] = item
+        return cleaned
+
+    value_schema = Annotated[str, Field(max_length=MAX_DETAIL_VALUE)]
+    return Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=MAX_DETAIL_NAME)], value_schema],
+        Field(max_length=MAX_DETAIL_FIELDS),
+        BeforeValidator(check),
+    ]
 
 
 def EmailAddress(not_text="This field is required."):

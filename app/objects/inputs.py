@@ -16,6 +16,7 @@ from app.objects.base import Input, Missing, NotBlank, invalid
 from app.objects.fields import (
     Amount,
     Choice,
+    DetailValues,
     EmailAddress,
     Flag,
     FreeText,
@@ -396,7 +397,7 @@ class TaskCommentInput(Input):
     text: Annotated[Text(10000, not_text="Write a comment."), Missing("Write a comment.")]
 
 
-DetailFields = JsonObject("Must be an object of detail fields.")
+DetailFields = DetailValues()
 
 
 class TaskFieldsInput(Input):
@@ -408,7 +409,7 @@ class TaskFieldsInput(Input):
 class TaskCancelInput(Input):
     """Why nobody will do the task."""
 
-    reason: FreeText() | None = None
+    reason: FreeText(max_length=1000) | None = None
 
 
 class TaskCloseInput(Input):
@@ -419,7 +420,7 @@ class TaskCloseInput(Input):
         description="The detail fields of the product type; closing the task of an `open` "
         "operation needs every required one.",
     )
-    comment: FreeText() = ""
+    comment: FreeText(max_length=10000) = ""
 
 
 MODELS = [

@@ -4,18 +4,41 @@ The server side validates a peer's bodies with these models (``PeerTaskInput.che
 the answers are built with them; the OpenAPI document describes ``/proxy/v1`` with them.
 """
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
 from app.models import Task
 from app.objects.base import Input, Missing, Output, invalid
-from app.objects.fields import Choice, FreeText, Id, JsonObject, Object, OneOf, Ref, Text, Timestamp
+from app.objects.fields import (
+    MAX_DETAIL_FIELDS,
+    DetailValues,
+    FreeText,
+    Id,
+    Object,
+    OneOf,
+    Ref,
+    Text,
+    Timestamp,
+)
 
-TASK_EVENT_KINDS = ("comment", "fields", "cancel", "close")
+PROTOCOL = "1"
+"""The protocol's version: ``/proxy/v1``, and the ``Provisor-Proxy-Protocol`` header."""
+PROTOCOL_HEADER = "Provisor-Proxy-Protocol"
+
+TASK_EVENT_KINDS = ("comment", "fields", "closed", "cancelled")
 """What a sender reports about a task it sent (created, then these)."""
+LEGACY_KINDS = {"close": "closed", "cancel": "cancelled"}
+"""Names senders used before protocol 1 was written down: still taken, as the new names."""
 REPORTED_KINDS = ("assigned", "comment", "fields", "closed", "cancelled", "reopened")
-"""What the receiving side reports back about a task it received."""
+"""What the receiving side reports back about a task it received (the kinds both
+directions share have the same names)."""
+
+MAX_TEXT = 10000
+"""A description, a comment, a note: at most this many characters."""
+MAX_FORM = MAX_DETAIL_FIELDS
+MAX_PAGE = 500
+"""Events per page of ``GET /events`` at most (and by default)."""
 
 MAX_SENDER_TASK_ID = 2**31 - 1
 """A sender's task id is a task's id there: PostgreSQL's ``integer`` (and the column that
@@ -39,18 +62,38 @@ def _form(value):
         not isinstance(f, dict) or not isinstance(f.get("name"), str) for f in value
     ):
         raise invalid(FORM)
-    return [
-        {
-            "name": f["name"],
-            "label": str(f.get("label") or f["name"]),
-            "required": bool(f.get("required")),
-        }
-        for f in value
-    ]
+    if len(value) > MAX_FORM:
+        raise invalid(f"At most {MAX_FORM} fields.")
+    form = []
+    for f in value:
+        label = f.get("label")
+        if label is not None and not isinstance(label, str):
+            raise invalid("Each label must be text.")
+        if not f["name"].strip() or len(f["name"]) > 100 or len(label or "") > 200:
+            raise invalid("Each name must be 1 to 100 characters, each label at most 200.")
+        if not isinstance(f.get("required", False), bool):
+            raise invalid("Each required must be true or false.")
+        form.append(
+            {"name": f["name"], "label": label or f["name"], "required": bool(f.get("required"))}
+        )
+    return form
 
 
 def _actor(value):
-    return None if value is None else str(value)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid("Must be text or null.")
+    if len(value) > 200:
+        raise invalid("At most 200 characters.")
+    return value
+
+
+def _kind(value):
+    value = LEGACY_KINDS.get(value, value) if isinstance(value, str) else value
+    if value not in TASK_EVENT_KINDS:
+        raise invalid(EVENT_KIND)
+    return value
 
 
 class PeerTaskInput(Input):
@@ -63,11 +106,11 @@ class PeerTaskInput(Input):
         description="A department from GET /proxy/v1/departments."
     )
     title: Text(250, not_text="This field is required.")
-    description: FreeText() = ""
-    form: Annotated[list[PeerFormField], BeforeValidator(_form)] = Field(
-        [], description="The detail fields a person fills in to close it."
+    description: FreeText(max_length=MAX_TEXT) = ""
+    form: Annotated[list[PeerFormField], Field(max_length=MAX_FORM), BeforeValidator(_form)] = (
+        Field([], description="The detail fields a person fills in to close it.")
     )
-    fields: JsonObject() = Field({}, description="Detail fields already filled in.")
+    fields: DetailValues() = Field({}, description="Detail fields already filled in.")
 
 
 class PeerEventInput(Input):
@@ -76,12 +119,17 @@ class PeerEventInput(Input):
     event_id: Annotated[Text(100, not_text=EVENT_ID, strip=False), Missing(EVENT_ID)] = Field(
         description="A unique id of this event at the sender."
     )
-    kind: Annotated[Choice(TASK_EVENT_KINDS, EVENT_KIND), Missing(EVENT_KIND)]
-    actor: Annotated[str | None, BeforeValidator(_actor)] = Field(
+    kind: Annotated[Literal[TASK_EVENT_KINDS], BeforeValidator(_kind), Missing(EVENT_KIND)] = Field(
+        description="What changed (`close` and `cancel` are taken as `closed` and "
+        "`cancelled`: deprecated)."
+    )
+    actor: Annotated[str | None, Field(max_length=200), BeforeValidator(_actor)] = Field(
         None, description="Who made the change at the sender."
     )
-    text: FreeText() = ""
-    fields: JsonObject() = {}
+    text: FreeText(max_length=MAX_TEXT) = Field(
+        "", description="The comment, the cancel reason or a note."
+    )
+    fields: DetailValues() = Field({}, description="Detail fields (for `fields` and `closed`).")
 
 
 # --- answers ------------------------------------------------------------------------------
@@ -107,7 +155,8 @@ class PeerTaskReceipt(Output):
 
 
 class PeerEventReceipt(Output):
-    """The task after the change; `applied` is false for an event id seen before."""
+    """The task after the change; `applied` is false for a replay (the same event id for
+    the same task with the same content)."""
 
     task_id: Id
     status: OneOf(Task.STATUSES)
@@ -127,7 +176,8 @@ class PeerEvent(Output):
 
 
 class PeerEventPage(Output):
-    """The changes after `after`, oldest first (at most 500); ask again with `next`."""
+    """The changes after `after`, oldest first (at most `limit`, 500 by default); ask again
+    with `next` (the id of the last event, or `after` when there is none)."""
 
     events: list[PeerEvent]
     next: int = Field(ge=0, description="The cursor to ask with next time.")

@@ -41,6 +41,7 @@ def envelope(code, message, fields=None):
 class ServiceError(Exception):
     status = 400
     code = "bad_request"
+    retry_after = None  # seconds, sent as Retry-After (a 429 or a 503)
 
     def __init__(self, message, fields=None, code=None):
         super().__init__(message)
@@ -71,6 +72,14 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
+
+
+class Busy(ServiceError):
+    """Not now, certainly later (a row another request is changing): 503 with Retry-After."""
+
+    status = 503
+    code = "busy"
+    retry_after = 5
 
 
 class PermissionDenied(ServiceError):

@@ -37,7 +37,8 @@ def json_error_for(exc):
     if isinstance(exc, IntegrityError):
         exc = from_integrity_error(exc)
     if isinstance(exc, ServiceError):
-        return json_error(exc.status, exc.code, exc.message, exc.fields)
+        retry = [("Retry-After", str(exc.retry_after))] if exc.retry_after else []
+        return json_error(exc.status, exc.code, exc.message, exc.fields, headers=retry)
     if isinstance(exc, HTTPException):
         return json_error(
             exc.code or 400,

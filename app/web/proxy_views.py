@@ -35,7 +35,11 @@ def _service_error(exc):
 
 @bp.app_context_processor
 def _proxy_globals():
-    return {"proxy_link": proxy_link}
+    return {
+        "proxy_link": proxy_link,
+        "proxy_parked": proxy.parked_changes,
+        "proxy_change_name": proxy.change_name,
+    }
 
 
 def proxy_link(task):
@@ -98,6 +102,7 @@ def _page(
         target="remote-departments",
         server_sides=proxy.server_sides(),
         client_sides=proxy.client_sides(),
+        parked=proxy.parked_counts(),
         departments=catalog.departments(),
         server_form=server_form or {},
         server_errors=server_errors or {},
@@ -209,4 +214,39 @@ def check_all():
             flash(f"{_changes(result)} from {url}.", "success")
         else:
             flash(f"Checking {url} failed: {result}", "error")
+    return redirect(local_url(request.form.get("next"), url_for("proxy_ui.index")))
+
+
+# --- pushing: retry now, parked changes ------------------------------------------------------
+
+
+@bp.post("/client-sides/<int:side_id>/push")
+@admin_required
+def push_now(side_id):
+    """Send the pending changes now instead of at the next due time of the backoff."""
+    side = proxy.get_client_side(side_id)
+    sent = proxy.push_now(side.id)
+    side = proxy.get_client_side(side_id)
+    if side.next_push_at is not None:
+        flash(f"Sending to {side.url} failed: {side.last_error}", "error")
+    else:
+        flash(f"{sent} change{'' if sent == 1 else 's'} sent to {side.url}.", "success")
+    return redirect(local_url(request.form.get("next"), url_for("proxy_ui.index")))
+
+
+@bp.post("/changes/<int:change_id>/retry")
+@admin_required
+def change_retry(change_id):
+    """Send a change the remote refused again (after it was fixed there)."""
+    change = proxy.retry_change(change_id)
+    flash(f"Change {change.id} of task #{change.task_id} will be sent again.", "success")
+    return redirect(local_url(request.form.get("next"), url_for("proxy_ui.index")))
+
+
+@bp.post("/changes/<int:change_id>/skip")
+@admin_required
+def change_skip(change_id):
+    """Give up a change the remote refused: it is never sent; the rest goes on."""
+    change = proxy.skip_change(change_id)
+    flash(f"Change {change.id} of task #{change.task_id} skipped.", "success")
     return redirect(local_url(request.form.get("next"), url_for("proxy_ui.index")))
