@@ -100,6 +100,19 @@ ERRORS = {
             {"price": "Must be a non-negative amount such as 9.99."},
         ),
     ),
+    413: (
+        "TooLarge",
+        "The body is larger than `MAX_BODY_BYTES` (1 MiB by default): refused before it is read.",
+        _error_example(
+            "request_entity_too_large", "The data value transmitted exceeds the capacity limit."
+        ),
+    ),
+    503: (
+        "Busy",
+        "Not now: the object is being changed (an attempt of its operation is running); "
+        "`Retry-After` says when to try again.",
+        _error_example("busy", "operation #7 is running an attempt; try again shortly"),
+    ),
     429: (
         "TooManyRequests",
         "Too many failed logins from this address or for this login (/proxy/v1); "
@@ -491,7 +504,7 @@ OPERATIONS = {
         "Tasks proxy",
         "peer",
         "PeerTaskReceipt",
-        [422],
+        [413, 422],
         request=body("PeerTaskInput"),
         status=201,
         ok_description="Received: a new task in the server side's department.",
@@ -500,16 +513,26 @@ OPERATIONS = {
         "Tasks proxy",
         "peer",
         "PeerEventReceipt",
-        [404, 422],
+        [404, 409, 413, 422, 503],
         request=body("PeerEventInput"),
-        ok_description="Applied (or seen before: `applied` is false).",
+        ok_description="Applied, or a replay (`applied` is false: the same event id for "
+        "the same task with the same content). 409 `event_id_reused`: the event id was used "
+        "for another task or other content; 409 `task_not_open`: a close or cancel of a task "
+        "no longer open; 422 for a close lacking required fields (named in `fields`).",
     ),
     "proxy.events": op(
         "Tasks proxy",
         "peer",
         "PeerEventPage",
         [422],
-        params=[_param("after")],
+        params=[
+            _param("after"),
+            _query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 500, "default": 500},
+                "Events per page at most.",
+            ),
+        ],
         ok_description="What people here did to this peer's tasks, after the cursor.",
     ),
 }
@@ -650,12 +673,14 @@ does them (the *server side*) with HTTP Basic: the login and password of a serve
 made there (`provisor proxy server-side`). `GET /proxy/v1/departments` lists the one
 department that login sends to. `POST /proxy/v1/tasks` forwards a task (idempotent on
 `sender_task_id`: 201 the first time, 200 after); `POST /proxy/v1/tasks/<sender task
-id>/events` reports a change of it (comment, fields, cancel, close; idempotent on
+id>/events` reports a change of it (comment, fields, closed, cancelled; idempotent on
 `event_id`). What people do on the server side comes back through
-`GET /proxy/v1/events?after=<cursor>` → `{"events": [...], "next": <cursor>}`: the sender
-stores `next` and asks again with it, so nothing is lost or applied twice. A task closed
-on the server side carries its detail fields; closing the sender's task with them
-completes its operation there.
+`GET /proxy/v1/events?after=<cursor>&limit=<n>` → `{"events": [...], "next": <cursor>}`:
+the sender stores the id of each event it applied and asks again after it, so nothing is
+lost or applied twice. A task closed on the server side carries its detail fields; closing
+the sender's task with them completes its operation there. Protocol version 1: every answer
+carries `Provisor-Proxy-Protocol: 1`. The whole protocol, for implementers of a peer:
+`docs/proxy-protocol.md`.
 """
 
 WEBHOOKS = {
