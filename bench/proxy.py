@@ -243,6 +243,7 @@ def task_creations(sender, receiver, upstream, dc):
         out.append(
             {
                 "title": title,
+                "service_id": order["service_id"],
                 "wall0": wall0,
                 "webhook_s": t_paid - t0,
                 "visible_s": seen - t0,
@@ -251,9 +252,11 @@ def task_creations(sender, receiver, upstream, dc):
             }
         )
     # breakdown from both databases (same clock): payment -> local task -> pushed -> remote
+    # the sender renders its tasks' titles from the operation (its ``title`` column is
+    # empty): its tasks are matched by service, the receiver's by the title it was sent
     local = {
-        title: (tid, ts(created))
-        for tid, title, created in sender.rows("SELECT id, title, created_at FROM task")
+        service_id: (tid, ts(created))
+        for tid, service_id, created in sender.rows("SELECT id, service_id, created_at FROM task")
     }
     pushed = {
         tid: (ts(created), ts(sent))
@@ -266,7 +269,7 @@ def task_creations(sender, receiver, upstream, dc):
         for tid, title, created in receiver.rows("SELECT id, title, created_at FROM task")
     }
     for row in out:
-        tid, local_created = local[row["title"]]
+        tid, local_created = local[row["service_id"]]
         queued, sent = pushed.get(tid, (None, None))
         rid, remote_created = remote[row["title"]]
         row.update(
