@@ -219,80 +219,93 @@ def test_a_malformed_page_is_an_error_on_the_client_side_and_one_cli_line(
 # --- the server side: never a 500, limits, event ids, closes ------------------------------------
 
 
+class PeerServer:
+    """Provisor's server side on SQLite or PostgreSQL: a server side (login
+    ``reseller-1``) into a department, the app's test client and the Basic auth header."""
+
+    def __init__(self, app):
+        from app.services import accounts, catalog, proxy
+
+        self.app = app
+        self.client = app.test_client()
+        with db(app):
+            accounts.create_user(
+                {"email": "root@example.com", "name": "Root", "password": "root-password"},
+                role="admin",
+            )
+            department = catalog.create_department({"name": "DC"})
+            proxy.create_server_side(
+                {
+                    "login": "reseller-1",
+                    "password": "peer-password-1",
+                    "department_id": department.id,
+                }
+            )
+        self.department_id = department.id
+        token = base64.b64encode(b"reseller-1:peer-password-1").decode()
+        self.headers = {"Authorization": f"Basic {token}"}
+
+
 @pytest.fixture
-def peer_auth(app):
-    """A server side (login ``reseller-1``) into a department; its Basic auth header."""
-    from app.services import accounts, catalog, proxy
-
-    with db(app):
-        accounts.create_user(
-            {"email": "root@example.com", "name": "Root", "password": "root-password"},
-            role="admin",
-        )
-        department = catalog.create_department({"name": "DC"})
-        proxy.create_server_side(
-            {"login": "reseller-1", "password": "peer-password-1", "department_id": department.id}
-        )
-    token = base64.b64encode(b"reseller-1:peer-password-1").decode()
-    return {"Authorization": f"Basic {token}"}, department.id
+def peer_server(any_app):
+    return PeerServer(any_app)
 
 
-def send_task(client, auth, sender_task_id, form=(), **extra):
-    headers, department_id = auth
+def send_task(server, sender_task_id, form=(), **extra):
     body = {
         "sender_task_id": sender_task_id,
-        "department_id": department_id,
+        "department_id": server.department_id,
         "title": f"Set up #{sender_task_id}",
         "form": list(form),
         **extra,
     }
-    response = client.post("/proxy/v1/tasks", json=body, headers=headers)
+    response = server.client.post("/proxy/v1/tasks", json=body, headers=server.headers)
     assert response.status_code in (200, 201), response.get_json()
     return response.get_json()["task_id"]
 
 
-def send_event(client, auth, sender_task_id, event_id, kind="comment", **body):
-    return client.post(
+def send_event(server, sender_task_id, event_id, kind="comment", **body):
+    return server.client.post(
         f"/proxy/v1/tasks/{sender_task_id}/events",
         json={"event_id": event_id, "kind": kind, **body},
-        headers=auth[0],
+        headers=server.headers,
     )
 
 
-def test_every_answer_names_the_protocol_and_the_challenge_says_utf8(client, peer_auth):
-    response = client.get("/proxy/v1/departments", headers=peer_auth[0])
+def test_every_answer_names_the_protocol_and_the_challenge_says_utf8(peer_server):
+    response = peer_server.client.get("/proxy/v1/departments", headers=peer_server.headers)
     assert response.status_code == 200
     assert response.headers["Provisor-Proxy-Protocol"] == "1"
-    response = client.get("/proxy/v1/departments")
+    response = peer_server.client.get("/proxy/v1/departments")
     assert response.status_code == 401
     assert response.headers["Provisor-Proxy-Protocol"] == "1"
     assert response.headers["WWW-Authenticate"] == 'Basic realm="provisor-proxy", charset="UTF-8"'
-    assert client.get("/proxy/v1/nothing").headers["Provisor-Proxy-Protocol"] == "1"
+    assert peer_server.client.get("/proxy/v1/nothing").headers["Provisor-Proxy-Protocol"] == "1"
 
 
 @pytest.mark.parametrize(
     "sender_task_id", ["0", "2147483648", "18446744073709551616", "9" * 40, "-1"]
 )
-def test_sender_task_ids_beyond_range_are_a_404_not_a_500(client, peer_auth, sender_task_id):
-    response = send_event(client, peer_auth, 1, "e1")  # nothing received yet: 404 too
+def test_sender_task_ids_beyond_range_are_a_404_not_a_500(peer_server, sender_task_id):
+    response = send_event(peer_server, 1, "e1")  # nothing received yet: 404 too
     assert response.status_code == 404
-    response = client.post(
+    response = peer_server.client.post(
         f"/proxy/v1/tasks/{sender_task_id}/events",
         json={"event_id": "e1", "kind": "comment", "text": "hi"},
-        headers=peer_auth[0],
+        headers=peer_server.headers,
     )
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
 
 
-def test_deep_json_and_wrong_types_are_4xx_errors(client, peer_auth):
-    send_task(client, peer_auth, 1)
+def test_deep_json_and_wrong_types_are_4xx_errors(peer_server):
+    send_task(peer_server, 1)
     deep = "[" * 5000 + "]" * 5000
-    response = client.post(
+    response = peer_server.client.post(
         "/proxy/v1/tasks/1/events",
         data=deep,
         content_type="application/json",
-        headers=peer_auth[0],
+        headers=peer_server.headers,
     )
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_json"
     for body, field in [
@@ -303,13 +316,18 @@ def test_deep_json_and_wrong_types_are_4xx_errors(client, peer_auth):
         ({"text": 5}, "text"),
         ({"actor": {"name": "x"}}, "actor"),
     ]:
-        response = send_event(client, peer_auth, 1, "e-types", **body)
+        response = send_event(peer_server, 1, "e-types", **body)
         assert response.status_code == 422, body
         assert field in response.get_json()["error"]["fields"], body
-    response = client.post(
+    response = peer_server.client.post(
         "/proxy/v1/tasks",
-        json={"sender_task_id": 2, "department_id": peer_auth[1], "title": "x", "fields": []},
-        headers=peer_auth[0],
+        json={
+            "sender_task_id": 2,
+            "department_id": peer_server.department_id,
+            "title": "x",
+            "fields": [],
+        },
+        headers=peer_server.headers,
     )
     assert response.status_code == 422
     assert response.get_json()["error"]["fields"] == {
@@ -317,10 +335,10 @@ def test_deep_json_and_wrong_types_are_4xx_errors(client, peer_auth):
     }
 
 
-def test_size_limits_on_the_body_and_on_every_field(app, client, peer_auth):
-    headers, department_id = peer_auth
+def test_size_limits_on_the_body_and_on_every_field(peer_server):
+    headers, department_id = peer_server.headers, peer_server.department_id
     huge = "x" * (12 * 1024 * 1024)
-    response = client.post(
+    response = peer_server.client.post(
         "/proxy/v1/tasks",
         json={
             "sender_task_id": 1,
@@ -342,34 +360,34 @@ def test_size_limits_on_the_body_and_on_every_field(app, client, peer_auth):
     ]
     for extra, field, message in cases:
         body = {"sender_task_id": 5, "department_id": department_id, "title": "t", **extra}
-        response = client.post("/proxy/v1/tasks", json=body, headers=headers)
+        response = peer_server.client.post("/proxy/v1/tasks", json=body, headers=headers)
         assert response.status_code == 422, extra
         errors = response.get_json()["error"]["fields"]
         assert field in errors and (message is None or errors[field] == message), errors
-    send_task(client, peer_auth, 1)
-    response = send_event(client, peer_auth, 1, "long", text="c" * 10001)
+    send_task(peer_server, 1)
+    response = send_event(peer_server, 1, "long", text="c" * 10001)
     assert response.status_code == 422
     assert response.get_json()["error"]["fields"] == {"text": "At most 10,000 characters."}
-    response = send_event(client, peer_auth, 1, "i" * 101, text="hi")
+    response = send_event(peer_server, 1, "i" * 101, text="hi")
     assert response.status_code == 422 and "event_id" in response.get_json()["error"]["fields"]
-    with db(app):
+    with db(peer_server.app):
         assert Task.select().count() == 1  # none of the refused ones left anything
         assert not TaskEvent.select().where(TaskEvent.kind == "comment").exists()
 
 
-def test_event_ids_a_replay_is_a_replay_a_reuse_is_refused_never_dropped(app, client, peer_auth):
-    first, second = send_task(client, peer_auth, 1), send_task(client, peer_auth, 2)
-    response = send_event(client, peer_auth, 1, "e1", text="on the first")
+def test_event_ids_a_replay_is_a_replay_a_reuse_is_refused_never_dropped(peer_server):
+    first, second = send_task(peer_server, 1), send_task(peer_server, 2)
+    response = send_event(peer_server, 1, "e1", text="on the first")
     assert response.status_code == 200 and response.get_json()["applied"] is True
-    response = send_event(client, peer_auth, 1, "e1", text="on the first")
+    response = send_event(peer_server, 1, "e1", text="on the first")
     assert response.status_code == 200 and response.get_json()["applied"] is False
     for sender_task_id, text in [(2, "on the first"), (2, "on the second"), (1, "other text")]:
-        response = send_event(client, peer_auth, sender_task_id, "e1", text=text)
+        response = send_event(peer_server, sender_task_id, "e1", text=text)
         assert response.status_code == 409, (sender_task_id, text)
         error = response.get_json()["error"]
         assert error["code"] == "event_id_reused"
         assert "already used for task 1" in error["message"]
-    with db(app):
+    with db(peer_server.app):
         comments = {
             e.task_id: e.text for e in TaskEvent.select().where(TaskEvent.kind == "comment")
         }
@@ -377,28 +395,26 @@ def test_event_ids_a_replay_is_a_replay_a_reuse_is_refused_never_dropped(app, cl
     assert second not in comments
 
 
-def test_old_kind_names_are_taken_as_the_new_ones(app, client, peer_auth):
-    task_id = send_task(client, peer_auth, 1)
-    response = send_event(client, peer_auth, 1, "c1", kind="cancel", text="not needed")
+def test_old_kind_names_are_taken_as_the_new_ones(peer_server):
+    task_id = send_task(peer_server, 1)
+    response = send_event(peer_server, 1, "c1", kind="cancel", text="not needed")
     assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
-    response = send_event(client, peer_auth, 1, "c2", kind="cancelled")
+    response = send_event(peer_server, 1, "c2", kind="cancelled")
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "task_not_open"
-    with db(app):
+    with db(peer_server.app):
         assert Task.get_by_id(task_id).status == "cancelled"
 
 
-def test_a_pushed_close_keeps_unknown_fields_and_refuses_a_missing_required_one(
-    app, client, peer_auth
-):
+def test_a_pushed_close_keeps_unknown_fields_and_refuses_a_missing_required_one(peer_server):
     form = [{"name": "ip", "label": "IP address", "required": True}, {"name": "note"}]
-    task_id = send_task(client, peer_auth, 1, form=form)
-    response = send_event(client, peer_auth, 1, "close-1", kind="closed", fields={"rack": "R1"})
+    task_id = send_task(peer_server, 1, form=form)
+    response = send_event(peer_server, 1, "close-1", kind="closed", fields={"rack": "R1"})
     assert response.status_code == 422
     error = response.get_json()["error"]
     assert error["fields"] == {"ip": "IP address is required."}
     assert "cannot be closed here: missing ip" in error["message"]
-    with db(app):
+    with db(peer_server.app):
         task = Task.get_by_id(task_id)
         assert task.status == "new" and "rack" not in (task.fields or {})
         notes = [e.text for e in TaskEvent.select().where(TaskEvent.task == task_id)]
@@ -406,15 +422,64 @@ def test_a_pushed_close_keeps_unknown_fields_and_refuses_a_missing_required_one(
 
     # the same event id may come again once it can be applied (a refusal used nothing up)
     response = send_event(
-        client, peer_auth, 1, "close-1", kind="closed", fields={"ip": "198.51.100.1", "rack": "R1"}
+        peer_server, 1, "close-1", kind="closed", fields={"ip": "198.51.100.1", "rack": "R1"}
     )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["status"] == "closed"
-    with db(app):
+    with db(peer_server.app):
         assert Task.get_by_id(task_id).fields == {"ip": "198.51.100.1", "rack": "R1"}
-    response = send_event(client, peer_auth, 1, "close-2", kind="closed", fields={"ip": "x"})
+    response = send_event(peer_server, 1, "close-2", kind="closed", fields={"ip": "x"})
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "task_not_open"
+
+
+def test_a_cursor_never_passes_an_event_still_being_written(pg_api):
+    """Events of one server side are written one at a time: on PostgreSQL an id is handed
+    out before its transaction commits, so without that a reader could move past an id
+    that shows up later, and lose the event. Writers comment on received tasks from
+    several threads while a reader pages with its cursor; it sees each event once."""
+    import threading
+
+    server = PeerServer(pg_api.app)
+    staff = [send_task(server, n) for n in range(1, 5)]
+    done = threading.Event()
+    seen = []
+
+    def write(task_id):
+        client = pg_api.app.test_client()
+        headers = pg_api.headers
+        for n in range(15):
+            response = client.post(
+                f"/api/v1/tasks/{task_id}/comment", json={"text": f"c{n}"}, headers=headers
+            )
+            assert response.status_code == 200, response.get_json()
+
+    def read():
+        client = pg_api.app.test_client()
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            page = client.get(f"/proxy/v1/events?after={cursor}", headers=server.headers).get_json()
+            seen.extend(e["id"] for e in page["events"])
+            cursor = page["next"]
+            if finished and not page["events"]:
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(task_id,)) for task_id in staff]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    done.set()
+    reader.join(30)
+    from app.models import ProxyEvent
+
+    with db(pg_api.app):
+        written = [e.id for e in ProxyEvent.select().order_by(ProxyEvent.id)]
+    assert len(written) == 60
+    assert seen == written  # every event, once, in order
 
 
 # --- the client side: refusals park, closes that cannot be applied say so ----------------------
@@ -471,11 +536,15 @@ def test_a_refused_change_is_parked_and_the_rest_flows(app, client, admin, scrip
     wait_for(lambda: len(scripted_peer.sent("/events", "POST")) == 5, message="both of A")
     texts = [r["json"]["text"] for r in scripted_peer.sent("/events", "POST")]
     assert texts == ["first A", "only B", "first A", "first A", "second A"]
-    with db(app):
-        assert {r.status for r in ProxyOutgoing.select()} == {"sent"}
+    wait_for(lambda: statuses(app) == {"sent"}, message="every change sent")
     # a retry of what is not parked is refused plainly
     response = client.post(f"/proxy/changes/{parked.id}/skip")
     assert response.status_code == 409
+
+
+def statuses(app):
+    with db(app):
+        return {r.status for r in ProxyOutgoing.select()}
 
 
 def change_status(app, change_id):
