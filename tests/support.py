@@ -94,6 +94,9 @@ class Api:
     def put(self, path, body=None, **kw):
         return self._call("put", path, body, **kw)
 
+    def delete(self, path, body=None, **kw):
+        return self._call("delete", path, body, **kw)
+
     def ok(self, method, path, body=None, status=(200, 201, 202)):
         code, data = self._call(method, path, body)
         assert code in ((status,) if isinstance(status, int) else status), (code, data)
