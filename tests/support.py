@@ -103,7 +103,14 @@ class Api:
         return data
 
     # set-up shortcuts used by many tests
-    def catalog(self, module_type="sandbox", config=None, product_type="vps", **module_fields):
+    def catalog(
+        self,
+        module_type="sandbox",
+        config=None,
+        product_type="vps",
+        item_settings=None,
+        **module_fields,
+    ):
         department = self.ok("post", "/departments", {"name": f"Support {time.monotonic_ns()}"})
         module = self.ok(
             "post",
@@ -125,6 +132,11 @@ class Api:
                 "price": "9.99",
                 "internal_name": f"vps-s-{time.monotonic_ns()}",
                 "module_ids": [module["id"]],
+                **(
+                    {"item_settings": {str(module["id"]): item_settings}}
+                    if item_settings is not None
+                    else {}
+                ),
             },
         )
         client = self.ok(
