@@ -34,7 +34,7 @@ from modules.base import (
 )
 
 MAX_LOGGED = 4000
-MAX_REPLY = 1024 * 1024  # the most of an endpoint's answer Provisor reads
+MAX_REPLY = outbound.MAX_REPLY  # the most of an endpoint's answer Provisor reads
 
 
 class ReplyTooLarge(Exception):
@@ -152,15 +152,10 @@ class HttpModule(ModuleType):
             allow_redirects=False,
             stream=True,
         )
-        try:
-            data = bytearray()
-            for chunk in reply.iter_content(65536):
-                data += chunk
-                if len(data) > MAX_REPLY:
-                    raise ReplyTooLarge(f"the endpoint's answer is larger than {MAX_REPLY} bytes")
-            reply._content = bytes(data)
-        finally:
-            reply.close()
+        content = outbound.read_capped(reply, MAX_REPLY)
+        if content is None:
+            raise ReplyTooLarge(f"the endpoint's answer is larger than {MAX_REPLY} bytes")
+        reply._content = content
         return reply
 
     def _call(self, ctx):

@@ -79,8 +79,12 @@ def test_a_line_break_in_a_task_title_never_reaches_a_mail_header(any_app, smtp_
     assert message["subject"] == (
         f"New task #{task.id}: Set up Bcc: victim@example.net forged body"
     )
-    with any_app.app_context(), database.connection_context():
-        assert Email.get_by_id(email.id).status == "sent"
+
+    def status():  # the worker records it after the SMTP server took it
+        with any_app.app_context(), database.connection_context():
+            return Email.get_by_id(email.id).status
+
+    wait_for(lambda: status() == "sent", message="the email marked sent")
 
 
 def test_an_email_that_cannot_be_built_is_an_error_recorded_not_a_loop(
