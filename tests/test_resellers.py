@@ -99,6 +99,8 @@ def test_no_longer_a_reseller_and_bad_input(app, api, runner):
         "/reseller/orders", {"tariff_id": tariff["id"], "idempotency_key": "bad key!"}
     )
     assert code == 422
+    code, body = shop.post("/reseller/orders", {"tariff_id": tariff["id"], "idempotency_key": 7})
+    assert code == 422 and "idempotency_key" in body["error"]["fields"]
     code, body = shop.post("/reseller/orders", {"tariff_id": 999, "idempotency_key": "k"})
     assert code == 422 and "tariff_id" in body["error"]["fields"]
     result = runner.invoke(args=["clients", "reseller", "--client-id", "4242"])

@@ -95,8 +95,6 @@ def tariffs():
 
 def _key(data):
     key = data.get("idempotency_key")
-    if isinstance(key, int) and not isinstance(key, bool):
-        key = str(key)
     if not isinstance(key, str) or not KEY.match(key):
         raise ValidationError({"idempotency_key": KEY_RULE})
     return key
