@@ -280,3 +280,54 @@ def test_refusals_are_permanent_with_the_upstreams_words(instances):
     assert "This tariff cannot be ordered" in op["last_error"], op["last_error"]
     assert [a["outcome"] for a in op["attempt_log"]] == ["permanent_error"]
     assert upstream_services(upstream, shop["id"]) == []
+
+
+class Killed(BaseException):
+    """The worker died: raised where the result would have been recorded."""
+
+
+def test_a_crash_after_the_upstream_took_the_order_is_taken_over_by_its_key(
+    app, api, engine, instances, monkeypatch
+):
+    """The attempt dies after the upstream made the order and before anything of it was
+    recorded here (not even the module's state): the next attempt sends the same
+    idempotency key and gets that order back; the upstream has one."""
+    from datetime import timedelta
+
+    from app.db import database
+    from app.models import Attempt, Operation, utcnow
+    from app.services import operations
+
+    upstream = instances("upstream")
+    up_tariff, _, shop, token = sell(upstream)
+    config = {"url": upstream.url, "token": token, "timeout": 3, "poll_interval": 0.2}
+    _, _, tariff, client = api.catalog(
+        "provisor", config, item_settings={"upstream_tariff_id": up_tariff["id"]}, retry_delay=1
+    )
+    assert [op.status for op in engine.run_all()] == ["done"]  # ensure_item
+    order = api.order(client["id"], tariff["id"])
+    _, paid = api.pay(order)
+    op_id = paid["operation_id"]
+
+    def die(*args, **kwargs):
+        raise Killed()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(operations, "_save_state", lambda *args: None)
+        patch.setattr(operations, "_record_result", die)
+        with pytest.raises(Killed), app.app_context(), database.connection_context():
+            operations.run(op_id)
+    assert len(upstream_services(upstream, shop["id"])) == 1
+    with app.app_context(), database.connection_context():
+        assert Operation.get_by_id(op_id).state is None  # nothing remembered here
+        Operation.update(lease_until=utcnow() - timedelta(seconds=1)).where(
+            Operation.id == op_id
+        ).execute()
+        assert operations.sweep()["reclaimed"] == 1
+    assert engine.run(op_id).status == "done"
+    [remote] = upstream_services(upstream, shop["id"])
+    service = engine.service(order["service_id"])
+    assert service.status == "active" and service.remote_id == str(remote["id"])
+    with app.app_context(), database.connection_context():
+        logs = [a.log or "" for a in Attempt.select().where(Attempt.operation == op_id)]
+    assert any("made before: taken over" in text for text in logs), logs
