@@ -180,6 +180,39 @@ def test_resold_service_lives_its_life_upstream(instances):
     )[0]
     assert mine["details"]["ip"] in welcome["body"]
 
+    # a bigger tariff upstream, resold here too: change_tariff moves the upstream service
+    up_bigger = upstream.call(
+        "POST",
+        "/tariffs",
+        {
+            "name": "VPS XL upstream",
+            "product_type": "vps",
+            "price": "15.00",
+            "internal_name": f"{up_tariff['internal_name']}-xl",
+            "module_ids": up_tariff["module_ids"],
+        },
+    )
+    bigger = reseller.call(
+        "POST",
+        "/tariffs",
+        {
+            "name": "VPS XL resold",
+            "product_type": "vps",
+            "price": "25.00",
+            "internal_name": f"{tariff['internal_name']}-xl",
+            "module_ids": [module["id"]],
+            "item_settings": {str(module["id"]): {"upstream_tariff_id": up_bigger["id"]}},
+        },
+    )
+    wait_for(
+        lambda: reseller.call("GET", f"/tariffs/{bigger['id']}")["items"][0]["status"] == "ready",
+        timeout=20,
+    )
+    op = reseller.call("POST", f"/services/{service_id}/change_tariff", {"tariff_id": bigger["id"]})
+    wait_done(reseller, op["id"])
+    assert reseller.call("GET", f"/services/{service_id}")["tariff_id"] == bigger["id"]
+    assert upstream.call("GET", f"/services/{remote['id']}")["tariff_id"] == up_bigger["id"]
+
     for kind, status in (("suspend", "suspended"), ("resume", "active"), ("close", "deleted")):
         op = reseller.call("POST", f"/services/{service_id}/{kind}", {})
         wait_done(reseller, op["id"])
@@ -187,7 +220,7 @@ def test_resold_service_lives_its_life_upstream(instances):
         assert upstream.call("GET", f"/services/{remote['id']}")["status"] == status, kind
     # one upstream operation each, and the token never in an attempt log
     kinds = [o["kind"] for o in upstream.call("GET", f"/services/{remote['id']}")["operations"]]
-    assert sorted(kinds) == ["close", "open", "resume", "suspend"]
+    assert sorted(kinds) == ["change_tariff", "close", "open", "resume", "suspend"]
     for o in reseller.call("GET", f"/services/{service_id}")["operations"]:
         text = logs_of(reseller, o["id"])
         assert token not in text and "/api/v1/reseller/" in text
