@@ -112,3 +112,20 @@ def test_no_longer_a_reseller_and_bad_input(app, api, runner):
     )
     assert result.exit_code == 0, result.output
     assert shop.get("/reseller/tariffs")[0] == 401
+
+
+def test_admins_make_and_end_resellers_on_the_clients_page(app, admin, client):
+    from tests.support import html
+
+    shop = admin.ok("post", "/clients", {"name": "Shop", "email": "shop@example.com"}, status=201)
+    page = html(client.get("/clients"))
+    assert "Make reseller" in page
+    response = client.post(f"/clients/{shop['id']}/reseller")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    token = html(response).split('<code id="reseller-token">', 1)[1].split("<", 1)[0]
+    assert Api(client, token).ok("get", "/reseller/tariffs") == {"tariffs": []}
+    assert "Reseller on account" in html(client.get("/clients"))
+    response = client.post(f"/clients/{shop['id']}/reseller/end")
+    assert response.status_code == 302
+    assert Api(client, token).get("/reseller/tariffs")[0] == 401
+    assert client.post("/clients/9999/reseller").status_code == 404
