@@ -169,8 +169,10 @@ class ModuleEndpoint:
 
     ``script`` is a list of behaviours used one per request of ``script_kinds`` ("500",
     "timeout", "400", "pending", "done", "close", "trickle": one byte every
-    ``trickle_interval`` seconds, "raw": ``raw_reply`` as the body); other requests, and every request once
-    it runs out, are answered "done".
+    ``trickle_interval`` seconds, "raw": ``raw_reply`` as the body, "hang": no answer for
+    ``hang_seconds``); other requests are answered "done", and requests of
+    ``script_kinds`` once it runs out as ``fallback`` says ("done" unless a test sets it:
+    the soak benchmark switches it for a while).
     Creations are recorded by operation id, as a real panel keyed on the idempotency key.
     """
 
@@ -186,6 +188,8 @@ class ModuleEndpoint:
         self.trickle_bytes, self.trickle_interval = 40, 0.25  # the "trickle" behaviour
         self.raw_reply, self.raw_status = b"{}", 200  # the "raw" behaviour's answer
         self.redirect_to = None  # the Location of a scripted 3xx
+        self.hang_seconds = 30.0  # the "hang" behaviour
+        self.fallback = "done"  # the behaviour of script_kinds once the script is empty
         self.received = []  # (raw body, signature header) of every request, as sent
         self.v2_only = False  # verify requests as v2 (direction request) only
         self.lock = threading.Lock()
@@ -209,12 +213,19 @@ class ModuleEndpoint:
                 payload = json.loads(raw)
                 with endpoint.lock:
                     endpoint.requests.append(payload)
-                    scripted = endpoint.script and payload["operation"] in endpoint.script_kinds
-                    behaviour = endpoint.script.pop(0) if scripted else "done"
+                    if payload["operation"] not in endpoint.script_kinds:
+                        behaviour = "done"
+                    elif endpoint.script:
+                        behaviour = endpoint.script.pop(0)
+                    else:
+                        behaviour = endpoint.fallback
                 if endpoint.delay:
                     time.sleep(endpoint.delay)
                 if endpoint.before_reply is not None:
                     endpoint.before_reply(payload, behaviour)
+                if behaviour == "hang":  # no answer at all, far past any timeout
+                    time.sleep(endpoint.hang_seconds)
+                    return None
                 if behaviour == "timeout":
                     time.sleep(3)
                     return self._reply(200, {"status": "done"})
@@ -320,10 +331,12 @@ class SmtpHandler:
         return "250 Message accepted for delivery"
 
 
-def start_smtp(port):
+def start_smtp(port, handler=None):
+    """An aiosmtpd server on ``port``: ``(controller, handler)``. Pass the ``handler`` of a
+    server stopped before to start it again on the same port, keeping its messages."""
     from aiosmtpd.controller import Controller
 
-    handler = SmtpHandler()
+    handler = handler or SmtpHandler()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     handler.port = port
@@ -382,6 +395,12 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+
+    def restart(self):
+        """Start again on the same port, empty (nothing is persisted): a Redis killed with
+        its data and brought back."""
+        self.kill()
+        return self.start()
 
 
 # --- pages through the test client -------------------------------------------------
@@ -674,8 +693,11 @@ class System:
             ],
         )
         self.start_worker()
-        self.start("scheduler", [f"{BIN}/provisor", "scheduler"])
+        self.start_scheduler()
         wait_for(self._healthy, timeout=30, message="gunicorn to answer")
+
+    def start_scheduler(self, name="scheduler"):
+        self.start(name, [f"{BIN}/provisor", "scheduler"])
 
     def _healthy(self):
         try:
@@ -759,6 +781,158 @@ class System:
             interval=0.2,
             message=f"operation {op_id} {statuses}",
         )
+
+    # --- the fault scenarios (tests/test_faults.py, bench/soak.py) ---
+
+    def answered(self, method, path, body=None, patience=120, **kwargs):
+        """A request retried while the web answers 503 or not at all (connection refused),
+        as a payment provider retries its webhook: the final response."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                response = requests.request(method, self.base + path, json=body, **kwargs)
+                if response.status_code != 503:
+                    return response
+                wait = float(response.headers.get("Retry-After") or 1)
+            except requests.ConnectionError:
+                wait = 0.5
+            if time.monotonic() + wait > deadline:
+                raise AssertionError(f"{method} {path}: no answer but 503 for {patience} s")
+            self.retried = getattr(self, "retried", 0) + 1
+            time.sleep(min(wait, 1.0))
+
+    def place_order(self, tariff, patience=120):
+        """A paid order of ``tariff`` by a client of its own (so that each welcome email
+        has an address of its own); requests retried as :meth:`answered` says. Returns
+        ``{"client", "order", "operation_id"}``."""
+        auth = {"Authorization": f"Bearer {self.token}"}
+
+        def api(path, body):
+            response = self.answered(
+                "POST", "/api/v1" + path, body, patience, headers=auth, timeout=30
+            )
+            assert response.status_code in (200, 201), (response.status_code, response.text)
+            return response.json()
+
+        email = f"client-{uuid.uuid4().hex[:12]}@example.com"
+        client = api("/clients", {"name": "Fault", "email": email})
+        order = api("/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
+        raw, headers = signed(
+            {
+                "payment_id": f"p-{order['id']}",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        response = self.answered(
+            "POST",
+            "/api/v1/webhooks/payment",
+            None,
+            patience,
+            data=raw,
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 200, (response.status_code, response.text)
+        return {"client": client, "order": order, "operation_id": response.json()["operation_id"]}
+
+    def facts(self, placed, endpoints, smtp):
+        """The invariants of the fault scenarios over the ``placed`` orders, counted
+        (straight from the database, the endpoints' records and the SMTP server's):
+
+        - ``active``: services active; ``done``: their ``open`` operations done;
+          ``unfinished``: operations of the whole system (``ensure_item`` included) not
+          done nor cancelled — none may be lost;
+        - ``created_once``: services created exactly once at their endpoint, with the
+          remote id the endpoint gave; ``created_twice``: more than once (a second
+          creation), ``not_created``: never;
+        - ``emailed_once``: clients who got exactly one email (their welcome email);
+          ``emailed_twice``: more than one, ``not_emailed``: none.
+
+        All is well when ``active == done == created_once == emailed_once == orders`` and
+        the other counts are 0 (:func:`all_well`)."""
+        import psycopg2
+
+        service_ids = [p["order"]["service_id"] for p in placed]
+        conn = psycopg2.connect(self.env["DATABASE_URL"], connect_timeout=5)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT id, status, remote_id FROM service WHERE id = ANY(%s)", (service_ids,)
+                )
+                services = {row[0]: row[1:] for row in cursor.fetchall()}
+                cursor.execute(
+                    "SELECT service_id FROM operation "
+                    "WHERE kind = 'open' AND status = 'done' AND service_id = ANY(%s)",
+                    (service_ids,),
+                )
+                done = {row[0] for row in cursor.fetchall()}
+                cursor.execute(
+                    "SELECT count(*) FROM operation WHERE status NOT IN ('done', 'cancelled')"
+                )
+                unfinished = cursor.fetchone()[0]
+        finally:
+            conn.close()
+        creations = {}  # service id -> remote ids the endpoints created for it
+        for endpoint in endpoints:
+            with endpoint.lock:
+                service_of = {
+                    r["operation_id"]: r["service"]["id"]
+                    for r in endpoint.requests
+                    if r["operation"] == "open"
+                }
+                for op_id, remote in endpoint.creations.items():
+                    creations.setdefault(service_of[op_id], []).append(remote)
+        received = {}
+        for message in list(smtp.messages):
+            for to in message["to"]:
+                received[to] = received.get(to, 0) + 1
+        counts = [received.get(p["client"]["email"], 0) for p in placed]
+        return {
+            "orders": len(placed),
+            "active": sum(1 for s in services.values() if s[0] == "active"),
+            "done": len(done),
+            "unfinished": unfinished,
+            "created_once": sum(
+                1 for sid, (_, remote) in services.items() if creations.get(sid) == [remote]
+            ),
+            "created_twice": sum(1 for sid in service_ids if len(creations.get(sid, ())) > 1),
+            "not_created": sum(1 for sid in service_ids if not creations.get(sid)),
+            "emailed_once": counts.count(1),
+            "emailed_twice": sum(1 for n in counts if n > 1),
+            "not_emailed": counts.count(0),
+        }
+
+    def settle(self, placed, endpoints, smtp, timeout=60):
+        """Wait until :meth:`facts` say all is well (or ``timeout``), then a moment more
+        for a late second creation or email; returns the facts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            facts = self.facts(placed, endpoints, smtp)
+            if all_well(facts) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)
+        return self.facts(placed, endpoints, smtp)
+
+
+def all_well(facts):
+    """Every service active, every operation done and none left, one creation and one
+    welcome email each."""
+    n = facts["orders"]
+    return facts == {
+        **facts,
+        "active": n,
+        "done": n,
+        "unfinished": 0,
+        "created_once": n,
+        "created_twice": 0,
+        "not_created": 0,
+        "emailed_once": n,
+        "emailed_twice": 0,
+        "not_emailed": 0,
+    }
 
 
 def connect_peers(sender, receiver, sender_department, receiver_department, login):
@@ -1226,6 +1400,10 @@ class PostgresCluster:
             "--no-sync",
         )
         assert done.returncode == 0, done.stderr
+        return self.run()
+
+    def run(self):
+        """Start the server on its data folder (made by :meth:`start`)."""
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -1239,7 +1417,7 @@ class PostgresCluster:
             ]
         )
         done = self._as_owner(
-            f"{binaries}/pg_ctl",
+            f"{self.binaries()}/pg_ctl",
             "-D",
             self.data,
             "-o",
@@ -1252,8 +1430,29 @@ class PostgresCluster:
         assert done.returncode == 0, done.stdout + done.stderr
         return self
 
-    def stop(self):
-        self._as_owner(f"{self.binaries()}/pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+    def stop(self, mode="immediate"):
+        """Stop the server (``immediate``: every backend killed at once, as a crash; the
+        next start recovers). :meth:`run` starts it again with the same data."""
+        return self._as_owner(f"{self.binaries()}/pg_ctl", "-D", self.data, "-m", mode, "stop")
+
+    def restart(self, mode="immediate"):
+        self.stop(mode)
+        return self.run()
+
+    def url(self, database="postgres"):
+        """A URL of the superuser for one of its databases (password, no TLS needed)."""
+        return f"postgresql://{self.SUPERUSER}:{self.password}@{self.host}:{self.port}/{database}"
+
+    def create_database(self, name):
+        """A new empty database; returns its URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.url(), connect_timeout=5)
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.url(name)
 
 
 class PostgresTenant(DatabaseTenant):
