@@ -191,6 +191,7 @@ class ModuleEndpoint:
         self.hang_seconds = 30.0  # the "hang" behaviour
         self.fallback = "done"  # the behaviour of script_kinds once the script is empty
         self.received = []  # (raw body, signature header) of every request, as sent
+        self.busy = 0  # requests being answered now
         self.v2_only = False  # verify requests as v2 (direction request) only
         self.lock = threading.Lock()
         self.port = free_port()
@@ -202,6 +203,15 @@ class ModuleEndpoint:
                 pass
 
             def do_POST(self):
+                with endpoint.lock:
+                    endpoint.busy += 1
+                try:
+                    return self._answer()
+                finally:
+                    with endpoint.lock:
+                        endpoint.busy -= 1
+
+            def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 header = self.headers.get(signing.HEADER)
