@@ -207,6 +207,8 @@ class ModuleEndpoint:
                     endpoint.busy += 1
                 try:
                     return self._answer()
+                except (BrokenPipeError, ConnectionResetError):
+                    return None  # the caller went away (killed, or it timed out)
                 finally:
                     with endpoint.lock:
                         endpoint.busy -= 1
