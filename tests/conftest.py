@@ -343,6 +343,22 @@ def postgres_cluster():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def restartable_postgres():
+    """A PostgreSQL server of one test module's own (``support.PostgresCluster``), which
+    its tests may stop and restart (the machine's server is shared); each test makes its
+    databases with ``create_database``. Removed with its data after the module."""
+    need(
+        support.PostgresCluster.available(),
+        "PostgreSQL's initdb is not installed (apt-get install postgresql)",
+    )
+    folder = tempfile.mkdtemp(prefix="provisor-pg-faults-")
+    cluster = support.PostgresCluster(folder).start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def postgresql(postgres_cluster):
     """That PostgreSQL server for one test: an admin role of its own (CREATEDB CREATEROLE,
