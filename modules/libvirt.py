@@ -368,7 +368,22 @@ class LibvirtModule(ModuleType):
             "worker's SSH key), test+unix:///default (libvirt's test driver).",
         ),
         ConfigField("pool", "Storage pool", required=True, default="default"),
-        ConfigField("network", "Network", required=True, default="default"),
+        ConfigField(
+            "network",
+            "Network",
+            default="default",
+            help="The libvirt network the VMs are on (its DHCP leases give their addresses).",
+        ),
+        ConfigField(
+            "nic",
+            "Network interface",
+            kind="choice",
+            default="network",
+            options=(
+                ("network", "on the network above"),
+                ("user", "QEMU user-mode networking (outbound only, no address reported)"),
+            ),
+        ),
         ConfigField(
             "base_image",
             "Base image volume",
@@ -552,6 +567,12 @@ class LibvirtModule(ModuleType):
     def session(self, ctx=None):
         return Session(self, ctx)
 
+    def network_name(self):
+        """The libvirt network of the VMs' interface (None: user-mode networking)."""
+        if (self.config.get("nic") or "network") == "user":
+            return None
+        return self.config.get("network") or "default"
+
     def owner_tag(self):
         return self.config.get("owner_tag") or "provisor"
 
@@ -631,7 +652,7 @@ class LibvirtModule(ModuleType):
 
     def domain_xml(self, ctx, name, domain_id, plan, volume, hostname, virt, arch):
         pool = self.config.get("pool")
-        network = self.config.get("network")
+        network = self.network_name()
         agent = ""
         if virt != "test":
             agent = (
@@ -656,8 +677,12 @@ class LibvirtModule(ModuleType):
             "<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
             f"<source pool={quoteattr(pool)} volume={quoteattr(volume)}/>"
             "<target dev='vda' bus='virtio'/></disk>"
-            f"<interface type='network'><source network={quoteattr(network)}/>"
-            f"<mac address='{mac_for(domain_id)}'/><model type='virtio'/></interface>"
+            + (
+                f"<interface type='network'><source network={quoteattr(network)}/>"
+                if network
+                else "<interface type='user'>"
+            )
+            + f"<mac address='{mac_for(domain_id)}'/><model type='virtio'/></interface>"
             f"{agent}"
             "</devices></domain>"
         )
@@ -719,6 +744,8 @@ class LibvirtModule(ModuleType):
     def _address(self, session, dom):
         """The domain's IPv4 address from the network's DHCP leases (None: no lease)."""
         lib = session.lib
+        if not self.network_name():
+            return None  # user-mode networking: no lease to read
         found = None
         with session.ctx.call("LIBVIRT", f"domainInterfaceAddresses {dom.name()} (lease)") as call:
             try:
@@ -731,7 +758,7 @@ class LibvirtModule(ModuleType):
                 count = sum(len(i.get("addrs") or []) for i in found.values())
                 call.outcome = f"{count} address(es)"
         if found is None:  # the driver cannot: the network's leases for the domain's MAC
-            network = session.network(self.config.get("network"))
+            network = session.network(self.network_name())
             mac = mac_for(dom.UUIDString())
             leases = session.call(f"networkGetDHCPLeases {mac}", network.DHCPLeases, mac) or []
             found = {
@@ -776,6 +803,9 @@ class LibvirtModule(ModuleType):
             ip_wait = int(
                 self.config.get("ip_wait") if self.config.get("ip_wait") is not None else 300
             )
+            if not self.network_name():
+                ip_wait = 0
+                ctx.log("user-mode networking: no address to report")
             if address is None and waited < ip_wait:
                 ctx.log(
                     f"no DHCP lease yet for {mac_for(domain_id)} ({waited:.0f} s of {ip_wait} s)"
@@ -1062,7 +1092,7 @@ class LibvirtModule(ModuleType):
             if problems:
                 raise PermanentError("; ".join(problems))
             ctx.log(
-                f"pool {self.config.get('pool')}, network {self.config.get('network')} and "
+                f"pool {self.config.get('pool')}, network {self.network_name() or '(user-mode)'} and "
                 f"images {', '.join(v for _, v in plan.images)} are there"
             )
         return Result.done()
@@ -1072,7 +1102,7 @@ class LibvirtModule(ModuleType):
         an image larger than ``disk_gib``), each said precisely: ``[(setting, text)]``."""
         problems = []
         uri = self.config.get("uri")
-        pool_name, network_name = self.config.get("pool"), self.config.get("network")
+        pool_name, network_name = self.config.get("pool"), self.network_name()
         pool = session.pool(pool_name)
         if pool is None:
             pools = session.call("connectListAllStoragePools", session.conn.listAllStoragePools)
@@ -1084,14 +1114,14 @@ class LibvirtModule(ModuleType):
             problems.append(
                 f"the storage pool {pool_name} is not active (virsh pool-start {pool_name})"
             )
-        network = session.network(network_name)
+        network = session.network(network_name) if network_name else True
         if network is None:
             nets = session.call("connectListAllNetworks", session.conn.listAllNetworks)
             names = ", ".join(sorted(n.name() for n in nets)) or "none"
             problems.append(
                 f"the network {network_name} does not exist on {uri} (networks there: {names})"
             )
-        elif not session.call(f"networkIsActive {network_name}", network.isActive):
+        elif network_name and not session.call(f"networkIsActive {network_name}", network.isActive):
             problems.append(
                 f"the network {network_name} is not active (virsh net-start {network_name})"
             )
@@ -1137,5 +1167,5 @@ class LibvirtModule(ModuleType):
             raise ConfigProblem(problem, field=field)
         elapsed = (time.monotonic() - started) * 1000
         found = f"{kind} on {host} answers ({elapsed:.0f} ms); the pool "
-        found += f"{self.config.get('pool')} and the network {self.config.get('network')}"
+        found += f"{self.config.get('pool')} and the network {self.network_name() or '(user-mode)'}"
         return found + (f" and the base image {base} are there" if base else " are there")

@@ -46,7 +46,9 @@ def python_binding():
 
 class LibvirtDaemon:
     def __init__(self, folder=None):
-        self.folder = folder or tempfile.mkdtemp(prefix="provisor-libvirtd-")
+        self.folder = folder or tempfile.mkdtemp(
+            prefix="lvd-"
+        )  # short: QEMU socket paths end up under it
         self.process = None
         self.keeper = None
         self.log_path = os.path.join(self.folder, "libvirtd.log")
