@@ -706,7 +706,7 @@ class LibvirtModule(ModuleType):
         base_format = base_format.get("type") if base_format is not None else "raw"
         if (self.config.get("disk_mode") or "overlay") == "copy":
             xml = (
-                f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{capacity}</capacity>"
+                f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{capacity}</capacity><allocation>0</allocation>"
                 "<target><format type='qcow2'/></target></volume>"
             )
             return session.call(
@@ -718,7 +718,7 @@ class LibvirtModule(ModuleType):
             )
         path = session.call(f"storageVolGetPath {image_volume}", base.path)
         xml = (
-            f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{capacity}</capacity>"
+            f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{capacity}</capacity><allocation>0</allocation>"
             "<target><format type='qcow2'/></target>"
             f"<backingStore><path>{escape(path)}</path><format type={quoteattr(base_format)}/>"
             "</backingStore></volume>"
