@@ -42,6 +42,7 @@ BUILTIN = {
     "acme": "modules.acme:AcmeModule",
     "mariadb": "modules.mariadb:MariaDBModule",
     "postgresql": "modules.postgresql:PostgreSQLModule",
+    "libvirt": "modules.libvirt:LibvirtModule",  # imports libvirt-python on first use
 }
 
 _registry: dict[str, type[ModuleType]] = {}
