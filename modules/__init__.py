@@ -42,6 +42,7 @@ BUILTIN = {
     "acme": "modules.acme:AcmeModule",
     "mariadb": "modules.mariadb:MariaDBModule",
     "postgresql": "modules.postgresql:PostgreSQLModule",
+    "shellscripts": "modules.shellscripts:ShellScriptsModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}
