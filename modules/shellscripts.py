@@ -69,7 +69,7 @@ MAX_STDOUT = 1024 * 1024
 MAX_STDERR = 64 * 1024
 MAX_LOGGED = 4000
 MAX_ERROR = 600
-FINGERPRINT = re.compile(r"^(?:(?P<type>[a-z0-9@.-]+)\s+)?(?P<fp>SHA256:[A-Za-z0-9+/]{43})$")
+FINGERPRINT = re.compile(r"^(?:(?P<type>[a-z][a-z0-9@.-]+)\s+)?(?P<fp>SHA256:[A-Za-z0-9+/]{43})$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 KEY_CLASSES = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 # the host key algorithms that present a key of each type
@@ -92,12 +92,32 @@ def fingerprint(key):
     return f"{key.get_name()} {key.fingerprint}"
 
 
+# what ssh-keygen -lf prints: "256 SHA256:… root@web1 (ED25519)"
+KEYGEN_LINE = re.compile(
+    r"^(?P<bits>\d+)\s+(?P<fp>SHA256:[A-Za-z0-9+/]{43})\b.*\((?P<kind>[A-Z0-9-]+)\)$"
+)
+KEYGEN_TYPES = {"ED25519": "ssh-ed25519", "RSA": "ssh-rsa", "ECDSA": "ecdsa-sha2-nistp{bits}"}
+
+
 def parse_pin(text):
-    """``(key type or None, "SHA256:...")`` of a ``host_key`` setting, or None."""
-    found = FINGERPRINT.match((text or "").strip())
-    if not found:
-        return None
-    return found.group("type"), found.group("fp")
+    """``(key type, "SHA256:...")`` of a ``host_key`` setting — ``<type> SHA256:…`` or a
+    line of ``ssh-keygen -lf`` — or None. The type is needed: a server has a key of
+    each type, and the pinned one must be the one negotiated."""
+    text = " ".join((text or "").split())
+    found = FINGERPRINT.match(text)
+    if found and found.group("type"):
+        return found.group("type"), found.group("fp")
+    found = KEYGEN_LINE.match(text)
+    if found and found.group("kind") in KEYGEN_TYPES:
+        bits = found.group("bits")
+        return KEYGEN_TYPES[found.group("kind")].format(bits=bits), found.group("fp")
+    return None
+
+
+def normal_pin(text):
+    """A ``host_key`` setting as ``<type> SHA256:…`` (None: not one)."""
+    pin = parse_pin(text)
+    return f"{pin[0]} {pin[1]}" if pin else None
 
 
 class _Pin(paramiko.MissingHostKeyPolicy):
@@ -120,8 +140,8 @@ class _Pin(paramiko.MissingHostKeyPolicy):
                 self.seen,
             )
         wanted_type, wanted = self.pinned
-        if key.fingerprint != wanted or (wanted_type and wanted_type != key.get_name()):
-            pinned = f"{wanted_type} {wanted}" if wanted_type else wanted
+        if key.fingerprint != wanted or wanted_type != key.get_name():
+            pinned = f"{wanted_type} {wanted}"
             raise HostKeyRefused(
                 f"the server's host key has changed: it presents {self.seen}, the pinned key "
                 f"is {pinned}. Refused before sending any credential. If the server was "
@@ -226,9 +246,10 @@ class ShellScriptsModule(ModuleType):
         ConfigField(
             "host_key",
             "Host key (pinned)",
-            help="The server's key fingerprint, e.g. 'ssh-ed25519 SHA256:…' (ssh-keygen "
-            "-lf /etc/ssh/ssh_host_ed25519_key.pub). Empty: the first successful Test "
-            "connection pins the key it sees. A server presenting another key is refused.",
+            help="The server's key type and fingerprint, e.g. 'ssh-ed25519 SHA256:…', or "
+            "what ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub prints. Empty: the first "
+            "successful Test connection pins the key it sees. A server presenting another "
+            "key is refused.",
         ),
         ConfigField(
             "scripts_dir",
@@ -307,11 +328,15 @@ class ShellScriptsModule(ModuleType):
         ):
             errors["username"] = "A user name (letters, digits, . _ -)."
         pin = cleaned.get("host_key")
-        if "host_key" not in errors and pin and parse_pin(pin) is None:
-            errors["host_key"] = (
-                "A fingerprint as ssh-keygen -lf prints it: 'SHA256:' and 43 characters, "
-                "optionally after the key type (ssh-ed25519 SHA256:…)."
-            )
+        if "host_key" not in errors and pin:
+            if normal_pin(pin) is None:
+                errors["host_key"] = (
+                    "The key type and its fingerprint, 'ssh-ed25519 SHA256:…' (43 "
+                    "characters after SHA256:), or a line of ssh-keygen -lf as it prints it "
+                    "('256 SHA256:… root@web1 (ED25519)')."
+                )
+            else:
+                cleaned["host_key"] = normal_pin(pin)
         key = cleaned.get("private_key")
         if "private_key" not in errors and key:
             try:
@@ -421,7 +446,7 @@ class ShellScriptsModule(ModuleType):
         """Only the pinned key's type is negotiated (a server has several host keys; the
         pinned one must be the one it presents)."""
         pin = parse_pin(self.config.get("host_key"))
-        if not pin or not pin[0]:
+        if not pin:
             return {}
         allowed = HOST_KEY_ALGORITHMS.get(pin[0], (pin[0],))
         preferred = getattr(paramiko.Transport, "_preferred_keys", ())

@@ -1694,7 +1694,7 @@ class SSHServer:
     BINARY = "/usr/sbin/sshd"
     PRIVSEP_DIR = "/run/sshd"
 
-    def __init__(self, folder, port=None):
+    def __init__(self, folder, port=None, rsa=False):
         self.folder = str(folder)
         self.port = port or free_port()
         self.tag = uuid.uuid4().hex
@@ -1704,6 +1704,10 @@ class SSHServer:
         self.keys_dir = os.path.join(self.folder, "authorized_keys")
         os.makedirs(self.keys_dir, exist_ok=True)
         self.new_host_key()
+        self.rsa_key_path = self.rsa_host_key = None
+        if rsa:  # a second host key, of another type (as most servers have)
+            self.rsa_key_path = os.path.join(self.folder, "ssh_host_rsa_key")
+            self.rsa_host_key = self._write_key(self.rsa_key_path, "rsa")
 
     @classmethod
     def unavailable(cls):
@@ -1716,25 +1720,32 @@ class SSHServer:
 
     def new_host_key(self):
         """A new Ed25519 host key (the previous one is gone); its fingerprint."""
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
+        self.host_key = self._write_key(self.host_key_path, "ed25519")
+        return self.host_key
 
-        key = ed25519.Ed25519PrivateKey.generate()
+    @staticmethod
+    def _write_key(path, kind):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        if kind == "rsa":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ed25519.Ed25519PrivateKey.generate()
         private = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
-        if os.path.exists(self.host_key_path):
-            os.remove(self.host_key_path)
-        fd = os.open(self.host_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if os.path.exists(path):
+            os.remove(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(private)
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        self.host_key = ssh_fingerprint(public.decode())
-        return self.host_key
+        return ssh_fingerprint(public.decode())
 
     def authorize(self, user, public_line):
         """Let ``user`` log in with the key of ``public_line``."""
@@ -1750,6 +1761,7 @@ class SSHServer:
                         f"Port {self.port}",
                         "ListenAddress 127.0.0.1",
                         f"HostKey {self.host_key_path}",
+                        f"HostKey {self.rsa_key_path}" if self.rsa_key_path else "",
                         f"PidFile {os.path.join(self.folder, 'sshd.pid')}",
                         f"AuthorizedKeysFile {self.keys_dir}/%u",
                         "UsePAM no",

@@ -387,6 +387,35 @@ def test_a_changed_host_key_is_refused_naming_both_keys(app, api, engine, ssh_ho
         server.cleanup()
 
 
+def test_the_pinned_keys_type_is_the_one_negotiated(api, ssh_host, tmp_path):
+    """A server with an Ed25519 and an RSA host key: a module pinned to either gets in
+    (only that type is negotiated); ssh-keygen -lf's line is taken as it is printed."""
+    server = SSHServer(tmp_path / "sshd", rsa=True).start()
+    try:
+        server.authorize("root", ssh_host.public_key)
+        kind, fingerprint = server.rsa_host_key.split()
+        assert kind == "ssh-rsa"
+        for pin, shown in (
+            (f"2048 {fingerprint} root@web1 (RSA)", server.rsa_host_key),
+            (server.host_key, server.host_key),
+        ):
+            module = api.ok(
+                "post",
+                "/modules",
+                {
+                    "name": uuid.uuid4().hex[:8],
+                    "type": "shellscripts",
+                    "config": ssh_host.config(port=server.port, host_key=pin),
+                },
+                status=201,
+            )
+            assert module["config"]["host_key"] == shown
+            check = api.ok("post", f"/modules/{module['id']}/check")
+            assert check["ok"] is True and f"host key {shown} as pinned" in check["message"]
+    finally:
+        server.cleanup()
+
+
 def test_test_connection_pins_the_key_and_checks_the_scripts(api, ssh_host, ssh_server):
     def module(**config):
         return api.ok(
@@ -489,6 +518,8 @@ def test_settings_are_checked(api, ssh_host):
         return body["error"]["fields"]
 
     assert "config.host_key" in refused(ssh_host.config(host_key="SHA1:abc"))
+    bare = ssh_host.server.host_key.split()[1]  # the type is needed: servers have several
+    assert "config.host_key" in refused(ssh_host.config(host_key=bare))
     assert "config.private_key" in refused(ssh_host.config(private_key="", password=""))
     assert "config.private_key" in refused(ssh_host.config(private_key="not a key"))
     encrypted, _ = ssh_keypair("secret-passphrase")
