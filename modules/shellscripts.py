@@ -413,9 +413,9 @@ class ShellScriptsModule(ModuleType):
         return self.time_limit() + margin
 
     def timeout(self):
-        """The attempt: connecting (TCP, key exchange, login, the session: each bounded by
-        the connect timeout), then waiting for the script, then closing."""
-        return 4 * self.connect_timeout() + self.wait_limit() + 5
+        """The attempt: connecting (TCP, banner, key exchange, login, the session: each
+        bounded by the connect timeout), then waiting for the script, then closing."""
+        return 5 * self.connect_timeout() + self.wait_limit() + 5
 
     def io_timeout(self):
         """One blocking call: a connect, a key exchange or a login (the channel is read

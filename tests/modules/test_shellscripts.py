@@ -547,3 +547,28 @@ def test_settings_are_checked(api, ssh_host):
         },
     )
     assert code == 422, body
+
+
+def test_the_attempts_deadline_and_lease_cover_the_wait(app, shell, ssh_host):
+    """Provisor stops waiting for a script before the attempt's deadline, and the lease
+    covers the deadline and one blocking call (connecting) past it."""
+    import modules
+
+    cls = modules.get_type("shellscripts")
+    for config in (
+        {},
+        {"time_limit": 1, "connect_timeout": 1},
+        {"time_limit": 3600, "server_time_limit": False, "connect_timeout": 120},
+    ):
+        module = cls(cls.validate_config(ssh_host.config(**config))[0])
+        connecting = 5 * module.connect_timeout()
+        assert module.wait_limit() > module.time_limit()
+        assert connecting + module.wait_limit() < module.timeout()
+        assert module.io_timeout() == module.connect_timeout()
+    _, op_id = shell.order(shell.tariff())
+    with app.app_context(), database.connection_context():
+        before = utcnow()
+        assert operations._claim(op_id) is not None  # as a worker claims it
+        lease = (Operation.get_by_id(op_id).lease_until - before).total_seconds()
+    module = cls(cls.validate_config(ssh_host.config())[0])
+    assert lease >= module.timeout() + module.io_timeout(), lease
