@@ -498,6 +498,20 @@ class ShellScriptsModule(ModuleType):
                 raise PermanentError(
                     f"{self.target()} refused the login with the module's {how}: {exc}"
                 ) from None
+            except paramiko.ssh_exception.IncompatiblePeer as exc:
+                client.close()
+                pin = parse_pin(config.get("host_key"))
+                call.outcome = f"no common algorithm: {self._describe(exc)}"
+                if pin is None or "host key" not in str(exc):
+                    raise PermanentError(
+                        f"{self.address()} and Provisor have no SSH algorithm in common: "
+                        f"{self._describe(exc)}"
+                    ) from None
+                raise PermanentError(
+                    f"the server offers no host key of the pinned type {pin[0]} (pinned: "
+                    f"{pin[0]} {pin[1]}): it was reconfigured or reinstalled. Check its key "
+                    f"and set host_key to it ({self._describe(exc)})"
+                ) from None
             except TimeoutError:
                 client.close()
                 call.outcome = f"timeout after {seconds:g} s"
@@ -889,6 +903,8 @@ class ShellScriptsModule(ModuleType):
 
     def _field_of(self, message):
         lowered = message.lower()
+        if "host key" in lowered:
+            return "host_key"
         if "refused the login" in lowered:
             return "private_key" if self.config.get("private_key") else "password"
         if "private key" in lowered:

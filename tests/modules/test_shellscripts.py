@@ -414,6 +414,20 @@ def test_the_pinned_keys_type_is_the_one_negotiated(api, ssh_host, tmp_path):
             assert check["ok"] is True and f"host key {shown} as pinned" in check["message"]
     finally:
         server.cleanup()
+    # the RSA key pinned, and a server that has none (the session's: Ed25519 only)
+    module = api.ok(
+        "post",
+        "/modules",
+        {
+            "name": uuid.uuid4().hex[:8],
+            "type": "shellscripts",
+            "config": ssh_host.config(host_key=server.rsa_host_key),
+        },
+        status=201,
+    )
+    check = api.ok("post", f"/modules/{module['id']}/check")
+    assert check["ok"] is False and list(check["fields"]) == ["config.host_key"], check
+    assert "the server offers no host key of the pinned type ssh-rsa" in check["message"]
 
 
 def test_test_connection_pins_the_key_and_checks_the_scripts(api, ssh_host, ssh_server):
