@@ -43,6 +43,7 @@ BUILTIN = {
     "mariadb": "modules.mariadb:MariaDBModule",
     "postgresql": "modules.postgresql:PostgreSQLModule",
     "libvirt": "modules.libvirt:LibvirtModule",  # imports libvirt-python on first use
+    "shellscripts": "modules.shellscripts:ShellScriptsModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

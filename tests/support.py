@@ -1989,3 +1989,367 @@ class ScriptedPeer:
 
     def stop(self):
         self.server.shutdown()
+
+
+# --- shellscripts: Debian's OpenSSH server, throwaway keys and users ---------------------
+
+EXAMPLE_SCRIPTS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples", "shellscripts"
+)
+TEST_USER_PREFIX = "pvt"  # every Linux user a test makes starts so (sshd lets them log in)
+
+
+def ssh_keypair(passphrase=None):
+    """A throwaway Ed25519 key: ``(private key in OpenSSH format, authorized_keys line)``;
+    with ``passphrase``, encrypted as ssh-keygen does (bcrypt, few rounds: quick to open)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    encryption = serialization.NoEncryption()
+    if passphrase:
+        encryption = (
+            serialization.PrivateFormat.OpenSSH.encryption_builder()
+            .kdf_rounds(4)
+            .build(passphrase.encode())
+        )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return private, public.decode() + " provisor-test"
+
+
+def ssh_fingerprint(public_line):
+    """``<type> SHA256:<base64>`` of an OpenSSH public key line (as ssh-keygen -lf)."""
+    import base64
+    import hashlib
+
+    kind, blob = public_line.split()[:2]
+    digest = hashlib.sha256(base64.b64decode(blob)).digest()
+    return f"{kind} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+def _proc_children():
+    """``{pid: parent pid}`` of every process."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    found[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def _environ_has(pid, entry):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return entry in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
+class SSHServer:
+    """Debian's OpenSSH server (``/usr/sbin/sshd -D``) on a free loopback port, run as root
+    with a config, a host key and authorized keys of its own in ``folder`` (no PAM; root by
+    key only; the tests' throwaway users by password). Every session it starts carries
+    ``PROVISOR_TEST_SSHD=<tag>`` in its environment (sshd's ``SetEnv``): :meth:`stop` ends
+    whatever still runs with it (a script cut off mid-run), then sshd itself.
+    ``new_host_key()`` then ``start()`` again is "the server was reinstalled"."""
+
+    BINARY = "/usr/sbin/sshd"
+    PRIVSEP_DIR = "/run/sshd"
+
+    def __init__(self, folder, port=None, rsa=False):
+        self.folder = str(folder)
+        self.port = port or free_port()
+        self.tag = uuid.uuid4().hex
+        self.process = None
+        self.made_privsep_dir = False
+        self.host_key_path = os.path.join(self.folder, "ssh_host_ed25519_key")
+        self.keys_dir = os.path.join(self.folder, "authorized_keys")
+        os.makedirs(self.keys_dir, exist_ok=True)
+        self.new_host_key()
+        self.rsa_key_path = self.rsa_host_key = None
+        if rsa:  # a second host key, of another type (as most servers have)
+            self.rsa_key_path = os.path.join(self.folder, "ssh_host_rsa_key")
+            self.rsa_host_key = self._write_key(self.rsa_key_path, "rsa")
+
+    @classmethod
+    def unavailable(cls):
+        """Why the tests cannot run sshd here (None: they can)."""
+        if not os.path.exists(cls.BINARY):
+            return "OpenSSH's sshd is not installed (apt-get install openssh-server)"
+        if os.geteuid() != 0:
+            return "sshd must run as root to log users in (run the tests as root)"
+        return None
+
+    def new_host_key(self):
+        """A new Ed25519 host key (the previous one is gone); its fingerprint."""
+        self.host_key = self._write_key(self.host_key_path, "ed25519")
+        return self.host_key
+
+    @staticmethod
+    def _write_key(path, kind):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        if kind == "rsa":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        if os.path.exists(path):
+            os.remove(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        return ssh_fingerprint(public.decode())
+
+    def authorize(self, user, public_line):
+        """Let ``user`` log in with the key of ``public_line``."""
+        with open(os.path.join(self.keys_dir, user), "a") as fh:
+            fh.write(public_line.strip() + "\n")
+
+    def start(self):
+        config = os.path.join(self.folder, "sshd_config")
+        with open(config, "w") as fh:
+            fh.write(
+                "\n".join(
+                    [
+                        f"Port {self.port}",
+                        "ListenAddress 127.0.0.1",
+                        f"HostKey {self.host_key_path}",
+                        f"HostKey {self.rsa_key_path}" if self.rsa_key_path else "",
+                        f"PidFile {os.path.join(self.folder, 'sshd.pid')}",
+                        f"AuthorizedKeysFile {self.keys_dir}/%u",
+                        "UsePAM no",
+                        "StrictModes no",  # the folder is under /tmp (world-writable)
+                        "PermitRootLogin prohibit-password",
+                        "PasswordAuthentication yes",
+                        "KbdInteractiveAuthentication no",
+                        "PubkeyAuthentication yes",
+                        f"AllowUsers root {TEST_USER_PREFIX}*",
+                        f"SetEnv PROVISOR_TEST_SSHD={self.tag}",
+                        "UseDNS no",
+                        "PrintMotd no",
+                        "MaxStartups 100",
+                        "MaxSessions 100",
+                        "LogLevel VERBOSE",
+                        "",
+                    ]
+                )
+            )
+        if not os.path.isdir(self.PRIVSEP_DIR):
+            os.makedirs(self.PRIVSEP_DIR, mode=0o755)
+            self.made_privsep_dir = True
+        self.log = open(os.path.join(self.folder, "sshd.log"), "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [self.BINARY, "-D", "-e", "-f", config], stdout=self.log, stderr=self.log
+        )
+        wait_for(self._answers, timeout=10, message="sshd to answer")
+        return self
+
+    def _answers(self):
+        if self.process.poll() is not None:
+            raise AssertionError(f"sshd exited: {self.log_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                return sock.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
+
+    def log_text(self):
+        with open(os.path.join(self.folder, "sshd.log"), errors="replace") as fh:
+            return fh.read()
+
+    def leftovers(self):
+        """Processes still running that a session of this server started (by id)."""
+        entry = f"PROVISOR_TEST_SSHD={self.tag}".encode()
+        return [pid for pid in _proc_children() if _environ_has(pid, entry)]
+
+    def kill_leftovers(self):
+        for pid in self.leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self):
+        if self.process is None:
+            return
+        parents = _proc_children()
+        sessions = [pid for pid, parent in parents.items() if parent == self.process.pid]
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        for pid in sessions:  # its connections' processes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.kill_leftovers()
+        self.process = None
+        self.log.close()
+
+    def cleanup(self):
+        self.stop()
+        if self.made_privsep_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.PRIVSEP_DIR)
+
+
+def linux_user(name):
+    """``{"comment", "home", "locked", "expired"}`` of a Linux user, None if there is none."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    locked = expired = False
+    with open("/etc/shadow") as fh:
+        for line in fh:
+            fields = line.rstrip("\n").split(":")
+            if fields[0] == name:
+                locked = fields[1].startswith("!")
+                expired = fields[7] not in ("",) and int(fields[7]) <= 1
+    return {"comment": entry.pw_gecos, "home": entry.pw_dir, "locked": locked, "expired": expired}
+
+
+def linux_users(prefix):
+    """The names of the Linux users whose names start with ``prefix``."""
+    import pwd
+
+    return sorted(entry.pw_name for entry in pwd.getpwall() if entry.pw_name.startswith(prefix))
+
+
+def remove_linux_user(name):
+    """Remove a user the tests made, its processes and its home."""
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    subprocess.run(["userdel", "--remove", name], capture_output=True)
+
+
+class SSHHost:
+    """What a shellscripts test works with: the session's sshd (``ssh_server``), a
+    throwaway key authorized for root, a throwaway user with a password, the example
+    scripts, and a user prefix and owner tag of the test's own (service ids restart at 1 in
+    every test's database), so that :meth:`cleanup` removes exactly the users it made."""
+
+    def __init__(self, server):
+        import tempfile
+
+        self.server = server
+        # its own folder, readable by the throwaway user (pytest's folders are root's only)
+        self.folder = tempfile.mkdtemp(prefix="provisor-ssh-")
+        self.tag = uuid.uuid4().hex[:6]
+        self.prefix = f"{TEST_USER_PREFIX}{self.tag}s"  # the example scripts' users
+        self.owner_tag = f"t-{self.tag}"
+        self.private_key, self.public_key = ssh_keypair()
+        server.authorize("root", self.public_key)
+        self.extra_keys = []  # other keys a test authorized for root (removed after)
+        self.users = []
+        self.login_user = f"{TEST_USER_PREFIX}{self.tag}l"
+        self.login_password = "pw-" + uuid.uuid4().hex
+        self.make_login_user()
+        self.scripts = os.path.join(self.folder, "scripts")
+        os.makedirs(self.scripts, exist_ok=True)
+        os.chmod(self.folder, 0o755)
+
+    def make_login_user(self):
+        """A user with a password and a home in the test's folder (the password login's
+        tests)."""
+        home = os.path.join(self.folder, "home")
+        subprocess.run(
+            ["useradd", "--create-home", "--home-dir", home, "--shell", "/bin/sh", self.login_user],
+            check=True,
+        )
+        self.users.append(self.login_user)
+        subprocess.run(
+            ["chpasswd"], input=f"{self.login_user}:{self.login_password}\n", text=True, check=True
+        )
+
+    def environment(self):
+        return "\n".join(
+            [
+                f"USER_PREFIX={self.prefix}",
+                f"OWNER_TAG={self.owner_tag}",
+                "SERVER_IP=127.0.0.1",
+                f"LOCK_DIR={self.folder}",
+            ]
+        )
+
+    def config(self, **extra):
+        """Settings of a shellscripts module running the example scripts as root, the host
+        key pinned."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.server.port,
+            "username": "root",
+            "private_key": self.private_key,
+            "host_key": self.server.host_key,
+            "scripts_dir": EXAMPLE_SCRIPTS,
+            "environment": self.environment(),
+            "time_limit": 10,
+            "connect_timeout": 5,
+            **extra,
+        }
+
+    def script(self, name, body):
+        """A script of the test's own (``#!/bin/sh`` and ``body``); its path."""
+        path = os.path.join(self.scripts, name)
+        with open(path, "w") as fh:
+            fh.write("#!/bin/sh\n" + body.strip() + "\n")
+        os.chmod(path, 0o755)
+        return path
+
+    def user_of(self, service_id):
+        return f"{self.prefix}{service_id}"
+
+    def made(self):
+        """The users the example scripts made for this test."""
+        return linux_users(self.prefix)
+
+    def cleanup(self):
+        import shutil
+
+        self.server.kill_leftovers()
+        for name in self.made() + self.users:
+            remove_linux_user(name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        path = os.path.join(self.server.keys_dir, "root")
+        if os.path.exists(path):
+            mine = {key.strip() for key in [self.public_key, *self.extra_keys]}
+            with open(path) as fh:
+                kept = [line for line in fh if line.strip() not in mine]
+            with open(path, "w") as fh:
+                fh.writelines(kept)
+
+
+def run_operation_in_process(app, op_id):
+    """``operations.run(op_id)`` in a worker process of its own, on the test app's
+    database (the caller may SIGKILL it mid-attempt); the ``Popen``."""
+    script = (
+        "import json, sys\n"
+        "from app import create_app\n"
+        "from app.db import database\n"
+        "from app.services import operations\n"
+        "app = create_app(json.loads(sys.argv[1]))\n"
+        "with app.app_context(), database.connection_context():\n"
+        "    operations.run(int(sys.argv[2]))\n"
+    )
+    config = {
+        key: app.config[key]
+        for key in ("TESTING", "DATABASE_URL", "SECRET_KEY", "PAYMENT_WEBHOOK_SECRET")
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(config), str(op_id)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )

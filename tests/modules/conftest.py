@@ -464,12 +464,92 @@ class LibvirtBackend(Backend):
 
 
 BACKENDS["libvirt"] = LibvirtBackend
+# --- shellscripts: the example scripts over SSH, on a real sshd ---------------------------
+
+
+class ShellScriptsBackend(Backend):
+    """The shellscripts module running the README's example scripts (docs/examples/
+    shellscripts: a Linux user per service) as root through a real sshd of the tests'
+    (``ssh_host``: its own key, user prefix and owner tag; its users removed after). What
+    exists for a service is its Linux user: "suspended" while its password is locked."""
+
+    type_id = "shellscripts"
+    product_type = "hosting"
+    refusal_text = "it is not this service's, left alone"
+    server = None  # the test's SSHHost (set by _server_for_its_backend)
+
+    def __init__(self):
+        import uuid
+
+        from tests.support import ssh_keypair
+
+        self.host = type(self).server
+        # every secret setting in use: a key encrypted with a passphrase, and a password
+        # (root has none on this machine: never tried, since the key gets in first)
+        self.passphrase = f"pass-{uuid.uuid4().hex}"
+        self.private_key, public = ssh_keypair(self.passphrase)
+        self.host.server.authorize("root", public)
+        self.host.extra_keys.append(public)
+        self.password = f"pw-{uuid.uuid4().hex}"
+
+    def config(self):
+        return self.host.config(
+            private_key=self.private_key, key_passphrase=self.passphrase, password=self.password
+        )
+
+    def bad_credentials(self):
+        from tests.support import ssh_keypair
+
+        return {**self.config(), "private_key": ssh_keypair()[0], "key_passphrase": ""}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "port": free_port(), "connect_timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The users the module is about to create exist already, made by someone else."""
+        import subprocess
+
+        from tests.support import linux_user, remove_linux_user
+
+        names = [self.host.user_of(service.id) for service in services_to_open(module_id)]
+        for name in names:
+            subprocess.run(
+                ["useradd", "--no-create-home", "--comment", "someone-else", name], check=True
+            )
+        try:
+            yield
+        finally:
+            for name in names:
+                assert linux_user(name)["comment"] == "someone-else"  # left alone
+                remove_linux_user(name)
+
+    def secrets(self):
+        key_lines = [line for line in self.private_key.splitlines() if len(line) >= 16][1:-1]
+        return [self.private_key, *key_lines, self.passphrase, self.password]
+
+    def objects(self, service):
+        from tests.support import linux_user
+
+        name = service.remote_id or self.host.user_of(service.id)
+        found = linux_user(name)
+        if found is None:
+            return [(name, "deleted")] if service.remote_id else []
+        return [(name, "suspended" if found["locked"] else "active")]
+
+
+BACKENDS["shellscripts"] = ShellScriptsBackend
+# backends whose server is a fixture: (fixture, the class that gets it as ``server``)
+
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
 SERVER_FIXTURES = {
     "powerdns": ("powerdns", PowerDNSBackend),
     "mariadb": ("mariadb", MariaDBBackend),
     "postgresql": ("postgresql", PostgreSQLBackend),
     "libvirt": ("libvirtd", LibvirtBackend),
+    "shellscripts": ("ssh_host", ShellScriptsBackend),
 }
 
 
