@@ -567,13 +567,6 @@ def test_a_refused_change_is_parked_and_the_rest_flows(reseller, peers):
     fw.check_exactly_once()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: while a pull of a client side is in flight, every sweep starts another "
-    "pull of the same client side (a peer that takes 2.5 s per page gets 3 concurrent pulls "
-    "1 s apart with PROXY_PULL_INTERVAL=3600); docs 15.1: pulls happen every "
-    "PROXY_PULL_INTERVAL seconds; 11.4: at most one attempt in flight per server side",
-)
 def test_a_slow_pull_is_not_started_again_while_it_runs(reseller, peers):
     peer = peers()
     peer.mode, peer.mode_paths, peer.slow_seconds = "slow", ("/proxy/v1/events",), 2.5
@@ -874,14 +867,6 @@ def test_provisor_server_side_answers_as_the_document_says(provider):
     assert body == {"events": [], "next": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a body over MAX_BODY_BYTES is answered by the web server (waitress) with "
-    "a text/plain 413 without the Provisor-Proxy-Protocol header, not the JSON "
-    "413 request_entity_too_large of sections 2.2, 2.3, 2.5 and 4; a client must then "
-    "classify it as temporary (section 11: a 4xx whose body is not a JSON object) and "
-    "retries it for ever instead of parking it",
-)
 def test_an_oversized_body_gets_the_protocol_413(provider):
     call = Raw(provider)
     task = {"sender_task_id": 1, "department_id": call.department["id"], "title": "Big"}
