@@ -737,7 +737,9 @@ def _answer(url, login, response, content):
             message = f"{message} ({named})"[:800]
         raise PeerError(
             f"{url} answered {status}: {message}",
-            permanent=status in PeerError.PERMANENT,
+            # a 409 "conflict" is two identical requests meeting there: not a refusal
+            permanent=status in PeerError.PERMANENT
+            and not (status == 409 and error.get("code") == "conflict"),
             peer_status=status,
             wait=_retry_after(response),
             peer_fields=fields,
