@@ -411,7 +411,7 @@ def remotetaskctl(command):
                 continue
             try:
                 if command == "checkevent":
-                    count = proxy.pull(side.id)
+                    count = proxy.pull(side.id, wait=True)
                 else:
                     count = proxy.push_now(side.id)
                     error = proxy.get_client_side(side.id).last_error
@@ -485,10 +485,13 @@ def proxy_list():
                 f"last seen {side.last_seen_at or 'never'}"
             )
         for side in proxy.client_sides():
+            parked = proxy.parked_counts().get(side.id, 0)
+            waiting = f"; next push {side.next_push_at}" if side.next_push_at else ""
             click.echo(
                 f"client {side.id}: {side.department.name} -> {side.url} "
                 f"({side.remote_department_name}); cursor {side.cursor}; last pull "
-                f"{side.last_pull_at or 'never'}; error: {side.last_error or 'none'}"
+                f"{side.last_pull_at or 'never'}{waiting}; refused changes parked: {parked}; "
+                f"error: {side.last_error or 'none'}"
             )
 
 

@@ -130,7 +130,7 @@ def after_commit(fn):
 
 # endpoints that use the database on their own terms (the health check reports a database
 # that does not answer instead of failing on the way in)
-OWN_CONNECTION = {"api.health", "metrics.metrics"}
+OWN_CONNECTION = {"api.health", "metrics.metrics", "static"}
 
 
 def init_app(app):

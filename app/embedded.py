@@ -20,7 +20,7 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,36 @@ class _Refusal(wasyncore.dispatcher):
         super().close()
 
 
+class JsonErrorTask(ErrorTask):
+    """What waitress answers by itself (a body over ``max_request_body_size``, a request
+    it cannot parse) in Provisor's JSON error envelope, like every other answer: a client
+    of ``/api/v1`` or ``/proxy/v1`` reads a 413 as a refusal, not as a peer gone wrong."""
+
+    def execute(self):
+        from app.objects.peer import PROTOCOL, PROTOCOL_HEADER
+
+        error = self.request.error
+        code = error.reason.lower().replace(" ", "_")
+        message = str(error.body).splitlines()[0] if error.body else error.reason
+        body = json.dumps({"error": {"code": code, "message": message, "fields": {}}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        if (self.request.path or "").startswith("/proxy/v1"):
+            self.response_headers.append((PROTOCOL_HEADER, PROTOCOL))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
 class WebServer(TcpWSGIServer):
     """Waitress's TCP server, answering a quick 503 past ``connection_limit`` (see the
     module's docstring) instead of leaving new connections waiting."""
+
+    channel_class = JsonErrorChannel
 
     def __init__(self, *args, refusing, **kwargs):
         self.refusing = refusing  # shared by every listening socket of one server

@@ -472,6 +472,7 @@ class ProxyClientSide(BaseModel):
     pushing_until = DateTimeField(null=True)  # a pusher's lease (keeps events in order)
     next_push_at = DateTimeField(null=True)  # while the peer fails: when to try again
     push_failures = IntegerField(default=0)  # failed pushes in a row (the backoff's step)
+    pulling_until = DateTimeField(null=True)  # a puller's lease (one pull at a time)
     created_at = DateTimeField(default=utcnow)
 
 

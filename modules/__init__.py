@@ -42,6 +42,8 @@ BUILTIN = {
     "acme": "modules.acme:AcmeModule",
     "mariadb": "modules.mariadb:MariaDBModule",
     "postgresql": "modules.postgresql:PostgreSQLModule",
+    "libvirt": "modules.libvirt:LibvirtModule",  # imports libvirt-python on first use
+    "shellscripts": "modules.shellscripts:ShellScriptsModule",
     "provisor": "modules.provisor:ProvisorModule",
 }
 

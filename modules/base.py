@@ -492,6 +492,9 @@ class ModuleType:
 
     def __init__(self, config):
         self.config = config
+        # settings ``check_config`` learned and Provisor saves into the module's settings
+        # when the test passes (e.g. the SSH host key it pinned on first contact)
+        self.config_updates = {}
 
     # --- declarations -------------------------------------------------------------------
 
@@ -593,7 +596,9 @@ class ModuleType:
 
     def check_config(self):
         """ "Test connection": talk to the real server with these settings. Return a short
-        text of what was verified, or raise :class:`ConfigProblem` naming the setting."""
+        text of what was verified, or raise :class:`ConfigProblem` naming the setting.
+        What it learned and must be kept (a host key pinned on first contact) goes into
+        ``self.config_updates``: Provisor saves it with the module's settings."""
         return None
 
     def renew_days_before(self):

@@ -329,6 +329,26 @@ def mariadb(mariadb_server):
 
 
 @pytest.fixture(scope="session")
+def ssh_server():
+    """Debian's OpenSSH server of the tests' own (``support.SSHServer``) for the session;
+    each test authorizes its own key (``ssh_host``)."""
+    need(support.SSHServer.unavailable() is None, str(support.SSHServer.unavailable()))
+    server = support.SSHServer(tempfile.mkdtemp(prefix="provisor-sshd-")).start()
+    yield server
+    server.cleanup()
+    shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_host(ssh_server):
+    """That sshd for one test: a throwaway key authorized for root, a throwaway user with a
+    password, the example scripts; every user, key and process it made removed after."""
+    host = support.SSHHost(ssh_server)
+    yield host
+    host.cleanup()
+
+
+@pytest.fixture(scope="session")
 def postgres_cluster():
     """A PostgreSQL server of the tests' own with SCRAM passwords and TLS (see
     ``support.PostgresCluster``), for the session."""
@@ -337,6 +357,22 @@ def postgres_cluster():
         "PostgreSQL's initdb is not installed (apt-get install postgresql)",
     )
     folder = tempfile.mkdtemp(prefix="provisor-pg-")
+    cluster = support.PostgresCluster(folder).start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def restartable_postgres():
+    """A PostgreSQL server of one test module's own (``support.PostgresCluster``), which
+    its tests may stop and restart (the machine's server is shared); each test makes its
+    databases with ``create_database``. Removed with its data after the module."""
+    need(
+        support.PostgresCluster.available(),
+        "PostgreSQL's initdb is not installed (apt-get install postgresql)",
+    )
+    folder = tempfile.mkdtemp(prefix="provisor-pg-faults-")
     cluster = support.PostgresCluster(folder).start()
     yield cluster
     cluster.stop()

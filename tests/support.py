@@ -4,6 +4,7 @@ servers, waiting for the worker, page helpers, whole Provisor instances as proce
 Test modules and the benchmarks import from here; no test module imports another.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -183,8 +184,10 @@ class ModuleEndpoint:
 
     ``script`` is a list of behaviours used one per request of ``script_kinds`` ("500",
     "timeout", "400", "pending", "done", "close", "trickle": one byte every
-    ``trickle_interval`` seconds, "raw": ``raw_reply`` as the body); other requests, and every request once
-    it runs out, are answered "done".
+    ``trickle_interval`` seconds, "raw": ``raw_reply`` as the body, "hang": no answer for
+    ``hang_seconds``); other requests are answered "done", and requests of
+    ``script_kinds`` once it runs out as ``fallback`` says ("done" unless a test sets it:
+    the soak benchmark switches it for a while).
     Creations are recorded by operation id, as a real panel keyed on the idempotency key.
     """
 
@@ -200,7 +203,10 @@ class ModuleEndpoint:
         self.trickle_bytes, self.trickle_interval = 40, 0.25  # the "trickle" behaviour
         self.raw_reply, self.raw_status = b"{}", 200  # the "raw" behaviour's answer
         self.redirect_to = None  # the Location of a scripted 3xx
+        self.hang_seconds = 30.0  # the "hang" behaviour
+        self.fallback = "done"  # the behaviour of script_kinds once the script is empty
         self.received = []  # (raw body, signature header) of every request, as sent
+        self.busy = 0  # requests being answered now
         self.v2_only = False  # verify requests as v2 (direction request) only
         self.lock = threading.Lock()
         self.port = free_port()
@@ -212,6 +218,17 @@ class ModuleEndpoint:
                 pass
 
             def do_POST(self):
+                with endpoint.lock:
+                    endpoint.busy += 1
+                try:
+                    return self._answer()
+                except (BrokenPipeError, ConnectionResetError):
+                    return None  # the caller went away (killed, or it timed out)
+                finally:
+                    with endpoint.lock:
+                        endpoint.busy -= 1
+
+            def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 header = self.headers.get(signing.HEADER)
@@ -223,12 +240,19 @@ class ModuleEndpoint:
                 payload = json.loads(raw)
                 with endpoint.lock:
                     endpoint.requests.append(payload)
-                    scripted = endpoint.script and payload["operation"] in endpoint.script_kinds
-                    behaviour = endpoint.script.pop(0) if scripted else "done"
+                    if payload["operation"] not in endpoint.script_kinds:
+                        behaviour = "done"
+                    elif endpoint.script:
+                        behaviour = endpoint.script.pop(0)
+                    else:
+                        behaviour = endpoint.fallback
                 if endpoint.delay:
                     time.sleep(endpoint.delay)
                 if endpoint.before_reply is not None:
                     endpoint.before_reply(payload, behaviour)
+                if behaviour == "hang":  # no answer at all, far past any timeout
+                    time.sleep(endpoint.hang_seconds)
+                    return None
                 if behaviour == "timeout":
                     time.sleep(3)
                     return self._reply(200, {"status": "done"})
@@ -334,10 +358,12 @@ class SmtpHandler:
         return "250 Message accepted for delivery"
 
 
-def start_smtp(port):
+def start_smtp(port, handler=None):
+    """An aiosmtpd server on ``port``: ``(controller, handler)``. Pass the ``handler`` of a
+    server stopped before to start it again on the same port, keeping its messages."""
     from aiosmtpd.controller import Controller
 
-    handler = SmtpHandler()
+    handler = handler or SmtpHandler()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     handler.port = port
@@ -396,6 +422,12 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+
+    def restart(self):
+        """Start again on the same port, empty (nothing is persisted): a Redis killed with
+        its data and brought back."""
+        self.kill()
+        return self.start()
 
 
 # --- pages through the test client -------------------------------------------------
@@ -614,6 +646,320 @@ class Instance:
         )
         assert paid.status_code == 200, paid.text
         return order, paid.json()["operation_id"]
+
+
+class System:
+    """A running scaled-out Provisor: web (gunicorn), workers (`dramatiq actors`) and the
+    scheduler as subprocesses on PostgreSQL and Redis (``tests/test_scaled.py``,
+    ``tests/test_faults.py``, ``bench/soak.py``)."""
+
+    def __init__(self, tmp_path, database_url, redis_url, extra_env=None):
+        self.tmp = tmp_path
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.namespace = f"provisor-test-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_NAMESPACE": self.namespace,
+            "PROVISOR_INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "scaled-secret",
+            "PAYMENT_WEBHOOK_SECRET": "test-webhook-secret",
+            "LEASE_GRACE": "2",
+            "SWEEP_INTERVAL": "1",
+            "SWEEP_GRACE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.procs = {}
+        self.logs = {}
+
+    def cli(self, *args):
+        result = subprocess.run(
+            [f"{BIN}/provisor", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def start(self, name, argv):
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 (closed in down())
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=log, start_new_session=True
+        )
+
+    def start_worker(self, name="worker", processes=1):
+        self.start(
+            name, [f"{BIN}/dramatiq", "actors", "--processes", str(processes), "--threads", "4"]
+        )
+
+    def stop(self, name, sig=signal.SIGTERM):
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def up(self):
+        self.cli("db", "upgrade")
+        self.cli(
+            "users", "create-admin", "--email", "admin@example.com", "--password", "admin-pass"
+        )
+        self.token = self.cli("tokens", "create", "--email", "admin@example.com")
+        self.start(
+            "web",
+            [
+                f"{BIN}/gunicorn",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "app:create_app()",
+            ],
+        )
+        self.start_worker()
+        self.start_scheduler()
+        wait_for(self._healthy, timeout=30, message="gunicorn to answer")
+
+    def start_scheduler(self, name="scheduler"):
+        self.start(name, [f"{BIN}/provisor", "scheduler"])
+
+    def _healthy(self):
+        try:
+            return requests.get(self.base + "/api/v1/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def down(self):
+        for name in list(self.procs):
+            self.stop(name)
+        for log in self.logs.values():
+            log.close()
+
+    def log_text(self, name):
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    # API
+    def call(self, method, path, body=None, status=(200, 201, 202)):
+        response = requests.request(
+            method,
+            self.base + "/api/v1" + path,
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert response.status_code in status, (response.status_code, response.text)
+        return response.json()
+
+    def setup_catalog(self, module_type, config, **fields):
+        department = self.call("POST", "/departments", {"name": f"Dept {uuid.uuid4().hex[:6]}"})
+        module = self.call(
+            "POST",
+            "/modules",
+            {
+                "name": f"m-{uuid.uuid4().hex[:6]}",
+                "type": module_type,
+                "config": config,
+                "department_id": department["id"],
+                **fields,
+            },
+        )
+        tariff = self.call(
+            "POST",
+            "/tariffs",
+            {
+                "name": "VPS",
+                "product_type": "vps",
+                "price": "5.00",
+                "module_ids": [module["id"]],
+                "internal_name": f"vps-{uuid.uuid4().hex[:6]}",
+            },
+        )
+        client = self.call(
+            "POST", "/clients", {"name": "Bob", "email": f"bob-{uuid.uuid4().hex[:6]}@example.com"}
+        )
+        return department, module, tariff, client
+
+    def order_and_pay(self, client, tariff):
+        order = self.call("POST", "/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
+        raw, headers = signed(
+            {
+                "payment_id": f"p-{uuid.uuid4().hex}",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        response = requests.post(
+            self.base + "/api/v1/webhooks/payment", data=raw, headers=headers, timeout=10
+        )
+        assert response.status_code == 200, response.text
+        return order, response.json()["operation_id"]
+
+    def operation(self, op_id):
+        return self.call("GET", f"/operations/{op_id}")
+
+    def wait_done(self, op_id, timeout=30, statuses=("done",)):
+        return wait_for(
+            lambda: (op := self.operation(op_id))["status"] in statuses and op,
+            timeout=timeout,
+            interval=0.2,
+            message=f"operation {op_id} {statuses}",
+        )
+
+    # --- the fault scenarios (tests/test_faults.py, bench/soak.py) ---
+
+    def answered(self, method, path, body=None, patience=120, **kwargs):
+        """A request retried while the web answers 503 or not at all (connection refused),
+        as a payment provider retries its webhook: the final response."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                response = requests.request(method, self.base + path, json=body, **kwargs)
+                if response.status_code != 503:
+                    return response
+                wait = float(response.headers.get("Retry-After") or 1)
+            except requests.ConnectionError:
+                wait = 0.5
+            if time.monotonic() + wait > deadline:
+                raise AssertionError(f"{method} {path}: no answer but 503 for {patience} s")
+            self.retried = getattr(self, "retried", 0) + 1
+            time.sleep(min(wait, 1.0))
+
+    def place_order(self, tariff, patience=120):
+        """A paid order of ``tariff`` by a client of its own (so that each welcome email
+        has an address of its own); requests retried as :meth:`answered` says. Returns
+        ``{"client", "order", "operation_id"}``."""
+        auth = {"Authorization": f"Bearer {self.token}"}
+
+        def api(path, body):
+            response = self.answered(
+                "POST", "/api/v1" + path, body, patience, headers=auth, timeout=30
+            )
+            assert response.status_code in (200, 201), (response.status_code, response.text)
+            return response.json()
+
+        email = f"client-{uuid.uuid4().hex[:12]}@example.com"
+        client = api("/clients", {"name": "Fault", "email": email})
+        order = api("/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
+        raw, headers = signed(
+            {
+                "payment_id": f"p-{order['id']}",
+                "order_id": order["id"],
+                "amount": order["amount"],
+                "currency": order["currency"],
+            }
+        )
+        response = self.answered(
+            "POST",
+            "/api/v1/webhooks/payment",
+            None,
+            patience,
+            data=raw,
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 200, (response.status_code, response.text)
+        return {"client": client, "order": order, "operation_id": response.json()["operation_id"]}
+
+    def facts(self, placed, endpoints, smtp):
+        """The invariants of the fault scenarios over the ``placed`` orders, counted
+        (straight from the database, the endpoints' records and the SMTP server's):
+
+        - ``active``: services active; ``done``: their ``open`` operations done;
+          ``unfinished``: operations of the whole system (``ensure_item`` included) not
+          done nor cancelled — none may be lost;
+        - ``created_once``: services created exactly once at their endpoint, with the
+          remote id the endpoint gave; ``created_twice``: more than once (a second
+          creation), ``not_created``: never;
+        - ``emailed_once``: clients who got exactly one email (their welcome email);
+          ``emailed_twice``: more than one, ``not_emailed``: none.
+
+        All is well when ``active == done == created_once == emailed_once == orders`` and
+        the other counts are 0 (:func:`all_well`)."""
+        import psycopg2
+
+        service_ids = [p["order"]["service_id"] for p in placed]
+        conn = psycopg2.connect(self.env["DATABASE_URL"], connect_timeout=5)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT id, status, remote_id FROM service WHERE id = ANY(%s)", (service_ids,)
+                )
+                services = {row[0]: row[1:] for row in cursor.fetchall()}
+                cursor.execute(
+                    "SELECT service_id FROM operation "
+                    "WHERE kind = 'open' AND status = 'done' AND service_id = ANY(%s)",
+                    (service_ids,),
+                )
+                done = {row[0] for row in cursor.fetchall()}
+                cursor.execute(
+                    "SELECT count(*) FROM operation WHERE status NOT IN ('done', 'cancelled')"
+                )
+                unfinished = cursor.fetchone()[0]
+        finally:
+            conn.close()
+        creations = {}  # service id -> remote ids the endpoints created for it
+        for endpoint in endpoints:
+            with endpoint.lock:
+                service_of = {
+                    r["operation_id"]: r["service"]["id"]
+                    for r in endpoint.requests
+                    if r["operation"] == "open"
+                }
+                for op_id, remote in endpoint.creations.items():
+                    creations.setdefault(service_of[op_id], []).append(remote)
+        received = {}
+        for message in list(smtp.messages):
+            for to in message["to"]:
+                received[to] = received.get(to, 0) + 1
+        counts = [received.get(p["client"]["email"], 0) for p in placed]
+        return {
+            "orders": len(placed),
+            "active": sum(1 for s in services.values() if s[0] == "active"),
+            "done": len(done),
+            "unfinished": unfinished,
+            "created_once": sum(
+                1 for sid, (_, remote) in services.items() if creations.get(sid) == [remote]
+            ),
+            "created_twice": sum(1 for sid in service_ids if len(creations.get(sid, ())) > 1),
+            "not_created": sum(1 for sid in service_ids if not creations.get(sid)),
+            "emailed_once": counts.count(1),
+            "emailed_twice": sum(1 for n in counts if n > 1),
+            "not_emailed": counts.count(0),
+        }
+
+    def settle(self, placed, endpoints, smtp, timeout=60):
+        """Wait until :meth:`facts` say all is well (or ``timeout``), then a moment more
+        for a late second creation or email; returns the facts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            facts = self.facts(placed, endpoints, smtp)
+            if all_well(facts) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)
+        return self.facts(placed, endpoints, smtp)
+
+
+def all_well(facts):
+    """Every service active, every operation done and none left, one creation and one
+    welcome email each."""
+    n = facts["orders"]
+    return facts == {
+        **facts,
+        "active": n,
+        "done": n,
+        "unfinished": 0,
+        "created_once": n,
+        "created_twice": 0,
+        "not_created": 0,
+        "emailed_once": n,
+        "emailed_twice": 0,
+        "not_emailed": 0,
+    }
 
 
 def connect_peers(sender, receiver, sender_department, receiver_department, login):
@@ -1081,6 +1427,10 @@ class PostgresCluster:
             "--no-sync",
         )
         assert done.returncode == 0, done.stderr
+        return self.run()
+
+    def run(self):
+        """Start the server on its data folder (made by :meth:`start`)."""
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -1094,7 +1444,7 @@ class PostgresCluster:
             ]
         )
         done = self._as_owner(
-            f"{binaries}/pg_ctl",
+            f"{self.binaries()}/pg_ctl",
             "-D",
             self.data,
             "-o",
@@ -1107,8 +1457,29 @@ class PostgresCluster:
         assert done.returncode == 0, done.stdout + done.stderr
         return self
 
-    def stop(self):
-        self._as_owner(f"{self.binaries()}/pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+    def stop(self, mode="immediate"):
+        """Stop the server (``immediate``: every backend killed at once, as a crash; the
+        next start recovers). :meth:`run` starts it again with the same data."""
+        return self._as_owner(f"{self.binaries()}/pg_ctl", "-D", self.data, "-m", mode, "stop")
+
+    def restart(self, mode="immediate"):
+        self.stop(mode)
+        return self.run()
+
+    def url(self, database="postgres"):
+        """A URL of the superuser for one of its databases (password, no TLS needed)."""
+        return f"postgresql://{self.SUPERUSER}:{self.password}@{self.host}:{self.port}/{database}"
+
+    def create_database(self, name):
+        """A new empty database; returns its URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.url(), connect_timeout=5)
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.url(name)
 
 
 class PostgresTenant(DatabaseTenant):
@@ -1655,3 +2026,367 @@ class ScriptedPeer:
 
     def stop(self):
         self.server.shutdown()
+
+
+# --- shellscripts: Debian's OpenSSH server, throwaway keys and users ---------------------
+
+EXAMPLE_SCRIPTS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "examples", "shellscripts"
+)
+TEST_USER_PREFIX = "pvt"  # every Linux user a test makes starts so (sshd lets them log in)
+
+
+def ssh_keypair(passphrase=None):
+    """A throwaway Ed25519 key: ``(private key in OpenSSH format, authorized_keys line)``;
+    with ``passphrase``, encrypted as ssh-keygen does (bcrypt, few rounds: quick to open)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    encryption = serialization.NoEncryption()
+    if passphrase:
+        encryption = (
+            serialization.PrivateFormat.OpenSSH.encryption_builder()
+            .kdf_rounds(4)
+            .build(passphrase.encode())
+        )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return private, public.decode() + " provisor-test"
+
+
+def ssh_fingerprint(public_line):
+    """``<type> SHA256:<base64>`` of an OpenSSH public key line (as ssh-keygen -lf)."""
+    import base64
+    import hashlib
+
+    kind, blob = public_line.split()[:2]
+    digest = hashlib.sha256(base64.b64decode(blob)).digest()
+    return f"{kind} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+def _proc_children():
+    """``{pid: parent pid}`` of every process."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    found[int(name)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def _environ_has(pid, entry):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return entry in fh.read().split(b"\0")
+    except OSError:
+        return False
+
+
+class SSHServer:
+    """Debian's OpenSSH server (``/usr/sbin/sshd -D``) on a free loopback port, run as root
+    with a config, a host key and authorized keys of its own in ``folder`` (no PAM; root by
+    key only; the tests' throwaway users by password). Every session it starts carries
+    ``PROVISOR_TEST_SSHD=<tag>`` in its environment (sshd's ``SetEnv``): :meth:`stop` ends
+    whatever still runs with it (a script cut off mid-run), then sshd itself.
+    ``new_host_key()`` then ``start()`` again is "the server was reinstalled"."""
+
+    BINARY = "/usr/sbin/sshd"
+    PRIVSEP_DIR = "/run/sshd"
+
+    def __init__(self, folder, port=None, rsa=False):
+        self.folder = str(folder)
+        self.port = port or free_port()
+        self.tag = uuid.uuid4().hex
+        self.process = None
+        self.made_privsep_dir = False
+        self.host_key_path = os.path.join(self.folder, "ssh_host_ed25519_key")
+        self.keys_dir = os.path.join(self.folder, "authorized_keys")
+        os.makedirs(self.keys_dir, exist_ok=True)
+        self.new_host_key()
+        self.rsa_key_path = self.rsa_host_key = None
+        if rsa:  # a second host key, of another type (as most servers have)
+            self.rsa_key_path = os.path.join(self.folder, "ssh_host_rsa_key")
+            self.rsa_host_key = self._write_key(self.rsa_key_path, "rsa")
+
+    @classmethod
+    def unavailable(cls):
+        """Why the tests cannot run sshd here (None: they can)."""
+        if not os.path.exists(cls.BINARY):
+            return "OpenSSH's sshd is not installed (apt-get install openssh-server)"
+        if os.geteuid() != 0:
+            return "sshd must run as root to log users in (run the tests as root)"
+        return None
+
+    def new_host_key(self):
+        """A new Ed25519 host key (the previous one is gone); its fingerprint."""
+        self.host_key = self._write_key(self.host_key_path, "ed25519")
+        return self.host_key
+
+    @staticmethod
+    def _write_key(path, kind):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        if kind == "rsa":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        if os.path.exists(path):
+            os.remove(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        return ssh_fingerprint(public.decode())
+
+    def authorize(self, user, public_line):
+        """Let ``user`` log in with the key of ``public_line``."""
+        with open(os.path.join(self.keys_dir, user), "a") as fh:
+            fh.write(public_line.strip() + "\n")
+
+    def start(self):
+        config = os.path.join(self.folder, "sshd_config")
+        with open(config, "w") as fh:
+            fh.write(
+                "\n".join(
+                    [
+                        f"Port {self.port}",
+                        "ListenAddress 127.0.0.1",
+                        f"HostKey {self.host_key_path}",
+                        f"HostKey {self.rsa_key_path}" if self.rsa_key_path else "",
+                        f"PidFile {os.path.join(self.folder, 'sshd.pid')}",
+                        f"AuthorizedKeysFile {self.keys_dir}/%u",
+                        "UsePAM no",
+                        "StrictModes no",  # the folder is under /tmp (world-writable)
+                        "PermitRootLogin prohibit-password",
+                        "PasswordAuthentication yes",
+                        "KbdInteractiveAuthentication no",
+                        "PubkeyAuthentication yes",
+                        f"AllowUsers root {TEST_USER_PREFIX}*",
+                        f"SetEnv PROVISOR_TEST_SSHD={self.tag}",
+                        "UseDNS no",
+                        "PrintMotd no",
+                        "MaxStartups 100",
+                        "MaxSessions 100",
+                        "LogLevel VERBOSE",
+                        "",
+                    ]
+                )
+            )
+        if not os.path.isdir(self.PRIVSEP_DIR):
+            os.makedirs(self.PRIVSEP_DIR, mode=0o755)
+            self.made_privsep_dir = True
+        self.log = open(os.path.join(self.folder, "sshd.log"), "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [self.BINARY, "-D", "-e", "-f", config], stdout=self.log, stderr=self.log
+        )
+        wait_for(self._answers, timeout=10, message="sshd to answer")
+        return self
+
+    def _answers(self):
+        if self.process.poll() is not None:
+            raise AssertionError(f"sshd exited: {self.log_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                return sock.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
+
+    def log_text(self):
+        with open(os.path.join(self.folder, "sshd.log"), errors="replace") as fh:
+            return fh.read()
+
+    def leftovers(self):
+        """Processes still running that a session of this server started (by id)."""
+        entry = f"PROVISOR_TEST_SSHD={self.tag}".encode()
+        return [pid for pid in _proc_children() if _environ_has(pid, entry)]
+
+    def kill_leftovers(self):
+        for pid in self.leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self):
+        if self.process is None:
+            return
+        parents = _proc_children()
+        sessions = [pid for pid, parent in parents.items() if parent == self.process.pid]
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        for pid in sessions:  # its connections' processes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.kill_leftovers()
+        self.process = None
+        self.log.close()
+
+    def cleanup(self):
+        self.stop()
+        if self.made_privsep_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.PRIVSEP_DIR)
+
+
+def linux_user(name):
+    """``{"comment", "home", "locked", "expired"}`` of a Linux user, None if there is none."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    locked = expired = False
+    with open("/etc/shadow") as fh:
+        for line in fh:
+            fields = line.rstrip("\n").split(":")
+            if fields[0] == name:
+                locked = fields[1].startswith("!")
+                expired = fields[7] not in ("",) and int(fields[7]) <= 1
+    return {"comment": entry.pw_gecos, "home": entry.pw_dir, "locked": locked, "expired": expired}
+
+
+def linux_users(prefix):
+    """The names of the Linux users whose names start with ``prefix``."""
+    import pwd
+
+    return sorted(entry.pw_name for entry in pwd.getpwall() if entry.pw_name.startswith(prefix))
+
+
+def remove_linux_user(name):
+    """Remove a user the tests made, its processes and its home."""
+    subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+    subprocess.run(["userdel", "--remove", name], capture_output=True)
+
+
+class SSHHost:
+    """What a shellscripts test works with: the session's sshd (``ssh_server``), a
+    throwaway key authorized for root, a throwaway user with a password, the example
+    scripts, and a user prefix and owner tag of the test's own (service ids restart at 1 in
+    every test's database), so that :meth:`cleanup` removes exactly the users it made."""
+
+    def __init__(self, server):
+        import tempfile
+
+        self.server = server
+        # its own folder, readable by the throwaway user (pytest's folders are root's only)
+        self.folder = tempfile.mkdtemp(prefix="provisor-ssh-")
+        self.tag = uuid.uuid4().hex[:6]
+        self.prefix = f"{TEST_USER_PREFIX}{self.tag}s"  # the example scripts' users
+        self.owner_tag = f"t-{self.tag}"
+        self.private_key, self.public_key = ssh_keypair()
+        server.authorize("root", self.public_key)
+        self.extra_keys = []  # other keys a test authorized for root (removed after)
+        self.users = []
+        self.login_user = f"{TEST_USER_PREFIX}{self.tag}l"
+        self.login_password = "pw-" + uuid.uuid4().hex
+        self.make_login_user()
+        self.scripts = os.path.join(self.folder, "scripts")
+        os.makedirs(self.scripts, exist_ok=True)
+        os.chmod(self.folder, 0o755)
+
+    def make_login_user(self):
+        """A user with a password and a home in the test's folder (the password login's
+        tests)."""
+        home = os.path.join(self.folder, "home")
+        subprocess.run(
+            ["useradd", "--create-home", "--home-dir", home, "--shell", "/bin/sh", self.login_user],
+            check=True,
+        )
+        self.users.append(self.login_user)
+        subprocess.run(
+            ["chpasswd"], input=f"{self.login_user}:{self.login_password}\n", text=True, check=True
+        )
+
+    def environment(self):
+        return "\n".join(
+            [
+                f"USER_PREFIX={self.prefix}",
+                f"OWNER_TAG={self.owner_tag}",
+                "SERVER_IP=127.0.0.1",
+                f"LOCK_DIR={self.folder}",
+            ]
+        )
+
+    def config(self, **extra):
+        """Settings of a shellscripts module running the example scripts as root, the host
+        key pinned."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.server.port,
+            "username": "root",
+            "private_key": self.private_key,
+            "host_key": self.server.host_key,
+            "scripts_dir": EXAMPLE_SCRIPTS,
+            "environment": self.environment(),
+            "time_limit": 10,
+            "connect_timeout": 5,
+            **extra,
+        }
+
+    def script(self, name, body):
+        """A script of the test's own (``#!/bin/sh`` and ``body``); its path."""
+        path = os.path.join(self.scripts, name)
+        with open(path, "w") as fh:
+            fh.write("#!/bin/sh\n" + body.strip() + "\n")
+        os.chmod(path, 0o755)
+        return path
+
+    def user_of(self, service_id):
+        return f"{self.prefix}{service_id}"
+
+    def made(self):
+        """The users the example scripts made for this test."""
+        return linux_users(self.prefix)
+
+    def cleanup(self):
+        import shutil
+
+        self.server.kill_leftovers()
+        for name in self.made() + self.users:
+            remove_linux_user(name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        path = os.path.join(self.server.keys_dir, "root")
+        if os.path.exists(path):
+            mine = {key.strip() for key in [self.public_key, *self.extra_keys]}
+            with open(path) as fh:
+                kept = [line for line in fh if line.strip() not in mine]
+            with open(path, "w") as fh:
+                fh.writelines(kept)
+
+
+def run_operation_in_process(app, op_id):
+    """``operations.run(op_id)`` in a worker process of its own, on the test app's
+    database (the caller may SIGKILL it mid-attempt); the ``Popen``."""
+    script = (
+        "import json, sys\n"
+        "from app import create_app\n"
+        "from app.db import database\n"
+        "from app.services import operations\n"
+        "app = create_app(json.loads(sys.argv[1]))\n"
+        "with app.app_context(), database.connection_context():\n"
+        "    operations.run(int(sys.argv[2]))\n"
+    )
+    config = {
+        key: app.config[key]
+        for key in ("TESTING", "DATABASE_URL", "SECRET_KEY", "PAYMENT_WEBHOOK_SECRET")
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(config), str(op_id)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )

@@ -1,6 +1,8 @@
 """``GET /api/v1/health``: the database, the broker, the scheduler's heartbeat and the
 operations no worker took; ``degraded`` with HTTP 503 and the reasons when something is
-wrong. (A stopped scheduler and a dead Redis with real processes: tests/test_scaled.py.)"""
+wrong. (A stopped scheduler and a dead Redis with real processes: tests/test_scaled.py.)
+Every other route answers a database that does not answer with 503 and ``Retry-After``
+(with a real PostgreSQL stopped under gunicorn: tests/test_faults.py)."""
 
 import datetime as dt
 
@@ -94,6 +96,63 @@ def test_database_unreachable_is_degraded(tmp_path):
         "problems": ["the database does not answer (OperationalError)"],
     }
     assert "hunter2" not in response.get_data(as_text=True)
+
+
+def test_every_route_answers_503_with_retry_after_while_the_database_is_down():
+    """Pages, their forms, the API, the payment webhook and the peer API: a 503 saying
+    to come back (``Retry-After``), JSON or a page of its own, never a 500 or a
+    traceback; static files need no database and are still served."""
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/provisor"
+    app = create_app(
+        {"TESTING": True, "DATABASE_URL": url, "SECRET_KEY": "x", "PAYMENT_WEBHOOK_SECRET": "x"}
+    )
+    client = app.test_client()
+    bearer = {"Authorization": "Bearer some-token"}
+    pages = [
+        client.get("/"),
+        client.get("/login"),
+        client.post("/login", data={"email": "a@example.com", "password": "pw"}),
+        client.get("/operations"),
+        client.get("/operations", headers={"HX-Request": "true"}),
+        client.get("/services/1"),
+        client.get("/my"),
+    ]
+    for response in pages:
+        assert (response.status_code, response.mimetype) == (503, "text/html"), response
+        assert response.headers["Retry-After"] == "5"
+        text = response.get_data(as_text=True)
+        assert "Temporarily unavailable" in text and "cannot reach its database" in text
+        assert "hunter2" not in text and "Traceback" not in text
+    calls = [
+        client.get("/api/v1/services", headers=bearer),
+        client.post("/api/v1/orders", json={"client_id": 1, "tariff_id": 1}, headers=bearer),
+        client.post(
+            "/api/v1/webhooks/payment", data=b"{}", headers={"X-Provisor-Signature": "t=1,v1=0"}
+        ),
+        client.get("/proxy/v1/tasks", headers={"Authorization": "Basic cGVlcjpwdw=="}),
+    ]
+    for response in calls:
+        assert (response.status_code, response.mimetype) == (503, "application/json"), response
+        assert response.headers["Retry-After"] == "5"
+        assert response.get_json() == {
+            "error": {
+                "code": "unavailable",
+                "message": "the database is not available; try again shortly",
+                "fields": {},
+            }
+        }
+    assert client.get("/static/app.css").status_code == 200
+
+
+def test_a_database_fault_of_the_set_up_is_still_a_500(tmp_path):
+    """SQLite's "no such table" (a database never upgraded) is an OperationalError too,
+    but waiting will not mend it: 500, not 503."""
+    app = create_app(
+        {"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/empty.sqlite3", "SECRET_KEY": "x"}
+    )
+    response = app.test_client().get("/api/v1/services", headers={"Authorization": "Bearer t"})
+    assert response.status_code == 500 and "Retry-After" not in response.headers
+    assert response.get_json()["error"]["code"] == "internal"
 
 
 def test_redis_unreachable_is_degraded(tmp_path):

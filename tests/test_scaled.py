@@ -4,183 +4,20 @@ and one scheduler process, all real processes talking over loopback.
 Skipped (with the reason) when PostgreSQL or Redis is not reachable; failing under CI=true.
 """
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
-import uuid
 
 import pytest
 import requests
 
 from actors.metrics import folder as worker_metrics_folder
-from tests.support import ModuleEndpoint, free_port, signed, start_smtp, wait_for
+from tests.support import BIN, ModuleEndpoint, System, free_port, start_smtp, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.scaled]
-
-BIN = os.path.dirname(sys.executable)
-
-
-class System:
-    """A running scaled-out Provisor: web, workers and scheduler as subprocesses."""
-
-    def __init__(self, tmp_path, database_url, redis_url, extra_env=None):
-        self.tmp = tmp_path
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.namespace = f"provisor-test-{uuid.uuid4().hex[:8]}"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "REDIS_NAMESPACE": self.namespace,
-            "PROVISOR_INSTANCE_PATH": str(tmp_path / "instance"),
-            "SECRET_KEY": "scaled-secret",
-            "PAYMENT_WEBHOOK_SECRET": "test-webhook-secret",
-            "LEASE_GRACE": "2",
-            "SWEEP_INTERVAL": "1",
-            "SWEEP_GRACE": "1",
-            "PYTHONUNBUFFERED": "1",
-            **(extra_env or {}),
-        }
-        self.procs = {}
-        self.logs = {}
-
-    def cli(self, *args):
-        result = subprocess.run(
-            [f"{BIN}/provisor", *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
-
-    def start(self, name, argv):
-        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 (closed in down())
-        self.logs[name] = log
-        self.procs[name] = subprocess.Popen(
-            argv, env=self.env, stdout=log, stderr=log, start_new_session=True
-        )
-
-    def start_worker(self, name="worker", processes=1):
-        self.start(
-            name, [f"{BIN}/dramatiq", "actors", "--processes", str(processes), "--threads", "4"]
-        )
-
-    def stop(self, name, sig=signal.SIGTERM):
-        proc = self.procs.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
-
-    def up(self):
-        self.cli("db", "upgrade")
-        self.cli(
-            "users", "create-admin", "--email", "admin@example.com", "--password", "admin-pass"
-        )
-        self.token = self.cli("tokens", "create", "--email", "admin@example.com")
-        self.start(
-            "web",
-            [
-                f"{BIN}/gunicorn",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "app:create_app()",
-            ],
-        )
-        self.start_worker()
-        self.start("scheduler", [f"{BIN}/provisor", "scheduler"])
-        wait_for(self._healthy, timeout=30, message="gunicorn to answer")
-
-    def _healthy(self):
-        try:
-            return requests.get(self.base + "/api/v1/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def down(self):
-        for name in list(self.procs):
-            self.stop(name)
-        for log in self.logs.values():
-            log.close()
-
-    def log_text(self, name):
-        return (self.tmp / f"{name}.log").read_text(errors="replace")
-
-    # API
-    def call(self, method, path, body=None, status=(200, 201, 202)):
-        response = requests.request(
-            method,
-            self.base + "/api/v1" + path,
-            json=body,
-            timeout=10,
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        assert response.status_code in status, (response.status_code, response.text)
-        return response.json()
-
-    def setup_catalog(self, module_type, config, **fields):
-        department = self.call("POST", "/departments", {"name": f"Dept {uuid.uuid4().hex[:6]}"})
-        module = self.call(
-            "POST",
-            "/modules",
-            {
-                "name": f"m-{uuid.uuid4().hex[:6]}",
-                "type": module_type,
-                "config": config,
-                "department_id": department["id"],
-                **fields,
-            },
-        )
-        tariff = self.call(
-            "POST",
-            "/tariffs",
-            {
-                "name": "VPS",
-                "product_type": "vps",
-                "price": "5.00",
-                "module_ids": [module["id"]],
-                "internal_name": f"vps-{uuid.uuid4().hex[:6]}",
-            },
-        )
-        client = self.call(
-            "POST", "/clients", {"name": "Bob", "email": f"bob-{uuid.uuid4().hex[:6]}@example.com"}
-        )
-        return department, module, tariff, client
-
-    def order_and_pay(self, client, tariff):
-        order = self.call("POST", "/orders", {"client_id": client["id"], "tariff_id": tariff["id"]})
-        raw, headers = signed(
-            {
-                "payment_id": f"p-{uuid.uuid4().hex}",
-                "order_id": order["id"],
-                "amount": order["amount"],
-                "currency": order["currency"],
-            }
-        )
-        response = requests.post(
-            self.base + "/api/v1/webhooks/payment", data=raw, headers=headers, timeout=10
-        )
-        assert response.status_code == 200, response.text
-        return order, response.json()["operation_id"]
-
-    def operation(self, op_id):
-        return self.call("GET", f"/operations/{op_id}")
-
-    def wait_done(self, op_id, timeout=30, statuses=("done",)):
-        return wait_for(
-            lambda: (op := self.operation(op_id))["status"] in statuses and op,
-            timeout=timeout,
-            interval=0.2,
-            message=f"operation {op_id} {statuses}",
-        )
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ Every function takes plain data (a dict from a form or JSON), validates it and r
 """
 
 import modules
-from app.db import write_transaction
+from app.db import get_for_update, write_transaction
 from app.messages import Reason
 from app.models import (
     Department,
@@ -285,33 +285,52 @@ def check_settings(type_id, config):
     """ "Test connection": the module type talks to its server with these (cleaned)
     settings. ``{"ok", "message", "fields"}``; ``fields`` names the setting at fault
     (``config.<name>``) with the server's own words."""
+    return _check(type_id, config)[0]
+
+
+def _check(type_id, config):
+    """:func:`check_settings` and the settings the test learned (``config_updates``: a
+    host key pinned on first contact), which the caller saves with the module."""
     cls = modules.get_type(type_id)
     if cls is None:
-        return {"ok": False, "message": f"Unknown module type {type_id!r}.", "fields": {}}
+        return {"ok": False, "message": f"Unknown module type {type_id!r}.", "fields": {}}, {}
     if not cls.can_check():
         return {
             "ok": True,
             "message": f"{cls.name} has no connection to test.",
             "fields": {},
-        }
+        }, {}
     try:
-        verified = cls(config or {}).check_config()
+        instance = cls(dict(config or {}))
+        verified = instance.check_config()
     except modules.ConfigProblem as exc:
         fields = {f"config.{exc.field}": exc.message} if exc.field else {}
-        return {"ok": False, "message": exc.message, "fields": fields}
+        return {"ok": False, "message": exc.message, "fields": fields}, {}
     except Exception as exc:  # a module's bug is its answer, never a 500
-        return {"ok": False, "message": f"{exc.__class__.__name__}: {exc}", "fields": {}}
+        return {"ok": False, "message": f"{exc.__class__.__name__}: {exc}", "fields": {}}, {}
+    updates = dict(getattr(instance, "config_updates", None) or {})
     return {
         "ok": True,
         "message": f"Connection works: {verified}." if verified else "Connection works.",
         "fields": {},
-    }
+    }, updates
 
 
 def check_module(module_id):
-    """Test connection with a saved module's settings."""
+    """Test connection with a saved module's settings; what the test learned (a pinned
+    host key) is saved into them."""
     module = get_module(module_id)
-    return check_settings(module.type, module.config)
+    result, updates = _check(module.type, module.config)
+    if updates:
+        with write_transaction():
+            fresh = get_for_update(ProcessingModule, module.id)
+            config = dict(fresh.config or {})
+            # only what is still unset: a concurrent edit or test wins
+            learned = {k: v for k, v in updates.items() if not config.get(k)}
+            if learned:
+                fresh.config = {**config, **learned}
+                fresh.save()
+    return result
 
 
 def check_form(data, existing=None):
@@ -328,12 +347,16 @@ def check_form(data, existing=None):
 
 
 def _require_working(type_id, config):
-    result = check_settings(type_id, config)
+    """Test connection before saving; what it learned goes into ``config`` (saved)."""
+    result, updates = _check(type_id, config)
     if not result["ok"]:
         raise ValidationError(
             result["fields"] or {"config": result["message"]},
             message=f"Test connection failed: {result['message']}",
         )
+    for key, value in updates.items():
+        if not config.get(key):
+            config[key] = value
 
 
 def module_tariffs(module):

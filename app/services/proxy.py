@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -302,6 +303,8 @@ def receive_event(side, sender_task_id, data):
         raise NotFound(f"no task {sender_task_id} was received from {side.login}")
     values = PeerEventInput.parse(data)
     event_id, kind, text, fields = (values[k] for k in ("event_id", "kind", "text", "fields"))
+    if kind == "comment" and not text.strip():
+        raise ValidationError({"text": "Write a comment."})
     actor = f"{side.login}: {values['actor'] or 'peer'}"[:200]
     digest = hashlib.sha256(
         json.dumps([kind, text, fields], sort_keys=True, ensure_ascii=False).encode()
@@ -734,7 +737,9 @@ def _answer(url, login, response, content):
             message = f"{message} ({named})"[:800]
         raise PeerError(
             f"{url} answered {status}: {message}",
-            permanent=status in PeerError.PERMANENT,
+            # a 409 "conflict" is two identical requests meeting there: not a refusal
+            permanent=status in PeerError.PERMANENT
+            and not (status == 409 and error.get("code") == "conflict"),
             peer_status=status,
             wait=_retry_after(response),
             peer_fields=fields,
@@ -1090,30 +1095,83 @@ def _valid_page(url, body, cursor, limit):
     return good, next_
 
 
-def pull(side_id):
+def pull(side_id, wait=False):
     """Bring back the peer's changes after our cursor; the cursor moves with each event
     applied, in the same transaction, so nothing is applied twice or skipped.
 
-    At most ``PROXY_PULL_MAX_PAGES`` pages; it stops at a page with no event newer than
-    the cursor (a peer that ignores ``after``) and at a short page. Returns the number of
-    events applied; raises PeerError (recorded on the client side) for a peer that fails
-    or a malformed page, and for a close here that could not be applied (after applying
-    everything else).
+    One pull of a client side at a time (a lease, like a push's): a sweep's pull while
+    another runs does nothing (returns None); ``wait`` (Check now, ``checkevent``) waits
+    for the running one to end, then pulls. At most ``PROXY_PULL_MAX_PAGES`` pages; it
+    stops at a page with no event newer than the cursor (a peer that ignores ``after``) and
+    at a short page. Returns the number of events applied; raises PeerError (recorded on
+    the client side) for a peer that fails or a malformed page, and for a close here that
+    could not be applied (after applying everything else).
     """
     side = get_client_side(side_id)
+    lease = [_claim_pull(side.id)]
+    give_up = utcnow() + _lease()
+    while lease[0] is None and wait and utcnow() < give_up:
+        time.sleep(0.2)
+        lease[0] = _claim_pull(side.id)
+    if lease[0] is None:
+        if wait:
+            raise PeerError(f"another pull from {side.url} is still running; try again later")
+        return None
+    try:
+        return _pull(get_client_side(side.id), lease)
+    finally:
+        ProxyClientSide.update(pulling_until=None).where(
+            (ProxyClientSide.id == side.id) & (ProxyClientSide.pulling_until == lease[0])
+        ).execute()
+
+
+def _claim_pull(side_id):
+    now = utcnow()
+    until = now + _lease()
+    with write_transaction():
+        taken = (
+            ProxyClientSide.update(pulling_until=until)
+            .where(
+                (ProxyClientSide.id == side_id)
+                & (ProxyClientSide.pulling_until.is_null() | (ProxyClientSide.pulling_until < now))
+            )
+            .execute()
+        )
+    return until if taken else None
+
+
+def _renew_pull(side_id, lease):
+    until = utcnow() + _lease()
+    with write_transaction():
+        renewed = (
+            ProxyClientSide.update(pulling_until=until)
+            .where((ProxyClientSide.id == side_id) & (ProxyClientSide.pulling_until == lease[0]))
+            .execute()
+        )
+    if renewed:
+        lease[0] = until
+    return bool(renewed)
+
+
+def _pull(side, lease):
     applied = 0
     unapplied = []
+    skipped = 0
     max_pages = current_app.config["PROXY_PULL_MAX_PAGES"]
     try:
         call = _peer(side)
         cursor = side.cursor
         for _ in range(max_pages):
+            if not _renew_pull(side.id, lease):
+                break  # the lease ran out: another puller has it now
             body = call("GET", "/events", params={"after": cursor, "limit": MAX_PAGE})
             events, _next = _valid_page(side.url, body, cursor, MAX_PAGE)
             for event in events:
-                missing = _apply_pulled(side, event)
-                if missing:
-                    unapplied.append((event, missing))
+                outcome = _apply_pulled(side, event)
+                if outcome == SKIPPED:
+                    skipped += 1
+                elif outcome:
+                    unapplied.append((event, outcome))
                 cursor = event["id"]
                 applied += 1
             if not events or len(body["events"]) < MAX_PAGE:
@@ -1121,6 +1179,14 @@ def pull(side_id):
     except ServiceError as exc:
         _note_error(side.id, f"pull: {exc.message}")
         raise
+    finally:
+        if skipped:
+            log.info(
+                "proxy: %d event(s) from %s skipped: about tasks not sent from here, or of "
+                "kinds this side does not know",
+                skipped,
+                side.url,
+            )
     if unapplied:
         message = "; ".join(
             f"task #{e['sender_task_id']} was closed remotely but not here: missing "
@@ -1136,7 +1202,14 @@ def pull(side_id):
         ProxyClientSide.update(last_pull_at=utcnow(), last_error=None).where(
             ProxyClientSide.id == side.id
         ).execute()
+        if get_client_side(side.id).next_push_at is not None:
+            # the peer answers again: what waits for the push's next due time goes now
+            ProxyClientSide.update(next_push_at=None).where(ProxyClientSide.id == side.id).execute()
+            dispatch.proxy_push(side.id)
     return applied
+
+
+SKIPPED = "skipped"
 
 
 def _apply_pulled(side, event):
@@ -1155,16 +1228,8 @@ def _apply_pulled(side, event):
         )
         kind = event["kind"]
         if link is None or kind not in REPORTED_KINDS:
-            log.warning(
-                "proxy: event %s (%s) is about task %s: %s",
-                event["id"],
-                kind,
-                event["sender_task_id"],
-                "a kind this side does not know"
-                if link is not None
-                else "a task not sent from here",
-            )
-            return None  # skipped, the cursor moves on (protocol 1: unknown kinds are skipped)
+            log.debug("proxy: event %s (%s) skipped", event["id"], kind)
+            return SKIPPED  # the cursor moves on (protocol 1: unknown kinds are skipped)
         task = get_for_update(Task, link.task_id)
         actor = f"{side.remote_department_name or side.url}: {event.get('actor') or 'peer'}"
         text = event.get("text") or ""
@@ -1196,7 +1261,7 @@ def check_all():
     results = {}
     for side in ProxyClientSide.select().where(ProxyClientSide.enabled == True):  # noqa: E712
         try:
-            results[side.id] = pull(side.id)
+            results[side.id] = pull(side.id, wait=True)
         except ServiceError as exc:
             results[side.id] = exc.message
     return results
@@ -1235,6 +1300,7 @@ def sweep():
             (ProxyClientSide.enabled == True)  # noqa: E712
             & (ProxyClientSide.last_pull_at.is_null() | (ProxyClientSide.last_pull_at <= due))
             & (ProxyClientSide.last_error_at.is_null() | (ProxyClientSide.last_error_at <= due))
+            & (ProxyClientSide.pulling_until.is_null() | (ProxyClientSide.pulling_until < now))
         )
     ]
     errors += sweeps.each("client_side", pulls, dispatch.proxy_pull, _note_sweep_error)

@@ -4,11 +4,18 @@ import logging
 
 from flask import render_template, request
 from htmx_flask import Htmx
-from peewee import IntegrityError
+from peewee import IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.services.errors import ServiceError, from_integrity_error
-from app.web.errors import allow_header, json_error, json_error_for
+from app.web.errors import (
+    DATABASE_RETRY_AFTER,
+    allow_header,
+    database_unavailable,
+    database_unavailable_json,
+    json_error,
+    json_error_for,
+)
 
 log = logging.getLogger(__name__)
 htmx = Htmx()
@@ -84,6 +91,26 @@ def init_app(app):
         """A constraint no service check caught (two requests at once): 409, not 500."""
         log.warning("constraint refused on %s %s: %s", request.method, request.path, exc)
         return _service_error(from_integrity_error(exc))
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_error(exc):
+        """The database does not answer (PostgreSQL restarted or stopped): 503 with
+        ``Retry-After`` on every route, not a 500 with a traceback. The page is one of its
+        own: the layout would ask the database who is logged in."""
+        if not database_unavailable(exc):
+            return _unexpected(exc)
+        log.warning(
+            "database unavailable on %s %s: %s: %s",
+            request.method,
+            request.path,
+            exc.__class__.__name__,
+            " ".join(str(exc).split())[:300],
+        )
+        if wants_json():
+            return database_unavailable_json()
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+        return render_template("unavailable.html", retry_after=DATABASE_RETRY_AFTER), 503, headers
 
     @app.errorhandler(Exception)
     def _unexpected(exc):

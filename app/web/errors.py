@@ -3,13 +3,17 @@
 Every JSON error is ``{"error": {"code", "message", "fields"}}`` (see
 :func:`app.services.errors.envelope`) with a fitting status; :func:`json_error_for` turns
 a service error, an HTTP exception (keeping the ``Allow`` header of a 405) or a refused
-database constraint into one.
+database constraint into one. A database that does not answer is a 503 with
+``Retry-After`` (:func:`database_unavailable`), on the pages as on the JSON routes.
 """
 
+import sqlite3
+
 from flask import jsonify
-from peewee import IntegrityError
+from peewee import IntegrityError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from app.db import is_sqlite
 from app.services.errors import ServiceError, envelope, from_integrity_error
 
 
@@ -30,6 +34,36 @@ def allow_header(exc):
     """Keep the ``Allow`` header of a 405 (the rest of the HTTPException's headers are
     about its own HTML body)."""
     return [(k, v) for k, v in exc.get_headers() if k.lower() == "allow"]
+
+
+# seconds a client is asked to wait when the database does not answer (the Retry-After
+# header of the 503); a restarted PostgreSQL is usually back within a few
+DATABASE_RETRY_AFTER = 5
+
+# what SQLite says when the file is busy or out of reach (its other OperationalErrors, a
+# syntax error or a missing table, are faults of the code or of the set-up: 500)
+SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o error", "disk is full")
+
+
+def database_unavailable(exc):
+    """Whether ``exc`` (a peewee OperationalError or InterfaceError) means the database
+    cannot be reached or used for now: a connection refused, closed or lost (a restarted
+    or stopped PostgreSQL), a server shutting down, a locked SQLite file."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    if isinstance(exc.__context__, sqlite3.Error) or is_sqlite():
+        return any(words in str(exc).lower() for words in SQLITE_UNAVAILABLE)
+    return True
+
+
+def database_unavailable_json():
+    """The JSON 503 of a database that does not answer."""
+    return json_error(
+        503,
+        "unavailable",
+        "the database is not available; try again shortly",
+        headers=[("Retry-After", str(DATABASE_RETRY_AFTER))],
+    )
 
 
 def json_error_for(exc):

@@ -192,7 +192,7 @@ def check(side_id):
     """Bring back the remote changes of one client side now (instead of in 5 minutes)."""
     side = proxy.get_client_side(side_id)
     try:
-        count = proxy.pull(side.id)
+        count = proxy.pull(side.id, wait=True)
     except ServiceError as exc:
         flash(f"Checking {side.url} failed: {exc.message}", "error")
     else:

@@ -482,11 +482,177 @@ def provisor_upstream(tmp_path_factory):
 BACKENDS["provisor"] = ProvisorBackend
 BACKENDS["mariadb"] = MariaDBBackend
 BACKENDS["postgresql"] = PostgreSQLBackend
+
+
+# --- libvirt: virtual servers on libvirt's test driver in a libvirtd of the tests' own ------
+
+
+class LibvirtBackend(Backend):
+    """The libvirt module on the test driver of the session's libvirtd
+    (``tests/modules/libvirtd.py``; shared by the test and the worker through its socket).
+    Each backend has its own name prefix and owner tag; its domains and volumes are
+    removed at the end. What exists for a service is the domain whose UUID is derived
+    from the service: "active" while running, "suspended" while paused or shut off."""
+
+    type_id = "libvirt"
+    product_type = "vps"
+    refusal_text = "already exists with uuid"
+    server = None  # the session's libvirtd (set by _server_for_its_backend)
+
+    def __init__(self):
+        import uuid
+
+        self.daemon = LibvirtBackend.server
+        tag = uuid.uuid4().hex[:8]
+        self.tag = f"ct-{tag}"
+        self.prefix = f"ct{tag}-"
+
+    def config(self):
+        from tests.modules.libvirtd import BASE_IMAGE, NETWORK, POOL
+
+        return {
+            "uri": self.daemon.uri,
+            "pool": POOL,
+            "network": NETWORK,
+            "base_image": BASE_IMAGE,
+            "name_prefix": self.prefix,
+            "owner_tag": self.tag,
+            "poll_interval": 0.2,
+            "timeout": 5,
+        }
+
+    def unreachable(self):
+        import tempfile
+
+        missing = f"{tempfile.gettempdir()}/provisor-no-libvirtd-{self.tag}/libvirt-sock"
+        return {**self.config(), "uri": f"test+unix:///default?socket={missing}"}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The names the module is about to define are taken by domains of someone
+        else (another UUID)."""
+        import uuid
+
+        names = [f"{self.prefix}{service.id}" for service in services_to_open(module_id)]
+        made = {}
+        for name in names:
+            other = str(uuid.uuid4())
+            self.daemon.keeper.defineXML(
+                f"<domain type='test'><name>{name}</name><uuid>{other}</uuid>"
+                "<memory>65536</memory><os><type>hvm</type></os></domain>"
+            )
+            made[name] = other
+        try:
+            yield
+        finally:
+            for name, other in made.items():
+                dom = self.daemon.keeper.lookupByName(name)
+                assert dom.UUIDString() == other  # left alone
+                dom.undefine()
+
+    def objects(self, service):
+        import libvirt
+
+        from modules.libvirt import domain_uuid
+
+        try:
+            dom = self.daemon.keeper.lookupByUUIDString(domain_uuid(self.tag, service.id))
+        except libvirt.libvirtError:
+            return [(service.remote_id, "deleted")] if service.remote_id else []
+        state = dom.state()[0]
+        return [(dom.name(), "active" if state == libvirt.VIR_DOMAIN_RUNNING else "suspended")]
+
+    def close(self):
+        self.daemon.cleanup(self.prefix)
+
+
+BACKENDS["libvirt"] = LibvirtBackend
+# --- shellscripts: the example scripts over SSH, on a real sshd ---------------------------
+
+
+class ShellScriptsBackend(Backend):
+    """The shellscripts module running the README's example scripts (docs/examples/
+    shellscripts: a Linux user per service) as root through a real sshd of the tests'
+    (``ssh_host``: its own key, user prefix and owner tag; its users removed after). What
+    exists for a service is its Linux user: "suspended" while its password is locked."""
+
+    type_id = "shellscripts"
+    product_type = "hosting"
+    refusal_text = "it is not this service's, left alone"
+    server = None  # the test's SSHHost (set by _server_for_its_backend)
+
+    def __init__(self):
+        import uuid
+
+        from tests.support import ssh_keypair
+
+        self.host = type(self).server
+        # every secret setting in use: a key encrypted with a passphrase, and a password
+        # (root has none on this machine: never tried, since the key gets in first)
+        self.passphrase = f"pass-{uuid.uuid4().hex}"
+        self.private_key, public = ssh_keypair(self.passphrase)
+        self.host.server.authorize("root", public)
+        self.host.extra_keys.append(public)
+        self.password = f"pw-{uuid.uuid4().hex}"
+
+    def config(self):
+        return self.host.config(
+            private_key=self.private_key, key_passphrase=self.passphrase, password=self.password
+        )
+
+    def bad_credentials(self):
+        from tests.support import ssh_keypair
+
+        return {**self.config(), "private_key": ssh_keypair()[0], "key_passphrase": ""}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "port": free_port(), "connect_timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The users the module is about to create exist already, made by someone else."""
+        import subprocess
+
+        from tests.support import linux_user, remove_linux_user
+
+        names = [self.host.user_of(service.id) for service in services_to_open(module_id)]
+        for name in names:
+            subprocess.run(
+                ["useradd", "--no-create-home", "--comment", "someone-else", name], check=True
+            )
+        try:
+            yield
+        finally:
+            for name in names:
+                assert linux_user(name)["comment"] == "someone-else"  # left alone
+                remove_linux_user(name)
+
+    def secrets(self):
+        key_lines = [line for line in self.private_key.splitlines() if len(line) >= 16][1:-1]
+        return [self.private_key, *key_lines, self.passphrase, self.password]
+
+    def objects(self, service):
+        from tests.support import linux_user
+
+        name = service.remote_id or self.host.user_of(service.id)
+        found = linux_user(name)
+        if found is None:
+            return [(name, "deleted")] if service.remote_id else []
+        return [(name, "suspended" if found["locked"] else "active")]
+
+
+BACKENDS["shellscripts"] = ShellScriptsBackend
+# backends whose server is a fixture: (fixture, the class that gets it as ``server``)
+
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
 SERVER_FIXTURES = {
     "powerdns": ("powerdns", PowerDNSBackend),
     "mariadb": ("mariadb", MariaDBBackend),
     "postgresql": ("postgresql", PostgreSQLBackend),
+    "libvirt": ("libvirtd", LibvirtBackend),
+    "shellscripts": ("ssh_host", ShellScriptsBackend),
     "provisor": ("provisor_upstream", ProvisorBackend),
 }
 
@@ -500,6 +666,24 @@ def _server_for_its_backend(request):
     if name in SERVER_FIXTURES:
         fixture, cls = SERVER_FIXTURES[name]
         cls.server = request.getfixturevalue(fixture)
+
+
+@pytest.fixture(scope="session")
+def libvirtd():
+    """A libvirtd of the tests' own for the session (``tests/modules/libvirtd.py``): the
+    test driver's state in it is shared by the tests and the workers."""
+    from tests.conftest import need
+    from tests.modules.libvirtd import LibvirtDaemon, binary, python_binding
+
+    need(binary() is not None, "libvirtd is not installed (apt-get install libvirt-daemon)")
+    need(
+        python_binding(),
+        "libvirt-python is not installed (apt-get install libvirt-dev pkg-config, then "
+        "pip install -e '.[libvirt]')",
+    )
+    daemon = LibvirtDaemon().start()
+    yield daemon
+    daemon.stop()
 
 
 @pytest.fixture
