@@ -148,7 +148,7 @@ class JsonErrorTask(ErrorTask):
         body = json.dumps({"error": {"code": code, "message": message, "fields": {}}}).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
-        if (self.request.path or "").startswith("/proxy/v1"):
+        if (getattr(self.request, "path", None) or "").startswith("/proxy/v1"):
             self.response_headers.append((PROTOCOL_HEADER, PROTOCOL))
         self.set_close_on_finish()
         self.content_length = len(body)

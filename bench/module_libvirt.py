@@ -6,7 +6,7 @@
 Needs libvirtd (Debian ``libvirt-daemon``) and libvirt-python (``pip install -e
 '.[libvirt]'``). Embedded mode, as ``provisor serve`` runs: the app on a fresh SQLite file
 and the in-process Dramatiq worker (one process, ``--threads`` threads) in this process;
-a libvirtd of its own (``tests/modules/libvirtd.py``: unprivileged, its sockets and state
+a libvirtd of its own (``tests/support.py: LibvirtDaemon``: unprivileged, its sockets and state
 in a temp folder) whose test driver is the host.
 
 One libvirt module (Test connection on), one tariff (1 vCPU, 1 GiB, 10 GiB disk over the
@@ -96,7 +96,10 @@ def main():
     for name in ("DATABASE_URL", "REDIS_URL", "PROVISOR_DATABASE_URL", "PROVISOR_REDIS_URL"):
         os.environ.pop(name, None)
 
-    from tests.modules.libvirtd import BASE_IMAGE, NETWORK, POOL, LibvirtDaemon
+    from tests.support import LIBVIRT_BASE_IMAGE as BASE_IMAGE
+    from tests.support import LIBVIRT_NETWORK as NETWORK
+    from tests.support import LIBVIRT_POOL as POOL
+    from tests.support import LibvirtDaemon
 
     if not LibvirtDaemon.available():
         sys.exit("needs libvirtd (apt-get install libvirt-daemon) and libvirt-python")

@@ -103,12 +103,15 @@ def test_a_failing_peer_gets_one_attempt_per_due_time_with_a_capped_backoff(
     body = html(client.get("/proxy"))
     assert re.search(r"Sending failed 2 times in a row: next try <strong><time[^>]*>in 5\d s", body)
     assert "push: http://127.0.0.1" in body and "maintenance" in body
+    page = client.post(f"/proxy/client-sides/{side_id}/push", follow_redirects=True)
+    assert f"Sending to {scripted_peer.url} failed: push: {scripted_peer.url}" in html(page)
+    assert side_row(app, side_id).push_failures == 3
     scripted_peer.answer = lambda r: None
     page = client.post(f"/proxy/client-sides/{side_id}/push", follow_redirects=True)
     assert f"1 change sent to {scripted_peer.url}." in html(page)
     side = side_row(app, side_id)
     assert (side.push_failures, side.next_push_at, side.last_error) == (0, None, None)
-    assert len(scripted_peer.sent("/tasks", "POST")) == 3
+    assert len(scripted_peer.sent("/tasks", "POST")) == 4
 
 
 def test_a_new_change_during_the_backoff_waits_for_the_due_time(app, admin, scripted_peer):
@@ -560,14 +563,13 @@ def test_a_skipped_change_lets_the_task_go_on(app, client, admin, scripted_peer)
     task_id, _ = forwarded_task(app, admin, tariff, customer)
     wait_for(lambda: scripted_peer.sent("/tasks", "POST"), message="the task sent")
     scripted_peer.answer = lambda r: (
-        (409, {"error": {"code": "conflict", "message": "frozen", "fields": {}}})
+        (409, {"error": {"code": "task_not_open", "message": "frozen", "fields": {}}})
         if r["json"] and r["json"].get("text") == "refused"
         else None
     )
     admin.ok("post", f"/tasks/{task_id}/comment", {"text": "refused"})
     admin.ok("post", f"/tasks/{task_id}/comment", {"text": "after it"})
-    wait_for(lambda: len(scripted_peer.sent("/events", "POST")) == 1, message="the refusal")
-    time.sleep(0.3)
+    wait_for(lambda: "parked" in statuses(app), message="the refusal parked")
     with db(app):
         parked = ProxyOutgoing.get(ProxyOutgoing.status == "parked")
     client.post(f"/proxy/changes/{parked.id}/skip")

@@ -783,7 +783,7 @@ def _pending(side_id):
     )
 
 
-def push(side_id, now_=None):
+def push(side_id):
     """Send this client side's pending changes, in order. Returns the number sent.
 
     One schedule per client side: a push runs only when it is due (``next_push_at``,
@@ -792,7 +792,7 @@ def push(side_id, now_=None):
     parked (with the peer's message) and the others go on; the same task's later changes
     wait behind it. The peer's idempotency makes a repeat after a crash harmless.
     """
-    now = now_ or utcnow()
+    now = utcnow()
     lease = [now + _lease()]
     with write_transaction():
         taken = (
@@ -1038,11 +1038,16 @@ def _exists(change_id):
 
 
 def push_now(side_id):
-    """ "Retry now": the next push is due at once (the backoff starts over if it fails)."""
+    """Retry now: push at once instead of at the next due time. Returns the number of
+    changes sent; raises PeerError when the peer failed (the backoff goes on)."""
     side = get_client_side(side_id)
     with write_transaction():
         ProxyClientSide.update(next_push_at=None).where(ProxyClientSide.id == side.id).execute()
-    return push(side.id)
+    sent = push(side.id)
+    side = get_client_side(side.id)
+    if side.next_push_at is not None:
+        raise PeerError(side.last_error or f"sending to {side.url} failed")
+    return sent
 
 
 # --- client side: pulling ------------------------------------------------------------------

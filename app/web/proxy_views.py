@@ -225,10 +225,10 @@ def check_all():
 def push_now(side_id):
     """Send the pending changes now instead of at the next due time of the backoff."""
     side = proxy.get_client_side(side_id)
-    sent = proxy.push_now(side.id)
-    side = proxy.get_client_side(side_id)
-    if side.next_push_at is not None:
-        flash(f"Sending to {side.url} failed: {side.last_error}", "error")
+    try:
+        sent = proxy.push_now(side.id)
+    except ServiceError as exc:
+        flash(f"Sending to {side.url} failed: {exc.message}", "error")
     else:
         flash(f"{sent} change{'' if sent == 1 else 's'} sent to {side.url}.", "success")
     return redirect(local_url(request.form.get("next"), url_for("proxy_ui.index")))

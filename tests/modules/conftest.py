@@ -489,7 +489,7 @@ BACKENDS["postgresql"] = PostgreSQLBackend
 
 class LibvirtBackend(Backend):
     """The libvirt module on the test driver of the session's libvirtd
-    (``tests/modules/libvirtd.py``; shared by the test and the worker through its socket).
+    (``tests/support.py: LibvirtDaemon``; shared by the test and the worker through its socket).
     Each backend has its own name prefix and owner tag; its domains and volumes are
     removed at the end. What exists for a service is the domain whose UUID is derived
     from the service: "active" while running, "suspended" while paused or shut off."""
@@ -508,7 +508,9 @@ class LibvirtBackend(Backend):
         self.prefix = f"ct{tag}-"
 
     def config(self):
-        from tests.modules.libvirtd import BASE_IMAGE, NETWORK, POOL
+        from tests.support import LIBVIRT_BASE_IMAGE as BASE_IMAGE
+        from tests.support import LIBVIRT_NETWORK as NETWORK
+        from tests.support import LIBVIRT_POOL as POOL
 
         return {
             "uri": self.daemon.uri,
@@ -670,10 +672,12 @@ def _server_for_its_backend(request):
 
 @pytest.fixture(scope="session")
 def libvirtd():
-    """A libvirtd of the tests' own for the session (``tests/modules/libvirtd.py``): the
+    """A libvirtd of the tests' own for the session (``tests/support.py: LibvirtDaemon``): the
     test driver's state in it is shared by the tests and the workers."""
     from tests.conftest import need
-    from tests.modules.libvirtd import LibvirtDaemon, binary, python_binding
+    from tests.support import LibvirtDaemon
+    from tests.support import libvirt_python_binding as python_binding
+    from tests.support import libvirtd_binary as binary
 
     need(binary() is not None, "libvirtd is not installed (apt-get install libvirt-daemon)")
     need(

@@ -1,4 +1,4 @@
-"""The libvirt module type through a real libvirtd (``tests/modules/libvirtd.py``): libvirt's
+"""The libvirt module type through a real libvirtd (``tests/support.py: LibvirtDaemon``): libvirt's
 test driver for every operation and fault, shared by the test and the worker through the
 daemon's socket, and one real QEMU VM (emulated) defined, started and destroyed.
 
@@ -19,7 +19,9 @@ from app.db import database
 from app.models import Attempt, Email, Operation
 from app.services import operations
 from modules import libvirt as module
-from tests.modules.libvirtd import BASE_IMAGE, NETWORK, POOL
+from tests.support import LIBVIRT_BASE_IMAGE as BASE_IMAGE
+from tests.support import LIBVIRT_NETWORK as NETWORK
+from tests.support import LIBVIRT_POOL as POOL
 
 try:
     import libvirt
@@ -338,7 +340,7 @@ def test_a_daemon_that_stops_answering_mid_open_is_a_temporary_error(vps, monkey
 def test_a_daemon_stopped_mid_open_is_retried_into_one_domain(app, api, engine, tmp_path):
     """libvirtd dies after the domain is defined (its own daemon: the test driver's state
     dies with it): a temporary error, and once it is back the retry makes one domain."""
-    from tests.modules.libvirtd import LibvirtDaemon
+    from tests.support import LibvirtDaemon
 
     daemon = LibvirtDaemon().start()
     vps = Vps(app, api, engine, daemon)
