@@ -191,6 +191,26 @@ def create_token(email, name):
     click.echo(_services_call(accounts.create_token, email, name))
 
 
+@commands.group("clients", help="Clients.")
+def clients_group():
+    pass
+
+
+@clients_group.command("reseller")
+@click.option("--client-id", required=True, type=click.IntRange(1), help="The client's id.")
+@click.option("--disable", is_flag=True, help="No reseller any more: its tokens stop working.")
+def clients_reseller(client_id, disable):
+    """Make a client a reseller paying on account and print its bearer token (once)."""
+    from app.services import resellers
+
+    if disable:
+        client = _services_call(resellers.disable, client_id)
+        click.echo(f"Client {client.id} ({client.email}) is no longer a reseller.")
+        return
+    _, token = _services_call(resellers.enable, client_id)
+    click.echo(token)
+
+
 @commands.group("ops", help="Operations.")
 def ops_group():
     pass

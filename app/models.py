@@ -92,6 +92,8 @@ class Client(BaseModel):
     name = CharField()
     email = CharField(unique=True)
     created_at = DateTimeField(default=utcnow)
+    # a reseller paying on account: its orders through /api/v1/reseller are paid at once
+    on_account = BooleanField(default=False)
 
 
 class User(BaseModel, UserMixin):
@@ -590,3 +592,21 @@ class AcmeCertificate(BaseModel):
     key_encrypted = TextField()
     revoked_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
+
+
+class ResellerRequest(BaseModel):
+    """What a reseller asked through ``/api/v1/reseller`` under one idempotency key: the
+    same key again answers with the same order or operation, never a second one."""
+
+    client = ForeignKeyField(Client, backref="reseller_requests", on_delete="CASCADE")
+    key = CharField()
+    kind = CharField()  # "order", or the operation kind (suspend, resume, close, ...)
+    order = ForeignKeyField(Order, null=True, backref="reseller_requests", on_delete="CASCADE")
+    service = ForeignKeyField(Service, null=True, backref="reseller_requests", on_delete="CASCADE")
+    operation = ForeignKeyField(
+        Operation, null=True, backref="reseller_requests", on_delete="SET NULL"
+    )
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("client", "key"), True),)

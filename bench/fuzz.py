@@ -70,7 +70,8 @@ def run_database(database, args, tmp):
             common.drop_database(PG_DB)
     log = instance.log()
     parts = {}
-    for name, (returncode, output, report) in zip(("api", "proxy"), results, strict=True):
+    names = ("api", "proxy", "reseller")[: len(results)]
+    for name, (returncode, output, report) in zip(names, results, strict=True):
         report = report or {}
         parts[name] = {
             "exit_code": returncode,

@@ -44,6 +44,7 @@ BUILTIN = {
     "postgresql": "modules.postgresql:PostgreSQLModule",
     "libvirt": "modules.libvirt:LibvirtModule",  # imports libvirt-python on first use
     "shellscripts": "modules.shellscripts:ShellScriptsModule",
+    "provisor": "modules.provisor:ProvisorModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

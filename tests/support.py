@@ -97,13 +97,23 @@ class Api:
     def put(self, path, body=None, **kw):
         return self._call("put", path, body, **kw)
 
+    def delete(self, path, body=None, **kw):
+        return self._call("delete", path, body, **kw)
+
     def ok(self, method, path, body=None, status=(200, 201, 202)):
         code, data = self._call(method, path, body)
         assert code in ((status,) if isinstance(status, int) else status), (code, data)
         return data
 
     # set-up shortcuts used by many tests
-    def catalog(self, module_type="sandbox", config=None, product_type="vps", **module_fields):
+    def catalog(
+        self,
+        module_type="sandbox",
+        config=None,
+        product_type="vps",
+        item_settings=None,
+        **module_fields,
+    ):
         department = self.ok("post", "/departments", {"name": f"Support {time.monotonic_ns()}"})
         module = self.ok(
             "post",
@@ -125,6 +135,11 @@ class Api:
                 "price": "9.99",
                 "internal_name": f"vps-s-{time.monotonic_ns()}",
                 "module_ids": [module["id"]],
+                **(
+                    {"item_settings": {str(module["id"]): item_settings}}
+                    if item_settings is not None
+                    else {}
+                ),
             },
         )
         client = self.ok(
@@ -1841,7 +1856,7 @@ def seed_for_fuzzing(instance):
     department = instance.department("Fuzzed")
     instance.order_manual_service(department["id"])
     module = instance.call("POST", "/modules", {"name": "Sandbox", "type": "sandbox"})
-    instance.call(
+    tariff = instance.call(
         "POST",
         "/tariffs",
         {
@@ -1852,6 +1867,18 @@ def seed_for_fuzzing(instance):
             "module_ids": [module["id"]],
         },
     )
+    # a reseller paying on account, with a service of its own (/api/v1/reseller)
+    shop = instance.call("POST", "/clients", {"name": "Shop", "email": "shop@fuzz.example"})
+    instance.reseller_token = instance.cli(
+        "clients", "reseller", "--client-id", str(shop["id"])
+    ).stdout.strip()
+    ordered = requests.post(
+        f"{instance.url}/api/v1/reseller/orders",
+        json={"tariff_id": tariff["id"], "params": {}, "idempotency_key": "fuzz-1"},
+        headers={"Authorization": f"Bearer {instance.reseller_token}"},
+        timeout=10,
+    )
+    assert ordered.status_code == 201, ordered.text
     receiving = instance.department("From peers")
     instance.cli(
         "proxy",
@@ -1868,14 +1895,24 @@ def seed_for_fuzzing(instance):
 def schemathesis(instance, report_dir, *options, timeout=3600):
     """``st run`` against ``instance``'s OpenAPI document, failing on any 5xx (and on a
     request that gets no answer): ``/api/v1`` with the admin's bearer token, then
-    ``/proxy/v1`` as the server side's peer. ``options`` go to both runs (``--seed``,
-    ``--max-examples``...). Returns ``[(returncode, output, report)]``: the JSON report of
-    each run (``report_dir``), None when it wrote none."""
+    ``/proxy/v1`` as the server side's peer, then ``/api/v1/reseller`` with the reseller's
+    token (when :func:`seed_for_fuzzing` made one). ``options`` go to every run
+    (``--seed``, ``--max-examples``...). Returns ``[(returncode, output, report)]``: the
+    JSON report of each run (``report_dir``), None when it wrote none."""
     results = []
-    for name, auth, scope in (
+    runs = [
         ("api", ["-H", f"Authorization: Bearer {instance.token}"], "--exclude-path-regex"),
         ("proxy", ["-a", f"{FUZZ_PEER}:{PEER_PASSWORD}"], "--include-path-regex"),
-    ):
+    ]
+    if getattr(instance, "reseller_token", None):
+        runs.append(
+            (
+                "reseller",
+                ["-H", f"Authorization: Bearer {instance.reseller_token}"],
+                "--include-path-regex",
+            )
+        )
+    for name, auth, scope in runs:
         path = os.path.join(report_dir, f"{name}.json")
         result = subprocess.run(
             [
@@ -1884,7 +1921,7 @@ def schemathesis(instance, report_dir, *options, timeout=3600):
                 f"{instance.url}/api/v1/openapi.json",
                 *auth,
                 scope,
-                "^/proxy/",
+                "^/api/v1/reseller/" if name == "reseller" else "^/proxy/",
                 "--checks",
                 "not_a_server_error",
                 "--generation-database",

@@ -142,7 +142,7 @@ def test_security_bearer_everywhere_but_public_and_signed(app, spec):
         else:
             assert "security" not in operation, endpoint
             assert {"401", "403"} <= set(operation["responses"]), endpoint
-            assert operation["x-provisor-role"] in ("staff", "admin")
+            assert operation["x-provisor-role"] in ("staff", "admin", "reseller")
         if endpoint in SIGNED:
             params = [
                 spec["components"]["parameters"][p["$ref"].rsplit("/", 1)[-1]] if "$ref" in p else p
@@ -168,8 +168,9 @@ def test_error_responses_use_the_error_schema(spec):
 
 
 def test_documented_roles_match_the_api(app, client, api, spec):
-    """``x-provisor-role``: no token → 401; a staff token on an admin route → 403; the peer
-    API takes no bearer token at all (401), only a server side's HTTP Basic."""
+    """``x-provisor-role``: no token → 401; a staff token on an admin or reseller route →
+    403, a reseller's token on any other route → 403; the peer API takes no bearer token
+    at all (401), only a server side's HTTP Basic."""
     with app.app_context(), database.connection_context():
         from app.services import accounts
 
@@ -177,6 +178,10 @@ def test_documented_roles_match_the_api(app, client, api, spec):
             {"email": "staff@example.com", "name": "Staff", "password": "staff-password"}
         )
         staff = Api(client, accounts.create_token("staff@example.com"))
+        from app.services import resellers
+
+        shop = accounts.create_client({"name": "Shop", "email": "shop@example.com"})
+        reseller = Api(client, resellers.enable(shop.id)[1])
     for path, method, operation in _operations(spec):
         role = operation["x-provisor-role"]
         url = re.sub(r"{\w+}", "1", path)
@@ -191,10 +196,15 @@ def test_documented_roles_match_the_api(app, client, api, spec):
             assert response.headers["WWW-Authenticate"].startswith("Basic")
             continue
         status, data = getattr(staff, method)(url.removeprefix("/api/v1"), body={})
-        if role == "admin":
+        if role in ("admin", "reseller"):
             assert status == 403, (method, url, status, data)
         else:
             assert status not in (401, 403), (method, url, status, data)
+        status, data = getattr(reseller, method)(url.removeprefix("/api/v1"), body={})
+        if role == "reseller":
+            assert status not in (401, 403), (method, url, status, data)
+        else:
+            assert status == 403, (method, url, status, data)
 
 
 def test_list_parameters_are_documented(spec):

@@ -147,6 +147,9 @@ MATRIX = [
         {"name": "New", "email": "new{n}@example.com"},
         admin_only("/clients"),
     ),
+    # a reseller paying on account (the client has a login: only its token is new)
+    ("POST", "/clients/{carol}/reseller", {}, admin_only(200)),
+    ("POST", "/clients/{carol}/reseller/end", {}, admin_only("/clients")),
     ("GET", "/outbox", None, staff_page()),
     ("GET", "/outbox/{email}", None, staff_page()),
     # the catalog

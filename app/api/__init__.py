@@ -20,6 +20,7 @@ from app.services import (
     operations,
     orders,
     provisioning,
+    resellers,
     tasks,
 )
 from app.services.errors import (
@@ -57,7 +58,10 @@ def json_body():
 
 
 def requires(role):
-    """Bearer-token auth: ``staff`` (staff and admins) or ``admin``."""
+    """Bearer-token auth: ``staff`` (staff and admins), ``admin``, or ``reseller`` (a
+    client paying on account, :mod:`app.services.resellers`: its token reaches these
+    routes only; staff and admins are refused there, they have no services of their
+    own)."""
 
     def decorator(view):
         @functools.wraps(view)
@@ -69,6 +73,8 @@ def requires(role):
                 raise PermissionDenied("admins only")
             if role == "staff" and not user.is_staff:
                 raise PermissionDenied("staff only")
+            if role == "reseller":
+                resellers.reseller_of(user)
             return view(*args, **kwargs)
 
         return wrapped
@@ -519,6 +525,98 @@ def close_task(task_id):
     data = json_body()
     task = tasks.close(task_id, api_user(), data.get("fields"), data.get("comment"))
     return jsonify(out.Task.of(task))
+
+
+# --- resellers: another Provisor orders here, paid on account --------------------------
+
+
+def _reseller():
+    return resellers.reseller_of(api_user())
+
+
+@api_bp.post("/clients/<int:client_id>/reseller")
+@requires("admin")
+def enable_reseller(client_id):
+    """Make a client a reseller paying on account; answers its new bearer token (once)."""
+    client, token = resellers.enable(client_id)
+    return jsonify(out.ResellerToken.of({"client": client, "token": token})), 201
+
+
+@api_bp.delete("/clients/<int:client_id>/reseller")
+@requires("admin")
+def disable_reseller(client_id):
+    """The client is no reseller any more: its reseller tokens stop working."""
+    client = resellers.disable(client_id)
+    return jsonify(out.ResellerToken.of({"client": client, "token": None}))
+
+
+@api_bp.get("/reseller/tariffs")
+@requires("reseller")
+def reseller_tariffs():
+    """The tariffs a reseller may order, with their order and detail fields."""
+    return jsonify(out.ResellerTariffList.of({"tariffs": resellers.tariffs()}))
+
+
+def _reseller_order(order, op, key, replayed):
+    return out.ResellerOrder.of(
+        {
+            "order_id": order.id,
+            "status": order.status,
+            "tariff_id": order.tariff_id,
+            "service_id": order.service_id,
+            "service_status": Service.get_by_id(order.service_id).status,
+            "operation_id": op.id if op is not None else None,
+            "amount": order.amount,
+            "currency": order.currency,
+            "idempotency_key": key,
+            "replayed": replayed,
+        }
+    )
+
+
+@api_bp.post("/reseller/orders")
+@requires("reseller")
+def reseller_order():
+    """Order a tariff paid on account: 201 with the order, its service and the open
+    operation; the same idempotency key again: 200 with the same order."""
+    data = json_body()
+    order, op, created = resellers.order(_reseller(), data)
+    body = _reseller_order(order, op, data["idempotency_key"], not created)
+    return jsonify(body), 201 if created else 200
+
+
+def _reseller_operation(op):
+    return out.ResellerOperation.of(op)
+
+
+@api_bp.get("/reseller/services/<int:service_id>")
+@requires("reseller")
+def reseller_service(service_id):
+    """One of the reseller's services: status, details (secret ones included) and its
+    newest operation."""
+    service = resellers.service(_reseller(), service_id)
+    current = resellers.current_operation(service)
+    return jsonify(
+        out.ResellerService.of(
+            service, operation=None if current is None else _reseller_operation(current)
+        )
+    )
+
+
+@api_bp.get("/reseller/operations/<int:operation_id>")
+@requires("reseller")
+def reseller_operation(operation_id):
+    """An operation on one of the reseller's services."""
+    return jsonify(_reseller_operation(resellers.operation(_reseller(), operation_id)))
+
+
+@api_bp.post(f"/reseller/services/<int:service_id>/<any({', '.join(REQUESTABLE)}):kind>")
+@requires("reseller")
+def reseller_action(service_id, kind):
+    """Ask for an operation on one of the reseller's services: 202 with the operation;
+    the same idempotency key again: 200 with the same operation."""
+    op, created = resellers.act(_reseller(), service_id, kind, json_body())
+    return jsonify(_reseller_operation(op)), 202 if created else 200
 
 
 # --- outbox -----------------------------------------------------------------------------

@@ -202,10 +202,10 @@ def op(
     ok_description="Success.",
     extra=None,
 ):
-    """An operation: ``role`` is "admin", "staff" (a bearer token), "peer" (HTTP Basic as a
-    tasks proxy server side) or None (nothing)."""
+    """An operation: ``role`` is "admin", "staff", "reseller" (a bearer token), "peer"
+    (HTTP Basic as a tasks proxy server side) or None (nothing)."""
     codes = set(errors)
-    if role in ("admin", "staff"):
+    if role in ("admin", "staff", "reseller"):
         codes |= {401, 403}
     elif role == "peer":
         codes |= {401, 429}
@@ -482,6 +482,30 @@ OPERATIONS = {
         ok_description="Closed; its operation is done and the service moved on.",
     ),
     # outbox
+    "api.enable_reseller": op(
+        "Resellers",
+        "admin",
+        "ResellerToken",
+        [404, 409],
+        status=201,
+        ok_description="The client, and its new bearer token (shown once).",
+    ),
+    "api.disable_reseller": op(
+        "Resellers", "admin", "ResellerToken", [404], ok_description="The client; token null."
+    ),
+    "api.reseller_tariffs": op("Resellers", "reseller", "ResellerTariffList"),
+    "api.reseller_order": op(
+        "Resellers",
+        "reseller",
+        "ResellerOrder",
+        [409, 422],
+        request=body("ResellerOrderInput"),
+        status=201,
+        ok_description="The order, paid on account; the same idempotency key again "
+        "answers 200 with the same order (`replayed` true).",
+    ),
+    "api.reseller_service": op("Resellers", "reseller", "ResellerService", [404]),
+    "api.reseller_operation": op("Resellers", "reseller", "ResellerOperation", [404]),
     "api.list_emails": op(
         "Emails",
         "staff",
@@ -596,6 +620,12 @@ TAGS = [
         "`secret`).",
     },
     {
+        "name": "Resellers",
+        "description": "`/reseller`: another Provisor (its `provisor` module type) orders "
+        "and acts here for its clients, paid on account, with the bearer token of a "
+        "reseller client (`provisor clients reseller`); admins make resellers.",
+    },
+    {
         "name": "Tasks proxy",
         "description": "`/proxy/v1`: what a peer Provisor calls to forward tasks here and "
         "to bring back what people did (HTTP Basic with a server side's login).",
@@ -610,7 +640,9 @@ operations and tasks.
 Send `Authorization: Bearer <token>`. Tokens belong to a staff member or an admin and are
 made on the server with `provisor tokens create --email E` (printed once). Each operation
 says who may call it in `x-provisor-role`: `staff` (staff and admins), `admin` (admins
-only), `peer` (the tasks proxy: HTTP Basic with a server side's login and password, no
+only), `reseller` (the token of a client paying on account, made with `provisor clients
+reseller --client-id N`: it reaches the `/reseller` routes only, and the reseller's own
+services only), `peer` (the tasks proxy: HTTP Basic with a server side's login and password, no
 token) or `none` (no token: health, this document and the two signed endpoints).
 
 ## Errors
@@ -772,9 +804,27 @@ def _operation_id(endpoint, value):
     return prefix + name + (f"_{value}" if value is not None else "")
 
 
+def reseller_action(kind):
+    """The entry of ``POST /reseller/services/<id>/<kind>``."""
+    summary, _, _ = _action_summary(kind)
+    return op(
+        "Resellers",
+        "reseller",
+        "ResellerOperation",
+        [404, 409, 422],
+        request=body("ResellerActionInput"),
+        status=202,
+        ok_description=f"The queued `{kind}` operation; the same idempotency key again "
+        "answers 200 with the same operation.",
+        extra={"summary": summary},
+    )
+
+
 def _documented(endpoint, value):
     if endpoint == "api.service_action" and value is not None:
         return service_action(value)
+    if endpoint == "api.reseller_action" and value is not None:
+        return reseller_action(value)
     return OPERATIONS.get(endpoint if value is None else (endpoint, value))
 
 

@@ -423,6 +423,38 @@ class TaskCloseInput(Input):
     comment: FreeText(max_length=10000) = ""
 
 
+# --- resellers (/api/v1/reseller) --------------------------------------------------------
+
+IDEMPOTENCY_KEY = Field(
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$",
+    description="Your own unique id of this request: the same key again answers with what "
+    "the first request made (200), never a second order or operation.",
+)
+
+
+class ResellerOrderInput(Input):
+    """Order a tariff paid on account."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tariff_id: Ref("Choose an existing tariff.") = Field(
+        description="An orderable tariff (GET /reseller/tariffs)."
+    )
+    params: JsonObject() = Field({}, description="The tariff's order fields.")
+    idempotency_key: str = IDEMPOTENCY_KEY
+
+
+class ResellerActionInput(Input):
+    """An operation on one of your services; `change_tariff` takes `tariff_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idempotency_key: str = IDEMPOTENCY_KEY
+    tariff_id: Ref("Choose a tariff you can order.") | None = Field(
+        None, description="change_tariff: the new tariff (of the same product type)."
+    )
+
+
 MODELS = [
     ClientInput,
     DepartmentInput,
@@ -440,5 +472,7 @@ MODELS = [
     TaskFieldsInput,
     TaskCancelInput,
     TaskCloseInput,
+    ResellerOrderInput,
+    ResellerActionInput,
 ]
 """The input bodies of the OpenAPI document (with :func:`module_input_models`)."""

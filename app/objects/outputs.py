@@ -47,6 +47,9 @@ class Client(Output):
     name: str
     email: str = Field(json_schema_extra={"format": "email"})
     created_at: Timestamp
+    on_account: bool = Field(
+        description="A reseller paying on account (/api/v1/reseller): its orders are paid at once."
+    )
 
 
 class Department(Output):
@@ -346,6 +349,86 @@ class Email(Output):
     sent_at: Timestamp
 
 
+# --- resellers (/api/v1/reseller) --------------------------------------------------------
+
+
+class DetailField(Output):
+    name: str
+    label: str
+    required: bool = False
+    secret: bool = False
+
+
+class ResellerTariff(Output):
+    """A tariff a reseller may order."""
+
+    id: Id
+    name: str
+    product_type: OneOf(rows.ProductType.CODES) = Field(
+        validation_alias=AliasPath("product_type", "code")
+    )
+    price: Money
+    currency: str = Field(pattern="^[A-Z]{3}$")
+    period: OneOf(rows.Tariff.PERIODS)
+    order_fields: list[OrderField] = Field(
+        validation_alias=AliasPath("product_type", "order_fields"),
+        description="What the order's `params` take.",
+    )
+    detail_fields: list[DetailField] = Field(
+        validation_alias=AliasPath("product_type", "detail_fields"),
+        description="The details its services get (matched by name downstream).",
+    )
+
+
+class ResellerToken(Output):
+    """A client made a reseller paying on account (or no longer one)."""
+
+    client: Client
+    token: str | None = Field(
+        description="The reseller's new bearer token, shown once (null: none)."
+    )
+
+
+class ResellerOperation(Output):
+    """An operation on one of the reseller's services."""
+
+    id: Id
+    kind: OneOf(rows.Operation.KINDS)
+    status: OneOf(rows.Operation.STATUSES)
+    service_id: Id
+    last_error: str | None
+    created_at: Timestamp
+    finished_at: Timestamp
+
+
+class ResellerOrder(Output):
+    """An order paid on account, and what it started."""
+
+    order_id: Id
+    status: OneOf(rows.Order.STATUSES)
+    tariff_id: Id
+    service_id: Id
+    service_status: OneOf(rows.Service.STATUSES)
+    operation_id: IdOrNull = Field(description="The `open` operation it queued.")
+    amount: Money
+    currency: str
+    idempotency_key: str
+    replayed: bool = Field(description="True: this key was used before; nothing new was made.")
+
+
+class ResellerService(Output):
+    """One of the reseller's services: its status and details (secret ones included)."""
+
+    id: Id
+    status: OneOf(rows.Service.STATUSES)
+    tariff_id: Id
+    details: Object = Field(description="The detail fields, secret ones included.")
+    params: Object
+    expires_at: Timestamp
+    activated_at: Timestamp
+    operation: ResellerOperation | None = Field(description="Its newest operation.")
+
+
 # --- lists and pages ----------------------------------------------------------------------
 
 
@@ -379,6 +462,7 @@ ServicePage = page_of("ServicePage", "services", Service)
 OperationPage = page_of("OperationPage", "operations", Operation)
 TaskPage = page_of("TaskPage", "tasks", Task)
 EmailPage = page_of("EmailPage", "emails", Email)
+ResellerTariffList = list_of("ResellerTariffList", "tariffs", ResellerTariff)
 
 MODELS = [
     Health,
@@ -415,5 +499,12 @@ MODELS = [
     OperationPage,
     TaskPage,
     EmailPage,
+    DetailField,
+    ResellerTariff,
+    ResellerTariffList,
+    ResellerToken,
+    ResellerOperation,
+    ResellerOrder,
+    ResellerService,
 ]
 """The output objects of the OpenAPI document."""

@@ -259,9 +259,14 @@ def create_token(email, name=""):
         raise NotFound(f"no user with email {email!r}")
     if not user.is_staff:
         raise ValidationError({"email": "API tokens are for staff and admins."})
-    token = "pv_" + secrets.token_urlsafe(32)
     with write_transaction():
-        ApiToken.create(user=user, token_hash=_token_hash(token), name=name)
+        return new_token(user, name)
+
+
+def new_token(user, name=""):
+    """A new bearer token of ``user`` (inside the caller's transaction); the text once."""
+    token = "pv_" + secrets.token_urlsafe(32)
+    ApiToken.create(user=user, token_hash=_token_hash(token), name=name)
     return token
 
 

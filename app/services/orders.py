@@ -74,6 +74,12 @@ def mark_paid(order_id, by):
     return order, op
 
 
+def pay_within(order, by):
+    """Mark ``order`` paid inside the caller's transaction (a payment on account); returns
+    the ``open`` operation it queued."""
+    return _pay(order, by)
+
+
 def _pay(order, by):
     now = utcnow()
     updated = (

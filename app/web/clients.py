@@ -1,10 +1,10 @@
 """Clients (staff): the list with search; admins add new clients."""
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
 
 from app.auth import admin_required, staff_required
 from app.models import MAX_SEARCH
-from app.services import accounts
+from app.services import accounts, resellers
 from app.services.errors import ValidationError
 from app.web.helpers import Page, render, search_status
 
@@ -49,3 +49,22 @@ def new():
             flash(f"Client {client.name} <{client.email}> added.", "success")
             return redirect(url_for("clients.index"))
     return render_template("clients/new.html", form=form, errors=errors), 422 if errors else 200
+
+
+@bp.post("/clients/<int:client_id>/reseller")
+@admin_required
+def make_reseller(client_id):
+    """Make a client a reseller paying on account; its new token is shown once, here."""
+    client, token = resellers.enable(client_id)
+    response = make_response(render_template("clients/reseller.html", client=client, token=token))
+    response.headers["Cache-Control"] = "no-store"  # the token is shown once, kept nowhere
+    return response
+
+
+@bp.post("/clients/<int:client_id>/reseller/end")
+@admin_required
+def end_reseller(client_id):
+    """The client is no reseller any more: its reseller tokens stop working."""
+    client = resellers.disable(client_id)
+    flash(f"Client {client.name} <{client.email}> is no longer a reseller.", "success")
+    return redirect(url_for("clients.index"))

@@ -8,6 +8,8 @@ wants.
 """
 
 import contextlib
+import time
+import uuid
 
 import pytest
 
@@ -68,6 +70,11 @@ class Backend:
 
     def has_item(self, internal_name):
         return False
+
+    def item_settings(self, bigger=False):
+        """The settings of a tariff's item (``bigger``: of the tariff change_tariff moves
+        to), or None for the type's defaults."""
+        return None
 
     def close(self):
         pass
@@ -377,6 +384,102 @@ class PostgreSQLBackend(DatabaseBackend):
         self.tenant.sql(f'DROP ROLE "{name}"')
 
 
+# --- provisor: reselling from an upstream Provisor (a real provisor serve) ---------------
+
+
+class ProvisorBackend(Backend):
+    """The provisor module and a real upstream ``provisor serve`` of the session (fixture
+    ``provisor_upstream``). Each backend makes its own reseller client there (so what
+    exists "for a service" is the upstream services of that client: each test of the suite
+    opens one service) and its own sandbox module with two tariffs (the second for
+    change_tariff)."""
+
+    type_id = "provisor"
+    refusal_text = "This tariff cannot be ordered"
+    server = None  # the upstream Instance (set by _server_for_its_backend)
+
+    def __init__(self):
+        up = self.upstream = ProvisorBackend.server
+        tag = uuid.uuid4().hex[:8]
+        department = up.call("POST", "/departments", {"name": f"Upstream {tag}"})
+        self.module = up.call(
+            "POST",
+            "/modules",
+            {
+                "name": f"sandbox-{tag}",
+                "type": "sandbox",
+                "config": {},
+                "department_id": department["id"],
+            },
+        )
+        self.tariffs = [
+            up.call(
+                "POST",
+                "/tariffs",
+                {
+                    "name": f"VPS {size} {tag}",
+                    "product_type": "vps",
+                    "price": "5.00",
+                    "internal_name": f"up-{size}-{tag}",
+                    "module_ids": [self.module["id"]],
+                },
+            )
+            for size in ("s", "xl")
+        ]
+        self.client = up.call(
+            "POST", "/clients", {"name": f"Reseller {tag}", "email": f"r-{tag}@example.com"}
+        )
+        self.token = up.call("POST", f"/clients/{self.client['id']}/reseller")["token"]
+
+    def config(self):
+        return {"url": self.upstream.url, "token": self.token, "timeout": 3, "poll_interval": 0.2}
+
+    def bad_credentials(self):
+        return {**self.config(), "token": "pv_not-the-resellers-token"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "url": f"http://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def item_settings(self, bigger=False):
+        return {"upstream_tariff_id": self.tariffs[1 if bigger else 0]["id"]}
+
+    def _enable(self, enabled):
+        self.upstream.call(
+            "PUT",
+            f"/modules/{self.module['id']}",
+            {"name": self.module["name"], "config": {}, "enabled": enabled},
+        )
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The upstream stops selling the tariff (its module disabled there)."""
+        self._enable(False)
+        try:
+            yield
+        finally:
+            self._enable(True)
+
+    def secrets(self):
+        return [self.token]
+
+    def objects(self, service):
+        found = self.upstream.call("GET", f"/services?client_id={self.client['id']}")
+        return [(str(s["id"]), s["status"]) for s in found["services"]]
+
+
+@pytest.fixture(scope="session")
+def provisor_upstream(tmp_path_factory):
+    """An upstream Provisor (``provisor serve``, its own SQLite) for the whole session."""
+    from tests.support import Instance
+
+    upstream = Instance(tmp_path_factory.mktemp("upstream"), "upstream").start()
+    yield upstream
+    upstream.stop()
+
+
+BACKENDS["provisor"] = ProvisorBackend
 BACKENDS["mariadb"] = MariaDBBackend
 BACKENDS["postgresql"] = PostgreSQLBackend
 
@@ -552,6 +655,7 @@ SERVER_FIXTURES = {
     "postgresql": ("postgresql", PostgreSQLBackend),
     "libvirt": ("libvirtd", LibvirtBackend),
     "shellscripts": ("ssh_host", ShellScriptsBackend),
+    "provisor": ("provisor_upstream", ProvisorBackend),
 }
 
 
@@ -802,6 +906,8 @@ class Engine:
                 op = Operation.get_by_id(op_id)
                 if op.status not in ("queued", "retry_wait", "polling"):
                     return op
+                if op.status == "polling":
+                    time.sleep(0.1)  # a remote job (a real server elsewhere) takes a moment
                 Operation.update(next_run_at=None).where(Operation.id == op_id).execute()
                 operations.run(op_id)
         raise AssertionError(f"operation {op_id} did not settle after {max_checks} runs")

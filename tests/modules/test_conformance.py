@@ -32,6 +32,7 @@ def setup(api, engine, backend, config=None, **module_fields):
         backend.type_id,
         backend.config() if config is None else config,
         product_type=backend.product_type,
+        item_settings=backend.item_settings(),
         retry_delay=1,
         **module_fields,
     )
@@ -99,6 +100,11 @@ def test_each_declared_operation_changes_the_backend(app, api, engine, backend):
             "price": "20",
             "internal_name": f"{tariff['internal_name']}-xl",
             "module_ids": [module["id"]],
+            **(
+                {"item_settings": {str(module["id"]): backend.item_settings(bigger=True)}}
+                if backend.item_settings(bigger=True) is not None
+                else {}
+            ),
         },
     )
     engine.run_all()
