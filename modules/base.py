@@ -620,3 +620,25 @@ class ModuleType:
         if not self.supports(ctx.kind) or method is None:
             raise PermanentError(f"module type {self.id!r} does not support {ctx.kind!r}")
         return method(ctx)
+
+
+class _QuietCall:
+    outcome = None
+
+    def note(self, line):
+        pass
+
+
+class QuietLog:
+    """Stands for an attempt's context where there is no attempt to log to ("Test
+    connection", ``ensure_item`` checks): ``call``, ``log`` and ``secret`` do nothing."""
+
+    @contextlib.contextmanager
+    def call(self, method, target):
+        yield _QuietCall()
+
+    def log(self, line):
+        pass
+
+    def secret(self, value):
+        return value

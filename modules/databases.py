@@ -39,6 +39,7 @@ from modules.base import (
     ConfigProblem,
     ModuleType,
     PermanentError,
+    QuietLog,
     Result,
     TemporaryError,
     pem_file,
@@ -97,27 +98,6 @@ class Remote:
         return self.database or self.user
 
 
-class _QuietCall:
-    outcome = None
-
-    def note(self, line):
-        pass
-
-
-class _Quiet:
-    """The attempt log of a check that has no operation ("Test connection")."""
-
-    @contextlib.contextmanager
-    def call(self, method, target):
-        yield _QuietCall()
-
-    def log(self, line):
-        pass
-
-    def secret(self, value):
-        return value
-
-
 class Session:
     """One admin connection to the server; each statement is one logged remote call.
 
@@ -129,7 +109,7 @@ class Session:
 
     def __init__(self, module, ctx=None):
         self.module = module
-        self.ctx = ctx if ctx is not None else _Quiet()
+        self.ctx = ctx if ctx is not None else QuietLog()
         self.conn = None
         self.ctx.secret(module.config.get("admin_password"))
 

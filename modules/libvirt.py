@@ -56,6 +56,7 @@ from modules.base import (
     ConfigProblem,
     ModuleType,
     PermanentError,
+    QuietLog,
     Result,
     TemporaryError,
 )
@@ -175,33 +176,12 @@ class Plan:
         raise PermanentError(f"the image {wanted!r} is not offered by this tariff ({offered})")
 
 
-class _QuietCall:
-    outcome = None
-
-    def note(self, line):
-        pass
-
-
-class _Quiet:
-    """The log of a check that has no operation ("Test connection")."""
-
-    @contextlib.contextmanager
-    def call(self, method, target):
-        yield _QuietCall()
-
-    def log(self, line):
-        pass
-
-    def secret(self, value):
-        return value
-
-
 class Session:
     """One connection to the daemon; each libvirt call is one logged remote call."""
 
     def __init__(self, module, ctx=None):
         self.module = module
-        self.ctx = ctx if ctx is not None else _Quiet()
+        self.ctx = ctx if ctx is not None else QuietLog()
         self.lib = library()
         self.conn = None
 

@@ -42,7 +42,6 @@ worker killed mid-run, a lost answer): scripts derive what they create from
 run made. The example scripts (``docs/examples/shellscripts/``) show how.
 """
 
-import contextlib
 import io
 import json
 import re
@@ -56,6 +55,7 @@ from modules.base import (
     ConfigProblem,
     ModuleType,
     PermanentError,
+    QuietLog,
     Result,
     TemporaryError,
     is_secret_key,
@@ -184,27 +184,6 @@ def _short(text, limit=MAX_LOGGED):
 def _tail(text, limit=MAX_ERROR):
     text = text.strip()
     return text if len(text) <= limit else "... " + text[-limit:]
-
-
-class _QuietCall:
-    outcome = None
-
-    def note(self, line):
-        pass
-
-
-class _Quiet:
-    """The log of a check that has no operation ("Test connection")."""
-
-    @contextlib.contextmanager
-    def call(self, method, target):
-        yield _QuietCall()
-
-    def log(self, line):
-        pass
-
-    def secret(self, value):
-        return value
 
 
 class ShellScriptsModule(ModuleType):
@@ -839,7 +818,7 @@ class ShellScriptsModule(ModuleType):
         """Connects (pinning the host key when none is pinned), logs in, and checks that
         each operation's script is there and executable (and timeout(1), when used)."""
         started = time.monotonic()
-        quiet = _Quiet()
+        quiet = QuietLog()
         try:
             client = self.connect(quiet, learn=True)
         except HostKeyRefused as exc:
