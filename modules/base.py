@@ -67,6 +67,8 @@ import datetime as dt
 import json
 import math
 import re
+import secrets
+import string
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlparse
@@ -642,3 +644,68 @@ class QuietLog:
 
     def secret(self, value):
         return value
+
+
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_password(length=24):
+    """A generated password: ``length`` letters and digits (24: about 143 bits)."""
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+def operation_password(ctx, purpose, length=24):
+    """The password of this operation: the one an earlier attempt generated (and may
+    have set already), else a new one, stored encrypted in the operation's state (under
+    the ``secrets_box`` key ``purpose``) before anything uses it. Masked in the log."""
+    from app import secrets_box
+
+    state = dict(ctx.state)
+    if state.get("password"):
+        try:
+            password = secrets_box.decrypt(state["password"], purpose).decode()
+        except secrets_box.Undecryptable:
+            password = None
+        if password:
+            return ctx.secret(password)
+    password = ctx.secret(new_password(length))
+    state["password"] = secrets_box.encrypt(password, purpose)
+    ctx.save_state(state)
+    return password
+
+
+def operation_context(ctx):
+    """What a module that hands the work to someone else's code sends about an operation:
+    the operation, its service, tariff, item, client and parameters, as JSON values."""
+    service, tariff, client = ctx.service, ctx.tariff, ctx.client
+    return {
+        "operation": ctx.kind,
+        "operation_id": ctx.operation.id,
+        "attempt": ctx.attempt_number,
+        "service": None
+        if service is None
+        else {
+            "id": service.id,
+            "status": service.status,
+            "remote_id": service.remote_id,
+            "details": service.details or {},
+            "expires_at": service.expires_at.isoformat(timespec="seconds") + "Z"
+            if service.expires_at
+            else None,
+        },
+        "tariff": None
+        if tariff is None
+        else {
+            "id": tariff.id,
+            "name": tariff.name,
+            "product_type": tariff.product_type.code,
+            "internal_name": tariff.internal_name,
+            "price": f"{tariff.price:.2f}",
+            "period": tariff.period,
+        },
+        "item": None if ctx.item is None else {"internal_name": ctx.item.internal_name},
+        "client": None
+        if client is None
+        else {"id": client.id, "name": client.name, "email": client.email},
+        "params": ctx.params,
+    }

@@ -28,7 +28,6 @@ the new tariff's connection limit. ``ensure_item`` checks the admin's rights on 
 import contextlib
 import re
 import secrets
-import string
 import time
 from dataclasses import dataclass
 
@@ -42,19 +41,14 @@ from modules.base import (
     QuietLog,
     Result,
     TemporaryError,
+    new_password,
+    operation_password,
     pem_file,
 )
 
 NAME_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
-PASSWORD_ALPHABET = string.ascii_letters + string.digits
-PASSWORD_LENGTH = 24
 PASSWORD_PURPOSE = "database-password"
 MAX_NAME = 48  # every server takes this much (MariaDB users: 80, PostgreSQL: 63)
-
-
-def new_password():
-    """A password for a service's user: 24 letters and digits (about 143 bits)."""
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def _with_values(sql, params):
@@ -383,24 +377,6 @@ class DatabaseModule(ModuleType):
             settings = ctx.item.settings
         return int((settings or {}).get("connection_limit") or 0)
 
-    def _password(self, ctx):
-        """This operation's password: the one an earlier attempt generated (and may have
-        set already), else a new one, stored before it is used."""
-        from app import secrets_box
-
-        state = dict(ctx.state)
-        if state.get("password"):
-            try:
-                password = secrets_box.decrypt(state["password"], PASSWORD_PURPOSE).decode()
-            except secrets_box.Undecryptable:
-                password = None
-            if password:
-                return ctx.secret(password)
-        password = ctx.secret(new_password())
-        state["password"] = secrets_box.encrypt(password, PASSWORD_PURPOSE)
-        ctx.save_state(state)
-        return password
-
     def _details(self, name, password):
         return {
             "host": self.config.get("client_host") or self.config.get("host"),
@@ -435,7 +411,7 @@ class DatabaseModule(ModuleType):
         name = self.name_for(ctx)
         mark = self.mark(ctx.service.id)
         limit = self._limit(ctx)
-        password = self._password(ctx)
+        password = operation_password(ctx, PASSWORD_PURPOSE)
         with self.session(ctx) as session:
             remote = session.lookup(name, mark)
             self._refuse_foreign(name, remote)

@@ -31,6 +31,7 @@ from modules.base import (
     PermanentError,
     Result,
     TemporaryError,
+    operation_context,
 )
 
 MAX_LOGGED = 4000
@@ -83,44 +84,7 @@ class HttpModule(ModuleType):
     ]
 
     def _payload(self, ctx):
-        service = ctx.service
-        tariff = ctx.tariff
-        client = ctx.client
-        return {
-            "operation": ctx.kind,
-            "operation_id": ctx.operation.id,
-            "attempt": ctx.attempt_number,
-            "service": None
-            if service is None
-            else {
-                "id": service.id,
-                "status": service.status,
-                "remote_id": service.remote_id,
-                "details": service.details or {},
-                "expires_at": service.expires_at.isoformat(timespec="seconds") + "Z"
-                if service.expires_at
-                else None,
-            },
-            "tariff": None
-            if tariff is None
-            else {
-                "id": tariff.id,
-                "name": tariff.name,
-                "product_type": tariff.product_type.code,
-                "internal_name": tariff.internal_name,
-                "price": f"{tariff.price:.2f}",
-                "period": tariff.period,
-            },
-            "item": None if ctx.item is None else {"internal_name": ctx.item.internal_name},
-            "client": None
-            if client is None
-            else {
-                "id": client.id,
-                "name": client.name,
-                "email": client.email,
-            },
-            "params": ctx.params,
-        }
+        return operation_context(ctx)
 
     def _v1(self):
         """Whether v1 signatures are still sent and accepted (the transition)."""

@@ -40,8 +40,6 @@ vps-42`` ... ``< ok (3 ms)``).
 
 import contextlib
 import re
-import secrets
-import string
 import threading
 import time
 import uuid
@@ -59,6 +57,7 @@ from modules.base import (
     QuietLog,
     Result,
     TemporaryError,
+    operation_password,
 )
 
 MISSING = (
@@ -70,7 +69,6 @@ NAMESPACE = uuid.UUID("8a3e3c52-0b1f-5f5e-9d27-6f0e2f4c1a11")
 METADATA_NS = "https://provisor.dev/xmlns/libvirt/1"
 NAME_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 20
 PASSWORD_PURPOSE = "vps-root-password"
 GIB = 1024**3
@@ -111,10 +109,6 @@ def available():
     except PermanentError:
         return False
     return True
-
-
-def new_password():
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
 def domain_uuid(owner_tag, service_id):
@@ -586,24 +580,6 @@ class LibvirtModule(ModuleType):
 
     # --- the pieces of every operation ----------------------------------------------------
 
-    def _password(self, ctx):
-        """This operation's root password: the one an earlier attempt stored, else a new
-        one, stored (encrypted) before anything is made."""
-        from app import secrets_box
-
-        state = dict(ctx.state)
-        if state.get("password"):
-            try:
-                password = secrets_box.decrypt(state["password"], PASSWORD_PURPOSE).decode()
-            except secrets_box.Undecryptable:
-                password = None
-            if password:
-                return ctx.secret(password)
-        password = ctx.secret(new_password())
-        state["password"] = secrets_box.encrypt(password, PASSWORD_PURPOSE)
-        ctx.save_state(state)
-        return password
-
     def _virt(self, session):
         """``(domain type, arch, emulator)`` for new domains, from the host's capabilities."""
         caps = ET.fromstring(session.call("connectGetCapabilities", session.conn.getCapabilities))
@@ -761,7 +737,7 @@ class LibvirtModule(ModuleType):
         hostname = (ctx.params or {}).get("hostname") or name
         password = None
         if (self.config.get("credentials") or "agent") == "agent":
-            password = self._password(ctx)
+            password = operation_password(ctx, PASSWORD_PURPOSE, PASSWORD_LENGTH)
         state = dict(ctx.state)
         with self.session(ctx) as session:
             dom = session.domain(domain_id)

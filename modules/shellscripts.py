@@ -59,6 +59,7 @@ from modules.base import (
     Result,
     TemporaryError,
     is_secret_key,
+    operation_context,
 )
 
 OPERATIONS = ("open", "suspend", "resume", "close", "change_tariff", "renew", "ensure_item")
@@ -567,46 +568,20 @@ class ShellScriptsModule(ModuleType):
         return parsed if isinstance(parsed, dict) else {}
 
     def payload(self, ctx):
-        """The whole context, as JSON on the script's standard input."""
-        service, tariff, client = ctx.service, ctx.tariff, ctx.client
-        return {
-            "operation": ctx.kind,
-            "operation_id": ctx.operation.id,
-            "attempt": ctx.attempt_number,
-            "service": None
-            if service is None
-            else {
-                "id": service.id,
-                "status": service.status,
-                "remote_id": service.remote_id,
-                "details": service.details or {},
-                "data": service.module_data or {},
-                "expires_at": service.expires_at.isoformat(timespec="seconds") + "Z"
-                if service.expires_at
-                else None,
-            },
-            "tariff": None
-            if tariff is None
-            else {
-                "id": tariff.id,
-                "name": tariff.name,
-                "product_type": tariff.product_type.code,
-                "internal_name": tariff.internal_name,
-                "price": f"{tariff.price:.2f}",
-                "period": tariff.period,
-            },
-            "new_tariff_internal_name": (ctx.params or {}).get("tariff_internal_name"),
-            "item": None if ctx.item is None else {"internal_name": ctx.item.internal_name},
-            "item_settings": self.item_settings(ctx),
-            "client": None
-            if client is None
-            else {"id": client.id, "name": client.name, "email": client.email},
-            "params": {
-                k: v
-                for k, v in (ctx.params or {}).items()
-                if k not in ("tariff_id", "tariff_internal_name")
-            },
+        """The whole context, as JSON on the script's standard input: what the http module
+        sends (``operation_context``), the service's module data, the item's settings and
+        the new tariff of a change_tariff."""
+        payload = operation_context(ctx)
+        if payload["service"] is not None:
+            payload["service"]["data"] = ctx.service.module_data or {}
+        payload["new_tariff_internal_name"] = (ctx.params or {}).get("tariff_internal_name")
+        payload["item_settings"] = self.item_settings(ctx)
+        payload["params"] = {
+            k: v
+            for k, v in (ctx.params or {}).items()
+            if k not in ("tariff_id", "tariff_internal_name")
         }
+        return payload
 
     def command(self, ctx):
         env = " ".join(f"{name}={shlex.quote(value)}" for name, value in self.environment(ctx))
