@@ -337,9 +337,10 @@ def test_a_daemon_that_stops_answering_mid_open_is_a_temporary_error(vps, monkey
     assert "taking it over" in vps.log(op_id)
 
 
-def test_a_daemon_stopped_mid_open_is_retried_into_one_domain(app, api, engine, tmp_path):
+def test_a_daemon_stopped_mid_open_is_retried_into_one_domain(app, api, engine, tmp_path, libvirtd):
     """libvirtd dies after the domain is defined (its own daemon: the test driver's state
-    dies with it): a temporary error, and once it is back the retry makes one domain."""
+    dies with it): a temporary error, and once it is back the retry makes one domain.
+    (``libvirtd``, the session's daemon, only for its skip when libvirt is missing.)"""
     from tests.support import LibvirtDaemon
 
     daemon = LibvirtDaemon().start()
