@@ -189,7 +189,9 @@ class ModuleEndpoint:
     ``trickle_interval`` seconds, "raw": ``raw_reply`` as the body, "hang": no answer for
     ``hang_seconds``); other requests are answered "done", and requests of
     ``script_kinds`` once it runs out as ``fallback`` says ("done" unless a test sets it:
-    the soak benchmark switches it for a while).
+    the soak benchmark switches it for a while). ``first_call``, when set, is the behaviour
+    of the first request of each operation (of ``script_kinds``) whatever order the
+    operations' requests arrive in; the script is not consumed by those.
     Creations are recorded by operation id, as a real panel keyed on the idempotency key.
     """
 
@@ -207,6 +209,8 @@ class ModuleEndpoint:
         self.redirect_to = None  # the Location of a scripted 3xx
         self.hang_seconds = 30.0  # the "hang" behaviour
         self.fallback = "done"  # the behaviour of script_kinds once the script is empty
+        self.first_call = None  # the behaviour of each operation's first request, if set
+        self.seen_operations = set()  # operation ids of script_kinds requests so far
         self.received = []  # (raw body, signature header) of every request, as sent
         self.busy = 0  # requests being answered now
         self.v2_only = False  # verify requests as v2 (direction request) only
@@ -242,8 +246,13 @@ class ModuleEndpoint:
                 payload = json.loads(raw)
                 with endpoint.lock:
                     endpoint.requests.append(payload)
+                    first = payload["operation_id"] not in endpoint.seen_operations
+                    if payload["operation"] in endpoint.script_kinds:
+                        endpoint.seen_operations.add(payload["operation_id"])
                     if payload["operation"] not in endpoint.script_kinds:
                         behaviour = "done"
+                    elif endpoint.first_call is not None and first:
+                        behaviour = endpoint.first_call
                     elif endpoint.script:
                         behaviour = endpoint.script.pop(0)
                     else:

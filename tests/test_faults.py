@@ -282,8 +282,10 @@ def test_a_module_endpoint_hanging_trickling_or_answering_garbage(
     }
     panels, placed = {}, {}
     for name, (raw, _) in behaviours.items():
-        kind = "raw" if raw is not None else name
-        endpoint = endpoints(script=[kind] * per_endpoint)
+        endpoint = endpoints()
+        # each operation's first call, in whatever order the operations' calls arrive (a
+        # retry of one may come before another's first call)
+        endpoint.first_call = "raw" if raw is not None else name
         if raw is not None:
             endpoint.raw_reply = raw
         panels[name] = endpoint
