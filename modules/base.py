@@ -603,6 +603,12 @@ class ModuleType:
         ``self.config_updates``: Provisor saves it with the module's settings."""
         return None
 
+    def order_field_options(self, item_settings):
+        """The choices this module offers for order fields of a tariff it serves, by field
+        name, from the tariff's item settings (a VPS plan's OS images). A choice field
+        named here offers these instead of the product type's own options."""
+        return {}
+
     def renew_days_before(self):
         """Renew a service automatically this many days before it expires (None: never)."""
         return None

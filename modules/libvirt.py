@@ -559,18 +559,30 @@ class LibvirtModule(ModuleType):
     def volume_name(self, domain_name):
         return f"{domain_name}.qcow2"
 
+    def images(self, settings):
+        """``[(name, volume)]``: the tariff's images, else the module's base image."""
+        images = parse_images((settings or {}).get("images"))
+        if not images and self.config.get("base_image"):
+            base = self.config["base_image"]
+            images = [(re.sub(r"\.(qcow2|img|raw)$", "", base), base)]
+        return images
+
+    def order_field_options(self, item_settings):
+        """The OS image a client chooses (order field ``os_image``): the tariff's images."""
+        try:
+            return {"os_image": [name for name, _ in self.images(item_settings)]}
+        except ValueError:
+            return {"os_image": []}  # the tariff's images cannot be read: nothing to offer
+
     def plan(self, ctx):
         settings = ctx.item_settings
         if not settings and ctx.item is not None:
             settings = ctx.item.settings
         settings = settings or {}
         try:
-            images = parse_images(settings.get("images"))
+            images = self.images(settings)
         except ValueError as exc:
             raise PermanentError(f"the tariff's images: {exc}") from None
-        if not images and self.config.get("base_image"):
-            base = self.config["base_image"]
-            images = [(re.sub(r"\.(qcow2|img|raw)$", "", base), base)]
         return Plan(
             vcpus=int(settings.get("vcpus") or 1),
             memory_mib=int(settings.get("memory_mib") or 1024),

@@ -161,6 +161,7 @@ def _tariff(t):
         module_ids=[m.id for m in catalog.tariff_modules(t)],
         orderable=catalog.is_orderable(t),
         items=catalog.items_for(t),
+        order_fields=catalog.order_fields_for(t),
     )
 
 

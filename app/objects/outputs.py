@@ -209,8 +209,8 @@ class Tariff(Output):
     orderable: bool = Field(description="True once an enabled module serves it (and not archived).")
     items: list[Item]
     order_fields: list[OrderField] = Field(
-        validation_alias=AliasPath("product_type", "order_fields"),
-        description="What a client fills in when ordering it (POST /orders `params`).",
+        description="What a client fills in when ordering it (POST /orders `params`): the "
+        "product type's fields, with the choices its modules offer (a VPS plan's OS images)."
     )
 
 
@@ -371,8 +371,7 @@ class ResellerTariff(Output):
     currency: str = Field(pattern="^[A-Z]{3}$")
     period: OneOf(rows.Tariff.PERIODS)
     order_fields: list[OrderField] = Field(
-        validation_alias=AliasPath("product_type", "order_fields"),
-        description="What the order's `params` take.",
+        description="What the order's `params` take (with the choices its modules offer)."
     )
     detail_fields: list[DetailField] = Field(
         validation_alias=AliasPath("product_type", "detail_fields"),

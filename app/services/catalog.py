@@ -502,7 +502,37 @@ def is_orderable(tariff):
 
 
 def orderable_tariffs():
-    return [t for t in tariffs() if is_orderable(t)]
+    """The tariffs a client may order, each with its ``order_fields`` (see
+    :func:`order_fields_for`)."""
+    found = [t for t in tariffs() if is_orderable(t)]
+    for tariff in found:
+        tariff.order_fields = order_fields_for(tariff)
+    return found
+
+
+def order_fields_for(tariff):
+    """The order fields of ``tariff``: its product type's, with the choices its enabled
+    modules offer from the tariff's item (a VPS plan's OS images) in place of the product
+    type's own. Where several modules serve it, only what all of them offer (whichever
+    module takes the order must be able to serve the choice)."""
+    offered = {}
+    for module in tariff_modules(tariff):
+        cls = modules.get_type(module.type)
+        if not module.enabled or cls is None:
+            continue
+        settings = item_settings_for(module, tariff.internal_name)
+        for name, options in (cls(module.config or {}).order_field_options(settings) or {}).items():
+            options = [str(o) for o in options]
+            if name in offered:
+                options = [o for o in offered[name] if o in options]
+            offered[name] = options
+    fields = []
+    for spec in tariff.product_type.order_fields or []:
+        if spec.get("name") in offered:
+            spec = {**spec, "kind": "choice", "options": offered[spec["name"]]}
+            spec.pop("max_length", None)
+        fields.append(spec)
+    return fields
 
 
 def _tariff_fields(data, errors):

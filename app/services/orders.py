@@ -36,7 +36,7 @@ def create(data):
     if params is not None and tariff is not None and "params" not in errors:
         # the order fields of the tariff's product type (a domain name, a hostname...)
         try:
-            params = order_fields.clean(tariff.product_type.order_fields, params)
+            params = order_fields.clean(catalog.order_fields_for(tariff), params)
         except ValidationError as exc:
             errors.update(exc.fields)
     if errors:

@@ -22,6 +22,7 @@ from modules import libvirt as module
 from tests.support import LIBVIRT_BASE_IMAGE as BASE_IMAGE
 from tests.support import LIBVIRT_NETWORK as NETWORK
 from tests.support import LIBVIRT_POOL as POOL
+from tests.support import login
 
 try:
     import libvirt
@@ -52,8 +53,16 @@ class Vps:
             status=201,
         )
         self.client = api.ok(
-            "post", "/clients", {"name": "Vera", "email": f"vera-{tag}@example.com"}
+            "post",
+            "/clients",
+            {"name": "Vera", "email": f"vera-{tag}@example.com", "password": "vera-password"},
         )
+
+    def client_login(self):
+        """A web client of its own, logged in as the client (the client area)."""
+        browser = self.app.test_client()
+        login(browser, self.client["email"], "vera-password")
+        return browser
 
     def config(self, **extra):
         return {
@@ -192,11 +201,43 @@ def test_the_client_chooses_among_the_tariffs_images(vps, libvirtd):
     name = f"{vps.prefix}{service_id}"
     assert f"/{other}</path>" in pool.storageVolLookupByName(f"{name}.qcow2").XMLDesc(0)
     assert vps.service(service_id)["module_data"]["image"] == "ubuntu-24.04"
-    # an image of the product type that this tariff does not offer: refused, nothing made
-    refused_id, op = vps.open(tariff, os_image="almalinux-9")
-    assert op.status == "manual"
-    assert "'almalinux-9' is not offered by this tariff (debian-12, ubuntu-24.04)" in op.last_error
-    assert vps.domain(refused_id) is None
+    # the order field offers the tariff's images, not the product type's fixed list: in
+    # the API's tariff and on the client's order form
+    (field,) = [f for f in tariff_fields(vps, tariff) if f["name"] == "os_image"]
+    assert field["kind"] == "choice" and field["options"] == ["debian-12", "ubuntu-24.04"]
+    login = vps.client_login()
+    page = login.get("/my/order").get_data(as_text=True)
+    select = page.split(f'id="f-{tariff["id"]}-os_image"', 1)[1].split("</select>", 1)[0]
+    assert ">ubuntu-24.04<" in select and ">debian-12<" in select
+    assert "almalinux-9" not in select
+    # an image of the product type that this tariff does not offer: refused at the order
+    # with the field's message, nothing ordered
+    before = vps.api.ok("get", "/services")["total"]
+    code, answer = vps.api.post(
+        "/orders",
+        {
+            "client_id": vps.client["id"],
+            "tariff_id": tariff["id"],
+            "params": {"hostname": "web2.example.com", "os_image": "almalinux-9"},
+        },
+    )
+    assert code == 422, answer
+    assert answer["error"]["fields"]["params.os_image"] == "One of: debian-12, ubuntu-24.04"
+    response = login.post(
+        "/my/order",
+        data={"tariff_id": tariff["id"], "params.os_image": "almalinux-9"},
+    )
+    assert response.status_code == 422
+    assert "One of: debian-12, ubuntu-24.04" in response.get_data(as_text=True)
+    assert vps.api.ok("get", "/services")["total"] == before
+    # a tariff without images of its own offers the module's base image
+    plain = vps.tariff()
+    (field,) = [f for f in tariff_fields(vps, plain) if f["name"] == "os_image"]
+    assert field["options"] == [BASE_IMAGE.removesuffix(".qcow2")]
+
+
+def tariff_fields(vps, tariff):
+    return vps.api.ok("get", f"/tariffs/{tariff['id']}")["order_fields"]
 
 
 def test_ensure_item_says_precisely_what_is_missing(vps):
