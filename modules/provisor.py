@@ -202,6 +202,10 @@ class ProvisorModule(ModuleType):
             )
         if status >= 500 or status == 429:
             raise TemporaryError(f"the upstream answered {status}: {said}")
+        if status == 409 and _code(data) == "operation_in_progress":
+            # the upstream service is busy with another operation (its own staff's, say):
+            # not a refusal, this one can go through once that ends
+            raise TemporaryError(f"the upstream is busy ({status}): {said}")
         if status >= 400:
             raise Refused(f"the upstream refused ({status}): {said}", status)
         if not isinstance(data, dict):
@@ -406,6 +410,12 @@ class ProvisorModule(ModuleType):
         return f"the upstream sells {len(tariffs)} tariff(s) to this reseller" + (
             ": " + ", ".join(f"{t['id']} {t['name']}" for t in tariffs[:10]) if tariffs else ""
         )
+
+
+def _code(data):
+    """The error code of a Provisor error answer (None: not one)."""
+    error = data.get("error") if isinstance(data, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _message(data):

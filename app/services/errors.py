@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field, WithJsonSchema
 class ErrorDetail(BaseModel):
     code: str = Field(
         description="Machine-readable: unauthorized, forbidden, not_found, conflict, "
-        "validation_error, invalid_json, bad_signature, method_not_allowed, ..."
+        "validation_error, invalid_json, bad_signature, method_not_allowed, "
+        "operation_in_progress (409: the service has an open operation; try again once it "
+        "ends), ..."
     )
     message: str = Field(description="For people.")
     fields: dict[str, str] = Field(

@@ -222,7 +222,8 @@ def request(service_id, kind, actor, params=None):
         if busy is not None:
             raise Conflict(
                 f"service #{service.id} already has operation #{busy.id} ({busy.kind}, "
-                f"{busy.status}); finish or cancel it first"
+                f"{busy.status}); finish or cancel it first",
+                code="operation_in_progress",
             )
         if kind == "change_tariff":
             new = Tariff.get_or_none_by_id(params.get("tariff_id"))

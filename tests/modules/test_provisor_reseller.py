@@ -364,3 +364,32 @@ def test_a_crash_after_the_upstream_took_the_order_is_taken_over_by_its_key(
     with app.app_context(), database.connection_context():
         logs = [a.log or "" for a in Attempt.select().where(Attempt.operation == op_id)]
     assert any("made before: taken over" in text for text in logs), logs
+
+
+def test_an_upstream_service_busy_with_its_own_operation_is_waited_for(instances):
+    """Upstream staff suspend the service themselves (their panel slow to do it): the
+    reseller's close meanwhile is answered 409 operation_in_progress, which is not a
+    refusal but a temporary error; it goes through once the upstream's suspend ends."""
+    upstream, reseller = instances("upstream"), instances("reseller")
+    up_tariff, up_module, shop, token = sell(upstream)
+    _, tariff = resell(reseller, upstream, token, up_tariff["id"])
+    service_id, op_id = order_paid(reseller, tariff)
+    wait_done(reseller, op_id)
+    [remote] = upstream_services(upstream, shop["id"])
+    # the upstream's panel fails each operation's first attempt, retried 3 s later
+    upstream.call(
+        "PUT",
+        f"/modules/{up_module['id']}",
+        {"name": up_module["name"], "config": {"fail_first": 1}, "retry_delay": 3},
+    )
+    theirs = upstream.call("POST", f"/services/{remote['id']}/suspend", {})
+    close = reseller.call("POST", f"/services/{service_id}/close", {})
+    op = wait_done(reseller, close["id"], timeout=40)
+    outcomes = [a["outcome"] for a in op["attempt_log"]]
+    assert outcomes[0] == "temporary_error" and outcomes[-1] == "done", op["attempt_log"]
+    first = op["attempt_log"][0]["error"]
+    assert "the upstream is busy (409)" in first and f"operation #{theirs['id']}" in first, first
+    assert upstream.call("GET", f"/operations/{theirs['id']}")["status"] == "done"
+    assert upstream.call("GET", f"/services/{remote['id']}")["status"] == "deleted"
+    kinds = [o["kind"] for o in upstream.call("GET", f"/services/{remote['id']}")["operations"]]
+    assert sorted(kinds) == ["close", "open", "suspend"]
