@@ -378,3 +378,51 @@ def test_ticked_rows_stay_ticked_across_the_live_refresh(admin, client, seeded):
     assert partial.count(" checked>") == 1
     page = html(client.get("/operations"))
     assert 'hx-trigger="every 1s"' in page and 'hx-confirm="Cancel every ticked' in page
+
+
+# --- on SQLite and PostgreSQL ---------------------------------------------------------------
+
+
+def test_sort_search_and_csv_on_both_databases(any_app, any_api):
+    """The same SQL on PostgreSQL: NULLS LAST, the priority's CASE, a LIKE over JSON text."""
+    from tests.support import ADMIN
+
+    client = any_app.test_client()
+    login(client, *ADMIN)
+    with db(any_app):
+        ptype = ProductType.get(ProductType.code == "hosting")
+        tariff = Tariff.create(name="Basic", product_type=ptype, price="5.00", internal_name="b")
+        department = Department.create(name="Ops")
+        ids = []
+        for n, (priority, due) in enumerate([("low", DAY1), ("urgent", None), ("high", DAY2)]):
+            customer = Client.create(name=f"Client {n}", email=f"c{n}@example.com")
+            service = Service.create(
+                client=customer,
+                tariff=tariff,
+                params={"domain": f"site{n}.example.org"},
+                activated_at=DAY1 if n else None,
+            )
+            Order.create(client=customer, tariff=tariff, service=service, amount="5.00")
+            op = Operation.create(kind="suspend", service=service, status="retry_wait")
+            ids.append(
+                Task.create(
+                    department=department,
+                    service=service,
+                    operation=op,
+                    priority=priority,
+                    due_at=due,
+                ).id
+            )
+    tasks = lambda url: row_ids(html(client.get(url)), "task")  # noqa: E731
+    assert tasks("/tasks?sort=priority&dir=desc") == [ids[1], ids[2], ids[0]]
+    assert tasks("/tasks?sort=due&dir=asc") == [ids[0], ids[2], ids[1]]  # no due date last
+    assert tasks("/tasks?sort=due&dir=desc") == [ids[2], ids[0], ids[1]]
+    assert tasks("/tasks?q=suspend&sort=assignee") == sorted(ids, reverse=True)
+    assert len(row_ids(html(client.get("/services?q=site1.example")), "service")) == 1
+    assert row_ids(html(client.get("/services?sort=activated&dir=asc")), "service")[-1] == 1
+    assert len(row_ids(html(client.get("/operations?q=Client 2&sort=tariff")), "operation")) == 1
+    assert len(row_ids(html(client.get("/orders?q=2026-03-01&sort=paid")), "order")) == 0
+    for url in ("/orders", "/services", "/operations", "/tasks", "/clients", "/outbox"):
+        assert len(csv_rows(client.get(f"{url}/export.csv?sort=id&dir=asc"))) >= 1
+    status, body = any_api.get("/tasks?sort=due&dir=asc&q=suspend")
+    assert status == 200 and [t["id"] for t in body["tasks"]] == [ids[0], ids[2], ids[1]]
