@@ -92,6 +92,10 @@ class Page:
         return numbers
 
 
+# columns whose first click shows the largest first (the newest, the most urgent)
+FIRST_DESCENDING = ("id", "created", "updated", "priority", "activated", "paid", "sent")
+
+
 class Sorting:
     """A list's order from ``sort`` (a column key among ``keys``) and ``dir`` (asc or
     desc). A key that is not a sortable column is ignored (the list keeps its default
@@ -113,7 +117,7 @@ class Sorting:
     def url(self, key):
         """The current list's URL sorted by ``key`` (the other way round when it already
         is), on its first page, keeping the filters."""
-        desc = not self.desc if key == self.key else key in ("created", "updated", "id")
+        desc = not self.desc if key == self.key else key in FIRST_DESCENDING
         args = {k: v for k, v in request.args.items() if k not in ("page", "sort", "dir")}
         args.update(sort=key, dir="desc" if desc else "asc")
         return url_for(request.endpoint, **(request.view_args or {}), **args)
