@@ -12,6 +12,7 @@ from pydantic import AliasPath, Field, create_model
 from app import models as rows
 from app.objects.base import Output
 from app.objects.fields import Id, Money, Object, OneOf, Timestamp
+from app.services.detail_fields import KINDS as DETAIL_KINDS
 from app.services.order_fields import KINDS as ORDER_FIELD_KINDS
 from modules.base import KINDS as CONFIG_FIELD_KINDS
 
@@ -355,6 +356,10 @@ class Email(Output):
 class DetailField(Output):
     name: str
     label: str
+    kind: OneOf(DETAIL_KINDS) = Field(
+        default="text", description="How a value is checked: ip, url, domain, hostname, port, text."
+    )
+    max_length: int | None = Field(default=None, description="A text field's longest value.")
     required: bool = False
     secret: bool = False
 
