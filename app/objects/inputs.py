@@ -423,6 +423,43 @@ class TaskCloseInput(Input):
     comment: FreeText(max_length=10000) = ""
 
 
+class ServiceDetailsInput(Input):
+    """Correct a service's detail fields and remote id (no module is called; recorded in
+    the service's history)."""
+
+    details: JsonObject() = Field(
+        {},
+        description="Detail fields of the product type, checked by their kinds (an `ip` must "
+        "be an IP address, a `url` http or https...): each given one is set, a blank or null "
+        "one cleared, one not given unchanged. A name the product type does not declare is "
+        "refused (`details.<name>`).",
+    )
+    remote_id: str | None = Field(
+        None,
+        max_length=255,
+        description="The account's id on the panel (leave it out: unchanged). One already "
+        "bound to another live service of the same module: 409 `remote_id_bound`.",
+    )
+
+
+class ServiceImportInput(Input):
+    """Bind an account that already exists on a panel to a new service: active at once,
+    no `open` operation runs (one is recorded as done, "imported by <staff>")."""
+
+    client_id: Ref("Choose an existing client.")
+    tariff_id: Ref("Choose an existing tariff.")
+    module_id: Ref("Choose a module.") = Field(description="A module that serves the tariff.")
+    remote_id: str = Field(
+        max_length=255,
+        description="The account's id on the panel (GET /modules/{id}/accounts lists them "
+        "for module types that can). Already bound to another live service of the same "
+        "module: 409 `remote_id_bound`.",
+    )
+    details: JsonObject() = Field(
+        {}, description="Detail fields of the product type, checked by their kinds."
+    )
+
+
 # --- resellers (/api/v1/reseller) --------------------------------------------------------
 
 IDEMPOTENCY_KEY = Field(
@@ -472,6 +509,8 @@ MODELS = [
     TaskFieldsInput,
     TaskCancelInput,
     TaskCloseInput,
+    ServiceDetailsInput,
+    ServiceImportInput,
     ResellerOrderInput,
     ResellerActionInput,
 ]

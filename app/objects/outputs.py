@@ -143,6 +143,9 @@ class ModuleType(Output):
         description="The product types (codes) it serves; null: any."
     )
     can_check: bool = Field(description="True: POST /modules/{id}/check talks to its server.")
+    can_list_accounts: bool = Field(
+        description="True: GET /modules/{id}/accounts lists the accounts on its panel (import)."
+    )
     config_fields: list[ConfigField]
     item_fields: list[ConfigField] = Field(
         description="What each tariff's item holds, set on the tariff (`item_settings`)."
@@ -155,6 +158,7 @@ class ModuleType(Output):
             module_type,
             operations=sorted(module_type.operations),
             can_check=module_type.can_check(),
+            can_list_accounts=module_type.can_list_accounts(),
             config_fields=[ConfigField.of(f) for f in module_type.config_fields],
             item_fields=[ConfigField.of(f) for f in module_type.item_fields],
             **extra,
@@ -307,6 +311,19 @@ class Service(Output):
 
 class ServiceWithOperations(Service):
     operations: list[Operation] = Field(description="Newest first.")
+
+
+class RemoteAccount(Output):
+    """An account on a module's panel (to import as a service)."""
+
+    remote_id: str
+    summary: str = Field(description="What the panel says of it (user, address, domain).")
+    details: dict[str, str] = Field(description="Detail field values known from the panel.")
+    bound_to: IdOrNull = Field(description="The live service already bound to it (null: free).")
+
+
+class RemoteAccountList(Output):
+    accounts: list[RemoteAccount]
 
 
 class Task(Output):
@@ -470,6 +487,8 @@ ResellerTariffList = list_of("ResellerTariffList", "tariffs", ResellerTariff)
 
 MODELS = [
     Health,
+    RemoteAccount,
+    RemoteAccountList,
     Client,
     Department,
     Staff,
