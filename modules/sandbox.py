@@ -167,6 +167,7 @@ class SandboxModule(ModuleType):
             "nameservers": "ns1.sandbox.test, ns2.sandbox.test",
             "common_name": ctx.params.get("domain") or f"site{n % 100000}.sandbox.test",
             "host": "db.sandbox.test",
+            "port": "3306",
             "database": f"{ctx.params.get('prefix') or 'db'}_{user}",
             "ipmi_url": f"https://ipmi.sandbox.test/{n % 1000}",
             "certificate_url": f"https://{host}/certs/{digest[:8]}.pem",

@@ -92,10 +92,11 @@ def clean_value(spec, raw):
     text = str(raw).strip()
     if any(ord(c) < 32 or c == "\x7f" for c in text):
         raise ValueError("Must be one line of text.")
-    limit = limit_of(spec)
+    kind, limit = kind_of(spec), limit_of(spec)
     if len(text) > limit:
-        raise ValueError(f"At most {limit} characters.")
-    return _check_kind(kind_of(spec), text)
+        short = kind in ("ip", "port")  # "Not a port" says more than "At most 5 characters"
+        raise ValueError(MESSAGES[kind] if short else f"At most {limit} characters.")
+    return _check_kind(kind, text)
 
 
 def blank(value):
