@@ -374,7 +374,7 @@ def describe_problems(fields):
     missing = sorted(name for name, message in fields.items() if _is_missing(message))
     parts = ["missing " + ", ".join(missing)] if missing else []
     parts += [f"{name}: {fields[name]}" for name in sorted(fields) if name not in missing]
-    return "; ".join(parts)
+    return "; ".join(parts).rstrip(".")  # the sentences it goes into end it
 
 
 def _is_missing(message):
