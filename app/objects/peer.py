@@ -96,6 +96,8 @@ def _form(value):
             if not 1 <= length <= MAX_DETAIL_LENGTH:
                 raise invalid(f"Each max_length must be a number from 1 to {MAX_DETAIL_LENGTH}.")
             entry["max_length"] = length
+        elif entry["kind"] == "text":  # a peer that says nothing: what detail fields hold
+            entry["max_length"] = MAX_DETAIL_LENGTH
         form.append(entry)
     return form
 

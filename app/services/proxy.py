@@ -54,7 +54,7 @@ from app.objects.peer import (
     PeerEventInput,
     PeerTaskInput,
 )
-from app.services import dispatch, tasks
+from app.services import detail_fields, dispatch, tasks
 from app.services.errors import (
     Busy,
     Conflict,
@@ -551,8 +551,12 @@ def _payload(task, kind, actor, text, fields):
                         "name": f["name"],
                         "label": f.get("label") or f["name"],
                         "required": bool(f.get("required")),
-                        "kind": f.get("kind") or "text",
-                        **({"max_length": f["max_length"]} if f.get("max_length") else {}),
+                        "kind": detail_fields.kind_of(f),
+                        **(
+                            {"max_length": detail_fields.limit_of(f)}
+                            if detail_fields.kind_of(f) == "text"
+                            else {}
+                        ),
                     }
                     for f in (tasks.form_of(task) if _sets_up(task) else [])
                 ],
