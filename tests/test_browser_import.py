@@ -63,9 +63,11 @@ def test_staff_import_an_account_from_the_panels_list(live_app, chromium):
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on(
         "console",
-        lambda msg: errors.append(msg.text)
-        if msg.type == "error" and not msg.text.startswith("Failed to load resource")
-        else None,
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
     )
     page.goto("/login")
     page.fill("#f-email", ADMIN[0])

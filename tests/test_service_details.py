@@ -161,3 +161,54 @@ def test_a_deleted_services_passwords_are_hidden(app, client, admin, api):
     assert body["details"]["password"] == password
     assert len(_history(app, service_id)) == 2
     assert _service(app, service_id).details["password"] == password  # kept, only hidden
+
+
+def test_a_reseller_no_longer_gets_a_deleted_services_password(app, api):
+    """The client API (a reseller's token): the password while the service lives, not
+    once it is deleted; its tariffs say each detail field's kind."""
+    from tests.support import Api
+
+    _, _, tariff, _ = api.catalog("sandbox")
+    shop_client = api.ok("post", "/clients", {"name": "Shop", "email": "shop@example.com"})
+    token = api.ok("post", f"/clients/{shop_client['id']}/reseller", status=201)["token"]
+    shop = Api(api.client, token)
+    fields = shop.ok("get", "/reseller/tariffs")["tariffs"][0]["detail_fields"]
+    assert {f["name"]: f["kind"] for f in fields}["ip"] == "ip"
+    body = {"tariff_id": tariff["id"], "params": {"hostname": "a.example.com"}}
+    order = shop.ok("post", "/reseller/orders", {**body, "idempotency_key": "o-1"}, status=201)
+    api.wait_operation(order["operation_id"])
+    service_id = order["service_id"]
+    assert shop.ok("get", f"/reseller/services/{service_id}")["details"]["password"]
+    op = shop.ok(
+        "post", f"/reseller/services/{service_id}/close", {"idempotency_key": "c-1"}, status=202
+    )
+    api.wait_operation(op["id"])
+    service = shop.ok("get", f"/reseller/services/{service_id}")
+    assert service["status"] == "deleted"
+    assert "password" not in service["details"] and service["details"]["ip"]
+
+
+def test_the_setup_tasks_result_hides_a_deleted_services_password(app, client, admin, api):
+    """Set up and deleted by hand (the manual module): the closed setup task showed the
+    root password; once the service is deleted it says it is hidden there too."""
+    from app.models import Task
+
+    _, _, tariff, customer = api.catalog("manual")
+    order = api.order(customer["id"], tariff["id"])
+    _, paid = api.pay(order)
+    api.wait_operation(paid["operation_id"], ("waiting_task",))
+    with db(app):
+        setup = Task.get(Task.operation == paid["operation_id"]).id
+    fields = {"hostname": "m1.example.net", "ip": "203.0.113.9", "username": "root"}
+    api.ok("post", f"/tasks/{setup}/close", {"fields": {**fields, "password": "by-hand-pw"}})
+    assert "by-hand-pw" in html(client.get(f"/tasks/{setup}"))
+
+    op = api.ok("post", f"/services/{order['service_id']}/close", {}, status=202)
+    api.wait_operation(op["id"], ("waiting_task",))
+    with db(app):
+        closing = Task.get(Task.operation == op["id"]).id
+    api.ok("post", f"/tasks/{closing}/close", {})
+    assert _service(app, order["service_id"]).status == "deleted"
+    page = html(client.get(f"/tasks/{setup}"))
+    assert "by-hand-pw" not in page and "hidden: the service is deleted" in page
+    assert "203.0.113.9" in page
