@@ -157,3 +157,34 @@ def test_the_import_page(app, client, admin):
     response = client.post("/services/import", data=form)
     assert response.status_code == 409
     assert f"already bound to service #{service.id}" in html(response)
+
+
+def test_the_cli_lists_and_imports(app, api, runner):
+    _, module, tariff, customer = api.catalog("sandbox")
+    legacy = _legacy_account(app)
+    result = runner.invoke(args=["services", "accounts", "--module-id", str(module["id"])])
+    assert result.exit_code == 0, result.output
+    assert f"{legacy}\tfree\t" in result.output
+    base = [
+        "services",
+        "import",
+        "--client-id",
+        str(customer["id"]),
+        "--tariff-id",
+        str(tariff["id"]),
+        "--module-id",
+        str(module["id"]),
+        "--remote-id",
+        legacy,
+    ]
+    result = runner.invoke(args=[*base, "--detail", "ip=999.999.1.1"])
+    assert result.exit_code == 2 and "Not an IP address." in result.output
+    result = runner.invoke(
+        args=[*base, "--detail", "ip=198.51.100.20", "--detail", "username=root"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "imported: active" in result.output
+    result = runner.invoke(args=[*base])
+    assert result.exit_code == 2 and "already bound to service #" in result.output
+    result = runner.invoke(args=["services", "accounts", "--module-id", str(module["id"])])
+    assert f"{legacy}\tservice #" in result.output
