@@ -141,3 +141,19 @@ def test_a_pulled_close_with_a_bad_value_stays_open_and_the_peer_is_told(
         ),
         message="the comment to the peer",
     )
+
+
+def test_a_form_received_without_kinds_takes_values_as_long_as_the_protocol_allows(app):
+    department_id, headers = _server_side(app)
+    peer = app.test_client()
+    form = [{"name": "notes", "label": "Notes", "required": True}]  # an older peer: no kind
+    body = {"sender_task_id": 5, "department_id": department_id, "title": "Do", "form": form}
+    assert peer.post("/proxy/v1/tasks", json=body, headers=headers).status_code == 201
+    with db(app):  # as a form stored before kinds existed
+        ProxyInbound.update(form=form).execute()
+    response = peer.post(
+        "/proxy/v1/tasks/5/events",
+        json={"event_id": "c1", "kind": "closed", "fields": {"notes": "n" * 1500}},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.get_json()

@@ -18,6 +18,7 @@ from peewee import JOIN
 
 from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, parse_id, utcnow
+from app.objects.fields import MAX_DETAIL_VALUE
 from app.objects.inputs import TaskCancelInput, TaskCloseInput, TaskCommentInput
 from app.services import detail_fields
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
@@ -424,7 +425,16 @@ def form_of(task):
     from app.models import ProxyInbound
 
     inbound = ProxyInbound.get_or_none(ProxyInbound.task == task.id)
-    return inbound.form if inbound is not None else []
+    if inbound is None:
+        return []
+    # a form received before kinds (or from a peer that sends none): its text fields
+    # hold what the protocol's detail fields hold, not this side's default 200
+    return [
+        {**f, "max_length": f.get("max_length") or MAX_DETAIL_VALUE}
+        if detail_fields.kind_of(f) == "text"
+        else f
+        for f in inbound.form or []
+    ]
 
 
 def clean_fields(task, op, fields):
