@@ -161,6 +161,11 @@ def test_a_deleted_services_passwords_are_hidden(app, client, admin, api):
     assert body["details"]["password"] == password
     assert len(_history(app, service_id)) == 2
     assert _service(app, service_id).details["password"] == password  # kept, only hidden
+    # the welcome email held it: masked in the outbox (page and API) once deleted
+    [email] = api.ok("get", f"/emails?service_id={service_id}&kind=welcome")["emails"]
+    assert password not in email["body"] and "Root password:" in email["body"]
+    page = html(client.get(f"/outbox/{email['id']}"))
+    assert password not in page and 'id="masked-note"' in page
 
 
 def test_a_reseller_no_longer_gets_a_deleted_services_password(app, api):

@@ -672,6 +672,8 @@ def list_emails():
     if service_id is not None:
         query = query.where(Email.service == service_id)
     rows, paging = page(query)
+    for row in rows:  # a deleted service's passwords masked (not saved)
+        row.body = provisioning.hidden_in(row.body, row.service if row.service_id else None)
     return jsonify(out.EmailPage.of({"emails": rows, **paging}))
 
 

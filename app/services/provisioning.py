@@ -31,6 +31,7 @@ from app.models import (
 from app.services import mail
 from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import KINDS, REQUESTABLE, SERVICE
+from modules.base import mask
 
 log = logging.getLogger(__name__)
 
@@ -511,6 +512,14 @@ def visible_details(service, reveal=False):
         return details
     hidden = secret_names(service)
     return {k: v for k, v in details.items() if k not in hidden}
+
+
+def hidden_in(text, service):
+    """``text`` (an email's body) with a deleted service's secret detail values masked."""
+    if service is None or not secrets_hidden(service):
+        return text
+    values = [str(v) for k, v in (service.details or {}).items() if k in secret_names(service)]
+    return mask(text, [v for v in values if v])
 
 
 def reveal_secrets(service_id, actor):
