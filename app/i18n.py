@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from flask import has_request_context, request
 from flask_babel import Babel, force_locale, format_datetime, gettext, lazy_gettext
+from peewee import InterfaceError, OperationalError
 
 from app.models import Client  # noqa: E402
 
@@ -134,11 +135,14 @@ def select_locale():
         return DEFAULT_LANGUAGE
     from flask_login import current_user
 
-    user = current_user
-    if user and user.is_authenticated and getattr(user, "client_id", None):
-        language = best_language(getattr(user.client, "language", None))
-        if language:
-            return language
+    try:
+        user = current_user
+        if user and user.is_authenticated and getattr(user, "client_id", None):
+            language = best_language(getattr(user.client, "language", None))
+            if language:
+                return language
+    except (OperationalError, InterfaceError):  # the database is away: the browser's
+        pass
     return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
 
 
