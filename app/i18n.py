@@ -11,9 +11,17 @@ README, "Translations", for the pybabel commands.
 """
 
 from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
 
 from flask import has_request_context, request
-from flask_babel import Babel, force_locale, format_datetime, gettext, lazy_gettext
+from flask_babel import (
+    Babel,
+    force_locale,
+    format_datetime,
+    format_decimal,
+    gettext,
+    lazy_gettext,
+)
 from peewee import InterfaceError, OperationalError
 
 from app.models import Client  # noqa: E402
@@ -161,6 +169,18 @@ def local_datetime(value, format="medium"):
     return format_datetime(value, format)
 
 
+def local_money(value, currency=""):
+    """An amount with two decimals the current locale's way, and its currency code:
+    ``1,234.50 USD`` in English, ``1 234,50 USD`` in Russian."""
+    if value is None or value == "":
+        return ""
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return f"{value} {currency}".strip()
+    return f"{format_decimal(number, format='#,##0.00')} {currency}".strip()
+
+
 def init_app(app):
     from app import bundled
 
@@ -169,6 +189,7 @@ def init_app(app):
     babel.init_app(app, locale_selector=select_locale)
     app.jinja_env.filters["local_datetime"] = local_datetime
     app.jinja_env.filters["tr"] = tr
+    app.jinja_env.filters["local_money"] = local_money
     app.jinja_env.globals["LANGUAGE_NAMES"] = LANGUAGE_NAMES
 
     @app.context_processor

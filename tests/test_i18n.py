@@ -57,6 +57,7 @@ def test_a_russian_client_sees_the_client_area_in_russian(app, api):
     order_page = html(browser.get("/my/order"))
     assert "Заказать услугу" in order_page and "Выберите тариф." in order_page
     assert "Виртуальный сервер (VPS)" in order_page  # the built-in product type's name
+    assert "9,99 " in order_page and "9.99" not in order_page
     # a form error in Russian, nothing ordered
     response = browser.post("/my/order", data={"tariff_id": "999999"})
     assert response.status_code == 422
@@ -68,7 +69,8 @@ def test_a_russian_client_sees_the_client_area_in_russian(app, api):
     )
     assert response.status_code == 200
     orders = html(response)
-    assert re.search(r"Заказ №\d+ на «VPS S» оформлен: к оплате 9\.99 USD\.", orders)
+    # the amount written the Russian way (a decimal comma)
+    assert re.search(r"Заказ №\d+ на «VPS S» оформлен: к оплате 9,99 USD\.", orders)
     assert "Мои заказы" in orders and "не оплачен" in orders  # the order's status
     # the services list: the new service awaiting payment
     services = html(browser.get("/my"))

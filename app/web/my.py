@@ -5,7 +5,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.auth import client_required
-from app.i18n import translated
+from app.i18n import local_money, translated
 from app.services import catalog, orders, provisioning
 from app.services.errors import Conflict, ValidationError
 from app.web.helpers import Page, render
@@ -71,7 +71,7 @@ def order():
                     "Order #%(id)s for %(tariff)s placed: %(amount)s to pay.",
                     id=new_order.id,
                     tariff=new_order.tariff.name,
-                    amount=f"{new_order.amount:.2f} {new_order.currency}",
+                    amount=local_money(new_order.amount, new_order.currency),
                 ),
                 "success",
             )
