@@ -110,6 +110,18 @@ def test_before_login_the_browser_language_is_used(app, client):
         headers={"Accept-Language": "ru"},
     )
     assert response.status_code == 422 and "Неверный адрес или пароль." in html(response)
+    # past the failed-login limit (10 a minute from one address), the wait in Russian
+    for _ in range(10):
+        client.post("/login", data={"email": "nobody@example.com", "password": "x"})
+    refused = client.post(
+        "/login",
+        data={"email": "nobody@example.com", "password": "x"},
+        headers={"Accept-Language": "ru"},
+    )
+    assert refused.status_code == 429
+    assert re.search(
+        r"Слишком много неудачных входов: повторите через \d+ (секунд|минут)", html(refused)
+    )
     # a language Provisor has no catalog for, or none asked: English
     german = html(client.get("/login", headers={"Accept-Language": "de-DE,de;q=0.9"}))
     assert '<html lang="en">' in german and "Log in" in german

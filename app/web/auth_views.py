@@ -1,6 +1,7 @@
 """Logging in and out, and client self-registration."""
 
 import logging
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -13,7 +14,7 @@ from flask import (
     request,
     url_for,
 )
-from flask_babel import force_locale, get_locale
+from flask_babel import force_locale, format_timedelta, get_locale
 from flask_babel import gettext as _
 from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required
@@ -56,7 +57,12 @@ def login():
 def too_many_logins(exc):
     """The login form (or the password form) again, saying when to try again (429 with
     Retry-After)."""
-    message, headers = throttle.refusal()
+    headers = throttle.refusal()[1]
+    wait = timedelta(seconds=int(dict(headers)["Retry-After"]))
+    message = _(
+        "Too many failed logins: try again in %(wait)s.",
+        wait=format_timedelta(wait, threshold=1.5),
+    )
     if request.endpoint == "auth.account":
         errors = {"current_password": message}
         return render_template("auth/account.html", errors=errors), 429, headers
