@@ -205,6 +205,20 @@ def test_staff_set_a_clients_language_through_the_api(app, api):
     assert [c["language"] for c in listed] == ["ru"]
 
 
+def test_staff_add_a_client_in_a_language(app, client, admin):
+    response = client.post(
+        "/clients/new", data={"name": "Pyotr", "email": "pyotr@example.com", "language": "xx"}
+    )
+    assert response.status_code == 422 and "Choose English or Russian." in html(response)
+    response = client.post(
+        "/clients/new", data={"name": "Pyotr", "email": "pyotr@example.com", "language": "ru"}
+    )
+    assert response.status_code == 302
+    with db(app):
+        assert Client.get(Client.email == "pyotr@example.com").language == "ru"
+    assert 'data-language="ru"' in html(client.get("/clients"))
+
+
 def _welcome(app, api, smtp_server, language):
     app.config["SMTP_URL"] = smtp_server.url
     _, _, tariff, client = api.catalog("sandbox")
