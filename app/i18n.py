@@ -24,7 +24,7 @@ from flask_babel import (
 )
 from peewee import InterfaceError, OperationalError
 
-from app.models import Client  # noqa: E402
+from app.models import Client
 
 LANGUAGES = Client.LANGUAGES
 DEFAULT_LANGUAGE = "en"
@@ -34,15 +34,15 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}
 babel = Babel()
 
 
-def N_(message):  # noqa: N802 - the name pybabel extracts (a marker, translated later)
+def N_(message):  # the name pybabel extracts: a marker, translated where it is shown
     """Mark ``message`` for the catalog without translating it here (it is translated
-    where it is shown, with :func:`translated`)."""
+    where it is shown, with :func:`tr` or :func:`translated`)."""
     return message
 
 
 # Messages the services give in English (form errors, statuses, built-in field labels)
 # that clients see: marked here so that the catalog has them; the client pages translate
-# them where they show them (``translated``, the ``_`` of a dynamic text).
+# them where they show them (``translated``, the ``|tr`` filter).
 CLIENT_MESSAGES = (
     N_("This field is required."),
     N_("At least 8 characters."),
@@ -149,7 +149,7 @@ def select_locale():
             language = best_language(getattr(user.client, "language", None))
             if language:
                 return language
-    except (OperationalError, InterfaceError):  # the database is away: the browser's
+    except (OperationalError, InterfaceError, Client.DoesNotExist):  # the database is away
         pass
     return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
 
