@@ -53,6 +53,10 @@ def test_a_russian_client_sees_the_client_area_in_russian(app, api):
     assert '<html lang="ru">' in page
     assert "Мои услуги" in page and "У вас пока нет услуг." in page
     assert "My services" not in page
+    # an error page: its title in Russian
+    missing = browser.get("/my/nothing-here")
+    assert missing.status_code == 404
+    assert "Не найдено" in html(missing) and "По этому адресу ничего нет." in html(missing)
 
     order_page = html(browser.get("/my/order"))
     assert "Заказать услугу" in order_page and "Выберите тариф." in order_page
