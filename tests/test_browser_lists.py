@@ -145,9 +145,7 @@ def test_bulk_actions_in_current_operations(live_app, chromium):
     expect(page.locator(f"#operation-{done} input[name=ids]")).to_be_checked()
     page.click("#bulk-restart")
     expect(page.locator("#bulk-result")).to_contain_text("0 operations queued to run now")
-    expect(page.locator(f'#bulk-result [data-refused="{done}"]')).to_contain_text(
-        "can be run now"
-    )
+    expect(page.locator(f'#bulk-result [data-refused="{done}"]')).to_contain_text("can be run now")
     assert errors == []
 
 

@@ -4,7 +4,7 @@ from flask import Blueprint, request
 
 from app.auth import staff_required
 from app.models import MAX_SEARCH, Email
-from app.services import mail
+from app.services import mail, provisioning
 from app.services.errors import ValidationError
 from app.web.helpers import Page, Sorting, arg_choice, csv_response, render, search_status
 
@@ -80,5 +80,9 @@ def export():
 @bp.get("/outbox/<int:email_id>")
 @staff_required
 def detail(email_id):
-    """One email with its whole body."""
-    return render("outbox/detail.html", email=mail.get(email_id))
+    """One email with its whole body (a deleted service's passwords masked: the service
+    page reveals them)."""
+    email = mail.get(email_id)
+    service = email.service if email.service_id else None
+    body = provisioning.hidden_in(email.body, service)
+    return render("outbox/detail.html", email=email, body=body, masked=body != email.body)

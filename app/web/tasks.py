@@ -9,7 +9,7 @@ from flask_login import current_user
 
 from app.auth import staff_required
 from app.models import MAX_SEARCH, Attempt, Operation, Task, User
-from app.services import accounts, catalog, operations, tasks
+from app.services import accounts, catalog, operations, provisioning, tasks
 from app.services.errors import Conflict, PermissionDenied, ValidationError
 from app.web.helpers import (
     Page,
@@ -174,6 +174,10 @@ def _task_page(task, errors=None, form=None, failed_form=None, status=200):
         assignable=tasks.assignable_staff(task) if task.status in Task.OPEN_STATUSES else [],
         priorities=Task.PRIORITIES,
         plan_form=plan_form,
+        # a deleted service's passwords are hidden here too (revealed on the service page)
+        hidden=provisioning.secret_names(service)
+        if service is not None and service.status == "deleted"
+        else set(),
     ), status
 
 
