@@ -73,8 +73,18 @@ def changed_later(table, row):
 
 
 # tables a later migration adds (empty in an adopted database): 0005_acme_certificates,
-# 0008_sweeps, 0010_resellers
-ADDED_LATER = {"acme_account", "acme_challenge", "acme_certificate", "sweep", "reseller_request"}
+# 0008_sweeps, 0010_resellers, 0016_events
+ADDED_LATER = {
+    "acme_account",
+    "acme_challenge",
+    "acme_certificate",
+    "sweep",
+    "reseller_request",
+    "webhook_endpoint",
+    "event",
+    "event_delivery",
+    "delivery_attempt",
+}
 # the seed product types of 0001, then DNS hosting (0002_module_interface_v2)
 PRODUCT_TYPES = [
     "hosting",

@@ -19,6 +19,7 @@ from peewee import JOIN
 from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, parse_id, utcnow
 from app.objects.inputs import TaskCancelInput, TaskCloseInput, TaskCommentInput
+from app.services import events
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from app.states import TASK
 
@@ -84,6 +85,7 @@ def open_for_operation(op, reason, now):
         created_at=now,
         updated_at=now,
     )
+    events.created("task", task)
     record_event(
         task,
         "created",
@@ -250,7 +252,9 @@ def assign(task_id, user, assignee=None, force=False):
             task = Task.get_by_id(task.id)
             who = task.assignee.name if task.assignee_id else "someone"
             raise Conflict(f"task {task.id} was just assigned to {who}")
+        previous = task.status
         task = Task.get_by_id(task.id)
+        TASK.moved(task, "assign", previous)
         record_event(
             task, "assigned", user.email, now, message="assigned", args={"name": assignee.name}
         )
