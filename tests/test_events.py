@@ -342,3 +342,121 @@ def test_the_outbox_under_concurrency(any_app, any_api, event_receiver):
     with support.db(app):
         assert EventDelivery.select().where(EventDelivery.status == "delivered").count() == 6
         assert DeliveryAttempt.select().count() == 6
+
+
+def test_the_secret_survives_a_key_change_and_rotation(app, api, event_receiver):
+    from app import create_app
+
+    hook = endpoint(api, event_receiver, ["task.closed"])
+    old = app.config["SECRET_KEY"]
+    both = create_app({**app.config, "SECRET_KEY": "a-new-key", "SECRET_KEY_FALLBACKS": [old]})
+    result = both.test_cli_runner().invoke(args=["secrets", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert "1 re-encrypted" in result.output
+    new_only = create_app({**app.config, "SECRET_KEY": "a-new-key"})
+    with support.db(new_only):
+        delivery = events.send_test(hook["id"])
+    assert delivery.status == "delivered", delivery.last_error
+    assert [r["verified"] for r in event_receiver.received()] == [True]
+
+
+def test_the_webhooks_pages_are_for_admins(app, api, event_receiver):
+    """Every page and form of the Webhooks area: admins only; staff and clients get 403,
+    visitors the login form, and a refused request changes nothing."""
+    fast_retries(app, max_attempts=1)
+    event_receiver.script = ["500"]
+    hook = endpoint(api, event_receiver, ["*"])
+    with support.db(app):
+        delivery = events.send_test(hook["id"])
+    support.make_staff(app, "sam@example.com")
+    support.make_client_login(app)
+    form = {"url": event_receiver.url, "secret": "", "event_types": "*", "enabled": "on"}
+    routes = [
+        ("get", "/webhooks", None),
+        ("get", "/webhooks/new", None),
+        ("post", "/webhooks/new", {**form, "secret": "x" * 20}),
+        ("get", f"/webhooks/{hook['id']}", None),
+        ("get", f"/webhooks/{hook['id']}/edit", None),
+        ("post", f"/webhooks/{hook['id']}/edit", {**form, "description": "changed"}),
+        ("post", f"/webhooks/{hook['id']}/test", {}),
+        ("post", f"/webhooks/deliveries/{delivery.id}/retry", {}),
+        ("post", f"/webhooks/{hook['id']}/delete", {}),
+    ]
+
+    def state():
+        with support.db(app):
+            return (
+                [(e.id, e.description) for e in events.endpoints()],
+                [(d.id, d.status, d.attempts) for d in events.deliveries()],
+            )
+
+    people = [
+        (None, None),
+        ("carol@example.com", "carol-password"),
+        ("sam@example.com", "staff-password"),
+    ]
+    for email, password in people:
+        browser = app.test_client()
+        if email:
+            support.login(browser, email, password)
+        for method, path, data in routes:
+            before = state()
+            response = getattr(browser, method)(path, data=data)
+            if email is None:
+                assert response.status_code == 302, path
+                assert "/login" in response.headers["Location"]
+            else:
+                assert response.status_code == 403, (email, path)
+            assert state() == before, (email, path)
+    browser = app.test_client()
+    support.login(browser, *support.ADMIN)
+    for method, path, data in routes:
+        response = getattr(browser, method)(path, data=data)
+        assert response.status_code in (200, 302), (path, support.html(response)[:300])
+    assert state()[0] == [(hook["id"] + 1, "")]  # made by the form; the first one removed
+
+
+def test_the_api_manages_endpoints_and_reads_the_log(app, api, event_receiver):
+    hook = endpoint(api, event_receiver, ["service.active"], description="Billing")
+    assert "secret" not in hook and hook["enabled"] is True
+    assert "service.suspended" in api.ok("get", "/event-types")["event_types"]
+    tested = api.ok("post", f"/webhook-endpoints/{hook['id']}/test")
+    assert tested["status"] == "delivered" and tested["event_type"] == "endpoint.test"
+    assert tested["attempt_log"][0]["status_code"] == 200
+    assert tested["payload"]["id"] == tested["event_id"]
+    status, body = api.post(f"/event-deliveries/{tested['id']}/retry")
+    assert status == 409, body  # delivered already
+    changed = api.ok(
+        "put",
+        f"/webhook-endpoints/{hook['id']}",
+        {"url": event_receiver.url, "event_types": ["task.closed"], "enabled": False},
+    )
+    assert changed["event_types"] == ["task.closed"] and changed["enabled"] is False
+    status, body = api.post(f"/webhook-endpoints/{hook['id']}/test")
+    assert status == 422 and "enabled" in body["error"]["fields"]
+    status, body = api.get("/event-deliveries?status=nope")
+    assert status == 422
+    assert api.ok("get", "/event-deliveries?type=endpoint.test")["total"] == 1
+    api.ok("delete", f"/webhook-endpoints/{hook['id']}")
+    assert api.get(f"/webhook-endpoints/{hook['id']}")[0] == 404
+    assert api.ok("get", "/event-deliveries")["total"] == 0
+
+
+def test_the_log_polls_while_a_delivery_waits(app, admin, client, event_receiver):
+    fast_retries(app)
+    app.config["EVENT_RETRY_DELAY"] = 60
+    event_receiver.script = ["500"]
+    hook = endpoint(admin, event_receiver, ["service.active"])
+    support.paid_service(admin)
+    support.wait_for(lambda: event_receiver.received(), message="the first attempt")
+    support.wait_for(
+        lambda: admin.ok("get", "/event-deliveries?status=retry_wait")["total"],
+        message="waiting for its retry",
+    )
+    partial = client.get(
+        f"/webhooks/{hook['id']}", headers={**support.HTMX, "HX-Target": "deliveries"}
+    )
+    text = support.html(partial)
+    assert text.lstrip().startswith('<div id="deliveries"')
+    assert 'hx-trigger="every 2s"' in text and "<html" not in text
+    assert "Retry now" in text
