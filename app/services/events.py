@@ -175,8 +175,10 @@ def deliver(delivery_id):
         event = delivery.event
     outcome = _post(endpoint, event, delivery_id, number)
     with write_transaction():
+        delivery = EventDelivery.get_or_none_by_id(delivery_id)
+        if delivery is None:
+            return None  # its endpoint was removed meanwhile
         DeliveryAttempt.create(delivery=delivery_id, number=number, **outcome)
-        delivery = EventDelivery.get_by_id(delivery_id)
         if delivery.status != "sending" or delivery.attempts != number:
             return delivery  # reclaimed by the sweep meanwhile: its next try is planned
         delivery.last_status_code = outcome["status_code"]
