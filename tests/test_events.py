@@ -460,3 +460,15 @@ def test_the_log_polls_while_a_delivery_waits(app, admin, client, event_receiver
     assert text.lstrip().startswith('<div id="deliveries"')
     assert 'hx-trigger="every 2s"' in text and "<html" not in text
     assert "Retry now" in text
+
+
+def test_event_names_come_from_the_state_machines():
+    from app.states import EVENT_TYPES, OPERATION, SERVICE, TASK, Machine
+
+    for machine in (SERVICE, OPERATION, TASK):
+        assert f"{machine.name}.created" in EVENT_TYPES
+        assert {f"{machine.name}.{s}" for s in machine.statuses} <= set(EVENT_TYPES)
+    # a machine that emits: each status (a new one too) is an event, with no more code
+    widget = Machine("widget", statuses=("draft", "live", "gone"), final=("gone",), emits=True)
+    assert widget.event_types == ("widget.created", "widget.draft", "widget.live", "widget.gone")
+    assert Machine("quiet", statuses=("a",), final=()).event_types == ()
