@@ -224,6 +224,9 @@ def test_the_delivery_log_page_shows_each_attempt_and_retries_now(
         return rows and rows[0]
 
     delivery = support.wait_for(failed, timeout=20, message="failed after two attempts")
+    app.config["METRICS_TOKEN"] = "scrape-me-0123"
+    metrics = client.get("/metrics", headers={"Authorization": "Bearer scrape-me-0123"})
+    assert 'provisor_event_deliveries{status="failed"} 1.0' in support.html(metrics)
     page = support.html(client.get(f"/webhooks/{hook['id']}"))
     assert "answered 500" in page and "answered 503" in page
     assert "behaviour" in page  # the start of each answer
