@@ -8,10 +8,12 @@ service page all come from this table: adding a kind touches this table and the 
 that implement it, nothing else.
 
 **State machines** (:data:`OPERATION`, :data:`SERVICE`, :data:`TASK`, :data:`EMAIL`,
-:data:`ITEM`, :data:`PROXY_OUTGOING`, :data:`DELIVERY`): the statuses of each and, per action, the statuses
-the action may start from and the one it leads to. The services change a status only
-through :meth:`Machine.move` (or use :meth:`Machine.sources` in a conditional UPDATE), so
-these tables are the whole truth about what may happen to a row.
+:data:`ITEM`, :data:`PROXY_OUTGOING`, :data:`DELIVERY`): the statuses of each and, per
+action, the statuses the action may start from and the one it leads to. The services change
+a status only through :meth:`Machine.move` (or use :meth:`Machine.sources` in a conditional
+UPDATE, then :meth:`Machine.moved`), so these tables are the whole truth about what may
+happen to a row. Each status change of a machine that ``emits`` (service, operation, task)
+is an outgoing event ``<machine>.<status>`` (:data:`EVENT_TYPES`, ``app.services.events``).
 """
 
 from dataclasses import dataclass, field
