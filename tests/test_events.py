@@ -475,3 +475,18 @@ def test_event_names_come_from_the_state_machines():
     widget = Machine("widget", statuses=("draft", "live", "gone"), final=("gone",), emits=True)
     assert widget.event_types == ("widget.created", "widget.draft", "widget.live", "widget.gone")
     assert Machine("quiet", statuses=("a",), final=()).event_types == ()
+
+
+def test_the_backoff_doubles_up_to_its_cap(app):
+    with app.app_context():
+        # the defaults: 30 s, doubling, at most an hour
+        assert [events.retry_delay(n) for n in (1, 2, 3, 7, 8, 40)] == [
+            30,
+            60,
+            120,
+            1920,
+            3600,
+            3600,
+        ]
+        fast_retries(app)
+        assert [events.retry_delay(n) for n in (1, 2, 3, 4)] == [1, 2, 2, 2]
