@@ -357,6 +357,12 @@ SETTINGS = {
             min=1,
         ),
         _int(
+            "EVENT_KEEP_DAYS",
+            30,
+            "days the delivery log keeps an event once every delivery of it is delivered or failed",
+            min=1,
+        ),
+        _int(
             "EVENT_MAX_ATTEMPTS",
             30,
             "attempts of an event delivery before it is marked failed (Retry now sends it again)",

@@ -490,3 +490,32 @@ def test_the_backoff_doubles_up_to_its_cap(app):
         ]
         fast_retries(app)
         assert [events.retry_delay(n) for n in (1, 2, 3, 4)] == [1, 2, 2, 2]
+
+
+def test_the_sweep_forgets_old_finished_events_only(app, api, event_receiver):
+    import datetime as dt
+
+    from app.models import utcnow
+
+    hook = endpoint(api, event_receiver, ["task.closed"])
+    with support.db(app):
+        long_ago = utcnow() - dt.timedelta(days=31)
+        for name, status, when in (
+            ("old delivered", "delivered", long_ago),
+            ("old failed", "failed", long_ago),
+            ("old waiting", "retry_wait", long_ago),
+            ("recent delivered", "delivered", utcnow()),
+        ):
+            event = Event.create(uid=f"evt_{name}", type="task.closed", subject="task", data={})
+            Event.update(created_at=when).where(Event.id == event.id).execute()
+            delivery = EventDelivery.create(
+                event=event,
+                endpoint=hook["id"],
+                status=status,
+                next_try_at=utcnow() + dt.timedelta(days=1),
+            )
+            DeliveryAttempt.create(delivery=delivery, number=1, error="x")
+        counts = events.sweep()
+        assert counts["events_pruned"] == 2
+        assert sorted(e.uid for e in Event.select()) == ["evt_old waiting", "evt_recent delivered"]
+        assert EventDelivery.select().count() == 2 and DeliveryAttempt.select().count() == 2

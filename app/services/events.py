@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import requests
 from flask import current_app
+from peewee import fn
 
 from app import outbound, secrets_box
 from app.db import write_transaction
@@ -288,7 +289,37 @@ def sweep(limit=500):
         .limit(limit)
     ]
     errors += sweeps.each("delivery", due, _resend, _note_error)
-    return {"events_resent": len(due), "events_reclaimed": len(stuck), "event_errors": errors}
+    pruned = prune(now - timedelta(days=_setting("EVENT_KEEP_DAYS")))
+    return {
+        "events_resent": len(due),
+        "events_reclaimed": len(stuck),
+        "events_pruned": pruned,
+        "event_errors": errors,
+    }
+
+
+def prune(before):
+    """Forget events made before ``before`` whose deliveries are all over (delivered or
+    failed), with their deliveries and attempts; returns how many."""
+    unfinished = EventDelivery.select(EventDelivery.id).where(
+        (EventDelivery.event == Event.id) & EventDelivery.status.not_in(DELIVERY.final)
+    )
+    with write_transaction():
+        old = [
+            e.id
+            for e in Event.select(Event.id).where(
+                (Event.created_at < before) & ~fn.EXISTS(unfinished)
+            )
+        ]
+        for chunk in range(0, len(old), 500):
+            ids = old[chunk : chunk + 500]
+            delivery_ids = EventDelivery.select(EventDelivery.id).where(
+                EventDelivery.event.in_(ids)
+            )
+            DeliveryAttempt.delete().where(DeliveryAttempt.delivery.in_(delivery_ids)).execute()
+            EventDelivery.delete().where(EventDelivery.event.in_(ids)).execute()
+            Event.delete().where(Event.id.in_(ids)).execute()
+    return len(old)
 
 
 def _reclaim(delivery_id, now):
