@@ -641,7 +641,7 @@ class Event(BaseModel):
     subject = CharField()  # service, operation, task (or endpoint for a test event)
     subject_id = BigIntegerField(null=True)
     data = JSONField(default=dict)
-    created_at = DateTimeField(default=utcnow)
+    created_at = DateTimeField(default=utcnow, index=True)  # the sweep prunes by it
 
 
 class EventDelivery(BaseModel):

@@ -42,7 +42,7 @@ class Event(Frozen):
     subject = CharField()
     subject_id = BigIntegerField(null=True)
     data = TextField(default="{}")
-    created_at = DateTimeField()
+    created_at = DateTimeField(index=True)
 
     class Meta:
         table_name = "event"
