@@ -519,3 +519,26 @@ def test_the_sweep_forgets_old_finished_events_only(app, api, event_receiver):
         assert counts["events_pruned"] == 2
         assert sorted(e.uid for e in Event.select()) == ["evt_old waiting", "evt_recent delivered"]
         assert EventDelivery.select().count() == 2 and DeliveryAttempt.select().count() == 2
+
+
+def test_a_disabled_endpoint_keeps_what_waits_and_gets_it_once_enabled(app, api, event_receiver):
+    from app.models import WebhookEndpoint
+
+    hook = endpoint(api, event_receiver, ["service.suspended"])
+    ids = support.paid_service(api)
+    with support.db(app), write_transaction():
+        service = Service.get_by_id(ids["service_id"])
+        SERVICE.move(service, "done_suspend")
+        service.save()
+        WebhookEndpoint.update(enabled=False).where(WebhookEndpoint.id == hook["id"]).execute()
+    time.sleep(1)
+    with support.db(app):
+        events.sweep()
+        assert [d.status for d in EventDelivery.select()] == ["pending"]
+    assert event_receiver.received() == []
+    api.ok(
+        "put",
+        f"/webhook-endpoints/{hook['id']}",
+        {"url": event_receiver.url, "event_types": ["service.suspended"], "enabled": True},
+    )
+    support.wait_for(lambda: event_receiver.events("service.suspended"), message="delivered")
