@@ -18,7 +18,7 @@ from app.models import (
     utcnow,
 )
 from app.objects.inputs import OrderInput, PaymentInput
-from app.services import catalog, order_fields, provisioning
+from app.services import catalog, events, order_fields, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import SERVICE
 
@@ -62,6 +62,7 @@ def create(data):
             created_at=now,
             updated_at=now,
         )
+        events.created("service", service)
         return Order.create(
             client=client,
             tariff=tariff,

@@ -41,7 +41,7 @@ from app.objects.inputs import (
     TaskCommentInput,
     TaskPlanInput,
 )
-from app.services import detail_fields
+from app.services import detail_fields, events
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from app.states import KINDS, TASK
 
@@ -107,6 +107,7 @@ def open_for_operation(op, reason, now):
         created_at=now,
         updated_at=now,
     )
+    events.created("task", task)
     record_event(
         task,
         "created",
@@ -350,7 +351,9 @@ def assign(task_id, user, assignee=None, force=False):
             task = Task.get_by_id(task.id)
             who = task.assignee.name if task.assignee_id else "someone"
             raise Conflict(f"task {task.id} was just assigned to {who}")
+        previous = task.status
         task = Task.get_by_id(task.id)
+        TASK.moved(task, "assign", previous)
         record_event(
             task, "assigned", user.email, now, message="assigned", args={"name": assignee.name}
         )
