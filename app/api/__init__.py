@@ -373,6 +373,15 @@ def get_service(service_id):
     return jsonify(out.ServiceWithOperations.of(service, operations=operations_))
 
 
+@api_bp.post("/services/<int:service_id>/retry-setup")
+@requires("staff")
+def retry_setup(service_id):
+    """Retry the setup of a service whose setup was cancelled (``setup_cancelled``): a new
+    ``open`` operation is queued and the service is ``processing`` again."""
+    op = provisioning.retry_setup(service_id, api_user().email)
+    return jsonify(out.Operation.of(op)), 202
+
+
 @api_bp.post(f"/services/<int:service_id>/<any({', '.join(REQUESTABLE)}):kind>")
 @requires("staff")
 def service_action(service_id, kind):
@@ -422,7 +431,8 @@ def restart_operation(operation_id):
 def cancel_operation(operation_id):
     """Cancel an operation that is not running (its department's staff, or an admin)."""
     operations.get_to_act(operation_id, api_user())
-    op = operations.cancel(operation_id, actor=api_user().email)
+    reason = json_body().get("reason")
+    op = operations.cancel(operation_id, actor=api_user().email, reason=reason)
     return jsonify(out.Operation.of(op)), 200
 
 

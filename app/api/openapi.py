@@ -362,6 +362,16 @@ OPERATIONS = {
         ],
     ),
     "api.get_service": op("Services", "staff", "ServiceWithOperations", [404]),
+    "api.retry_setup": op(
+        "Services",
+        "staff",
+        "Operation",
+        [404, 409],
+        status=202,
+        ok_description="A new `open` operation is queued; the service is `processing` again. "
+        "409 unless the service is `setup_cancelled` (its setup was cancelled) and has no "
+        "operation open.",
+    ),
     # operations
     "api.list_operations": op(
         "Operations",
@@ -390,7 +400,13 @@ OPERATIONS = {
         ok_description="Queued for an attempt now.",
     ),
     "api.cancel_operation": op(
-        "Operations", "staff", "Operation", [404, 409], ok_description="Cancelled."
+        "Operations",
+        "staff",
+        "Operation",
+        [404, 409, 422],
+        request=body("OperationCancelInput", required=False),
+        ok_description="Cancelled. A service's setup (`open`) cancelled this way leaves the "
+        "service `setup_cancelled` with the reason (`setup_cancelled_reason`).",
     ),
     "api.operation_callback": op(
         "Webhooks",

@@ -406,10 +406,27 @@ class TaskFieldsInput(Input):
     fields: DetailFields = {}
 
 
+MAX_CANCEL_REASON = 1000
+
+
 class TaskCancelInput(Input):
     """Why nobody will do the task."""
 
-    reason: FreeText(max_length=1000) | None = None
+    reason: FreeText(max_length=MAX_CANCEL_REASON) | None = Field(
+        None,
+        description="At most 1,000 characters; for the history (and, for a service's "
+        "setup, shown to its client).",
+    )
+
+
+class OperationCancelInput(Input):
+    """Why the operation is cancelled (optional)."""
+
+    reason: FreeText(max_length=MAX_CANCEL_REASON) | None = Field(
+        None,
+        description="At most 1,000 characters. Cancelling a service's setup (`open`): "
+        "the service is `setup_cancelled` and its client reads this reason.",
+    )
 
 
 class TaskCloseInput(Input):
@@ -471,6 +488,7 @@ MODELS = [
     TaskCommentInput,
     TaskFieldsInput,
     TaskCancelInput,
+    OperationCancelInput,
     TaskCloseInput,
     ResellerOrderInput,
     ResellerActionInput,

@@ -45,6 +45,7 @@ from app.models import (
     parse_id,
     utcnow,
 )
+from app.objects.inputs import OperationCancelInput
 from app.services import accounts, dispatch, provisioning, sweeps, tasks
 from app.services.errors import BadSignature, Conflict, NotFound, PermissionDenied
 from app.states import ITEM, OPERATION
@@ -569,7 +570,10 @@ def restart(operation_id, actor="staff"):
     with write_transaction():
         op = get(operation_id, lock=True)
         # from manual: one more attempt; if it fails too, the operation is manual again
-        OPERATION.move(op, "restart")
+        previous = OPERATION.move(op, "restart")
+        if previous == "cancelled":
+            op.completed_by = None
+            provisioning.setup_resumed(op, now)
         op.deadline_at = None  # a polling operation gets its whole max_wait again
         _queue_now(op, now)
         tasks.note_for_operation(op, now, actor, "ran_again", {"actor": actor})
@@ -587,16 +591,18 @@ def _queue_now(op, now):
     dispatch.operation(op.id)
 
 
-def cancel(operation_id, actor="staff"):
-    """Cancel an operation that is not running; its open tasks are cancelled too."""
+def cancel(operation_id, actor="staff", reason=""):
+    """Cancel an operation that is not running; its open tasks are cancelled too. A
+    service's setup (``open``) cancelled this way is ``setup_cancelled`` with ``reason``."""
+    reason = OperationCancelInput.parse({"reason": reason or ""})["reason"] or ""
     now = utcnow()
     with write_transaction():
         op = get(operation_id, lock=True)
-        cancel_locked(op, actor, now)
+        cancel_locked(op, actor, now, reason)
     return op
 
 
-def cancel_locked(op, actor, now):
+def cancel_locked(op, actor, now, reason=""):
     """Cancel ``op`` (locked by the caller's transaction)."""
     OPERATION.move(op, "cancel")
     op.finished_at = now
@@ -606,6 +612,7 @@ def cancel_locked(op, actor, now):
     op.completed_by = actor
     op.save()
     tasks.cancel_for_operation(op, now, actor)
+    provisioning.cancel_setup(op, reason, now)
 
 
 def bring_back(op, actor, now):
@@ -618,6 +625,7 @@ def bring_back(op, actor, now):
     op.completed_by = None
     op.updated_at = now
     op.save()
+    provisioning.setup_resumed(op, now)
 
 
 def take_over(operation_id, actor):

@@ -386,7 +386,7 @@ def cancel_locked(task, actor, reason, now, default_message="cancelled"):
     else:
         record_event(task, "cancelled", actor, now, message=default_message)
     if op is not None and op.is_open:
-        operations.cancel_locked(op, actor, now)
+        operations.cancel_locked(op, actor, now, (reason or "").strip())
 
 
 def reopen(task_id, user):

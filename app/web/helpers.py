@@ -230,6 +230,7 @@ def init_app(app):
         "new": "warn",
         "retry_wait": "warn",
         "suspended": "warn",
+        "setup_cancelled": "warn",
         "outbox": "muted",
         "unpaid": "warn",
         "manual": "bad",
