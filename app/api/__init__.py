@@ -442,7 +442,8 @@ def take_over_operation(operation_id):
     """Set up manually: stop automatic retries and return the operation's task (made if
     none); its department's staff, or an admin."""
     operations.get_to_act(operation_id, api_user())
-    return jsonify(out.Task.of(operations.take_over(operation_id, api_user().email)))
+    user = api_user()
+    return jsonify(out.Task.of(operations.take_over(operation_id, user.email, user=user)))
 
 
 @api_bp.post("/operations/<int:operation_id>/callback")

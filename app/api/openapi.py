@@ -474,7 +474,8 @@ OPERATIONS = {
         "staff",
         "Task",
         [404, 409],
-        ok_description="The operation is `manual` (no more automatic retries); its task.",
+        ok_description="The operation is `manual` (no more automatic retries); its task, "
+        "assigned to the caller when nobody had it yet.",
     ),
     "api.get_staff": op("People", "admin", "Staff", [404]),
     "api.update_staff": op("People", "admin", "Staff", [404, 422], request=body("StaffUpdate")),

@@ -628,8 +628,9 @@ def bring_back(op, actor, now):
     provisioning.setup_resumed(op, now)
 
 
-def take_over(operation_id, actor):
-    """ "Set up manually": people take the operation over; returns its task (made if none).
+def take_over(operation_id, actor, user=None):
+    """ "Set up manually": people take the operation over; returns its task (made if none),
+    assigned to ``user`` (who clicked it) when nobody has it yet.
 
     Automatic retries stop (the operation becomes ``manual``); "Run now" still works.
     """
@@ -646,6 +647,8 @@ def take_over(operation_id, actor):
         op.updated_at = now
         op.save()
         task = tasks.open_for_operation(op, Reason("taken_over", actor=actor), now)
+        if user is not None:
+            tasks.assign_locked(task, user, now)
     return task
 
 
@@ -914,12 +917,15 @@ def open_task_of(op):
     )
 
 
-def counts_by_status():
+def counts_by_status(module_id=None, kind=None, search=None):
+    """Open operations by status, with the same module, kind and search filters as the
+    rows of :func:`open_operations` (so that a chip and the rows it leads to agree)."""
     from peewee import fn
 
+    ids = open_operations(None, module_id, kind, search, with_module=False).order_by()
     rows = (
         Operation.select(Operation.status, fn.COUNT(Operation.id).alias("n"))
-        .where(Operation.status.in_(Operation.OPEN_STATUSES))
+        .where(Operation.id.in_(ids))
         .group_by(Operation.status)
     )
     return {row.status: row.n for row in rows}

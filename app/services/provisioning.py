@@ -14,7 +14,7 @@ from peewee import fn
 
 import modules
 from app.db import write_transaction
-from app.messages import Reason
+from app.messages import Reason, kind_label
 from app.models import (
     Attempt,
     Item,
@@ -65,16 +65,20 @@ def rank_modules(service, kind="open"):
     if not candidates:
         return []
     if len(candidates) == 1 and not candidates[0].max_running:
-        # one module: nothing to rank (spares three queries on every payment)
+        # one module: nothing to rank (spares two queries on every payment); its item is
+        # still looked up, so that the page says what is true of it ("ready")
         m = candidates[0]
+        item = Item.get_or_none(
+            (Item.module == m.id) & (Item.internal_name == tariff.internal_name)
+        )
         return [
             (
                 m,
                 {
                     "module_id": m.id,
                     "module": m.name,
-                    "item": "not ranked",
-                    "item_blocked": False,
+                    "item": item.status if item is not None else "not needed",
+                    "item_blocked": item is not None and item.status in ("failed", "manual"),
                     "recent_errors": False,
                     "over_limit": False,
                     "running": None,
@@ -225,7 +229,7 @@ def retry_setup(service_id, actor):
         busy = _busy(service)
         if busy is not None:
             raise Conflict(
-                f"service #{service.id} already has operation #{busy.id} ({busy.kind}, "
+                f"service #{service.id} already has operation #{busy.id} ({kind_label(busy.kind)}, "
                 f"{busy.status}); finish or cancel it first",
                 code="operation_in_progress",
             )
@@ -287,7 +291,7 @@ def request(service_id, kind, actor, params=None):
         busy = _busy(service)
         if busy is not None:
             raise Conflict(
-                f"service #{service.id} already has operation #{busy.id} ({busy.kind}, "
+                f"service #{service.id} already has operation #{busy.id} ({kind_label(busy.kind)}, "
                 f"{busy.status}); finish or cancel it first",
                 code="operation_in_progress",
             )

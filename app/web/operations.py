@@ -43,7 +43,7 @@ def index():
         target="operations-live",
         page=page,
         filters=filters,
-        counts=operations.counts_by_status(),
+        counts=operations.counts_by_status(*args[1:]),
         modules=catalog.processing_modules,  # called by the full page only, not the partial
         statuses=Operation.STATUSES,
         open_statuses=Operation.OPEN_STATUSES,
@@ -103,7 +103,7 @@ def take_over(operation_id):
     user = current_user._get_current_object()
     operations.get_to_act(operation_id, user)
     try:
-        task = operations.take_over(operation_id, user.email)
+        task = operations.take_over(operation_id, user.email, user=user)
     except Conflict as exc:
         flash(exc.message, "error")
         return redirect_back(url_for("operations.detail", operation_id=operation_id))
