@@ -429,6 +429,9 @@ class ResellerService(Output):
     params: Object
     expires_at: Timestamp
     activated_at: Timestamp
+    setup_cancelled_reason: str | None = Field(
+        description="Why its setup was cancelled (status `setup_cancelled`); null otherwise."
+    )
     operation: ResellerOperation | None = Field(description="Its newest operation.")
 
 
