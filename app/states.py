@@ -249,8 +249,9 @@ OPERATION = Machine(
     },
 )
 
-# ordered → processing → active ⇄ suspended → deleted; a setup cancelled by people waits
-# in setup_cancelled (the reason kept) until staff retry it (processing again) or close it
+# ordered → processing → active ⇄ suspended → deleted (ordered → active: imported); a
+# setup cancelled by people waits in setup_cancelled (the reason kept) until staff retry it
+# (processing again) or close it
 SERVICE = Machine(
     "service",
     statuses=("ordered", "processing", "setup_cancelled", "active", "suspended", "deleted"),
@@ -262,6 +263,9 @@ SERVICE = Machine(
         "cancel_setup": _from(("processing",), "setup_cancelled"),
         # "Retry setup": a new open operation (or the cancelled one run or reopened again)
         "retry_setup": _from(("setup_cancelled",), "processing"),
+        # staff bind an account that already exists on a panel: active at once, no open
+        # operation runs (one is recorded as done, "imported by ...")
+        "import": _from(("ordered",), "active"),
         # staff (or the API, or the scheduler) request an operation of a kind
         **{
             f"request_{name}": _from(kind.starts_from, None)

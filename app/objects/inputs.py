@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, ConfigDict, Field, RootModel, create_model, field_validator
 
-from app.models import ProductType, Tariff
+from app.models import Client, ProductType, Tariff
 from app.objects import currencies
 from app.objects.base import Input, Missing, NotBlank, invalid, missing
 from app.objects.fields import (
@@ -40,6 +40,7 @@ NotifyEmail = Text(
 )
 DepartmentIds = IdList("Must be a list of department ids.", "Unknown department {!r}.")
 Role = Choice(STAFF_ROLES, "Must be staff or admin.")
+Language = Choice(Client.LANGUAGES, "Choose English or Russian.")
 
 
 # --- people -----------------------------------------------------------------------------
@@ -52,6 +53,9 @@ class ClientInput(Input):
     email: EmailAddress()
     password: Password | None = Field(
         None, description="Optional: with it the client can log in to the client area."
+    )
+    language: Language = Field(
+        "en", description="The language of the client area and of the client's emails."
     )
 
 
@@ -77,6 +81,20 @@ class StaffInput(Input):
 def _no_default(schema):
     """Not given means "unchanged": there is no default value to show."""
     schema.pop("default", None)
+
+
+class ClientUpdate(Input):
+    """Change a client: what is not given stays as it is."""
+
+    name: Annotated[PersonName, NotBlank()] = Field(
+        None, description="A new name (omitted: unchanged).", json_schema_extra=_no_default
+    )
+    language: Annotated[Language, NotBlank()] = Field(
+        None,
+        description="The language of the client area and of the client's emails (omitted: "
+        "unchanged).",
+        json_schema_extra=_no_default,
+    )
 
 
 class StaffUpdate(Input):
@@ -454,6 +472,43 @@ class TaskCloseInput(Input):
     comment: FreeText(max_length=10000) = ""
 
 
+class ServiceDetailsInput(Input):
+    """Correct a service's detail fields and remote id (no module is called; recorded in
+    the service's history)."""
+
+    details: JsonObject() = Field(
+        {},
+        description="Detail fields of the product type, checked by their kinds (an `ip` must "
+        "be an IP address, a `url` http or https...): each given one is set, a blank or null "
+        "one cleared, one not given unchanged. A name the product type does not declare is "
+        "refused (`details.<name>`).",
+    )
+    remote_id: str | None = Field(
+        None,
+        max_length=255,
+        description="The account's id on the panel (leave it out: unchanged). One already "
+        "bound to another live service of the same module: 409 `remote_id_bound`.",
+    )
+
+
+class ServiceImportInput(Input):
+    """Bind an account that already exists on a panel to a new service: active at once,
+    no `open` operation runs (one is recorded as done, "imported by <staff>")."""
+
+    client_id: Ref("Choose an existing client.")
+    tariff_id: Ref("Choose an existing tariff.")
+    module_id: Ref("Choose a module.") = Field(description="A module that serves the tariff.")
+    remote_id: str = Field(
+        max_length=255,
+        description="The account's id on the panel (GET /modules/{id}/accounts lists them "
+        "for module types that can). Already bound to another live service of the same "
+        "module: 409 `remote_id_bound`.",
+    )
+    details: JsonObject() = Field(
+        {}, description="Detail fields of the product type, checked by their kinds."
+    )
+
+
 # --- resellers (/api/v1/reseller) --------------------------------------------------------
 
 IDEMPOTENCY_KEY = Field(
@@ -488,6 +543,7 @@ class ResellerActionInput(Input):
 
 MODELS = [
     ClientInput,
+    ClientUpdate,
     DepartmentInput,
     StaffInput,
     StaffUpdate,
@@ -504,6 +560,8 @@ MODELS = [
     TaskCancelInput,
     OperationCancelInput,
     TaskCloseInput,
+    ServiceDetailsInput,
+    ServiceImportInput,
     ResellerOrderInput,
     ResellerActionInput,
 ]
