@@ -46,7 +46,7 @@ from app.models import (
     utcnow,
 )
 from app.objects.inputs import OperationCancelInput
-from app.services import accounts, detail_fields, dispatch, provisioning, sweeps, tasks
+from app.services import accounts, detail_fields, dispatch, events, provisioning, sweeps, tasks
 from app.services.errors import BadSignature, Conflict, NotFound, PermissionDenied
 from app.states import ITEM, OPERATION
 from app.watchdog import Deadline, DeadlineExceeded
@@ -80,7 +80,7 @@ def create(kind, *, module, service=None, item=None, params=None, status="queued
     The caller sends it with :func:`dispatch.operations` after the transaction commits.
     """
     now = utcnow()
-    return Operation.create(
+    op = Operation.create(
         kind=kind,
         module=module,
         service=service,
@@ -92,6 +92,8 @@ def create(kind, *, module, service=None, item=None, params=None, status="queued
         created_at=now,
         updated_at=now,
     )
+    events.created("operation", op)
+    return op
 
 
 def get(operation_id, lock=False):
