@@ -103,6 +103,8 @@ def test_api_cancel_operation_with_a_reason_and_retry_setup(app, admin):
     assert op["kind"] == "open" and op["id"] != ids["operation_id"]
     service = admin.ok("get", f"/services/{ids['service_id']}")
     assert service["status"] == "processing" and service["setup_cancelled_reason"] is None
+    # the state machine's moves are the billing system's events (app.services.events)
+    assert "service.setup_cancelled" in str(admin.ok("get", "/event-types"))
     code, body = admin.post(f"/services/{ids['service_id']}/retry-setup")
     assert code == 409, body
     code, _ = admin.post("/services/999999/retry-setup")
