@@ -572,6 +572,10 @@ def _action_summary(kind):
         return f"Request a {kind.replace('_', ' ')} operation", "ServiceActionInput", False
     if declared.params:
         return declared.summary, "ChangeTariffInput", True
+    if "reason" in declared.options:
+        return declared.summary, "SuspendInput", False
+    if "password" in declared.options:
+        return declared.summary, "ChangePasswordInput", False
     return declared.summary, "ServiceActionInput", False
 
 

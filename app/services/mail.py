@@ -54,7 +54,9 @@ def queue(to, subject, body, kind="", service=None):
     return email
 
 
-def render_welcome(service):
+def _context(service, **extra):
+    """What every template about a service may use: service, tariff, client,
+    product_type, details and fields (each with label and value), and ``extra``."""
     tariff = service.tariff
     product_type = tariff.product_type
     details = service.details or {}
@@ -70,14 +72,20 @@ def render_welcome(service):
     fields += [
         {"name": k, "label": k, "value": v} for k, v in sorted(details.items()) if k not in known
     ]
-    context = {
+    return {
         "service": service,
         "tariff": tariff,
         "client": service.client,
         "product_type": product_type,
         "details": details,
         "fields": fields,
+        **extra,
     }
+
+
+def render_welcome(service):
+    product_type = service.tariff.product_type
+    context = _context(service)
     subject = _compiled(product_type.welcome_subject or "Your service is ready")
     body = _compiled(product_type.welcome_template or "")
     return subject.render(context).strip(), body.render(context)
@@ -92,6 +100,105 @@ def queue_welcome(service):
         body = "\n".join(f"{k}: {v}" for k, v in (service.details or {}).items())
         body += f"\n\n(template error: {exc})"
     return queue(service.client.email, subject, body, kind="welcome", service=service)
+
+
+# --- notices: the client hears of what happened to a service ------------------------------
+
+_SIGNATURE = """
+You can see your service in the client area at any time.
+"""
+
+# per operation kind (``notify`` in app/states.py): the default subject and text, for every
+# product type until an admin edits them on the product type
+NOTICE_DEFAULTS = {
+    "suspend": (
+        "Your {{ tariff.name }} (service #{{ service.id }}) is suspended",
+        """Hello {{ client.name }},
+
+your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has been suspended.
+{% if reason %}
+Reason: {{ reason }}
+{% endif %}
+Nothing is deleted: once the reason is settled we resume it. Reply to this email if you
+have a question.
+"""
+        + _SIGNATURE,
+    ),
+    "resume": (
+        "Your {{ tariff.name }} (service #{{ service.id }}) is active again",
+        """Hello {{ client.name }},
+
+your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has been resumed:
+it works again with the same access details.
+"""
+        + _SIGNATURE,
+    ),
+    "close": (
+        "Your {{ tariff.name }} (service #{{ service.id }}) is closed",
+        """Hello {{ client.name }},
+
+your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has been closed
+and removed from our systems. Thank you for having been our client.
+""",
+    ),
+    "change_tariff": (
+        "Your service #{{ service.id }} is now on {{ tariff.name }}",
+        """Hello {{ client.name }},
+
+your {{ product_type.name }} service #{{ service.id }} has moved from {{ old_tariff.name }}
+to {{ tariff.name }} ({{ tariff.price }} {{ tariff.currency }} per {{ tariff.period }}).
+Your access details stay the same.
+"""
+        + _SIGNATURE,
+    ),
+    "change_password": (
+        "New password for your {{ tariff.name }} (service #{{ service.id }})",
+        """Hello {{ client.name }},
+
+your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has a new
+password; the previous one no longer works.
+
+New password: {{ password }}
+
+Your access details:
+{% for field in fields %}{{ field.label }}: {{ field.value }}
+{% endfor %}"""
+        + _SIGNATURE,
+    ),
+}
+NOTICE_KINDS = tuple(NOTICE_DEFAULTS)
+NOTICE_HELP = {
+    "suspend": "reason: why staff suspended it (may be empty)",
+    "change_tariff": "old_tariff: the tariff before; tariff: the new one",
+    "change_password": "password: the new password (also in details and fields)",
+}
+
+
+def notice_template(product_type, kind):
+    """``(subject, text)`` of the notice of ``kind`` for ``product_type``: its own, else
+    the default."""
+    own = (product_type.notice_templates or {}).get(kind) or {}
+    subject, text = NOTICE_DEFAULTS[kind]
+    return own.get("subject") or subject, own.get("template") or text
+
+
+def render_notice(service, kind, **extra):
+    subject, text = notice_template(service.tariff.product_type, kind)
+    context = _context(service, **extra)
+    return _compiled(subject).render(context).strip(), _compiled(text).render(context)
+
+
+def queue_notice(service, kind, **extra):
+    """Tell the client what the operation of ``kind`` did to their service (inside the
+    operation's transaction: stored once with it, delivered by the outbox)."""
+    try:
+        subject, body = render_notice(service, kind, **extra)
+    except Exception as exc:  # a broken template must not lose the operation's result
+        log.exception("%s template of %s failed", kind, service.tariff.product_type.code)
+        subject = f"Your service #{service.id}: {kind.replace('_', ' ')} done"
+        body = "\n".join(f"{k}: {v}" for k, v in sorted(extra.items()) if isinstance(v, str))
+        body += f"\n\n(template error: {exc})"
+    return queue(service.client.email, subject, body, kind=f"notice_{kind}", service=service)
 
 
 def _smtp_settings():
