@@ -396,7 +396,8 @@ def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None
         service.module = op.module_id
     became_active = op.kind == "open" and service.status != "active"
     action = f"done_{op.kind}"
-    if SERVICE.allows(action, service.status):
+    moved = SERVICE.allows(action, service.status)
+    if moved:
         SERVICE.move(service, action)
     else:
         log.warning(
@@ -413,7 +414,7 @@ def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None
     service.save()
     if became_active:
         mail.queue_welcome(service)
-    elif op.kind in NOTIFIED:
+    elif op.kind in NOTIFIED and moved:  # the client hears of what happened, once
         mail.queue_notice(
             service,
             op.kind,
