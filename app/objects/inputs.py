@@ -478,6 +478,9 @@ class ResellerActionInput(Input):
     tariff_id: Ref("Choose a tariff you can order.") | None = Field(
         None, description="change_tariff: the new tariff (of the same product type)."
     )
+    reason: FreeText(max_length=500) | None = Field(
+        None, description="suspend: why (passed to the module, shown to the client)."
+    )
 
 
 MODELS = [
