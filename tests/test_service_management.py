@@ -300,7 +300,7 @@ def test_client_asks_for_a_new_password_of_their_own_service_only(app, api, clie
     assert len(emails) == 1 and after in emails[0].body
 
 
-def test_change_password_done_by_a_person_gives_the_stored_password(app, api):
+def test_change_password_done_by_a_person_gives_the_stored_password(app, api, client):
     """An operation that went to people: closing its task puts the password Provisor
     chose into the details and the email."""
     ids = paid_service(api, config={"fail_first": 5, "permanent_failures": True}, wait=("manual",))
@@ -319,6 +319,10 @@ def test_change_password_done_by_a_person_gives_the_stored_password(app, api):
     api.wait_operation(op["id"], ("manual",))
     task = api.ok("get", f"/tasks?department_id={department}&status=new")["tasks"][0]
     assert task["operation_id"] == op["id"]
+    # the person doing it by hand reads the password to set on the task page
+    login(client, "admin@example.com", "admin-password")
+    page = html(client.get(f"/tasks/{task['id']}"))
+    assert 'id="new-password"' in page and "Chosen-pw-12345" in page
     api.ok("post", f"/tasks/{task['id']}/close", {"fields": {}})
     details = api.ok("get", f"/services/{service_id}")["details"]
     assert details["password"] == "Chosen-pw-12345"

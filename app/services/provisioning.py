@@ -381,7 +381,7 @@ def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None
             service.tariff = new_tariff
     password = None
     if op.kind == "change_password":
-        password = _new_password_of(op)
+        password = new_password_of(op)
         if password is not None:
             details = {**(details or {}), password_field(old_tariff.product_type): password}
     if remote_id:
@@ -424,7 +424,7 @@ def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None
         )
 
 
-def _new_password_of(op):
+def new_password_of(op):
     """The new password a change_password operation set (stored encrypted with it)."""
     token = (op.state or {}).get(NEW_PASSWORD_KEY)
     if not token:
