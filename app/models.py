@@ -89,11 +89,16 @@ class BaseModel(Model):
 
 
 class Client(BaseModel):
+    # the languages of the client area and of clients' emails (catalogs in translations/)
+    LANGUAGES = ("en", "ru")
+
     name = CharField()
     email = CharField(unique=True)
     created_at = DateTimeField(default=utcnow)
     # a reseller paying on account: its orders through /api/v1/reseller are paid at once
     on_account = BooleanField(default=False)
+    # the language of the client area and of the client's emails (app.i18n.LANGUAGES)
+    language = CharField(default="en")
 
 
 class User(BaseModel, UserMixin):

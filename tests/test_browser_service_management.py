@@ -107,7 +107,7 @@ def test_suspend_with_a_reason_then_the_client_gets_a_new_password(live_app, chr
     client.reload()
     expect(client.locator("#suspension-reason")).to_have_count(0)
     client.click("#action-change_password summary")
-    client.click("#action-change_password button:has-text('Yes, change password')")
+    client.click("#action-change_password button:has-text('Yes, change the password')")
     expect(client.locator(".alert-success")).to_contain_text("Change password: requested")
     # the page follows the operation by itself until the new password is there
     secret = client.locator(".secret-value").first

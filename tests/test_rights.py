@@ -106,6 +106,8 @@ MATRIX = [
         {"current_password": PASSWORD, "password": PASSWORD, "password_repeat": PASSWORD},
         public(LOGIN, "/account"),
     ),
+    # a client's language (the client area and their emails)
+    ("POST", "/account/language", {"language": "en"}, client_only("/account")),
     (
         "GET",
         "/",

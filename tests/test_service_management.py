@@ -80,7 +80,7 @@ def test_suspend_reason_reaches_module_client_and_email_then_each_notice_once(
     )
     _act(api, service_id, "change_tariff", {"tariff_id": bigger["id"]})
     moved = _delivered(smtp_server, "is now on VPS L")[0]
-    assert f"from {current['name']}" in moved["body"] and "to VPS L" in moved["body"]
+    assert f'from "{current["name"]}"' in moved["body"] and 'to "VPS L"' in moved["body"]
 
     _act(api, service_id, "close")
     assert "has been closed" in _delivered(smtp_server, "is closed")[0]["body"]

@@ -307,6 +307,14 @@ def create_client():
     return jsonify(out.Client.of(client)), 201
 
 
+@api_bp.put("/clients/<int:client_id>")
+@requires("staff")
+def update_client(client_id):
+    """Change a client: its name or its language (``en``, ``ru``: the client area and the
+    client's emails); what is not given stays as it is."""
+    return jsonify(out.Client.of(accounts.update_client(client_id, json_body())))
+
+
 # --- orders and payments ----------------------------------------------------------------
 
 

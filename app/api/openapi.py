@@ -322,6 +322,7 @@ OPERATIONS = {
     "api.create_client": op(
         "People", "admin", "Client", [422], request=body("ClientInput"), status=201
     ),
+    "api.update_client": op("People", "staff", "Client", [404, 422], request=body("ClientUpdate")),
     # orders
     "api.create_order": op(
         "Orders", "staff", "Order", [422], request=body("OrderInput"), status=201

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, ConfigDict, Field, RootModel, create_model, field_validator
 
-from app.models import ProductType, Tariff
+from app.models import Client, ProductType, Tariff
 from app.objects.base import Input, Missing, NotBlank, invalid
 from app.objects.fields import (
     Amount,
@@ -39,6 +39,7 @@ NotifyEmail = Text(
 )
 DepartmentIds = IdList("Must be a list of department ids.", "Unknown department {!r}.")
 Role = Choice(STAFF_ROLES, "Must be staff or admin.")
+Language = Choice(Client.LANGUAGES, "Choose English or Russian.")
 
 
 # --- people -----------------------------------------------------------------------------
@@ -51,6 +52,9 @@ class ClientInput(Input):
     email: EmailAddress()
     password: Password | None = Field(
         None, description="Optional: with it the client can log in to the client area."
+    )
+    language: Language = Field(
+        "en", description="The language of the client area and of the client's emails."
     )
 
 
@@ -76,6 +80,20 @@ class StaffInput(Input):
 def _no_default(schema):
     """Not given means "unchanged": there is no default value to show."""
     schema.pop("default", None)
+
+
+class ClientUpdate(Input):
+    """Change a client: what is not given stays as it is."""
+
+    name: Annotated[PersonName, NotBlank()] = Field(
+        None, description="A new name (omitted: unchanged).", json_schema_extra=_no_default
+    )
+    language: Annotated[Language, NotBlank()] = Field(
+        None,
+        description="The language of the client area and of the client's emails (omitted: "
+        "unchanged).",
+        json_schema_extra=_no_default,
+    )
 
 
 class StaffUpdate(Input):
@@ -485,6 +503,7 @@ class ResellerActionInput(Input):
 
 MODELS = [
     ClientInput,
+    ClientUpdate,
     DepartmentInput,
     StaffInput,
     StaffUpdate,

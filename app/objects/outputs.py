@@ -50,6 +50,9 @@ class Client(Output):
     on_account: bool = Field(
         description="A reseller paying on account (/api/v1/reseller): its orders are paid at once."
     )
+    language: str = Field(
+        description="The language of the client area and of the client's emails (en, ru)."
+    )
 
 
 class Department(Output):

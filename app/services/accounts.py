@@ -16,7 +16,7 @@ from app.models import (
     search_term,
     utcnow,
 )
-from app.objects.inputs import ClientInput, PasswordChange, StaffInput, StaffUpdate
+from app.objects.inputs import ClientInput, ClientUpdate, PasswordChange, StaffInput, StaffUpdate
 from app.services.errors import NotFound, ValidationError, unique_fields
 
 EMAIL_UNIQUE = {"email": "An account with this email exists."}
@@ -142,7 +142,7 @@ def create_client(data, with_login=None):
     if errors:
         raise ValidationError(errors)
     with unique_fields(EMAIL_UNIQUE), write_transaction():
-        client = Client.create(name=name, email=email)
+        client = Client.create(name=name, email=email, language=values["language"] or "en")
         if password:
             User.create(
                 email=email,
@@ -152,6 +152,22 @@ def create_client(data, with_login=None):
                 password_hash=hash_password(password),
             )
     return client
+
+
+def update_client(client_id, data):
+    """Change a client (``name``, ``language``): what is not given stays as it is. A new
+    name is its login's name too."""
+    client = get_client(client_id)
+    values = ClientUpdate.parse(data)
+    changes = {key: value for key, value in values.items() if value is not None}
+    if changes:
+        with write_transaction():
+            Client.update(**changes).where(Client.id == client.id).execute()
+            if "name" in changes:
+                User.update(name=changes["name"]).where(
+                    (User.client == client.id) & (User.role == "client")
+                ).execute()
+    return get_client(client.id)
 
 
 def login_of(client):

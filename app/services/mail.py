@@ -19,6 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from app import guards
 from app.db import write_transaction
+from app.i18n import N_, client_locale, gettext, tr
 from app.models import Email, utcnow
 from app.services import dispatch
 from app.states import EMAIL
@@ -54,16 +55,43 @@ def queue(to, subject, body, kind="", service=None):
     return email
 
 
+# Provisor's built-in welcome texts (the seeds of migrations 0001 and 0002, the model's
+# default): a product type that still has one gets it in the client's language; a text
+# the provider wrote is sent as written.
+DEFAULT_WELCOME_SUBJECTS = (
+    N_("Your {{ tariff.name }} is ready (service #{{ service.id }})"),
+    N_("Your {{ tariff.name }} is ready"),
+    N_("Your service is ready"),
+)
+DEFAULT_WELCOME_TEMPLATE = N_("""Hello {{ client.name }},
+
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) is active.
+
+{% for field in fields %}{{ field.label }}: {{ field.value }}
+{% endfor %}
+Thank you for choosing us.
+""")
+
+
+def _builtin(text, defaults):
+    """``text`` in the current language if it is one of Provisor's built-in ``defaults``
+    (its catalog entry), else as the provider wrote it."""
+    same = {default.strip(): default for default in defaults}
+    default = same.get(text.replace("\r\n", "\n").strip())  # as a form saves it back
+    return tr(default) if default is not None else text
+
+
 def _context(service, **extra):
     """What every template about a service may use: service, tariff, client,
-    product_type, details and fields (each with label and value), and ``extra``."""
+    product_type, details and fields (each with label and value), and ``extra``; the
+    built-in labels and names in the current language."""
     tariff = service.tariff
     product_type = tariff.product_type
     details = service.details or {}
     fields = [
         {
             "name": f["name"],
-            "label": f.get("label") or f["name"],
+            "label": tr(f.get("label") or f["name"]),
             "value": details.get(f["name"], ""),
         }
         for f in product_type.detail_fields or []
@@ -76,7 +104,7 @@ def _context(service, **extra):
         "service": service,
         "tariff": tariff,
         "client": service.client,
-        "product_type": product_type,
+        "product_type": _TranslatedName(product_type),
         "details": details,
         "fields": fields,
         **extra,
@@ -84,86 +112,100 @@ def _context(service, **extra):
 
 
 def render_welcome(service):
+    """The welcome email's subject and body, in the client's language where the texts are
+    Provisor's own (the product type's built-in template, labels and name)."""
     product_type = service.tariff.product_type
     context = _context(service)
-    subject = _compiled(product_type.welcome_subject or "Your service is ready")
-    body = _compiled(product_type.welcome_template or "")
+    subject_source = product_type.welcome_subject or DEFAULT_WELCOME_SUBJECTS[-1]
+    body_source = product_type.welcome_template or ""
+    subject = _compiled(_builtin(subject_source, DEFAULT_WELCOME_SUBJECTS))
+    body = _compiled(_builtin(body_source, (DEFAULT_WELCOME_TEMPLATE,)))
     return subject.render(context).strip(), body.render(context)
 
 
+class _TranslatedName:
+    """A product type seen by a welcome template: its name in the current language when
+    it is a built-in one (a provider's own name stays as written)."""
+
+    def __init__(self, product_type):
+        self._product_type = product_type
+
+    @property
+    def name(self):
+        return tr(self._product_type.name)
+
+    def __getattr__(self, attr):
+        return getattr(self._product_type, attr)
+
+
 def queue_welcome(service):
-    try:
-        subject, body = render_welcome(service)
-    except Exception as exc:  # a broken template must not block the activation
-        log.exception("welcome template of %s failed", service.tariff.product_type.code)
-        subject = f"Your service #{service.id} is ready"
-        body = "\n".join(f"{k}: {v}" for k, v in (service.details or {}).items())
-        body += f"\n\n(template error: {exc})"
+    """Queue the welcome email of a service that became active, in its client's language."""
+    with client_locale(service.client):
+        try:
+            subject, body = render_welcome(service)
+        except Exception as exc:  # a broken template must not block the activation
+            log.exception("welcome template of %s failed", service.tariff.product_type.code)
+            subject = gettext("Your service #%(id)s is ready", id=service.id)
+            body = "\n".join(f"{k}: {v}" for k, v in (service.details or {}).items())
+            body += "\n\n" + gettext("(template error: %(error)s)", error=exc)
     return queue(service.client.email, subject, body, kind="welcome", service=service)
 
 
 # --- notices: the client hears of what happened to a service ------------------------------
 
-_SIGNATURE = """
-You can see your service in the client area at any time.
-"""
-
 # per operation kind (``notify`` in app/states.py): the default subject and text, for every
-# product type until an admin edits them on the product type
+# product type until an admin edits them on the product type; sent in the client's
+# language while they are Provisor's own
 NOTICE_DEFAULTS = {
     "suspend": (
-        "Your {{ tariff.name }} (service #{{ service.id }}) is suspended",
-        """Hello {{ client.name }},
+        N_("Your {{ tariff.name }} (service #{{ service.id }}) is suspended"),
+        N_("""Hello {{ client.name }},
 
-your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has been suspended.
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has been suspended.
 {% if reason %}
 Reason: {{ reason }}
 {% endif %}
 Nothing is deleted: once the reason is settled we resume it. Reply to this email if you
 have a question.
-"""
-        + _SIGNATURE,
+"""),
     ),
     "resume": (
-        "Your {{ tariff.name }} (service #{{ service.id }}) is active again",
-        """Hello {{ client.name }},
+        N_("Your {{ tariff.name }} (service #{{ service.id }}) is active again"),
+        N_("""Hello {{ client.name }},
 
-your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has been resumed:
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has been resumed:
 it works again with the same access details.
-"""
-        + _SIGNATURE,
+"""),
     ),
     "close": (
-        "Your {{ tariff.name }} (service #{{ service.id }}) is closed",
-        """Hello {{ client.name }},
+        N_("Your {{ tariff.name }} (service #{{ service.id }}) is closed"),
+        N_("""Hello {{ client.name }},
 
-your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has been closed
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has been closed
 and removed from our systems. Thank you for having been our client.
-""",
+"""),
     ),
     "change_tariff": (
-        "Your service #{{ service.id }} is now on {{ tariff.name }}",
-        """Hello {{ client.name }},
+        N_("Your service #{{ service.id }} is now on {{ tariff.name }}"),
+        N_("""Hello {{ client.name }},
 
-your {{ product_type.name }} service #{{ service.id }} has moved from {{ old_tariff.name }}
-to {{ tariff.name }} ({{ tariff.price }} {{ tariff.currency }} per {{ tariff.period }}).
+your {{ product_type.name | lower }} (service #{{ service.id }}) has moved from "{{ old_tariff.name }}"
+to "{{ tariff.name }}" ({{ tariff.price }} {{ tariff.currency }}).
 Your access details stay the same.
-"""
-        + _SIGNATURE,
+"""),
     ),
     "change_password": (
-        "New password for your {{ tariff.name }} (service #{{ service.id }})",
-        """Hello {{ client.name }},
+        N_("New password for your {{ tariff.name }} (service #{{ service.id }})"),
+        N_("""Hello {{ client.name }},
 
-your {{ product_type.name }} service #{{ service.id }} ({{ tariff.name }}) has a new
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has a new
 password; the previous one no longer works.
 
 New password: {{ password }}
 
 Your access details:
 {% for field in fields %}{{ field.label }}: {{ field.value }}
-{% endfor %}"""
-        + _SIGNATURE,
+{% endfor %}"""),
     ),
 }
 NOTICE_KINDS = tuple(NOTICE_DEFAULTS)
@@ -183,21 +225,27 @@ def notice_template(product_type, kind):
 
 
 def render_notice(service, kind, **extra):
+    """The notice's subject and body (the built-in texts in the current language)."""
     subject, text = notice_template(service.tariff.product_type, kind)
+    default_subject, default_text = NOTICE_DEFAULTS[kind]
     context = _context(service, **extra)
-    return _compiled(subject).render(context).strip(), _compiled(text).render(context)
+    subject = _compiled(_builtin(subject, (default_subject,)))
+    body = _compiled(_builtin(text, (default_text,)))
+    return subject.render(context).strip(), body.render(context)
 
 
 def queue_notice(service, kind, **extra):
-    """Tell the client what the operation of ``kind`` did to their service (inside the
-    operation's transaction: stored once with it, delivered by the outbox)."""
-    try:
-        subject, body = render_notice(service, kind, **extra)
-    except Exception as exc:  # a broken template must not lose the operation's result
-        log.exception("%s template of %s failed", kind, service.tariff.product_type.code)
-        subject = f"Your service #{service.id}: {kind.replace('_', ' ')} done"
-        body = "\n".join(f"{k}: {v}" for k, v in sorted(extra.items()) if isinstance(v, str))
-        body += f"\n\n(template error: {exc})"
+    """Tell the client, in their language, what the operation of ``kind`` did to their
+    service (inside the operation's transaction: stored once with it, delivered by the
+    outbox)."""
+    with client_locale(service.client):
+        try:
+            subject, body = render_notice(service, kind, **extra)
+        except Exception as exc:  # a broken template must not lose the operation's result
+            log.exception("%s template of %s failed", kind, service.tariff.product_type.code)
+            subject = f"#{service.id}: {kind.replace('_', ' ')}"
+            body = "\n".join(f"{k}: {v}" for k, v in sorted(extra.items()) if isinstance(v, str))
+            body += "\n\n" + gettext("(template error: %(error)s)", error=exc)
     return queue(service.client.email, subject, body, kind=f"notice_{kind}", service=service)
 
 

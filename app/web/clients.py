@@ -36,7 +36,11 @@ def index():
 @admin_required
 def new():
     """Add a client; with a password the client can log in to the client area."""
-    form = {"name": request.form.get("name", ""), "email": request.form.get("email", "")}
+    form = {
+        "name": request.form.get("name", ""),
+        "email": request.form.get("email", ""),
+        "language": request.form.get("language", "en"),
+    }
     errors = {}
     if request.method == "POST":
         password = request.form.get("password", "")

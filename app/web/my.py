@@ -1,9 +1,11 @@
 """The client area: my services (live while being set up), ordering, my orders."""
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.auth import client_required
+from app.i18n import local_money, tr, translated
 from app.services import catalog, orders, provisioning
 from app.services.errors import Conflict, ValidationError
 from app.states import KINDS
@@ -55,7 +57,7 @@ def action(service_id, kind):
         flash(exc.message, "error")
     else:
         flash(
-            f"{KINDS[kind].label}: requested. We email you once it is done.",
+            _("%(action)s: requested. We email you once it is done.", action=tr(KINDS[kind].label)),
             "success",
         )
     return redirect(url_for("my.service", service_id=service_id))
@@ -80,11 +82,15 @@ def order():
         try:
             new_order = orders.create(data)
         except ValidationError as exc:
-            errors = exc.fields
+            errors = translated(exc.fields)
         else:
             flash(
-                f"Order #{new_order.id} for {new_order.tariff.name} placed: "
-                f"{new_order.amount:.2f} {new_order.currency} to pay.",
+                _(
+                    "Order #%(id)s for %(tariff)s placed: %(amount)s to pay.",
+                    id=new_order.id,
+                    tariff=new_order.tariff.name,
+                    amount=local_money(new_order.amount, new_order.currency),
+                ),
                 "success",
             )
             return redirect(url_for("my.orders"))
@@ -123,5 +129,5 @@ def pay(order_id):
     order_ = orders.get(order_.id)
     if request.htmx and not request.htmx.boosted:
         return render_template("my/_order_row.html", order=order_, sandbox=True, note=message)
-    flash(message or f"Order #{order_.id} paid: your service is being set up.", category)
+    flash(message or _("Order #%(id)s paid: your service is being set up.", id=order_.id), category)
     return redirect(url_for("my.orders"))
