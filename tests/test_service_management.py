@@ -387,3 +387,22 @@ def test_every_product_type_has_a_default_notice_of_each_kind(app, api):
                     service, kind, reason="r", old_tariff=service.tariff, password="pw"
                 )
                 assert f"#{service.id}" in subject and "Alice Client" in body
+
+
+def test_a_russian_client_gets_the_notices_in_russian(app, api):
+    ids = paid_service(api)
+    service_id = ids["service_id"]
+    with db(app):
+        from app.models import Client
+
+        Client.update(language="ru").where(Client.id == ids["client"]["id"]).execute()
+    _act(api, service_id, "suspend", {"reason": "Счёт не оплачен"})
+    (email,) = _emails(app, service_id, "notice_suspend")
+    assert "приостановлена" in email.subject
+    assert "Причина: Счёт не оплачен" in email.body
+    _act(api, service_id, "resume")
+    _act(api, service_id, "change_password")
+    (email,) = _emails(app, service_id, "notice_change_password")
+    password = api.ok("get", f"/services/{service_id}")["details"]["password"]
+    assert email.subject.startswith("Новый пароль")
+    assert f"Новый пароль: {password}" in email.body
