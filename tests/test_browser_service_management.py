@@ -88,20 +88,24 @@ def test_suspend_with_a_reason_then_the_client_gets_a_new_password(live_app, chr
     staff.fill("#suspend-form #f-reason", "Invoice #42 is unpaid")
     staff.click("#suspend-form button:has-text('Suspend')")
     expect(staff.locator("#service-live")).to_have_attribute(
-        "data-status", "suspended", timeout=10_000
+        "data-status", "suspended", timeout=20_000
     )
-    expect(staff.locator("#suspension-reason")).to_have_text("Invoice #42 is unpaid")
+    expect(staff.locator("#suspension-reason")).to_have_text(
+        "Invoice #42 is unpaid", timeout=20_000
+    )
 
     client = chromium.new_context(base_url=base_url).new_page()
     _watch(client, errors)
     _log_in(client, "/login", *CLIENT)
     client.goto(f"/my/services/{service_id}")
-    expect(client.locator("#suspension-reason")).to_have_text("Suspended: Invoice #42 is unpaid")
+    expect(client.locator("#suspension-reason")).to_have_text(
+        "Suspended: Invoice #42 is unpaid", timeout=20_000
+    )
     expect(client.locator("#action-change_password")).to_have_count(0)
 
     staff.click("button:has-text('Resume')")
     expect(staff.locator("#service-live")).to_have_attribute(
-        "data-status", "active", timeout=10_000
+        "data-status", "active", timeout=20_000
     )
 
     client.reload()
@@ -113,7 +117,7 @@ def test_suspend_with_a_reason_then_the_client_gets_a_new_password(live_app, chr
     secret = client.locator(".secret-value").first
     support.wait_for(
         lambda: (secret.text_content() or first_password) != first_password,
-        timeout=15,
+        timeout=30,
         message="the new password on the client's page",
     )
     new_password = secret.text_content()
