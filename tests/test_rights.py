@@ -139,6 +139,20 @@ MATRIX = [
         {"tariff_id": "{bigger_tariff}"},
         staff_page("/services/{active}"),
     ),
+    (
+        "POST",
+        "/services/{active}/details",
+        {"remote_id": "moved-{n}"},
+        staff_page("/services/{active}"),
+    ),
+    ("POST", "/services/{active}/reveal", {}, staff_page()),
+    ("GET", "/services/import", None, staff_page()),
+    (
+        "POST",
+        "/services/import",
+        {"tariff_id": "{ok_tariff}", "client_id": "{alice}", "remote_id": ""},
+        staff_page(422),
+    ),
     ("GET", "/orders", None, staff_page()),
     ("POST", "/orders/{order}/pay", {}, staff_page("/orders")),
     ("GET", "/clients", None, staff_page()),
@@ -263,6 +277,7 @@ MATRIX = [
 OWN_RIGHTS_TESTS = {
     "proxy_ui": "tests/test_web_proxy.py::test_proxy_page_is_for_admins",
     "metrics": "tests/test_metrics.py (a token or an allowed address, not a login)",
+    "webhooks": "tests/test_events.py::test_the_webhooks_pages_are_for_admins",
 }
 
 CASES = [

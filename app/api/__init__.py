@@ -4,18 +4,21 @@ Every error is ``{"error": {"code", "message", "fields"}}`` with a 4xx status.
 """
 
 import functools
+import json
 
 from flask import Blueprint, current_app, jsonify, request
 
 from app import signing
 from app.auth import api_user, csrf
 from app.guards import nul_fields
-from app.models import Email, Operation, Service, Task, User, parse_id
+from app.models import Email, EventDelivery, Operation, Service, Task, User, parse_id
 from app.objects import outputs as out
 from app.objects.inputs import TaskAssignInput
 from app.services import (
     accounts,
     catalog,
+    events,
+    imports,
     monitoring,
     operations,
     orders,
@@ -225,6 +228,14 @@ def check_module(module_id):
     return jsonify(catalog.check_module(module_id))
 
 
+@api_bp.get("/modules/<int:module_id>/accounts")
+@requires("staff")
+def list_module_accounts(module_id):
+    """The accounts on the module's panel, to import one as a service (module types that
+    can list them); each says the live service already bound to it."""
+    return jsonify(out.RemoteAccountList.of({"accounts": imports.accounts(module_id)}))
+
+
 @api_bp.get("/module-types")
 @requires("admin")
 def list_module_types():
@@ -369,16 +380,42 @@ def list_services():
     rows, paging = page(
         provisioning.list_services(status, int_arg("client_id"), request.args.get("q"))
     )
+    for row in rows:  # a deleted service's secret details are left out (not saved)
+        row.details = provisioning.visible_details(row)
     return jsonify(out.ServicePage.of({"services": rows, **paging}))
 
 
 @api_bp.get("/services/<int:service_id>")
 @requires("staff")
 def get_service(service_id):
-    """A service: status, details and its operations."""
+    """A service: status, details and its operations. A deleted service's secret details
+    are left out unless ``reveal=secrets`` (recorded in its history)."""
+    reveal = request.args.get("reveal") == "secrets"
     service = provisioning.get(service_id)
+    if reveal:
+        service = provisioning.reveal_secrets(service_id, api_user().email)
     operations_ = provisioning.timeline(service)
-    return jsonify(out.ServiceWithOperations.of(service, operations=operations_))
+    details = provisioning.visible_details(service, reveal=reveal)
+    return jsonify(out.ServiceWithOperations.of(service, operations=operations_, details=details))
+
+
+@api_bp.put("/services/<int:service_id>/details")
+@requires("staff")
+def edit_service(service_id):
+    """Correct a service's detail fields and remote id (checked by their kinds; recorded in
+    its history); no module is called."""
+    service = provisioning.edit_details(service_id, json_body(), api_user().email)
+    return jsonify(out.Service.of(service, details=provisioning.visible_details(service)))
+
+
+@api_bp.post("/services/import")
+@requires("staff")
+def import_service():
+    """Bind an account that already exists on a panel to a new service: 201, active at
+    once, no open operation runs; 409 ``remote_id_bound`` when another live service of the
+    module has that remote id."""
+    service = imports.import_service(json_body(), api_user().email)
+    return jsonify(out.Service.of(service)), 201
 
 
 @api_bp.post(f"/services/<int:service_id>/<any({', '.join(REQUESTABLE)}):kind>")
@@ -559,6 +596,93 @@ def disable_reseller(client_id):
     return jsonify(out.ResellerToken.of({"client": client, "token": None}))
 
 
+# --- outgoing events (webhooks) ---------------------------------------------------------
+
+
+@api_bp.get("/webhook-endpoints")
+@requires("admin")
+def list_webhook_endpoints():
+    """Webhook endpoints: where outgoing events go (secrets never answered)."""
+    return jsonify(out.WebhookEndpointList.of({"endpoints": events.endpoints()}))
+
+
+@api_bp.post("/webhook-endpoints")
+@requires("admin")
+def create_webhook_endpoint():
+    """Add a webhook endpoint; its URL must pass the outbound checks."""
+    return jsonify(out.WebhookEndpoint.of(events.create_endpoint(json_body()))), 201
+
+
+@api_bp.get("/webhook-endpoints/<int:endpoint_id>")
+@requires("admin")
+def get_webhook_endpoint(endpoint_id):
+    """One webhook endpoint."""
+    return jsonify(out.WebhookEndpoint.of(events.get_endpoint(endpoint_id)))
+
+
+@api_bp.put("/webhook-endpoints/<int:endpoint_id>")
+@requires("admin")
+def update_webhook_endpoint(endpoint_id):
+    """Change a webhook endpoint (all fields; a blank secret keeps the current one)."""
+    return jsonify(out.WebhookEndpoint.of(events.update_endpoint(endpoint_id, json_body())))
+
+
+@api_bp.delete("/webhook-endpoints/<int:endpoint_id>")
+@requires("admin")
+def delete_webhook_endpoint(endpoint_id):
+    """Remove a webhook endpoint and its deliveries."""
+    endpoint = events.get_endpoint(endpoint_id)
+    events.delete_endpoint(endpoint_id)
+    return jsonify(out.WebhookEndpoint.of(endpoint))
+
+
+@api_bp.post("/webhook-endpoints/<int:endpoint_id>/test")
+@requires("admin")
+def test_webhook_endpoint(endpoint_id):
+    """Send an ``endpoint.test`` event now; the delivery says what the endpoint answered."""
+    return jsonify(_delivery(events.send_test(endpoint_id)))
+
+
+@api_bp.get("/event-types")
+@requires("admin")
+def list_event_types():
+    """Every event a webhook endpoint may ask for (one per status of each state machine)."""
+    return jsonify(out.EventTypeList.of({"event_types": list(events.event_types())}))
+
+
+def _delivery(delivery):
+    return out.EventDeliveryWithAttempts.of(
+        delivery,
+        attempt_log=events.attempts_of(delivery),
+        payload=json.loads(events.body_of(delivery.event)),
+    )
+
+
+@api_bp.get("/event-deliveries")
+@requires("admin")
+def list_event_deliveries():
+    """The delivery log, newest first (``endpoint_id``, ``status``, ``type``)."""
+    status = choice_arg("status", EventDelivery.STATUSES)
+    rows, paging = page(
+        events.deliveries(int_arg("endpoint_id"), status, request.args.get("type") or None)
+    )
+    return jsonify(out.EventDeliveryPage.of({"deliveries": rows, **paging}))
+
+
+@api_bp.get("/event-deliveries/<int:delivery_id>")
+@requires("admin")
+def get_event_delivery(delivery_id):
+    """One delivery with each attempt (status code, time, error, answer) and its body."""
+    return jsonify(_delivery(events.get_delivery(delivery_id)))
+
+
+@api_bp.post("/event-deliveries/<int:delivery_id>/retry")
+@requires("admin")
+def retry_event_delivery(delivery_id):
+    """ "Retry now": a waiting or failed delivery is sent again at once (same event id)."""
+    return jsonify(_delivery(events.retry(delivery_id))), 202
+
+
 @api_bp.get("/reseller/tariffs")
 @requires("reseller")
 def reseller_tariffs():
@@ -607,7 +731,9 @@ def reseller_service(service_id):
     current = resellers.current_operation(service)
     return jsonify(
         out.ResellerService.of(
-            service, operation=None if current is None else _reseller_operation(current)
+            service,
+            operation=None if current is None else _reseller_operation(current),
+            details=provisioning.visible_details(service),
         )
     )
 
@@ -643,6 +769,8 @@ def list_emails():
     if service_id is not None:
         query = query.where(Email.service == service_id)
     rows, paging = page(query)
+    for row in rows:  # a deleted service's passwords masked (not saved)
+        row.body = provisioning.hidden_in(row.body, row.service if row.service_id else None)
     return jsonify(out.EmailPage.of({"emails": rows, **paging}))
 
 

@@ -28,7 +28,9 @@ from app.objects.fields import (
     Text,
     WholeNumber,
 )
+from app.states import EVENT_TYPES
 
+MAX_WEBHOOK_SECRET = 200
 INTERNAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STAFF_ROLES = ("staff", "admin")
 
@@ -466,6 +468,43 @@ class TaskCloseInput(Input):
     comment: FreeText(max_length=10000) = ""
 
 
+class ServiceDetailsInput(Input):
+    """Correct a service's detail fields and remote id (no module is called; recorded in
+    the service's history)."""
+
+    details: JsonObject() = Field(
+        {},
+        description="Detail fields of the product type, checked by their kinds (an `ip` must "
+        "be an IP address, a `url` http or https...): each given one is set, a blank or null "
+        "one cleared, one not given unchanged. A name the product type does not declare is "
+        "refused (`details.<name>`).",
+    )
+    remote_id: str | None = Field(
+        None,
+        max_length=255,
+        description="The account's id on the panel (leave it out: unchanged). One already "
+        "bound to another live service of the same module: 409 `remote_id_bound`.",
+    )
+
+
+class ServiceImportInput(Input):
+    """Bind an account that already exists on a panel to a new service: active at once,
+    no `open` operation runs (one is recorded as done, "imported by <staff>")."""
+
+    client_id: Ref("Choose an existing client.")
+    tariff_id: Ref("Choose an existing tariff.")
+    module_id: Ref("Choose a module.") = Field(description="A module that serves the tariff.")
+    remote_id: str = Field(
+        max_length=255,
+        description="The account's id on the panel (GET /modules/{id}/accounts lists them "
+        "for module types that can). Already bound to another live service of the same "
+        "module: 409 `remote_id_bound`.",
+    )
+    details: JsonObject() = Field(
+        {}, description="Detail fields of the product type, checked by their kinds."
+    )
+
+
 # --- resellers (/api/v1/reseller) --------------------------------------------------------
 
 IDEMPOTENCY_KEY = Field(
@@ -501,6 +540,48 @@ class ResellerActionInput(Input):
     )
 
 
+# --- outgoing events (webhooks) ---------------------------------------------------------
+
+
+def _event_types(value):
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", " ").split() if part]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise invalid("Must be a list of event types.")
+    if not value:
+        raise invalid("Choose at least one event (or * for all).")
+    unknown = [v for v in value if v != "*" and v not in EVENT_TYPES]
+    if unknown:
+        raise invalid(f"Unknown event {unknown[0]!r}: one of *, " + ", ".join(EVENT_TYPES))
+    return list(dict.fromkeys(value))
+
+
+EventTypes = Annotated[
+    list[Literal[("*", *EVENT_TYPES)]],
+    Field(min_length=1),
+    BeforeValidator(_event_types),
+]
+
+
+class WebhookEndpointInput(Input):
+    """A webhook endpoint: where outgoing events go, signed with `secret`.
+
+    The URL must pass Provisor's outbound checks (OUTBOUND_ALLOWED_NETWORKS); on a change a
+    blank `secret` keeps the current one."""
+
+    url: Text(2000) = Field(description="http:// or https:// URL the events are POSTed to.")
+    secret: Text(MAX_WEBHOOK_SECRET) | None = Field(
+        None,
+        description="The signing secret (16-200 characters); required when creating, "
+        "omitted on a change: unchanged. Never answered back.",
+    )
+    event_types: EventTypes = Field(
+        description="The events it gets: `*` for all, or names such as `service.active`."
+    )
+    enabled: Flag = True
+    description: Text(200) | None = None
+
+
 MODELS = [
     ClientInput,
     ClientUpdate,
@@ -521,7 +602,10 @@ MODELS = [
     TaskFieldsInput,
     TaskCancelInput,
     TaskCloseInput,
+    ServiceDetailsInput,
+    ServiceImportInput,
     ResellerOrderInput,
+    WebhookEndpointInput,
     ResellerActionInput,
 ]
 """The input bodies of the OpenAPI document (with :func:`module_input_models`)."""

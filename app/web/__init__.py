@@ -45,6 +45,7 @@ def init_app(app):
         services,
         staff,
         tasks,
+        webhooks,
     )
 
     for module in (
@@ -62,6 +63,7 @@ def init_app(app):
         my,
         certificates,
         metrics,
+        webhooks,
     ):
         app.register_blueprint(module.bp)
 

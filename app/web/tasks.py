@@ -108,6 +108,10 @@ def _task_page(task, errors=None, form=None, failed_form=None, status=200):
         new_password=provisioning.new_password_of(op)
         if op is not None and op.kind == "change_password" and op.is_open
         else None,
+        # a deleted service's passwords are hidden here too (revealed on the service page)
+        hidden=provisioning.secret_names(service)
+        if service is not None and service.status == "deleted"
+        else set(),
     ), status
 
 
