@@ -75,6 +75,10 @@ CLIENT_MESSAGES = (
     N_("being closed"),
     N_("moving to another tariff"),
     N_("being renewed"),
+    # what clients may ask for on their service (app/states.py, clients_may_request)
+    N_("getting a new password"),
+    N_("Change password"),
+    N_("The service gets a new password: the current one stops working."),
     N_("Certificate with chain (fullchain.pem)"),
     N_("Certificate only (cert.pem)"),
     N_("Intermediate chain (chain.pem)"),

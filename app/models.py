@@ -185,6 +185,10 @@ class ProductType(BaseModel):
     order_fields = JSONField(default=list)
     welcome_subject = CharField(default="Your {{ tariff.name }} is ready")
     welcome_template = TextField(default="")
+    # the emails a client gets when an operation is done (suspend, resume, close, change
+    # tariff, change password): ``{kind: {"subject", "template"}}``; a kind not here uses
+    # the default text (``app.services.mail.NOTICE_DEFAULTS``)
+    notice_templates = JSONField(default=dict)
 
 
 class ProcessingModule(BaseModel):

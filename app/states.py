@@ -34,9 +34,12 @@ class Kind:
     starts_from: tuple = ()  # service statuses it may be requested from
     leads_to: str | None = None  # the service status once it is done (None: unchanged)
     staff_may_request: bool = False  # offered on the service page and the API action route
+    clients_may_request: bool = False  # offered in the client area for the client's service
     clients_see: bool = True  # shown in the client area while it runs
     on_item: bool = False  # an operation on an item, not on a service
     params: tuple = ()  # parameters a request must carry (e.g. tariff_id)
+    options: tuple = ()  # parameters a request may carry (a suspension's reason)
+    notify: bool = False  # the client gets an email once it is done (product type templates)
     confirm: str = ""  # destructive: the question asked before it is requested
     verb: str = ""  # "being suspended": what the client reads while it runs
 
@@ -61,6 +64,8 @@ KINDS = {
             starts_from=("active",),
             leads_to="suspended",
             staff_may_request=True,
+            options=("reason",),
+            notify=True,
             verb="being suspended",
         ),
         Kind(
@@ -71,6 +76,7 @@ KINDS = {
             starts_from=("suspended",),
             leads_to="active",
             staff_may_request=True,
+            notify=True,
             verb="being resumed",
         ),
         Kind(
@@ -82,6 +88,7 @@ KINDS = {
             leads_to="deleted",
             staff_may_request=True,
             confirm="Closing deletes service #{service} on its panel. This cannot be undone.",
+            notify=True,
             verb="being closed",
         ),
         Kind(
@@ -92,6 +99,7 @@ KINDS = {
             starts_from=("active", "suspended"),
             staff_may_request=True,
             params=("tariff_id",),
+            notify=True,
             verb="moving to another tariff",
         ),
         Kind(
@@ -102,6 +110,19 @@ KINDS = {
             starts_from=("active", "suspended"),
             staff_may_request=True,
             verb="being renewed",
+        ),
+        Kind(
+            "change_password",
+            "Change password",
+            "Set a new password for service #{service} manually",
+            "Set a new password for a service's access (generated unless `password` is given)",
+            starts_from=("active",),
+            staff_may_request=True,
+            clients_may_request=True,
+            options=("password",),
+            notify=True,
+            confirm="The service gets a new password: the current one stops working.",
+            verb="getting a new password",
         ),
         Kind(
             "ensure_item",
@@ -116,6 +137,8 @@ KINDS = {
 
 KIND_NAMES = tuple(KINDS)
 REQUESTABLE = tuple(name for name, kind in KINDS.items() if kind.staff_may_request)
+CLIENT_REQUESTABLE = tuple(name for name, kind in KINDS.items() if kind.clients_may_request)
+NOTIFIED = tuple(name for name, kind in KINDS.items() if kind.notify)
 
 
 def task_title(op):

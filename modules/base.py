@@ -42,7 +42,8 @@ recorded. ``ctx.save_state({...})`` stores ``state`` at once, before a long call
 
 **Capabilities** are declared on the class, never tested by type id in core code:
 ``operations`` (the kinds it implements: a kind it does not declare is never offered;
-``ensure_item`` means it needs an item per tariff), ``creates_items`` (False: a person
+``ensure_item`` means it needs an item per tariff; ``change_password`` sets the password
+:func:`new_service_password` gives on the panel), ``creates_items`` (False: a person
 makes the items, no ``ensure_item`` method needed), ``people_do_it`` (its operations become tasks), ``accepts_callbacks``
 (with :meth:`ModuleType.verify_callback` and :meth:`ModuleType.parse_callback`),
 :meth:`ModuleType.check_config` ("Test connection"), :meth:`ModuleType.renew_days_before`
@@ -675,24 +676,39 @@ def new_password(length=24):
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
 
 
-def operation_password(ctx, purpose, length=24):
+def operation_password(ctx, purpose, length=24, key="password"):
     """The password of this operation: the one an earlier attempt generated (and may
     have set already), else a new one, stored encrypted in the operation's state (under
-    the ``secrets_box`` key ``purpose``) before anything uses it. Masked in the log."""
+    ``key``, with the ``secrets_box`` key ``purpose``) before anything uses it. Masked in
+    the log."""
     from app import secrets_box
 
     state = dict(ctx.state)
-    if state.get("password"):
+    if state.get(key):
         try:
-            password = secrets_box.decrypt(state["password"], purpose).decode()
+            password = secrets_box.decrypt(state[key], purpose).decode()
         except secrets_box.Undecryptable:
             password = None
         if password:
             return ctx.secret(password)
     password = ctx.secret(new_password(length))
-    state["password"] = secrets_box.encrypt(password, purpose)
+    state[key] = secrets_box.encrypt(password, purpose)
     ctx.save_state(state)
     return password
+
+
+# ``change_password``: Provisor chooses the new password (or staff give it) when the
+# operation is requested and keeps it encrypted in the operation's state under this key
+NEW_PASSWORD_KEY = "new_password"
+NEW_PASSWORD_PURPOSE = "service-password"
+
+
+def new_service_password(ctx):
+    """``change_password``: the service's new password, as Provisor stored it (encrypted)
+    with the operation when it was requested; one is generated and stored first when the
+    state has none. Masked in the log. Once the operation is done, Provisor puts it into
+    the service's password detail field and emails it to the client."""
+    return operation_password(ctx, NEW_PASSWORD_PURPOSE, key=NEW_PASSWORD_KEY)
 
 
 def operation_context(ctx):

@@ -21,7 +21,8 @@ given to the client in the service's details (and the welcome email).
 **Suspension** stops the user logging in (MariaDB ``ACCOUNT LOCK``, PostgreSQL
 ``NOLOGIN``) and ends its open sessions; ``resume`` lets it log in again. The data stays.
 ``close`` ends the sessions and drops the database and the user. ``change_tariff`` applies
-the new tariff's connection limit. ``ensure_item`` checks the admin's rights on the server
+the new tariff's connection limit. ``change_password`` gives the user the new password
+Provisor chose (``ALTER USER``/``ALTER ROLE ... PASSWORD``, as a hash). ``ensure_item`` checks the admin's rights on the server
 (it creates a trial database and user with the tariff's limits and drops them again).
 """
 
@@ -42,6 +43,7 @@ from modules.base import (
     Result,
     TemporaryError,
     new_password,
+    new_service_password,
     operation_password,
     pem_file,
 )
@@ -205,6 +207,10 @@ class Session:
     def set_limit(self, name, limit):
         raise NotImplementedError
 
+    def set_password(self, name, password):
+        """Give the user ``password`` (sent as the server's hash, never in clear)."""
+        raise NotImplementedError
+
     def drop(self, name, remote):
         """Drop the database and the user (what ``remote`` says exists)."""
         raise NotImplementedError
@@ -278,7 +284,9 @@ class DatabaseModule(ModuleType):
     default_port = 0
     default_admin = ""
     session_class = Session
-    operations = frozenset({"open", "suspend", "resume", "close", "change_tariff", "ensure_item"})
+    operations = frozenset(
+        {"open", "suspend", "resume", "close", "change_tariff", "change_password", "ensure_item"}
+    )
     client_data = ("server", "connection_limit")
     product_types = ("database",)
     state_secrets = {"password": PASSWORD_PURPOSE}
@@ -464,6 +472,14 @@ class DatabaseModule(ModuleType):
             session.set_limit(name, limit)
             ctx.log(f"{name}: connections at once {_limit_text(limit)}")
         return Result.done(remote_id=name, data={"connection_limit": _limit_text(limit)})
+
+    def change_password(self, ctx):
+        password = new_service_password(ctx)
+        with self.session(ctx) as session:
+            name, _ = self._own(session, ctx)
+            session.set_password(name, password)
+            ctx.log(f"{name} has a new password (sessions already open stay open)")
+        return Result.done(remote_id=name, details={"password": password})
 
     def ensure_item(self, ctx):
         """The admin may host databases with this tariff's limits: its rights are

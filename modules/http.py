@@ -1,7 +1,8 @@
 """The http module: for panels with no built-in module.
 
 For each operation Provisor POSTs JSON ``{"operation", "operation_id", "service",
-"tariff", "client", "params"}`` to ``url``, signed with ``secret`` (header
+"tariff", "client", "params"}`` to ``url`` (``params.reason``: why staff suspend;
+``new_password`` with ``change_password``: the password to set), signed with ``secret`` (header
 ``X-Provisor-Signature``: ``v2`` bound to the direction ``request`` and the URL's path,
 and ``v1`` like the payment webhook while ``signatures`` is ``v1+v2``; see
 :mod:`app.signing`). Callbacks are signed by the endpoint the same way, direction
@@ -30,6 +31,7 @@ from modules.base import (
     PermanentError,
     Result,
     TemporaryError,
+    new_service_password,
     operation_context,
 )
 
@@ -58,7 +60,16 @@ class HttpModule(ModuleType):
     name = "HTTP endpoint"
     description = "Calls your own HTTP endpoint with signed JSON for each operation."
     operations = frozenset(
-        {"open", "suspend", "resume", "close", "change_tariff", "renew", "ensure_item"}
+        {
+            "open",
+            "suspend",
+            "resume",
+            "close",
+            "change_tariff",
+            "renew",
+            "change_password",
+            "ensure_item",
+        }
     )
     accepts_callbacks = True
     config_fields = [
@@ -83,7 +94,11 @@ class HttpModule(ModuleType):
     ]
 
     def _payload(self, ctx):
-        return operation_context(ctx)
+        payload = operation_context(ctx)
+        if ctx.kind == "change_password":
+            # the password Provisor chose; the endpoint sets it (masked in the log)
+            payload["new_password"] = new_service_password(ctx)
+        return payload
 
     def _v1(self):
         """Whether v1 signatures are still sent and accepted (the transition)."""
@@ -154,7 +169,7 @@ class HttpModule(ModuleType):
     def open(self, ctx):
         return self._call(ctx)
 
-    suspend = resume = close = change_tariff = renew = ensure_item = open
+    suspend = resume = close = change_tariff = renew = change_password = ensure_item = open
 
     def check_config(self):
         url = self.config["url"]

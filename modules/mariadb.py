@@ -257,6 +257,16 @@ class MariaDBSession(Session):
     def set_limit(self, name, limit):
         self._each_account(name, f"WITH MAX_USER_CONNECTIONS {int(limit)}")
 
+    def set_password(self, name, password):
+        hashed = self.ctx.secret(native_hash(password))
+        for host in self._hosts(name):
+            self.run(
+                "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s",
+                (name, host, hashed),
+                shown=f"ALTER USER {_literal(name)}@{_literal(host)} IDENTIFIED BY PASSWORD "
+                "'********'",
+            )
+
     def end_sessions(self, name):
         ended = 0
         for (thread,) in self.run(

@@ -217,6 +217,14 @@ class PostgreSQLSession(Session):
     def set_limit(self, name, limit):
         self.run(f"ALTER ROLE {_ident(name)} CONNECTION LIMIT {int(limit) if limit else -1}")
 
+    def set_password(self, name, password):
+        verifier = self.ctx.secret(scram_verifier(password))
+        self.run(
+            f"ALTER ROLE {_ident(name)} PASSWORD %s",
+            (verifier,),
+            shown=f"ALTER ROLE {_ident(name)} PASSWORD '********'",
+        )
+
     def end_sessions(self, name):
         self._membership(name)
         rows = self.run(

@@ -18,7 +18,14 @@ import random
 import secrets
 import time
 
-from modules.base import ConfigField, ModuleType, PermanentError, Result, TemporaryError
+from modules.base import (
+    ConfigField,
+    ModuleType,
+    PermanentError,
+    Result,
+    TemporaryError,
+    new_service_password,
+)
 
 PERIOD_DAYS = {"month": 30, "quarter": 91, "year": 365, "once": 3650}
 
@@ -28,7 +35,16 @@ class SandboxModule(ModuleType):
     name = "Sandbox (simulated panel)"
     description = "A built-in simulated control panel for trying Provisor out and for benchmarks."
     operations = frozenset(
-        {"open", "suspend", "resume", "close", "change_tariff", "renew", "ensure_item"}
+        {
+            "open",
+            "suspend",
+            "resume",
+            "close",
+            "change_tariff",
+            "renew",
+            "change_password",
+            "ensure_item",
+        }
     )
     config_fields = [
         ConfigField("latency_ms", "Latency (ms)", kind="int", default=0, minimum=0, maximum=600000),
@@ -258,6 +274,9 @@ class SandboxModule(ModuleType):
         return Result.done(ctx.service.remote_id)
 
     def suspend(self, ctx):
+        reason = ctx.params.get("reason")
+        if reason:
+            ctx.log(f"sandbox: suspension reason: {reason}")
         return self._change(ctx, "suspended", status="suspended")
 
     def resume(self, ctx):
@@ -271,6 +290,13 @@ class SandboxModule(ModuleType):
         row = self._account(ctx)
         return self._change(
             ctx, f"moved to {name}", details={**(row.details or {}), "package": name}
+        )
+
+    def change_password(self, ctx):
+        password = new_service_password(ctx)
+        row = self._account(ctx)
+        return self._change(
+            ctx, "new password set for", details={**(row.details or {}), "password": password}
         )
 
     def renew(self, ctx):

@@ -11,8 +11,8 @@ prefix (sshd's ``AcceptEnv`` usually refuses the SSH protocol's own ``setenv``):
 same on every attempt of one operation), ``PROVISOR_ATTEMPT``, ``PROVISOR_SERVICE_ID``,
 ``PROVISOR_REMOTE_ID``, ``PROVISOR_TARIFF`` (the tariff's internal name; for
 ``change_tariff`` the new one, ``PROVISOR_OLD_TARIFF`` the one before), ``PROVISOR_CLIENT_ID``,
-``PROVISOR_CLIENT_EMAIL``, ``PROVISOR_CLIENT_NAME``, every order field as
-``PROVISOR_PARAM_<NAME>``, every top-level value of the tariff's item settings as
+``PROVISOR_CLIENT_EMAIL``, ``PROVISOR_CLIENT_NAME``, every order field and operation
+parameter as ``PROVISOR_PARAM_<NAME>`` (``PROVISOR_PARAM_REASON``: why staff suspend), every top-level value of the tariff's item settings as
 ``PROVISOR_ITEM_<NAME>``, and the module's own ``environment`` setting (``NAME=value``
 lines). On standard input: the whole context as one JSON object.
 

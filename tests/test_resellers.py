@@ -129,3 +129,47 @@ def test_admins_make_and_end_resellers_on_the_clients_page(app, admin, client):
     assert response.status_code == 302
     assert Api(client, token).get("/reseller/tariffs")[0] == 401
     assert client.post("/clients/9999/reseller").status_code == 404
+
+
+def test_a_reseller_suspends_with_a_reason_and_gets_a_new_password(app, api):
+    _, _, tariff, _ = api.catalog("sandbox")
+    _, shop = make_reseller(api)
+    code, order = shop.post(
+        "/reseller/orders",
+        {
+            "tariff_id": tariff["id"],
+            "params": {"hostname": "b.example.com"},
+            "idempotency_key": "o",
+        },
+    )
+    assert code == 201, order
+    api.wait_operation(order["operation_id"])
+    service_id = order["service_id"]
+    before = shop.ok("get", f"/reseller/services/{service_id}")["details"]["password"]
+    # a password of the reseller's own choosing is not taken: Provisor generates it
+    code, body = shop.post(
+        f"/reseller/services/{service_id}/change_password",
+        {"idempotency_key": "p0", "password": "Mine-own-password-1"},
+    )
+    assert code == 422 and body["error"]["fields"] == {"password": "Unknown field."}
+    code, op = shop.post(
+        f"/reseller/services/{service_id}/change_password", {"idempotency_key": "p1"}
+    )
+    assert code == 202, op
+    api.wait_operation(op["id"])
+    after = shop.ok("get", f"/reseller/services/{service_id}")["details"]["password"]
+    assert after and after != before
+
+    code, body = shop.post(
+        f"/reseller/services/{service_id}/resume", {"idempotency_key": "r0", "reason": "x"}
+    )
+    assert code == 422 and body["error"]["fields"] == {"reason": "Unknown field."}
+    code, op = shop.post(
+        f"/reseller/services/{service_id}/suspend",
+        {"idempotency_key": "s1", "reason": "Their client did not pay"},
+    )
+    assert code == 202, op
+    api.wait_operation(op["id"])
+    assert api.ok("get", f"/operations/{op['id']}")["params"]["reason"] == (
+        "Their client did not pay"
+    )

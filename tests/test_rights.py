@@ -266,6 +266,14 @@ MATRIX = [
     ("GET", "/my/orders", None, client_only()),
     ("GET", "/my/services/{carol_service}", None, client_only()),
     ("GET", "/my/services/{active}", None, client_only(404)),  # another client's
+    (
+        "POST",
+        "/my/services/{carol_service}/change_password",
+        {},
+        client_only("/my/services/{carol_service}"),
+    ),
+    ("POST", "/my/services/{active}/change_password", {}, client_only(404)),  # another's
+    ("POST", "/my/services/{carol_service}/suspend", {}, client_only(404)),  # staff only
     ("POST", "/my/orders/{carol_order}/pay", {}, client_only("/my/orders")),
     ("POST", "/my/orders/{order}/pay", {}, client_only(404)),  # another client's
     # certificates (acme): none in this world, so even their owner finds nothing here; the

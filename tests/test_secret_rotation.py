@@ -45,6 +45,7 @@ def _stored_secrets(app):
         utcnow,
     )
     from app.services import catalog, certificates, proxy
+    from modules.base import NEW_PASSWORD_KEY, NEW_PASSWORD_PURPOSE
     from modules.databases import PASSWORD_PURPOSE
 
     with db(app):
@@ -81,10 +82,13 @@ def _stored_secrets(app):
         )
         mariadb = ProcessingModule.create(name="DB", type="mariadb", config={})
         acme = ProcessingModule.create(name="CA", type="acme", config={})
+        sandbox = ProcessingModule.create(name="Sandbox", type="sandbox", config={})
         states = [
             (mariadb, {"password": secrets_box.encrypt("db password", PASSWORD_PURPOSE)}),
             (acme, {"key": secrets_box.encrypt("order key", certificates.CERTIFICATE_KEY)}),
             (None, {"password": secrets_box.encrypt("orphan", PASSWORD_PURPOSE), "n": 1}),
+            # a change_password's new password: Provisor stores it for any module type
+            (sandbox, {NEW_PASSWORD_KEY: secrets_box.encrypt("new pw", NEW_PASSWORD_PURPOSE)}),
         ]
         for module, state in states:
             Operation.create(kind="open", module=module, status="done", state=state)
@@ -94,6 +98,7 @@ def _decrypted(app):
     """Every stored secret in clear (Undecryptable or a ServiceError if one cannot be)."""
     from app.models import AcmeAccount, AcmeCertificate, Operation, ProxyClientSide
     from app.services import certificates, proxy
+    from modules.base import NEW_PASSWORD_KEY, NEW_PASSWORD_PURPOSE
     from modules.databases import PASSWORD_PURPOSE
 
     with db(app):
@@ -102,11 +107,12 @@ def _decrypted(app):
         key = AcmeCertificate.get().key_encrypted
         out.append(secrets_box.decrypt(key, certificates.CERTIFICATE_KEY))
         for op in Operation.select().order_by(Operation.id):
-            token, purpose = (
-                (op.state["key"], certificates.CERTIFICATE_KEY)
-                if "key" in op.state
-                else (op.state["password"], PASSWORD_PURPOSE)
-            )
+            if "key" in op.state:
+                token, purpose = op.state["key"], certificates.CERTIFICATE_KEY
+            elif NEW_PASSWORD_KEY in op.state:
+                token, purpose = op.state[NEW_PASSWORD_KEY], NEW_PASSWORD_PURPOSE
+            else:
+                token, purpose = op.state["password"], PASSWORD_PURPOSE
             out.append(secrets_box.decrypt(token, purpose))
     return [v.decode() if isinstance(v, bytes) else v for v in out]
 
@@ -118,6 +124,7 @@ CLEAR = [
     "db password",
     "order key",
     "orphan",
+    "new pw",
 ]
 
 
@@ -140,10 +147,10 @@ def test_fallback_keys_decrypt_and_rotation_makes_the_new_key_enough(app):
     # rotate: everything re-encrypted with the new key, the rest of the states kept
     result = both.test_cli_runner().invoke(args=["secrets", "rotate"])
     assert result.exit_code == 0, result.output
-    assert result.output == "Stored secrets: 6 re-encrypted with SECRET_KEY, 0 already were.\n"
+    assert result.output == "Stored secrets: 7 re-encrypted with SECRET_KEY, 0 already were.\n"
     assert _decrypted(_restart(app, NEW)) == CLEAR
     again = both.test_cli_runner().invoke(args=["secrets", "rotate"])
-    assert again.output == "Stored secrets: 0 re-encrypted with SECRET_KEY, 6 already were.\n"
+    assert again.output == "Stored secrets: 0 re-encrypted with SECRET_KEY, 7 already were.\n"
     from app.models import Operation
 
     with db(both):
@@ -151,6 +158,7 @@ def test_fallback_keys_decrypt_and_rotation_makes_the_new_key_enough(app):
             None,
             None,
             1,
+            None,
         ]
 
 
@@ -163,7 +171,7 @@ def test_rotation_names_what_no_key_opens_and_leaves_it(app):
     assert "cannot decrypt: proxy client side #1 (password)" in result.output
     assert "cannot decrypt: operation #3 (state 'password')" in result.output
     assert result.output.rstrip().endswith(
-        "Error: 6 stored secrets open with neither SECRET_KEY nor SECRET_KEY_FALLBACKS: left"
+        "Error: 7 stored secrets open with neither SECRET_KEY nor SECRET_KEY_FALLBACKS: left"
         " as they were (enter them again, or add the key they were made with to"
         " SECRET_KEY_FALLBACKS)"
     )

@@ -801,6 +801,11 @@ def list_emails():
     service_id = int_arg("service_id")
     if service_id is not None:
         query = query.where(Email.service == service_id)
+    kind = request.args.get("kind")
+    if kind:
+        if len(kind) > 40:
+            raise ValidationError({"kind": "At most 40 characters."})
+        query = query.where(Email.kind == kind)
     rows, paging = page(query)
     for row in rows:  # a deleted service's passwords masked (not saved)
         row.body = provisioning.hidden_in(row.body, row.service if row.service_id else None)

@@ -646,6 +646,11 @@ OPERATIONS = {
         params=[
             _enum("status", outputs.EMAIL_STATUSES, "Only emails in this status."),
             _id_query("service_id", "Only this service's emails."),
+            _query(
+                "kind",
+                {"type": "string", "maxLength": 40},
+                "Only emails of this kind (welcome, notice_suspend, task_new, ...).",
+            ),
             *PAGING,
         ],
     ),
@@ -704,6 +709,10 @@ def _action_summary(kind):
         return f"Request a {kind.replace('_', ' ')} operation", "ServiceActionInput", False
     if declared.params:
         return declared.summary, "ChangeTariffInput", True
+    if "reason" in declared.options:
+        return declared.summary, "SuspendInput", False
+    if "password" in declared.options:
+        return declared.summary, "ChangePasswordInput", False
     return declared.summary, "ServiceActionInput", False
 
 

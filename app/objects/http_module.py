@@ -56,7 +56,10 @@ class HttpModuleRequest(Output):
     params: dict[str, Any] = Field(
         description="The order's params merged with the operation's (for change_tariff: "
         "`tariff_id` and `tariff_internal_name` of the new tariff; `requested_by` for staff "
-        "actions)."
+        "actions; `reason` for suspend, when staff gave one)."
+    )
+    new_password: str | None = Field(
+        None, description="change_password only: the new password Provisor chose to set."
     )
 
 

@@ -370,7 +370,10 @@ class Email(Output):
     to: str
     subject: str
     body: str
-    kind: str = Field(description="welcome, task_new, task_assigned, ...")
+    kind: str = Field(
+        description="welcome, notice_<kind> (notice_suspend, notice_resume, notice_close, "
+        "notice_change_tariff, notice_change_password), task_new, task_assigned, ..."
+    )
     service_id: IdOrNull
     status: OneOf(EMAIL_STATUSES)
     attempts: int = Field(ge=0)

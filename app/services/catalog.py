@@ -114,16 +114,70 @@ def update_product_type(product_type_id, data):
                 SandboxedEnvironment().from_string(value)
             except Exception as exc:
                 errors[key] = f"Template error: {exc}"
+    notices = _notice_templates(pt, data, errors)
     if errors:
         raise ValidationError(errors)
     with write_transaction():
         pt.name = name
+        pt.notice_templates = notices
         pt.detail_fields = [detail_fields.normalized(f) for f in fields]
         pt.order_fields = order_specs
         pt.welcome_subject = subject
         pt.welcome_template = template
         pt.save()
     return pt
+
+
+def notice_field(kind, part):
+    """The form (and input) name of a notice template's part: ``notice_suspend_subject``,
+    ``notice_suspend_template``."""
+    return f"notice_{kind}_{part}"
+
+
+def notice_form(product_type):
+    """The notice templates of ``product_type`` as form values (the defaults where it has
+    none of its own)."""
+    from app.services import mail
+
+    form = {}
+    for kind in mail.NOTICE_KINDS:
+        subject, text = mail.notice_template(product_type, kind)
+        form[notice_field(kind, "subject")] = subject
+        form[notice_field(kind, "template")] = text
+    return form
+
+
+def _notice_templates(pt, data, errors):
+    """The notice templates given in ``data`` (a part not given keeps what the product
+    type has), each compiled: one with an error is refused with the field's message.
+    A text equal to the default is not stored (it follows the default)."""
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from app.services import mail
+
+    stored = {}
+    for kind in mail.NOTICE_KINDS:
+        current = mail.notice_template(pt, kind)
+        defaults = mail.NOTICE_DEFAULTS[kind]
+        own = {}
+        for index, part in enumerate(("subject", "template")):
+            name = notice_field(kind, part)
+            if name in data:
+                value = _text(data, name, errors, max_length=250 if part == "subject" else 20000)
+            else:
+                value = current[index]
+            if value is None:
+                continue
+            try:
+                SandboxedEnvironment().from_string(value)
+            except Exception as exc:
+                errors[name] = f"Template error: {exc}"
+                continue
+            if value.strip() != defaults[index].strip():
+                own[part] = value
+        if own:
+            stored[kind] = own
+    return stored
 
 
 # --- departments ------------------------------------------------------------------------

@@ -81,9 +81,10 @@ def _builtin(text, defaults):
     return tr(default) if default is not None else text
 
 
-def render_welcome(service):
-    """The welcome email's subject and body, in the client's language where the texts are
-    Provisor's own (the product type's built-in template, labels and name)."""
+def _context(service, **extra):
+    """What every template about a service may use: service, tariff, client,
+    product_type, details and fields (each with label and value), and ``extra``; the
+    built-in labels and names in the current language."""
     tariff = service.tariff
     product_type = tariff.product_type
     details = service.details or {}
@@ -99,14 +100,22 @@ def render_welcome(service):
     fields += [
         {"name": k, "label": k, "value": v} for k, v in sorted(details.items()) if k not in known
     ]
-    context = {
+    return {
         "service": service,
         "tariff": tariff,
         "client": service.client,
         "product_type": _TranslatedName(product_type),
         "details": details,
         "fields": fields,
+        **extra,
     }
+
+
+def render_welcome(service):
+    """The welcome email's subject and body, in the client's language where the texts are
+    Provisor's own (the product type's built-in template, labels and name)."""
+    product_type = service.tariff.product_type
+    context = _context(service)
     subject_source = product_type.welcome_subject or DEFAULT_WELCOME_SUBJECTS[-1]
     body_source = product_type.welcome_template or ""
     subject = _compiled(_builtin(subject_source, DEFAULT_WELCOME_SUBJECTS))
@@ -140,6 +149,104 @@ def queue_welcome(service):
             body = "\n".join(f"{k}: {v}" for k, v in (service.details or {}).items())
             body += "\n\n" + gettext("(template error: %(error)s)", error=exc)
     return queue(service.client.email, subject, body, kind="welcome", service=service)
+
+
+# --- notices: the client hears of what happened to a service ------------------------------
+
+# per operation kind (``notify`` in app/states.py): the default subject and text, for every
+# product type until an admin edits them on the product type; sent in the client's
+# language while they are Provisor's own
+NOTICE_DEFAULTS = {
+    "suspend": (
+        N_("Your {{ tariff.name }} (service #{{ service.id }}) is suspended"),
+        N_("""Hello {{ client.name }},
+
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has been suspended.
+{% if reason %}
+Reason: {{ reason }}
+{% endif %}
+Nothing is deleted: once the reason is settled we resume it. Reply to this email if you
+have a question.
+"""),
+    ),
+    "resume": (
+        N_("Your {{ tariff.name }} (service #{{ service.id }}) is active again"),
+        N_("""Hello {{ client.name }},
+
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has been resumed:
+it works again with the same access details.
+"""),
+    ),
+    "close": (
+        N_("Your {{ tariff.name }} (service #{{ service.id }}) is closed"),
+        N_("""Hello {{ client.name }},
+
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has been closed
+and removed from our systems. Thank you for having been our client.
+"""),
+    ),
+    "change_tariff": (
+        N_("Your service #{{ service.id }} is now on {{ tariff.name }}"),
+        N_("""Hello {{ client.name }},
+
+your {{ product_type.name | lower }} (service #{{ service.id }}) has moved from "{{ old_tariff.name }}"
+to "{{ tariff.name }}" ({{ tariff.price }} {{ tariff.currency }}).
+Your access details stay the same.
+"""),
+    ),
+    "change_password": (
+        N_("New password for your {{ tariff.name }} (service #{{ service.id }})"),
+        N_("""Hello {{ client.name }},
+
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) has a new
+password; the previous one no longer works.
+
+New password: {{ password }}
+
+Your access details:
+{% for field in fields %}{{ field.label }}: {{ field.value }}
+{% endfor %}"""),
+    ),
+}
+NOTICE_KINDS = tuple(NOTICE_DEFAULTS)
+NOTICE_HELP = {
+    "suspend": "reason: why staff suspended it (may be empty)",
+    "change_tariff": "old_tariff: the tariff before; tariff: the new one",
+    "change_password": "password: the new password (also in details and fields)",
+}
+
+
+def notice_template(product_type, kind):
+    """``(subject, text)`` of the notice of ``kind`` for ``product_type``: its own, else
+    the default."""
+    own = (product_type.notice_templates or {}).get(kind) or {}
+    subject, text = NOTICE_DEFAULTS[kind]
+    return own.get("subject") or subject, own.get("template") or text
+
+
+def render_notice(service, kind, **extra):
+    """The notice's subject and body (the built-in texts in the current language)."""
+    subject, text = notice_template(service.tariff.product_type, kind)
+    default_subject, default_text = NOTICE_DEFAULTS[kind]
+    context = _context(service, **extra)
+    subject = _compiled(_builtin(subject, (default_subject,)))
+    body = _compiled(_builtin(text, (default_text,)))
+    return subject.render(context).strip(), body.render(context)
+
+
+def queue_notice(service, kind, **extra):
+    """Tell the client, in their language, what the operation of ``kind`` did to their
+    service (inside the operation's transaction: stored once with it, delivered by the
+    outbox)."""
+    with client_locale(service.client):
+        try:
+            subject, body = render_notice(service, kind, **extra)
+        except Exception as exc:  # a broken template must not lose the operation's result
+            log.exception("%s template of %s failed", kind, service.tariff.product_type.code)
+            subject = f"#{service.id}: {kind.replace('_', ' ')}"
+            body = "\n".join(f"{k}: {v}" for k, v in sorted(extra.items()) if isinstance(v, str))
+            body += "\n\n" + gettext("(template error: %(error)s)", error=exc)
+    return queue(service.client.email, subject, body, kind=f"notice_{kind}", service=service)
 
 
 def _smtp_settings():

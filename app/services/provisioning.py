@@ -13,6 +13,7 @@ from flask import current_app
 from peewee import Value, fn
 
 import modules
+from app import secrets_box
 from app.db import write_transaction
 from app.messages import Reason, kind_label
 from app.models import (
@@ -31,8 +32,8 @@ from app.models import (
 )
 from app.services import mail
 from app.services.errors import Conflict, NotFound, ValidationError
-from app.states import KINDS, REQUESTABLE, SERVICE
-from modules.base import mask
+from app.states import CLIENT_REQUESTABLE, KINDS, NOTIFIED, REQUESTABLE, SERVICE
+from modules.base import NEW_PASSWORD_KEY, NEW_PASSWORD_PURPOSE, mask, new_password
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,46 @@ def _busy(service):
     )
 
 
+MAX_REASON = 500
+PASSWORD_LENGTH = (12, 128)
+PASSWORD_MESSAGE = (
+    f"A password of {PASSWORD_LENGTH[0]} to {PASSWORD_LENGTH[1]} characters: letters, digits "
+    "and punctuation, no spaces (or leave it empty: Provisor generates one)."
+)
+
+
+def _options(kind, params):
+    """The optional parameters of ``kind`` checked (a suspension's reason; a new password,
+    taken out of ``params``: it is never stored in clear). Returns ``(params, state)``:
+    the operation's parameters and its initial state."""
+    errors, state = {}, None
+    if "reason" in KINDS[kind].options:
+        reason = params.pop("reason", None)
+        if reason is not None and not isinstance(reason, str):
+            errors["reason"] = "Must be text."
+        elif reason and reason.strip():
+            reason = " ".join(reason.split())
+            if len(reason) > MAX_REASON:
+                errors["reason"] = f"At most {MAX_REASON} characters."
+            else:
+                params["reason"] = reason
+    if "password" in KINDS[kind].options:
+        password = params.pop("password", None)
+        if password is None or password == "":
+            password = new_password()
+        elif (
+            not isinstance(password, str)
+            or not PASSWORD_LENGTH[0] <= len(password) <= PASSWORD_LENGTH[1]
+            or not all(33 <= ord(c) <= 126 for c in password)
+        ):
+            errors["password"] = PASSWORD_MESSAGE
+        if not errors:
+            state = {NEW_PASSWORD_KEY: secrets_box.encrypt(password, NEW_PASSWORD_PURPOSE)}
+    if errors:
+        raise ValidationError(errors)
+    return params, state
+
+
 def request(service_id, kind, actor, params=None):
     """Staff (the API, the scheduler) ask for an operation of a requestable kind."""
     from app.services import dispatch, operations
@@ -273,7 +314,7 @@ def request(service_id, kind, actor, params=None):
     if kind not in REQUESTABLE:
         raise ValidationError({"operation": f"unknown operation {kind!r}"})
     label = kind.replace("_", " ")
-    params = dict(params or {})
+    params, state = _options(kind, dict(params or {}))
     now = utcnow()
     with write_transaction():
         service = get_for_update_or_404(service_id)
@@ -314,6 +355,7 @@ def request(service_id, kind, actor, params=None):
             params["tariff_id"] = new.id
         op = operations.create(kind, module=module, service=service, params=params)
         op.params = {**params, "requested_by": actor}
+        op.state = state
         op.save()
         if module is None:
             operations.escalate(op, Reason("no_module_for_tariff"), now)
@@ -404,10 +446,16 @@ def _queue_renewal(service_id, counts):
 def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None):
     """What a finished operation does to its service (inside the operation's transaction)."""
     service = Service.get_by_id(op.service_id)
+    old_tariff = service.tariff
     if op.kind == "change_tariff":
         new_tariff = op.params.get("tariff_id")
         if new_tariff:
             service.tariff = new_tariff
+    password = None
+    if op.kind == "change_password":
+        password = new_password_of(op)
+        if password is not None:
+            details = {**(details or {}), password_field(old_tariff.product_type): password}
     if remote_id:
         service.remote_id = remote_id
     if details:
@@ -420,7 +468,8 @@ def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None
         service.module = op.module_id
     became_active = op.kind == "open" and service.status != "active"
     action = f"done_{op.kind}"
-    if SERVICE.allows(action, service.status):
+    moved = SERVICE.allows(action, service.status)
+    if moved:
         SERVICE.move(service, action)
     else:
         log.warning(
@@ -437,6 +486,37 @@ def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None
     service.save()
     if became_active:
         mail.queue_welcome(service)
+    elif op.kind in NOTIFIED and moved:  # the client hears of what happened, once
+        mail.queue_notice(
+            service,
+            op.kind,
+            reason=(op.params or {}).get("reason") or "",
+            old_tariff=old_tariff,
+            password=password or "",
+        )
+
+
+def new_password_of(op):
+    """The new password a change_password operation set (stored encrypted with it)."""
+    token = (op.state or {}).get(NEW_PASSWORD_KEY)
+    if not token:
+        return None
+    try:
+        return secrets_box.decrypt(token, NEW_PASSWORD_PURPOSE).decode()
+    except secrets_box.Undecryptable:
+        log.warning("operation %s: its new password cannot be decrypted", op.id)
+        return None
+
+
+def password_field(product_type):
+    """The detail field that holds a service's password: the product type's field named
+    ``password``, else its first secret field, else ``password``."""
+    fields = product_type.detail_fields or []
+    names = [f["name"] for f in fields]
+    if "password" in names:
+        return "password"
+    secret = [f["name"] for f in fields if f.get("secret")]
+    return secret[0] if secret else "password"
 
 
 def correct_details(service_id, details, now):
@@ -525,6 +605,38 @@ def allowed_actions(service):
     ]
 
 
+def client_actions(service):
+    """The kinds the client may ask for on their own service now (``clients_may_request``
+    in the kinds table; none while busy; never one its module does not implement)."""
+    return [kind for kind in allowed_actions(service) if kind in CLIENT_REQUESTABLE]
+
+
+def request_by_client(service_id, client_id, kind):
+    """The client asks for an operation on their own service (a new password)."""
+    service = get_for_client(service_id, client_id)
+    if kind not in CLIENT_REQUESTABLE:
+        raise NotFound(f"no such action {kind!r}")
+    return request(service.id, kind, f"client {service.client.email}")
+
+
+def suspension_reason(service):
+    """Why the service is suspended (the reason staff gave its last suspension; "" when
+    none was given), or None when it is not suspended."""
+    if service.status != "suspended":
+        return None
+    op = (
+        Operation.select(Operation.params)
+        .where(
+            (Operation.service == service.id)
+            & (Operation.kind == "suspend")
+            & (Operation.status == "done")
+        )
+        .order_by(Operation.finished_at.desc(), Operation.id.desc())
+        .first()
+    )
+    return ((op.params or {}).get("reason") or "") if op is not None else ""
+
+
 def for_client(service):
     """What the client area shows beyond the service itself: the kind of the operation in
     progress (of the kinds clients see) and the module data the module type lets clients
@@ -534,7 +646,12 @@ def for_client(service):
     cls = modules.get_type(service.module.type) if service.module_id else None
     shown = cls.client_data if cls is not None else ()
     data = {k: v for k, v in (service.module_data or {}).items() if k in shown}
-    return {"in_progress": kind if kind is not None and kind.clients_see else None, "data": data}
+    return {
+        "in_progress": kind if kind is not None and kind.clients_see else None,
+        "data": data,
+        "suspension_reason": suspension_reason(service),
+        "actions": [] if busy is not None else client_actions(service),
+    }
 
 
 def _cannot_move_to(service, module, tariff):

@@ -28,6 +28,7 @@ from app.models import (
 )
 from app.services import accounts, catalog, orders, provisioning
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
+from app.states import KINDS
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 KEY_RULE = "Required: 1 to 200 letters, digits and . _ : - (your own unique id of the request)."
@@ -205,7 +206,9 @@ def act(client, service_id, kind, data):
     earlier = _earlier(client, key)
     if earlier is None:
         params = {k: v for k, v in data.items() if k != "idempotency_key"}
-        unknown = sorted(set(params) - ({"tariff_id"} if kind == "change_tariff" else set()))
+        allowed = {"tariff_id"} if kind == "change_tariff" else set(KINDS[kind].options)
+        allowed.discard("password")  # a reseller's new password is always generated
+        unknown = sorted(set(params) - allowed)
         if unknown:
             raise ValidationError({name: "Unknown field." for name in unknown})
         if kind == "change_tariff":

@@ -119,8 +119,11 @@ def _state_secrets():
     """{module id: {state key: purpose}}, and every (key, purpose) any type declares (for
     operations whose module is gone)."""
     import modules
+    from modules.base import NEW_PASSWORD_KEY, NEW_PASSWORD_PURPOSE
 
-    by_type = {type_id: cls.state_secrets for type_id, cls in modules.types().items()}
+    # the new password of a change_password operation: Provisor stores it, for any type
+    core = {NEW_PASSWORD_KEY: NEW_PASSWORD_PURPOSE}
+    by_type = {type_id: {**core, **cls.state_secrets} for type_id, cls in modules.types().items()}
     by_module = {
         row.id: by_type.get(row.type, {})
         for row in ProcessingModule.select(ProcessingModule.id, ProcessingModule.type)

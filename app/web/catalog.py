@@ -4,8 +4,9 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from app.auth import admin_required
-from app.services import accounts, catalog, order_fields
+from app.services import accounts, catalog, mail, order_fields
 from app.services.errors import ValidationError
+from app.states import KINDS
 
 bp = Blueprint("catalog", __name__, url_prefix="/catalog")
 
@@ -318,7 +319,9 @@ def product_types():
 @bp.route("/product-types/<int:product_type_id>/edit", methods=["GET", "POST"])
 @admin_required
 def product_type_edit(product_type_id):
-    """Change a product type's name, detail fields and welcome email."""
+    """Change a product type's name, detail fields, welcome email and the notices a
+    client gets when their service is suspended, resumed, closed, moved or given a new
+    password."""
     product_type = catalog.product_type_by(product_type_id)
     if product_type is None:
         abort(404)
@@ -334,10 +337,19 @@ def product_type_edit(product_type_id):
                 "welcome_template",
             )
         }
+        # the notices' parts that were sent (one left out keeps what the type has)
+        form.update(
+            {
+                name: request.form[name]
+                for name in catalog.notice_form(product_type)
+                if name in request.form
+            }
+        )
         try:
             catalog.update_product_type(product_type_id, form)
         except ValidationError as exc:
             errors = exc.fields
+            form = {**catalog.notice_form(product_type), **form}
         else:
             flash(f"Product type {form['name']} saved.", "success")
             return redirect(url_for("catalog.product_types"))
@@ -348,9 +360,16 @@ def product_type_edit(product_type_id):
             "order_fields": order_fields.format_lines(product_type.order_fields),
             "welcome_subject": product_type.welcome_subject,
             "welcome_template": product_type.welcome_template,
+            **catalog.notice_form(product_type),
         }
     return render_template(
-        "catalog/product_type_form.html", product_type=product_type, form=form, errors=errors
+        "catalog/product_type_form.html",
+        product_type=product_type,
+        form=form,
+        errors=errors,
+        notices=[
+            (kind, KINDS[kind].label, mail.NOTICE_HELP.get(kind, "")) for kind in mail.NOTICE_KINDS
+        ],
     ), (422 if errors else 200)
 
 

@@ -5,9 +5,10 @@ from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.auth import client_required
-from app.i18n import local_money, translated
+from app.i18n import local_money, tr, translated
 from app.services import catalog, orders, provisioning
 from app.services.errors import Conflict, ValidationError
+from app.states import KINDS
 from app.web.helpers import Page, render
 
 bp = Blueprint("my", __name__, url_prefix="/my")
@@ -41,8 +42,25 @@ def service(service_id):
         target="service-live",
         service=svc,
         live=svc.status in SETTLING or view["in_progress"] is not None,
+        kinds=KINDS,
         **view,
     )
+
+
+@bp.post("/services/<int:service_id>/<kind>")
+@client_required
+def action(service_id, kind):
+    """Ask for an operation clients may request on their own service (a new password)."""
+    try:
+        provisioning.request_by_client(service_id, current_user.client_id, kind)
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        flash(
+            _("%(action)s: requested. We email you once it is done.", action=tr(KINDS[kind].label)),
+            "success",
+        )
+    return redirect(url_for("my.service", service_id=service_id))
 
 
 @bp.route("/order", methods=["GET", "POST"])

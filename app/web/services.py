@@ -109,6 +109,7 @@ def _detail_context(service, errors=None, form=None, failed_form=None, reveal=Fa
         "actions": provisioning.allowed_actions(service),
         "tariff_choices": provisioning.tariff_choices(service),
         "kinds": KINDS,
+        "suspension_reason": provisioning.suspension_reason(service),
         "errors": errors or {},
         "form": form or {},
     }
@@ -266,11 +267,12 @@ def import_account():
 @bp.post("/services/<int:service_id>/<kind>")
 @staff_required
 def action(service_id, kind):
-    """Request an operation of a kind staff may ask for (suspend, resume, close, change
-    the tariff, renew...): queue it."""
+    """Request an operation of a kind staff may ask for (suspend with a reason, resume,
+    close, change the tariff, renew, change the password...): queue it."""
     if kind not in REQUESTABLE:
         abort(404)
-    params = {name: request.form.get(name) or None for name in KINDS[kind].params}
+    declared = KINDS[kind]
+    params = {name: request.form.get(name) or None for name in declared.params + declared.options}
     try:
         op = provisioning.request(service_id, kind, actor=current_user.email, params=params)
     except ValidationError as exc:

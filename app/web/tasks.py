@@ -171,6 +171,10 @@ def _task_page(task, errors=None, form=None, failed_form=None, status=200):
         failed_form=failed_form,
         errors=errors or {},
         actions=operations.available_actions(op) if op is not None else [],
+        # a new password done by hand: the one Provisor chose, to set on the panel
+        new_password=provisioning.new_password_of(op)
+        if op is not None and op.kind == "change_password" and op.is_open
+        else None,
         assignable=tasks.assignable_staff(task) if task.status in Task.OPEN_STATUSES else [],
         priorities=Task.PRIORITIES,
         plan_form=plan_form,

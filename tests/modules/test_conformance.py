@@ -5,7 +5,8 @@ test module; every later module type adds its backend there):
 
 - open twice with the same operation id gives one remote object: an attempt killed after
   the remote call is reclaimed and the next attempt takes over what the first created;
-- suspend / resume / change_tariff / renew / close where the type declares them;
+- suspend / resume / change_password / change_tariff / renew / close where the type
+  declares them (change_password: the service's password detail is the new one);
 - a backend that is down or does not answer is a temporary error, a refusal a permanent
   one carrying the backend's own words;
 - no secret in any attempt log;
@@ -87,6 +88,7 @@ def test_each_declared_operation_changes_the_backend(app, api, engine, backend):
     steps = [
         ("suspend", "suspended", "suspended"),
         ("resume", "active", "active"),
+        ("change_password", None, "active"),
         ("change_tariff", None, "active"),
         ("renew", None, "active"),
         ("close", "deleted", "deleted"),
@@ -115,10 +117,13 @@ def test_each_declared_operation_changes_the_backend(app, api, engine, backend):
             assert code == 409 and "does not do" in body["error"]["message"], body
             continue
         params = {"tariff_id": other["id"]} if kind == "change_tariff" else {}
+        before = engine.service(service_id).details or {}
         op = api.ok("post", f"/services/{service_id}/{kind}", params, status=202)
         done = engine.run(op["id"])
         assert done.status == "done", (kind, done.last_error)
         service = engine.service(service_id)
+        if kind == "change_password":  # the service's password detail is the new one
+            assert service.details["password"] != before.get("password"), kind
         assert service.status == service_status, kind
         if remote_state is not None:
             assert [state for _, state in backend.objects(service)] == [remote_state], kind
@@ -153,7 +158,7 @@ def test_no_secret_in_any_attempt_log(app, api, engine, backend):
     _, module, tariff, client = setup(api, engine, backend)
     service_id, op_id = open_service(api, engine, tariff, client)
     engine.run(op_id)
-    for kind in ("suspend", "resume", "close"):
+    for kind in ("suspend", "resume", "change_password", "close"):
         if declared(backend, kind):
             engine.run(api.ok("post", f"/services/{service_id}/{kind}", {}, status=202)["id"])
     service = api.ok("get", f"/services/{service_id}")

@@ -228,6 +228,48 @@ def test_suspend_locks_the_user_out_and_ends_its_sessions_resume_lets_it_back(db
     assert dbs.api.ok("get", f"/services/{service_id}")["status"] == "deleted"
 
 
+def test_change_password_the_new_one_logs_in_and_the_old_one_no_more(dbs, server):
+    service_id, _ = dbs.open(dbs.tariff())
+    old = dbs.details(service_id)
+    held = server.login(old)
+    with held.cursor() as cursor:
+        cursor.execute("CREATE TABLE kept (body VARCHAR(40))")
+        cursor.execute("INSERT INTO kept VALUES ('still here')")
+    held.commit()
+
+    op = dbs.request(service_id, "change_password")
+    assert op.status == "done", op.last_error
+    new = dbs.details(service_id)
+    assert new["password"] != old["password"] and len(new["password"]) == 24
+    assert {k: v for k, v in new.items() if k != "password"} == {
+        k: v for k, v in old.items() if k != "password"
+    }
+    said = refused(server, old)
+    assert said is not None and ("Access denied" in said or "authentication failed" in said)
+    conn = server.login(new)
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT body FROM kept")
+        assert cursor.fetchall()[0][0] == "still here"
+    conn.close()
+    held.close()
+    log = dbs.log(op.id)
+    assert "PASSWORD '********'" in log
+    assert new["password"] not in log and old["password"] not in log
+    assert server.admin_password not in log
+    with dbs.app.app_context(), database.connection_context():
+        email = Email.get((Email.service == service_id) & (Email.kind == "notice_change_password"))
+    assert f"New password: {new['password']}" in email.body
+
+    # staff may choose it; a suspended service gets none (the user could not log in anyway)
+    op = dbs.request(service_id, "change_password", password="Chosen-by-staff-1;'\\")
+    assert op.status == "done", op.last_error
+    server.login({**new, "password": "Chosen-by-staff-1;'\\"}).close()
+    assert refused(server, new)
+    assert dbs.request(service_id, "suspend").status == "done"
+    code, body = dbs.api.post(f"/services/{service_id}/change_password", {})
+    assert code == 409 and "needs it to be active" in body["error"]["message"]
+
+
 def test_the_whole_life_on_the_machines_postgresql(app, api, engine, machine_postgresql):
     server = machine_postgresql
     dbs = Databases(app, api, engine, server)

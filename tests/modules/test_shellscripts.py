@@ -225,6 +225,32 @@ echo '{{"remote_id": "acct-'"$PROVISOR_SERVICE_ID"'", "details": {{"username": "
     assert service["remote_id"] == f"acct-{service_id}"
 
 
+def test_the_suspend_script_gets_the_reason_staff_gave(shell, ssh_host):
+    dump = os.path.join(ssh_host.folder, "suspended")
+    path = ssh_host.script(
+        "suspend-dump",
+        f"""
+env | grep -E '^PROVISOR_PARAM_' | sort > {dump}.env
+cat > {dump}.json
+""",
+    )
+    opened = ssh_host.script(
+        "open-simple", 'echo \'{"remote_id": "acct-\'"$PROVISOR_SERVICE_ID"\'"}\''
+    )
+    shell.configure(script_open=opened, script_suspend=path, script_ensure_item="/bin/true")
+    service_id, op = shell.open(shell.tariff())
+    assert op.status == "done", op.last_error
+    op = shell.request(service_id, "suspend", reason="Unpaid invoice #7; 'quoted' $HOME")
+    assert op.status == "done", op.last_error
+    with open(dump + ".env") as fh:
+        env = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
+    assert env["PROVISOR_PARAM_REASON"] == "Unpaid invoice #7; 'quoted' $HOME"  # not run
+    with open(dump + ".json") as fh:
+        context = json.load(fh)
+    assert context["operation"] == "suspend"
+    assert context["params"]["reason"] == "Unpaid invoice #7; 'quoted' $HOME"
+
+
 SCRIPTS = {
     "temporary": (
         "echo 'the panel is busy, try later' >&2; exit 75",
