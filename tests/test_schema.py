@@ -75,6 +75,7 @@ def changed_later(table, row):
 # tables a later migration adds (empty in an adopted database): 0005_acme_certificates,
 # 0008_sweeps, 0010_resellers
 ADDED_LATER = {"acme_account", "acme_challenge", "acme_certificate", "sweep", "reseller_request"}
+ADDED_LATER |= {"client_note", "impersonation", "password_reset"}  # 0014_client_records
 # the seed product types of 0001, then DNS hosting (0002_module_interface_v2)
 PRODUCT_TYPES = [
     "hosting",

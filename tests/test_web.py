@@ -101,7 +101,7 @@ def test_logout_needs_post_and_logs_out(client, admin):
 
 
 def test_home_sends_each_role_to_its_start(app, client, admin):
-    assert client.get("/").headers["Location"] == "/operations"
+    assert client.get("/").headers["Location"] == "/dashboard"
     client.post("/logout")
     make_client_login(app)
     login(client, "carol@example.com", "carol-password")

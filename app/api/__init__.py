@@ -16,6 +16,7 @@ from app.objects.inputs import TaskAssignInput
 from app.services import (
     accounts,
     catalog,
+    clients,
     monitoring,
     operations,
     orders,
@@ -305,6 +306,36 @@ def create_client():
     data = json_body()
     client = accounts.create_client(data, with_login=bool(data.get("password")))
     return jsonify(out.Client.of(client)), 201
+
+
+@api_bp.get("/clients/<int:client_id>")
+@requires("staff")
+def get_client(client_id):
+    """One client with their contact details."""
+    return jsonify(out.Client.of(accounts.get_client(client_id)))
+
+
+@api_bp.put("/clients/<int:client_id>")
+@requires("staff")
+def update_client(client_id):
+    """Replace a client's contact details (an optional field left out is emptied)."""
+    client = clients.update_contact(client_id, json_body(), actor=api_user().email)
+    return jsonify(out.Client.of(client))
+
+
+@api_bp.get("/clients/<int:client_id>/notes")
+@requires("staff")
+def list_client_notes(client_id):
+    """The staff notes on a client, newest first."""
+    return jsonify(out.ClientNoteList.of({"notes": clients.notes(client_id)}))
+
+
+@api_bp.post("/clients/<int:client_id>/notes")
+@requires("staff")
+def add_client_note(client_id):
+    """Add a staff note to a client's record (signed with the token's user)."""
+    note = clients.add_note(client_id, json_body(), actor=api_user().email)
+    return jsonify(out.ClientNote.of(note)), 201
 
 
 # --- orders and payments ----------------------------------------------------------------

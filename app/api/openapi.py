@@ -322,6 +322,14 @@ OPERATIONS = {
     "api.create_client": op(
         "People", "admin", "Client", [422], request=body("ClientInput"), status=201
     ),
+    "api.get_client": op("People", "staff", "Client", [404]),
+    "api.update_client": op(
+        "People", "staff", "Client", [404, 409, 422], request=body("ClientContactInput")
+    ),
+    "api.list_client_notes": op("People", "staff", "ClientNoteList", [404]),
+    "api.add_client_note": op(
+        "People", "staff", "ClientNote", [404, 422], request=body("ClientNoteInput"), status=201
+    ),
     # orders
     "api.create_order": op(
         "Orders", "staff", "Order", [422], request=body("OrderInput"), status=201

@@ -54,6 +54,50 @@ class ClientInput(Input):
     )
 
 
+PHONE = r"^\+?[0-9][0-9 ()./-]{3,38}[0-9]$"
+COUNTRY = r"^[A-Za-z]{2}$"
+
+
+class ClientContactInput(Input):
+    """A client's contact details (the whole set: an optional field left out or empty is
+    emptied). A new `email` moves the client's login too."""
+
+    name: PersonName
+    email: EmailAddress()
+    phone: (
+        Text(
+            40,
+            pattern=PHONE,
+            pattern_message="Must be a phone number: digits, spaces and + ( ) . / - only.",
+        )
+        | None
+    ) = None
+    company: Text(200) | None = None
+    address: Text(1000) | None = Field(None, description="The postal address (several lines).")
+    country: (
+        Text(
+            2,
+            pattern=COUNTRY,
+            pattern_message="Must be a two-letter country code (ISO 3166), e.g. DE.",
+            transform=str.upper,
+        )
+        | None
+    ) = Field(None, description="ISO 3166 alpha-2 code, e.g. DE.")
+
+
+class ClientNoteInput(Input):
+    """A staff note on a client's record."""
+
+    text: Annotated[Text(5000, not_text="Write a note."), Missing("Write a note.")]
+
+
+class PasswordReset(Input):
+    """A new password (from a reset link, or set by staff)."""
+
+    password: Password
+    password_repeat: str = ""
+
+
 class DepartmentInput(Input):
     """A department; `notify_email` gets an email on each new task."""
 
@@ -457,6 +501,8 @@ class ResellerActionInput(Input):
 
 MODELS = [
     ClientInput,
+    ClientContactInput,
+    ClientNoteInput,
     DepartmentInput,
     StaffInput,
     StaffUpdate,

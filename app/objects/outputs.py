@@ -50,6 +50,19 @@ class Client(Output):
     on_account: bool = Field(
         description="A reseller paying on account (/api/v1/reseller): its orders are paid at once."
     )
+    phone: str = Field(description="Empty: not known.")
+    company: str
+    address: str
+    country: str = Field(description="ISO 3166 alpha-2 code (empty: not known).")
+
+
+class ClientNote(Output):
+    """A staff note on a client's record."""
+
+    id: Id
+    author: str = Field(description="The email of the staff member who wrote it.")
+    text: str
+    created_at: Timestamp
 
 
 class Department(Output):
@@ -457,6 +470,7 @@ ModuleTypeList = list_of("ModuleTypeList", "module_types", ModuleType)
 DepartmentList = list_of("DepartmentList", "departments", Department)
 StaffList = list_of("StaffList", "staff", Staff)
 ClientPage = page_of("ClientPage", "clients", Client)
+ClientNoteList = list_of("ClientNoteList", "notes", ClientNote)
 ServicePage = page_of("ServicePage", "services", Service)
 OperationPage = page_of("OperationPage", "operations", Operation)
 TaskPage = page_of("TaskPage", "tasks", Task)
@@ -494,6 +508,8 @@ MODELS = [
     DepartmentList,
     StaffList,
     ClientPage,
+    ClientNote,
+    ClientNoteList,
     ServicePage,
     OperationPage,
     TaskPage,

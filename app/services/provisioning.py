@@ -383,12 +383,16 @@ def timeline(service):
     )
 
 
-def list_services(status=None, client_id=None, search=None):
+def list_services(status=None, client_id=None, search=None, unchanged_since=None):
+    """Services, newest first; ``unchanged_since``: only those not changed since then
+    (with ``status`` "processing": stuck in setup)."""
     from app.models import Client
 
     query = Service.select(Service, Tariff, Client).join(Tariff).switch(Service).join(Client)
     if status:
         query = query.where(Service.status == status)
+    if unchanged_since is not None:
+        query = query.where(Service.updated_at < unchanged_since)
     if client_id:
         query = query.where(Service.client == client_id)
     term = search_term(search)

@@ -203,7 +203,17 @@ def _operation_actions(op):
     return operations.available_actions(op)
 
 
+def _viewing_as():
+    """The client whose area this staff session views (read-only), or None."""
+    from app.auth import viewing_as_client
+    from app.models import Client
+
+    client_id = viewing_as_client()
+    return Client.get_or_none_by_id(client_id) if client_id else None
+
+
 def init_app(app):
+    app.context_processor(lambda: {"viewing_as": _viewing_as()})
 
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["relative"] = _relative

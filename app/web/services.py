@@ -5,7 +5,7 @@ from flask_login import current_user
 
 from app.auth import staff_required
 from app.models import MAX_SEARCH, Service
-from app.services import accounts, mail, provisioning
+from app.services import accounts, dashboard, mail, provisioning
 from app.services.errors import Conflict, ValidationError
 from app.states import KINDS, REQUESTABLE
 from app.web.helpers import Page, arg_choice, arg_int, render, search_status
@@ -16,17 +16,24 @@ bp = Blueprint("services", __name__)
 @bp.get("/services")
 @staff_required
 def index():
-    """Services with search (client, email, tariff, #id), a status filter and pages."""
+    """Services with search (client, email, tariff, #id), a status filter and pages;
+    ``stuck=1``: those in setup for longer than an hour (the dashboard's link)."""
     filters = {
         "q": request.args.get("q", "").strip(),
         "status": arg_choice("status", Service.STATUSES, default=""),
         "client_id": arg_int("client_id"),
+        "stuck": request.args.get("stuck") == "1",
     }
+    if filters["stuck"]:
+        filters["status"] = "processing"
     errors = {}
     try:
         page = Page(
             provisioning.list_services(
-                filters["status"] or None, filters["client_id"], filters["q"] or None
+                filters["status"] or None,
+                filters["client_id"],
+                filters["q"] or None,
+                unchanged_since=dashboard.stuck_before() if filters["stuck"] else None,
             )
         )
     except ValidationError as exc:  # a search too long: said by the field, nothing listed
