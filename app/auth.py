@@ -19,6 +19,7 @@ from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
 from app.models import User
+from app.services.errors import PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +161,9 @@ def refuse_writes_while_viewing_as_client():
     log.info(
         "%s %s refused: %s views the client area", request.method, request.path, current_user.email
     )
-    abort(
-        403,
-        "You are viewing the client area as a client: it is read-only. "
-        "Stop viewing as the client to make changes.",
+    raise PermissionDenied(
+        "you are viewing the client area as a client: it is read-only (stop viewing as "
+        "the client to make changes)"
     )
 
 
