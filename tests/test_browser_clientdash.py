@@ -291,6 +291,14 @@ def _look_at_pages(browser, base, folder, client_id, service_id):
             _no_horizontal_overflow(page)
             if folder:
                 page.screenshot(path=os.path.join(folder, f"{name}-{width}.png"), full_page=True)
+        # the client area as the client, with the banner
+        page.goto(pages["client"])
+        page.click("button:has-text('View client area as this client')")
+        expect(page.locator("#viewing-as")).to_be_visible()
+        _no_horizontal_overflow(page)
+        if folder:
+            page.screenshot(path=os.path.join(folder, f"viewing-as-{width}.png"), full_page=True)
+        page.click("#viewing-as button:has-text('Back to the client record')")
         if width == 390 and folder:
             page.click("button.nav-toggle")
             page.screenshot(path=os.path.join(folder, "menu-open-390.png"))
