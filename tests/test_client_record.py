@@ -74,7 +74,8 @@ def test_contact_edit_says_each_bad_field_and_changes_nothing(app, client, admin
     login(client, "carol@new.example", "carol-password")
 
 
-def test_contact_and_notes_through_the_api(app, admin):
+def test_contact_and_notes_through_the_api(any_app, any_api):
+    app, admin = any_app, any_api
     client_id = make_client_login(app)
     make_client_login(app, email="dave@example.com", name="Dave")
     status, data = admin.put(
@@ -96,6 +97,17 @@ def test_contact_and_notes_through_the_api(app, admin):
     status, data = admin.get(f"/clients/{client_id}/notes")
     assert status == 200 and [n["text"] for n in data["notes"]] == ["Prefers email."]
     assert admin.get("/clients/999999/notes")[0] == 404
+    # the record and the dashboard's queries, on this database too
+    from app.services import clients, dashboard
+
+    with db(app):
+        record = clients.record(client_id)
+        user = User.get(User.email == "admin@example.com")
+        counts = dashboard.attention(user)
+        steps = dashboard.checklist()
+    assert record["services_total"] == 0 and record["eligible"] == {"suspend": 0, "close": 0}
+    assert set(counts.values()) == {0} and "peers_in_error" in counts
+    assert [done for _, done in steps] == [False, False, False, False]
 
 
 def test_a_note_shows_with_author_and_time(app, client, admin):
