@@ -86,9 +86,12 @@ def test_contact_and_notes_through_the_api(any_app, any_api):
     status, data = admin.put(f"/clients/{client_id}", {"name": "Carol", "email": "x", "phone": 5})
     assert status == 422 and set(data["error"]["fields"]) == {"email", "phone"}
     status, data = admin.put(
-        f"/clients/{client_id}", {"name": "Carol", "email": "carol@example.com", "company": "C"}
+        f"/clients/{client_id}",
+        {"name": "Carol", "email": "carol@example.com", "company": "Acme Hosting"},
     )
-    assert status == 200 and data["company"] == "C" and data["phone"] == ""
+    assert status == 200 and data["company"] == "Acme Hosting" and data["phone"] == ""
+    status, data = admin.get("/clients?q=acme")
+    assert status == 200 and [c["id"] for c in data["clients"]] == [client_id]
 
     status, data = admin.post(f"/clients/{client_id}/notes", {"text": "  "})
     assert status == 422 and data["error"]["fields"] == {"text": "Write a note."}

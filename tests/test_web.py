@@ -24,6 +24,7 @@ from tests.support import (
 
 PROTECTED = [
     "/",
+    "/dashboard",
     "/operations",
     "/operations/1",
     "/tasks",
@@ -33,6 +34,7 @@ PROTECTED = [
     "/orders",
     "/clients",
     "/clients/new",
+    "/clients/1",
     "/outbox",
     "/catalog/tariffs",
     "/catalog/modules",

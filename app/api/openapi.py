@@ -317,7 +317,7 @@ OPERATIONS = {
         "staff",
         "ClientPage",
         [422],
-        params=[_query("q", {"type": "string"}, "Search in name and email."), *PAGING],
+        params=[_query("q", {"type": "string"}, "Search in name, email and company."), *PAGING],
     ),
     "api.create_client": op(
         "People", "admin", "Client", [422], request=body("ClientInput"), status=201

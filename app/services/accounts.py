@@ -171,7 +171,9 @@ def clients(search=None):
     query = Client.select().order_by(Client.id.desc())
     term = search_term(search)
     if term:
-        query = query.where(Client.name.contains(term) | Client.email.contains(term))
+        query = query.where(
+            Client.name.contains(term) | Client.email.contains(term) | Client.company.contains(term)
+        )
     return query
 
 

@@ -33,7 +33,7 @@ bp = Blueprint("clients", __name__)
 @bp.get("/clients")
 @staff_required
 def index():
-    """Clients, newest first; ``q`` searches name and email."""
+    """Clients, newest first; ``q`` searches name, email and company."""
     q = request.args.get("q", "").strip()
     errors = {}
     try:
