@@ -313,3 +313,15 @@ def test_open_tasks_count_only_my_departments(app, client, admin):
     client.post("/logout")
     login(client, "olga@example.com", "staff-password")
     assert _count(html(client.get("/dashboard")), "count-tasks") == 0
+
+
+def test_reset_links_use_the_public_url_whatever_the_host_header(app, client):
+    make_client_login(app)
+    app.config["PUBLIC_URL"] = "https://panel.example.com/"
+    response = client.post(
+        "/forgot-password", data={"email": "carol@example.com"}, headers={"Host": "evil.example"}
+    )
+    assert response.status_code == 302
+    with db(app):
+        body = Email.get(Email.kind == "password_reset").body
+    assert "https://panel.example.com/reset-password/" in body and "evil.example" not in body

@@ -20,7 +20,7 @@ from app import throttle
 from app.auth import end_session, restamp_session, start_session
 from app.services import accounts
 from app.services.errors import ValidationError
-from app.web.helpers import local_url
+from app.web.helpers import local_url, public_url
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def register():
 
 
 def _reset_link(token):
-    return url_for("auth.reset_password", token=token, _external=True)
+    return public_url("auth.reset_password", token=token)
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])

@@ -23,7 +23,7 @@ from app.models import MAX_SEARCH
 from app.services import accounts, clients, resellers
 from app.services.errors import ValidationError
 from app.states import KINDS
-from app.web.helpers import Page, render, search_status
+from app.web.helpers import Page, public_url, render, search_status
 
 CONTACT_FIELDS = ("name", "email", "phone", "company", "address", "country")
 
@@ -154,7 +154,7 @@ def send_reset(client_id):
 
 
 def _reset_link(token):
-    return url_for("auth.reset_password", token=token, _external=True)
+    return public_url("auth.reset_password", token=token)
 
 
 @bp.post("/clients/<int:client_id>/password")

@@ -122,6 +122,15 @@ def page_url(number):
     return url_for(request.endpoint, **(request.view_args or {}), **args)
 
 
+def public_url(endpoint, **values):
+    """An absolute URL for an email: under ``PUBLIC_URL`` when set (never the request's
+    own Host header then), else the address the request came to."""
+    base = current_app.config.get("PUBLIC_URL")
+    if base:
+        return base.rstrip("/") + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+
+
 def here():
     """The current path with its query string (for a form's ``next`` field)."""
     return request.full_path.rstrip("?") if request.query_string else request.path
