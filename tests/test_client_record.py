@@ -135,6 +135,9 @@ def test_the_record_lists_orders_services_and_emails(app, client, admin):
     with db(app):
         emails = [e.id for e in Email.select().where(Email.service == ids["service_id"])]
     assert emails and all(f"/outbox/{e}" in body for e in emails)
+    # the services and orders lists link to the record
+    record = f'href="/clients/{ids["client"]["id"]}"'
+    assert record in html(client.get("/services")) and record in html(client.get("/orders"))
 
 
 # --- passwords --------------------------------------------------------------------------
