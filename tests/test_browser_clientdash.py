@@ -303,3 +303,24 @@ def _look_at_pages(browser, base, folder, client_id, service_id):
             page.click("button.nav-toggle")
             page.screenshot(path=os.path.join(folder, "menu-open-390.png"))
         page.context.close()
+
+
+def test_without_javascript_the_menu_wraps_on_a_phone(live_app, chromium):
+    base = live_app.config["BASE_URL"]
+    _admin(live_app)
+    context = chromium.new_context(
+        base_url=base, viewport={"width": 390, "height": 844}, java_script_enabled=False
+    )
+    page = context.new_page()
+    _log_in(page, *ADMIN)
+    expect(page).to_have_url(f"{base}/dashboard")
+    expect(page.locator("button.nav-toggle")).to_be_hidden()
+    for label, _ in STAFF_LINKS:
+        link = page.locator("nav.mainnav").get_by_role("link", name=label, exact=True)
+        expect(link).to_be_visible()
+        box = link.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, label
+    _no_horizontal_overflow(page)
+    page.locator("nav.mainnav").get_by_role("link", name="Proxy", exact=True).click()
+    expect(page).to_have_url(f"{base}/proxy")
+    context.close()
