@@ -1,7 +1,8 @@
 """Which files the distribution holds; everything else is in pyproject.toml.
 
-The source tree keeps templates/ and static/ at the top (beside app/, actors/, modules/,
-proxy/); the wheel puts them inside the app package (``app/templates``, ``app/static``),
+The source tree keeps templates/, static/ and translations/ at the top (beside app/, actors/,
+modules/, proxy/); the wheel puts them inside the app package (``app/templates``,
+``app/static``, ``app/translations``: the catalogs, ``.po`` and the compiled ``.mo``),
 where ``app.bundled`` finds them in an installed copy. Code packages are found
 automatically, including folders without ``__init__.py`` such as ``app/migrations``
 (migration scripts loaded by path), so a new one needs no change here.
@@ -16,11 +17,16 @@ setup(
         include=[pattern for name in CODE for pattern in (name, f"{name}.*")],
         exclude=["*.__pycache__"],
     )
-    + ["app.templates", "app.static"],
-    package_dir={"app.templates": "templates", "app.static": "static"},
+    + ["app.templates", "app.static", "app.translations"],
+    package_dir={
+        "app.templates": "templates",
+        "app.static": "static",
+        "app.translations": "translations",
+    },
     package_data={
         "app.templates": ["**/*.html"],
         "app.static": ["**/*"],
+        "app.translations": ["*/LC_MESSAGES/*.po", "*/LC_MESSAGES/*.mo"],
         "app.migrations": ["*.py"],
     },
 )

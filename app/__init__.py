@@ -50,7 +50,7 @@ def create_app(test_config=None):
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
     app.json.sort_keys = False
 
-    from app import auth, cli, db, guards, logs, security, throttle, web
+    from app import auth, cli, db, guards, i18n, logs, security, throttle, web
     from app.api import api_bp
 
     logs.init_app(app)
@@ -58,6 +58,7 @@ def create_app(test_config=None):
     security.init_app(app)
     guards.init_app(app)
     auth.init_app(app)
+    i18n.init_app(app)
     web.init_app(app)
     app.register_blueprint(api_bp)
     from proxy import proxy_bp

@@ -211,6 +211,53 @@ def clients_reseller(client_id, disable):
     click.echo(token)
 
 
+@commands.group("services", help="Services.")
+def services_group():
+    pass
+
+
+@services_group.command("accounts")
+@click.option("--module-id", required=True, type=click.IntRange(1), help="The module's id.")
+def services_accounts(module_id):
+    """List the accounts on a module's panel (module types that can), to import one."""
+    from app.services import imports
+
+    listed = _services_call(imports.accounts, module_id)
+    if not listed:
+        click.echo("No accounts.")
+    for account in listed:
+        bound = f"service #{account['bound_to']}" if account["bound_to"] else "free"
+        click.echo(f"{account['remote_id']}\t{bound}\t{account['summary']}")
+
+
+@services_group.command("import")
+@click.option("--client-id", required=True, type=click.IntRange(1))
+@click.option("--tariff-id", required=True, type=click.IntRange(1))
+@click.option("--module-id", required=True, type=click.IntRange(1))
+@click.option("--remote-id", required=True, help="The account's id on the panel.")
+@click.option("--detail", "details", multiple=True, help="A detail field: name=value (repeat).")
+def services_import(client_id, tariff_id, module_id, remote_id, details):
+    """Bind an account that already exists on a panel to a new service: active at once,
+    no open operation runs."""
+    from app.services import imports
+
+    values = {}
+    for pair in details:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise CommandError(f"--detail {pair!r}: give name=value", exit_code=2)
+        values[name.strip()] = value
+    data = {
+        "client_id": client_id,
+        "tariff_id": tariff_id,
+        "module_id": module_id,
+        "remote_id": remote_id,
+        "details": values,
+    }
+    service = _services_call(imports.import_service, data, "cli")
+    click.echo(f"Service #{service.id} imported: active, bound to {service.remote_id}.")
+
+
 @commands.group("ops", help="Operations.")
 def ops_group():
     pass

@@ -35,6 +35,9 @@ MESSAGES = {
     "closed_remotely_missing": "Closed remotely, but these fields are missing here: {missing}.",
     "close_refused_missing": "The sender closed this task, but it cannot be closed here: "
     "{missing} missing. The sender was told; fill them in and close it here.",
+    "closed_remotely_invalid": "Closed remotely, but not here: {problems}.",
+    "close_refused_invalid": "The sender closed this task, but it cannot be closed here: "
+    "{problems}. The sender was told.",
 }
 
 REASONS = {

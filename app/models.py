@@ -89,6 +89,9 @@ class BaseModel(Model):
 
 
 class Client(BaseModel):
+    # the languages of the client area and of clients' emails (catalogs in translations/)
+    LANGUAGES = ("en", "ru")
+
     name = CharField()
     email = CharField(unique=True)
     created_at = DateTimeField(default=utcnow)
@@ -99,6 +102,8 @@ class Client(BaseModel):
     company = CharField(default="")
     address = TextField(default="")
     country = CharField(default="")  # ISO 3166 alpha-2, upper case
+    # the language of the client area and of the client's emails (app.i18n.LANGUAGES)
+    language = CharField(default="en")
 
 
 class User(BaseModel, UserMixin):
@@ -188,8 +193,9 @@ class StaffMembership(BaseModel):
 class ProductType(BaseModel):
     """hosting, vps, dedicated, domain, certificate, database, custom.
 
-    ``detail_fields`` is a list of ``{"name", "label", "required", "secret"}``: what a
-    module or a person fills in and what the welcome email shows. ``order_fields`` is a
+    ``detail_fields`` is a list of ``{"name", "label", "kind", "required", "secret",
+    "max_length"}``: what a module or a person fills in and what the welcome email shows
+    (the kinds: ``app.services.detail_fields``). ``order_fields`` is a
     list of ``{"name", "label", "kind", "required", "max_length", "options"}``: what a
     client fills in when ordering (see ``app.services.order_fields``).
     """
@@ -278,6 +284,20 @@ class Service(BaseModel):
     created_at = DateTimeField(default=utcnow)
     activated_at = DateTimeField(null=True)
     updated_at = DateTimeField(default=utcnow)
+
+
+class ServiceEvent(BaseModel):
+    """A service's history of what people did to it outside operations: details or the
+    remote id edited, an existing account imported, secrets of a deleted service
+    revealed. ``text`` says what (names of fields, never a secret's value)."""
+
+    KINDS = ("details_edited", "imported", "secrets_revealed")
+
+    service = ForeignKeyField(Service, backref="events", on_delete="CASCADE")
+    kind = CharField()
+    actor = CharField()
+    text = TextField(default="")
+    created_at = DateTimeField(default=utcnow)
 
 
 class Order(BaseModel):

@@ -249,7 +249,7 @@ OPERATION = Machine(
     },
 )
 
-# ordered → processing → active ⇄ suspended → deleted
+# ordered → processing → active ⇄ suspended → deleted (ordered → active: imported)
 SERVICE = Machine(
     "service",
     statuses=("ordered", "processing", "active", "suspended", "deleted"),
@@ -257,6 +257,9 @@ SERVICE = Machine(
     transitions={
         "pay": _from(("ordered",), "processing"),
         "cancel_order": _from(("ordered",), "deleted"),
+        # staff bind an account that already exists on a panel: active at once, no open
+        # operation runs (one is recorded as done, "imported by ...")
+        "import": _from(("ordered",), "active"),
         # staff (or the API, or the scheduler) request an operation of a kind
         **{
             f"request_{name}": _from(kind.starts_from, None)

@@ -46,7 +46,8 @@ recorded. ``ctx.save_state({...})`` stores ``state`` at once, before a long call
 makes the items, no ``ensure_item`` method needed), ``people_do_it`` (its operations become tasks), ``accepts_callbacks``
 (with :meth:`ModuleType.verify_callback` and :meth:`ModuleType.parse_callback`),
 :meth:`ModuleType.check_config` ("Test connection"), :meth:`ModuleType.renew_days_before`
-(renewed automatically that many days before the service expires), ``client_data``
+(renewed automatically that many days before the service expires),
+:meth:`ModuleType.list_accounts` (the accounts on its panel, to import), ``client_data``
 (keys of the per-service module data that the client may see) and ``dns_challenges``
 (it publishes ACME dns-01 TXT records for other modules: ``set_challenge(ctx, domain,
 value)`` and ``clear_challenge(ctx, domain, value)``, see ``modules.powerdns``).
@@ -575,6 +576,7 @@ class ModuleType:
             "accepts_callbacks": cls.accepts_callbacks,
             "product_types": None if cls.product_types is None else list(cls.product_types),
             "can_check": cls.can_check(),
+            "can_list_accounts": cls.can_list_accounts(),
             "config_fields": [f.describe() for f in cls.config_fields],
             "item_fields": [f.describe() for f in cls.item_fields],
         }
@@ -608,6 +610,19 @@ class ModuleType:
         name, from the tariff's item settings (a VPS plan's OS images). A choice field
         named here offers these instead of the product type's own options."""
         return {}
+
+    @classmethod
+    def can_list_accounts(cls):
+        """Whether the type lists the accounts on its panel (importing existing ones)."""
+        return cls.list_accounts is not ModuleType.list_accounts
+
+    def list_accounts(self):
+        """The accounts that exist on the panel, for staff to import one as a service
+        without running ``open`` (a provider moving to Provisor): a list of
+        ``{"remote_id", "summary", "details"}`` (``details``: detail field values known
+        from the panel, offered to prefill; never required). Raise a ModuleError when the
+        panel cannot be asked. Optional: a type without it is imported by hand."""
+        return []
 
     def renew_days_before(self):
         """Renew a service automatically this many days before it expires (None: never)."""

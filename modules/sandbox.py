@@ -167,6 +167,7 @@ class SandboxModule(ModuleType):
             "nameservers": "ns1.sandbox.test, ns2.sandbox.test",
             "common_name": ctx.params.get("domain") or f"site{n % 100000}.sandbox.test",
             "host": "db.sandbox.test",
+            "port": "3306",
             "database": f"{ctx.params.get('prefix') or 'db'}_{user}",
             "ipmi_url": f"https://ipmi.sandbox.test/{n % 1000}",
             "certificate_url": f"https://{host}/certs/{digest[:8]}.pem",
@@ -176,6 +177,29 @@ class SandboxModule(ModuleType):
         fields = ctx.product_type.detail_fields if ctx.product_type is not None else []
         wanted = [f["name"] for f in fields] or ["ip", "username", "password", "panel_url"]
         return {name: values.get(name, f"{name}-{digest[:6]}") for name in wanted}
+
+    def list_accounts(self):
+        """The sandbox panel's accounts that are not deleted (any sandbox module's)."""
+        from app.models import SandboxResource
+
+        rows = (
+            SandboxResource.select()
+            .where((SandboxResource.kind == "account") & (SandboxResource.status != "deleted"))
+            .order_by(SandboxResource.id)
+        )
+        return [
+            {
+                "remote_id": row.remote_id,
+                "summary": ", ".join(
+                    str(v)
+                    for k, v in (row.details or {}).items()
+                    if k in ("username", "ip", "domain", "hostname") and v
+                )
+                or row.status,
+                "details": dict(row.details or {}),
+            }
+            for row in rows
+        ]
 
     def open(self, ctx):
         from app.models import SandboxResource

@@ -51,7 +51,15 @@ def test_http_module_fails_twice_then_succeeds(app, api, http_endpoint, smtp_ser
     assert message["to"] == [client["email"]]
     assert "198.51.100.7" in message["body"]
     assert f"#{service['id']}" in message["subject"]
-    emails = api.ok("get", f"/emails?service_id={service['id']}")["emails"]
+    # the server has the message a moment before the email is recorded sent
+    emails = wait_for(
+        lambda: (
+            (e := api.ok("get", f"/emails?service_id={service['id']}")["emails"])
+            and e[0]["status"] != "sending"
+            and e
+        ),
+        message="the email recorded sent",
+    )
     assert [e["status"] for e in emails] == ["sent"]
 
 

@@ -45,6 +45,7 @@ def test_contact_edit_says_each_bad_field_and_changes_nothing(app, client, admin
         "company": "Carol Ltd",
         "address": "1 Main St",
         "country": "Germany",
+        "language": "en",
     }
     response = client.post(f"/clients/{client_id}/contact", data=bad)
     body = html(response)
@@ -92,6 +93,16 @@ def test_contact_and_notes_through_the_api(any_app, any_api):
     assert status == 200 and data["company"] == "Acme Hosting" and data["phone"] == ""
     status, data = admin.get("/clients?q=acme")
     assert status == 200 and [c["id"] for c in data["clients"]] == [client_id]
+    # what is not given stays; a contact field given empty (or null) is emptied
+    admin.ok("put", f"/clients/{client_id}", {"phone": "+1 555 0100", "country": "fr"})
+    data = admin.ok("put", f"/clients/{client_id}", {"language": "ru", "company": ""})
+    assert (data["phone"], data["country"], data["company"], data["language"]) == (
+        "+1 555 0100",
+        "FR",
+        "",
+        "ru",
+    )
+    assert admin.ok("put", f"/clients/{client_id}", {"phone": None})["phone"] == ""
 
     status, data = admin.post(f"/clients/{client_id}/notes", {"text": "  "})
     assert status == 422 and data["error"]["fields"] == {"text": "Write a note."}

@@ -15,7 +15,8 @@ from tests.support import free_port, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CODE = ("app", "actors", "modules", "proxy")
-BUNDLED = {"templates": "app/templates", "static": "app/static"}  # source -> in the wheel
+# source -> in the wheel (translations: the catalogs, .po and the compiled .mo)
+BUNDLED = {"templates": "app/templates", "static": "app/static", "translations": "app/translations"}
 TOP_FILES = ("pyproject.toml", "setup.py", "README.md", "LICENSE")
 
 
@@ -36,7 +37,7 @@ def _expected_files():
             expected.add(path.relative_to(ROOT).as_posix())
     for name, inside in BUNDLED.items():
         for path in (ROOT / name).rglob("*"):
-            if path.is_file() and "__pycache__" not in path.parts:
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pot":
                 expected.add(f"{inside}/{path.relative_to(ROOT / name).as_posix()}")
     return expected
 
@@ -53,7 +54,12 @@ def test_the_installed_wheel_serves_pages_and_static_files(tmp_path):
         names = set(archive.namelist())
     missing = sorted(_expected_files() - names)
     assert missing == [], "files left out of the wheel"
-    assert not [n for n in names if n.startswith(("tests/", "bench/", "templates/", "static/"))]
+    assert not [
+        n
+        for n in names
+        if n.startswith(("tests/", "bench/", "templates/", "static/", "translations/"))
+    ]
+    assert "app/translations/ru/LC_MESSAGES/messages.mo" in names
     subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, timeout=300)
 
     env = {
@@ -103,6 +109,9 @@ def test_the_installed_wheel_serves_pages_and_static_files(tmp_path):
         wait_for(lambda: _answers(base + "/login"), timeout=30, message="the installed serve")
         login = requests.get(base + "/login", timeout=5)
         assert login.status_code == 200 and 'name="password"' in login.text
+        # the compiled Russian catalog is in the wheel and found there
+        russian = requests.get(base + "/login", headers={"Accept-Language": "ru"}, timeout=5)
+        assert "Войти" in russian.text and '<html lang="ru">' in russian.text
         css = requests.get(base + "/static/app.css", timeout=5)
         assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
         assert css.content == (ROOT / "static" / "app.css").read_bytes()

@@ -109,6 +109,8 @@ MATRIX = [
         {"current_password": PASSWORD, "password": PASSWORD, "password_repeat": PASSWORD},
         public(LOGIN, "/account"),
     ),
+    # a client's language (the client area and their emails)
+    ("POST", "/account/language", {"language": "en"}, client_only("/account")),
     (
         "GET",
         "/",
@@ -145,6 +147,20 @@ MATRIX = [
         "/services/{active}/change_tariff",
         {"tariff_id": "{bigger_tariff}"},
         staff_page("/services/{active}"),
+    ),
+    (
+        "POST",
+        "/services/{active}/details",
+        {"remote_id": "moved-{n}"},
+        staff_page("/services/{active}"),
+    ),
+    ("POST", "/services/{active}/reveal", {}, staff_page()),
+    ("GET", "/services/import", None, staff_page()),
+    (
+        "POST",
+        "/services/import",
+        {"tariff_id": "{ok_tariff}", "client_id": "{alice}", "remote_id": ""},
+        staff_page(422),
     ),
     ("GET", "/orders", None, staff_page()),
     ("POST", "/orders/{order}/pay", {}, staff_page("/orders")),

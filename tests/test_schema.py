@@ -67,14 +67,44 @@ CHANGED_LATER = {
 }
 
 
+# 0012_detail_kinds: each detail field gets a kind (the built-in ones theirs, others text)
+DETAIL_KINDS = {
+    "hosting": {"domain": "domain", "ip": "ip", "panel_url": "url"},
+    "vps": {"hostname": "hostname", "ip": "ip", "panel_url": "url"},
+    "dedicated": {"hostname": "hostname", "ip": "ip", "ipmi_url": "url"},
+    "domain": {"domain": "domain"},
+    "dns": {"domain": "domain"},
+    "database": {"host": "hostname", "port": "port"},
+}
+
+
+def _with_kinds(code, text):
+    fields = json.loads(text or "[]")
+    for field in fields:
+        field.setdefault("kind", DETAIL_KINDS.get(code, {}).get(field["name"], "text"))
+        if code == "custom" and field["name"] == "details":
+            field["max_length"] = 2000
+    return json.dumps(fields, sort_keys=True)
+
+
 def changed_later(table, row):
     """``row`` of the previous release as the later migrations leave it."""
-    return {**row, **CHANGED_LATER.get(table, {}).get(row.get("code"), {})}
+    row = {**row, **CHANGED_LATER.get(table, {}).get(row.get("code"), {})}
+    if table == "product_type" and "detail_fields" in row:
+        row["detail_fields"] = _with_kinds(row.get("code"), row["detail_fields"])
+    return row
 
 
 # tables a later migration adds (empty in an adopted database): 0005_acme_certificates,
-# 0008_sweeps, 0010_resellers
-ADDED_LATER = {"acme_account", "acme_challenge", "acme_certificate", "sweep", "reseller_request"}
+# 0008_sweeps, 0010_resellers, 0012_detail_kinds
+ADDED_LATER = {
+    "acme_account",
+    "acme_challenge",
+    "acme_certificate",
+    "sweep",
+    "reseller_request",
+    "service_event",
+}
 ADDED_LATER |= {"client_note", "impersonation", "password_reset"}  # 0014_client_records
 # the seed product types of 0001, then DNS hosting (0002_module_interface_v2)
 PRODUCT_TYPES = [
@@ -261,8 +291,16 @@ def test_a_fresh_database_gets_everything(backend):
             assert {
                 "name": "password",
                 "label": "Root password",
+                "kind": "text",
                 "required": True,
                 "secret": True,
+            } in types["vps"].detail_fields
+            assert {
+                "name": "ip",
+                "label": "IP address",
+                "kind": "ip",
+                "required": True,
+                "secret": False,
             } in types["vps"].detail_fields
     # the seed rows are those the previous release made
     legacy = backend.new_url()

@@ -161,7 +161,7 @@ def test_every_staff_page_renders_for_an_admin(app, client, admin):
         "/catalog/modules/new": "Choose a module type",
         f"/catalog/modules/{ids['module']['id']}/edit": "Latency (ms)",
         "/catalog/product-types": "Virtual private server",
-        "/catalog/product-types/2/edit": "hostname | Hostname | required",
+        "/catalog/product-types/2/edit": "hostname | Hostname | hostname | required",
         "/catalog/departments": "New department",
     }
     for path, text in pages.items():

@@ -17,6 +17,7 @@ from app.services import (
     accounts,
     catalog,
     clients,
+    imports,
     monitoring,
     operations,
     orders,
@@ -226,6 +227,14 @@ def check_module(module_id):
     return jsonify(catalog.check_module(module_id))
 
 
+@api_bp.get("/modules/<int:module_id>/accounts")
+@requires("staff")
+def list_module_accounts(module_id):
+    """The accounts on the module's panel, to import one as a service (module types that
+    can list them); each says the live service already bound to it."""
+    return jsonify(out.RemoteAccountList.of({"accounts": imports.accounts(module_id)}))
+
+
 @api_bp.get("/module-types")
 @requires("admin")
 def list_module_types():
@@ -318,8 +327,9 @@ def get_client(client_id):
 @api_bp.put("/clients/<int:client_id>")
 @requires("staff")
 def update_client(client_id):
-    """Replace a client's contact details (an optional field left out is emptied)."""
-    client = clients.update_contact(client_id, json_body(), actor=api_user().email)
+    """Change a client: name, email, language (``en``, ``ru``: the client area and the
+    client's emails) or contact details; what is not given stays as it is."""
+    client = accounts.update_client(client_id, json_body(), actor=api_user().email)
     return jsonify(out.Client.of(client))
 
 
@@ -392,16 +402,42 @@ def list_services():
     rows, paging = page(
         provisioning.list_services(status, int_arg("client_id"), request.args.get("q"))
     )
+    for row in rows:  # a deleted service's secret details are left out (not saved)
+        row.details = provisioning.visible_details(row)
     return jsonify(out.ServicePage.of({"services": rows, **paging}))
 
 
 @api_bp.get("/services/<int:service_id>")
 @requires("staff")
 def get_service(service_id):
-    """A service: status, details and its operations."""
+    """A service: status, details and its operations. A deleted service's secret details
+    are left out unless ``reveal=secrets`` (recorded in its history)."""
+    reveal = request.args.get("reveal") == "secrets"
     service = provisioning.get(service_id)
+    if reveal:
+        service = provisioning.reveal_secrets(service_id, api_user().email)
     operations_ = provisioning.timeline(service)
-    return jsonify(out.ServiceWithOperations.of(service, operations=operations_))
+    details = provisioning.visible_details(service, reveal=reveal)
+    return jsonify(out.ServiceWithOperations.of(service, operations=operations_, details=details))
+
+
+@api_bp.put("/services/<int:service_id>/details")
+@requires("staff")
+def edit_service(service_id):
+    """Correct a service's detail fields and remote id (checked by their kinds; recorded in
+    its history); no module is called."""
+    service = provisioning.edit_details(service_id, json_body(), api_user().email)
+    return jsonify(out.Service.of(service, details=provisioning.visible_details(service)))
+
+
+@api_bp.post("/services/import")
+@requires("staff")
+def import_service():
+    """Bind an account that already exists on a panel to a new service: 201, active at
+    once, no open operation runs; 409 ``remote_id_bound`` when another live service of the
+    module has that remote id."""
+    service = imports.import_service(json_body(), api_user().email)
+    return jsonify(out.Service.of(service)), 201
 
 
 @api_bp.post(f"/services/<int:service_id>/<any({', '.join(REQUESTABLE)}):kind>")
@@ -630,7 +666,9 @@ def reseller_service(service_id):
     current = resellers.current_operation(service)
     return jsonify(
         out.ResellerService.of(
-            service, operation=None if current is None else _reseller_operation(current)
+            service,
+            operation=None if current is None else _reseller_operation(current),
+            details=provisioning.visible_details(service),
         )
     )
 
@@ -666,6 +704,8 @@ def list_emails():
     if service_id is not None:
         query = query.where(Email.service == service_id)
     rows, paging = page(query)
+    for row in rows:  # a deleted service's passwords masked (not saved)
+        row.body = provisioning.hidden_in(row.body, row.service if row.service_id else None)
     return jsonify(out.EmailPage.of({"emails": rows, **paging}))
 
 

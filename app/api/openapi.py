@@ -323,9 +323,7 @@ OPERATIONS = {
         "People", "admin", "Client", [422], request=body("ClientInput"), status=201
     ),
     "api.get_client": op("People", "staff", "Client", [404]),
-    "api.update_client": op(
-        "People", "staff", "Client", [404, 409, 422], request=body("ClientContactInput")
-    ),
+    "api.update_client": op("People", "staff", "Client", [404, 422], request=body("ClientUpdate")),
     "api.list_client_notes": op("People", "staff", "ClientNoteList", [404]),
     "api.add_client_note": op(
         "People", "staff", "ClientNote", [404, 422], request=body("ClientNoteInput"), status=201
@@ -369,7 +367,48 @@ OPERATIONS = {
             *PAGING,
         ],
     ),
-    "api.get_service": op("Services", "staff", "ServiceWithOperations", [404]),
+    "api.get_service": op(
+        "Services",
+        "staff",
+        "ServiceWithOperations",
+        [404],
+        params=[
+            _enum(
+                "reveal",
+                ("secrets",),
+                "A deleted service's secret details (passwords) are left out; `secrets` "
+                "includes them (recorded in the service's history).",
+            )
+        ],
+    ),
+    "api.edit_service": op(
+        "Services",
+        "staff",
+        "Service",
+        [404, 409, 422],
+        request=body("ServiceDetailsInput"),
+        ok_description="The service with its details corrected. A value not of its field's "
+        'kind: 422 with `fields` `details.<name>` (e.g. "Not an IP address.").',
+    ),
+    "api.import_service": op(
+        "Services",
+        "staff",
+        "Service",
+        [409, 422],
+        request=body("ServiceImportInput"),
+        status=201,
+        ok_description="The new service, `active`; its operations show an `open` completed "
+        '"imported by <staff>" (nothing ran on the panel, no welcome email).',
+    ),
+    "api.list_module_accounts": op(
+        "Services",
+        "staff",
+        "RemoteAccountList",
+        [404, 409],
+        ok_description="The accounts on the module's panel; 409 `cannot_list_accounts` when "
+        "its type cannot list them (import by remote id), or 409 when the panel cannot be "
+        "asked.",
+    ),
     # operations
     "api.list_operations": op(
         "Operations",

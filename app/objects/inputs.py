@@ -7,13 +7,14 @@ name already taken) stays in the service.
 
 import functools
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BeforeValidator, ConfigDict, Field, RootModel, create_model, field_validator
 
-from app.models import ProductType, Tariff
+from app.models import Client, ProductType, Tariff
 from app.objects.base import Input, Missing, NotBlank, invalid
 from app.objects.fields import (
+    EMAIL,
     Amount,
     Choice,
     DetailValues,
@@ -39,6 +40,7 @@ NotifyEmail = Text(
 )
 DepartmentIds = IdList("Must be a list of department ids.", "Unknown department {!r}.")
 Role = Choice(STAFF_ROLES, "Must be staff or admin.")
+Language = Choice(Client.LANGUAGES, "Choose English or Russian.")
 
 
 # --- people -----------------------------------------------------------------------------
@@ -52,37 +54,13 @@ class ClientInput(Input):
     password: Password | None = Field(
         None, description="Optional: with it the client can log in to the client area."
     )
+    language: Language = Field(
+        "en", description="The language of the client area and of the client's emails."
+    )
 
 
 PHONE = r"^\+?[0-9][0-9 ()./-]{3,38}[0-9]$"
 COUNTRY = r"^[A-Za-z]{2}$"
-
-
-class ClientContactInput(Input):
-    """A client's contact details (the whole set: an optional field left out or empty is
-    emptied). A new `email` moves the client's login too."""
-
-    name: PersonName
-    email: EmailAddress()
-    phone: (
-        Text(
-            40,
-            pattern=PHONE,
-            pattern_message="Must be a phone number: digits, spaces and + ( ) . / - only.",
-        )
-        | None
-    ) = None
-    company: Text(200) | None = None
-    address: Text(1000) | None = Field(None, description="The postal address (several lines).")
-    country: (
-        Text(
-            2,
-            pattern=COUNTRY,
-            pattern_message="Must be a two-letter country code (ISO 3166), e.g. DE.",
-            transform=str.upper,
-        )
-        | None
-    ) = Field(None, description="ISO 3166 alpha-2 code, e.g. DE.")
 
 
 class ClientNoteInput(Input):
@@ -120,6 +98,61 @@ class StaffInput(Input):
 def _no_default(schema):
     """Not given means "unchanged": there is no default value to show."""
     schema.pop("default", None)
+
+
+# an email address as EmailAddress() checks it, its schema's format set by the field (a
+# Field's dict and callable json_schema_extra do not compose)
+ChangedEmail = Annotated[
+    str,
+    Field(max_length=200, pattern=EMAIL.pattern),
+    next(a for a in get_args(EmailAddress())[1:] if isinstance(a, BeforeValidator)),
+]
+
+
+def _email_no_default(schema):
+    schema.pop("default", None)
+    schema["format"] = "email"
+
+
+class ClientUpdate(Input):
+    """Change a client: what is not given stays as it is; an optional contact field given
+    empty (`""` or null) is emptied. A new `email` moves the client's login too."""
+
+    name: Annotated[PersonName, NotBlank()] = Field(
+        None, description="A new name (omitted: unchanged).", json_schema_extra=_no_default
+    )
+    email: Annotated[ChangedEmail, NotBlank()] = Field(
+        None,
+        description="A new email (omitted: unchanged); the client's login moves with it.",
+        json_schema_extra=_email_no_default,
+    )
+    language: Annotated[Language, NotBlank()] = Field(
+        None,
+        description="The language of the client area and of the client's emails (omitted: "
+        "unchanged).",
+        json_schema_extra=_no_default,
+    )
+    phone: (
+        Text(
+            40,
+            pattern=PHONE,
+            pattern_message="Must be a phone number: digits, spaces and + ( ) . / - only.",
+        )
+        | None
+    ) = Field(None, description="Omitted: unchanged; empty or null: emptied.")
+    company: Text(200) | None = Field(None, description="Omitted: unchanged; empty: emptied.")
+    address: Text(1000) | None = Field(
+        None, description="The postal address, several lines (omitted: unchanged)."
+    )
+    country: (
+        Text(
+            2,
+            pattern=COUNTRY,
+            pattern_message="Must be a two-letter country code (ISO 3166), e.g. DE.",
+            transform=str.upper,
+        )
+        | None
+    ) = Field(None, description="ISO 3166 alpha-2 code, e.g. DE (omitted: unchanged).")
 
 
 class StaffUpdate(Input):
@@ -467,6 +500,43 @@ class TaskCloseInput(Input):
     comment: FreeText(max_length=10000) = ""
 
 
+class ServiceDetailsInput(Input):
+    """Correct a service's detail fields and remote id (no module is called; recorded in
+    the service's history)."""
+
+    details: JsonObject() = Field(
+        {},
+        description="Detail fields of the product type, checked by their kinds (an `ip` must "
+        "be an IP address, a `url` http or https...): each given one is set, a blank or null "
+        "one cleared, one not given unchanged. A name the product type does not declare is "
+        "refused (`details.<name>`).",
+    )
+    remote_id: str | None = Field(
+        None,
+        max_length=255,
+        description="The account's id on the panel (leave it out: unchanged). One already "
+        "bound to another live service of the same module: 409 `remote_id_bound`.",
+    )
+
+
+class ServiceImportInput(Input):
+    """Bind an account that already exists on a panel to a new service: active at once,
+    no `open` operation runs (one is recorded as done, "imported by <staff>")."""
+
+    client_id: Ref("Choose an existing client.")
+    tariff_id: Ref("Choose an existing tariff.")
+    module_id: Ref("Choose a module.") = Field(description="A module that serves the tariff.")
+    remote_id: str = Field(
+        max_length=255,
+        description="The account's id on the panel (GET /modules/{id}/accounts lists them "
+        "for module types that can). Already bound to another live service of the same "
+        "module: 409 `remote_id_bound`.",
+    )
+    details: JsonObject() = Field(
+        {}, description="Detail fields of the product type, checked by their kinds."
+    )
+
+
 # --- resellers (/api/v1/reseller) --------------------------------------------------------
 
 IDEMPOTENCY_KEY = Field(
@@ -501,7 +571,7 @@ class ResellerActionInput(Input):
 
 MODELS = [
     ClientInput,
-    ClientContactInput,
+    ClientUpdate,
     ClientNoteInput,
     DepartmentInput,
     StaffInput,
@@ -518,6 +588,8 @@ MODELS = [
     TaskFieldsInput,
     TaskCancelInput,
     TaskCloseInput,
+    ServiceDetailsInput,
+    ServiceImportInput,
     ResellerOrderInput,
     ResellerActionInput,
 ]

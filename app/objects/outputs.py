@@ -12,6 +12,7 @@ from pydantic import AliasPath, Field, create_model
 from app import models as rows
 from app.objects.base import Output
 from app.objects.fields import Id, Money, Object, OneOf, Timestamp
+from app.services.detail_fields import KINDS as DETAIL_KINDS
 from app.services.order_fields import KINDS as ORDER_FIELD_KINDS
 from modules.base import KINDS as CONFIG_FIELD_KINDS
 
@@ -49,6 +50,9 @@ class Client(Output):
     created_at: Timestamp
     on_account: bool = Field(
         description="A reseller paying on account (/api/v1/reseller): its orders are paid at once."
+    )
+    language: str = Field(
+        description="The language of the client area and of the client's emails (en, ru)."
     )
     phone: str = Field(description="Empty: not known.")
     company: str
@@ -155,6 +159,9 @@ class ModuleType(Output):
         description="The product types (codes) it serves; null: any."
     )
     can_check: bool = Field(description="True: POST /modules/{id}/check talks to its server.")
+    can_list_accounts: bool = Field(
+        description="True: GET /modules/{id}/accounts lists the accounts on its panel (import)."
+    )
     config_fields: list[ConfigField]
     item_fields: list[ConfigField] = Field(
         description="What each tariff's item holds, set on the tariff (`item_settings`)."
@@ -167,6 +174,7 @@ class ModuleType(Output):
             module_type,
             operations=sorted(module_type.operations),
             can_check=module_type.can_check(),
+            can_list_accounts=module_type.can_list_accounts(),
             config_fields=[ConfigField.of(f) for f in module_type.config_fields],
             item_fields=[ConfigField.of(f) for f in module_type.item_fields],
             **extra,
@@ -321,6 +329,19 @@ class ServiceWithOperations(Service):
     operations: list[Operation] = Field(description="Newest first.")
 
 
+class RemoteAccount(Output):
+    """An account on a module's panel (to import as a service)."""
+
+    remote_id: str
+    summary: str = Field(description="What the panel says of it (user, address, domain).")
+    details: dict[str, str] = Field(description="Detail field values known from the panel.")
+    bound_to: IdOrNull = Field(description="The live service already bound to it (null: free).")
+
+
+class RemoteAccountList(Output):
+    accounts: list[RemoteAccount]
+
+
 class Task(Output):
     id: Id
     title: str
@@ -368,6 +389,10 @@ class Email(Output):
 class DetailField(Output):
     name: str
     label: str
+    kind: OneOf(DETAIL_KINDS) = Field(
+        default="text", description="How a value is checked: ip, url, domain, hostname, port, text."
+    )
+    max_length: int | None = Field(default=None, description="A text field's longest value.")
     required: bool = False
     secret: bool = False
 
@@ -479,6 +504,8 @@ ResellerTariffList = list_of("ResellerTariffList", "tariffs", ResellerTariff)
 
 MODELS = [
     Health,
+    RemoteAccount,
+    RemoteAccountList,
     Client,
     Department,
     Staff,

@@ -12,6 +12,7 @@ from app.models import Task
 from app.objects.base import Input, Missing, Output, invalid
 from app.objects.fields import (
     MAX_DETAIL_FIELDS,
+    MAX_DETAIL_VALUE,
     DetailValues,
     FreeText,
     Id,
@@ -21,6 +22,7 @@ from app.objects.fields import (
     Text,
     Timestamp,
 )
+from app.services.detail_fields import KINDS as DETAIL_KINDS
 
 PROTOCOL = "1"
 """The protocol's version: ``/proxy/v1``, and the ``Provisor-Proxy-Protocol`` header."""
@@ -37,6 +39,7 @@ directions share have the same names)."""
 MAX_TEXT = 10000
 """A description, a comment, a note: at most this many characters."""
 MAX_FORM = MAX_DETAIL_FIELDS
+MAX_DETAIL_LENGTH = MAX_DETAIL_VALUE
 MAX_PAGE = 500
 """Events per page of ``GET /events`` at most (and by default)."""
 
@@ -55,6 +58,12 @@ class PeerFormField(Output):
     name: str
     label: str
     required: bool = False
+    kind: str = Field(
+        "text",
+        description="How a value is checked when the task is closed: ip, url, domain, "
+        "hostname, port or text (a kind this side does not know is taken as text).",
+    )
+    max_length: int | None = Field(None, description="A text field's longest value.")
 
 
 def _form(value):
@@ -73,9 +82,23 @@ def _form(value):
             raise invalid("Each name must be 1 to 100 characters, each label at most 200.")
         if not isinstance(f.get("required", False), bool):
             raise invalid("Each required must be true or false.")
-        form.append(
-            {"name": f["name"], "label": label or f["name"], "required": bool(f.get("required"))}
-        )
+        entry = {
+            "name": f["name"],
+            "label": label or f["name"],
+            "required": bool(f.get("required")),
+        }
+        kind = f.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            raise invalid("Each kind must be text.")
+        entry["kind"] = kind if kind in DETAIL_KINDS else "text"
+        length = f.get("max_length")
+        if entry["kind"] == "text" and isinstance(length, int) and not isinstance(length, bool):
+            if not 1 <= length <= MAX_DETAIL_LENGTH:
+                raise invalid(f"Each max_length must be a number from 1 to {MAX_DETAIL_LENGTH}.")
+            entry["max_length"] = length
+        elif entry["kind"] == "text":  # a peer that says nothing: what detail fields hold
+            entry["max_length"] = MAX_DETAIL_LENGTH
+        form.append(entry)
     return form
 
 

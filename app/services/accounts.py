@@ -19,7 +19,7 @@ from app.models import (
     search_term,
     utcnow,
 )
-from app.objects.inputs import ClientInput, PasswordChange, StaffInput, StaffUpdate
+from app.objects.inputs import ClientInput, ClientUpdate, PasswordChange, StaffInput, StaffUpdate
 from app.objects.inputs import PasswordReset as PasswordResetInput
 from app.services.errors import NotFound, ValidationError, unique_fields
 
@@ -150,7 +150,7 @@ def create_client(data, with_login=None):
     if errors:
         raise ValidationError(errors)
     with unique_fields(EMAIL_UNIQUE), write_transaction():
-        client = Client.create(name=name, email=email)
+        client = Client.create(name=name, email=email, language=values["language"] or "en")
         if password:
             User.create(
                 email=email,
@@ -160,6 +160,44 @@ def create_client(data, with_login=None):
                 password_hash=hash_password(password),
             )
     return client
+
+
+CONTACT_FIELDS = ("phone", "company", "address", "country")  # optional: given empty, emptied
+
+
+def update_client(client_id, data, actor=None):
+    """Change a client (``name``, ``email``, ``language``, ``phone``, ``company``,
+    ``address``, ``country``): what is not given stays as it is; a contact field given
+    empty is emptied. A new name or email is its login's too."""
+    client = get_client(client_id)
+    values, errors = ClientUpdate.check(data)
+    data = data if isinstance(data, dict) else {}
+    changes = {key: value for key, value in values.items() if value is not None}
+    for key in CONTACT_FIELDS:
+        if key in data and key not in errors and key not in changes:
+            changes[key] = ""  # given empty (or null): emptied
+    login = login_of(client)
+    email = changes.get("email")
+    if email and email != client.email:
+        taken = Client.select().where((Client.email == email) & (Client.id != client.id)).exists()
+        taken = taken or (
+            User.select()
+            .where((User.email == email) & (User.id != (login.id if login else 0)))
+            .exists()
+        )
+        if taken:
+            errors["email"] = EMAIL_UNIQUE["email"]
+    if errors:
+        raise ValidationError(errors)
+    if changes:
+        with unique_fields(EMAIL_UNIQUE), write_transaction():
+            Client.update(**changes).where(Client.id == client.id).execute()
+            login_changes = {k: changes[k] for k in ("name", "email") if k in changes}
+            if login is not None and login_changes:
+                User.update(**login_changes).where(User.id == login.id).execute()
+        if actor:
+            log.info("client #%s changed by %s: %s", client.id, actor, ", ".join(sorted(changes)))
+    return get_client(client.id)
 
 
 def login_of(client):

@@ -24,7 +24,7 @@ from app.objects.inputs import (
     ModuleUpdate,
     TariffInput,
 )
-from app.services import dispatch, order_fields
+from app.services import detail_fields, dispatch, order_fields
 from app.services.errors import Conflict, NotFound, ValidationError, unique_fields
 from app.states import ITEM
 
@@ -66,26 +66,13 @@ def product_type_by(code_or_id):
 
 
 def parse_detail_fields(text):
-    """Detail fields from lines ``name | Label | required | secret``."""
-
-    def detail_field(name, label, flags):
-        flags = {p.lower() for p in flags}
-        return {
-            "name": name,
-            "label": label,
-            "required": "required" in flags,
-            "secret": "secret" in flags,
-        }
-
-    return order_fields.parse_lines(text, detail_field)
+    """Detail fields from lines ``name | Label | kind | required | secret`` (see
+    :mod:`app.services.detail_fields`; a line without a kind is text)."""
+    return detail_fields.parse(text)
 
 
 def format_detail_fields(fields):
-    lines = []
-    for f in fields or []:
-        flags = [flag for flag in ("required", "secret") if f.get(flag)]
-        lines.append(" | ".join([f["name"], f.get("label", "")] + flags))
-    return "\n".join(lines)
+    return detail_fields.format_lines(fields)
 
 
 def update_product_type(product_type_id, data):
@@ -100,10 +87,9 @@ def update_product_type(product_type_id, data):
         if problems:
             errors["detail_fields"] = "; ".join(problems)
     elif isinstance(fields, list):
-        for f in fields:
-            if not isinstance(f, dict) or not FIELD_NAME.match(str(f.get("name", ""))):
-                errors["detail_fields"] = "Each field needs a name (a-z, 0-9, _)."
-                break
+        fields, problem = detail_fields.check_declared(fields)
+        if problem:
+            errors["detail_fields"] = problem
     else:
         errors["detail_fields"] = "Give the detail fields."
     order_specs = data.get("order_fields", pt.order_fields or [])
@@ -132,15 +118,7 @@ def update_product_type(product_type_id, data):
         raise ValidationError(errors)
     with write_transaction():
         pt.name = name
-        pt.detail_fields = [
-            {
-                "name": f["name"],
-                "label": f.get("label") or f["name"],
-                "required": bool(f.get("required")),
-                "secret": bool(f.get("secret")),
-            }
-            for f in fields
-        ]
+        pt.detail_fields = [detail_fields.normalized(f) for f in fields]
         pt.order_fields = order_specs
         pt.welcome_subject = subject
         pt.welcome_template = template

@@ -1,4 +1,4 @@
-"""A client's record for staff: contact details, notes, what the client has (orders,
+"""A client's record for staff: notes, what the client has (orders,
 services, tasks, emails), actions on all their services at once, and the log of staff
 viewing the client area as the client."""
 
@@ -6,57 +6,22 @@ import logging
 
 from app.db import write_transaction
 from app.models import (
-    Client,
     ClientNote,
     Email,
     Impersonation,
     Order,
     Service,
     Task,
-    User,
 )
-from app.objects.inputs import ClientContactInput, ClientNoteInput
+from app.objects.inputs import ClientNoteInput
 from app.services import accounts, provisioning
-from app.services.errors import Conflict, NotFound, ValidationError, unique_fields
+from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import KINDS, SERVICE
 
 log = logging.getLogger(__name__)
 
 RECENT = 10  # rows of each short list on the record
 BULK_KINDS = ("suspend", "close")  # what "suspend all" and "close all" ask for
-
-
-def update_contact(client_id, data, actor):
-    """Replace the contact details of a client (name, email, phone, company, address,
-    country); a new email moves the client's login too."""
-    client = accounts.get_client(client_id)
-    values, errors = ClientContactInput.check(data)
-    email = values["email"]
-    login = accounts.login_of(client)
-    if email and email != client.email:
-        taken = Client.select().where((Client.email == email) & (Client.id != client.id)).exists()
-        taken = taken or (
-            User.select()
-            .where((User.email == email) & (User.id != (login.id if login else 0)))
-            .exists()
-        )
-        if taken:
-            errors["email"] = accounts.EMAIL_UNIQUE["email"]
-    if errors:
-        raise ValidationError(errors)
-    with unique_fields(accounts.EMAIL_UNIQUE), write_transaction():
-        Client.update(
-            name=values["name"],
-            email=email,
-            phone=values["phone"] or "",
-            company=values["company"] or "",
-            address=values["address"] or "",
-            country=values["country"] or "",
-        ).where(Client.id == client.id).execute()
-        if login is not None:
-            User.update(email=email, name=values["name"]).where(User.id == login.id).execute()
-    log.info("client #%s contact details changed by %s", client.id, actor)
-    return Client.get_by_id(client.id)
 
 
 def notes(client_id):

@@ -19,6 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from app import guards
 from app.db import write_transaction
+from app.i18n import N_, client_locale, gettext, tr
 from app.models import Email, utcnow
 from app.services import dispatch
 from app.states import EMAIL
@@ -54,14 +55,42 @@ def queue(to, subject, body, kind="", service=None):
     return email
 
 
+# Provisor's built-in welcome texts (the seeds of migrations 0001 and 0002, the model's
+# default): a product type that still has one gets it in the client's language; a text
+# the provider wrote is sent as written.
+DEFAULT_WELCOME_SUBJECTS = (
+    N_("Your {{ tariff.name }} is ready (service #{{ service.id }})"),
+    N_("Your {{ tariff.name }} is ready"),
+    N_("Your service is ready"),
+)
+DEFAULT_WELCOME_TEMPLATE = N_("""Hello {{ client.name }},
+
+your {{ product_type.name | lower }} "{{ tariff.name }}" (service #{{ service.id }}) is active.
+
+{% for field in fields %}{{ field.label }}: {{ field.value }}
+{% endfor %}
+Thank you for choosing us.
+""")
+
+
+def _builtin(text, defaults):
+    """``text`` in the current language if it is one of Provisor's built-in ``defaults``
+    (its catalog entry), else as the provider wrote it."""
+    same = {default.strip(): default for default in defaults}
+    default = same.get(text.replace("\r\n", "\n").strip())  # as a form saves it back
+    return tr(default) if default is not None else text
+
+
 def render_welcome(service):
+    """The welcome email's subject and body, in the client's language where the texts are
+    Provisor's own (the product type's built-in template, labels and name)."""
     tariff = service.tariff
     product_type = tariff.product_type
     details = service.details or {}
     fields = [
         {
             "name": f["name"],
-            "label": f.get("label") or f["name"],
+            "label": tr(f.get("label") or f["name"]),
             "value": details.get(f["name"], ""),
         }
         for f in product_type.detail_fields or []
@@ -74,23 +103,42 @@ def render_welcome(service):
         "service": service,
         "tariff": tariff,
         "client": service.client,
-        "product_type": product_type,
+        "product_type": _TranslatedName(product_type),
         "details": details,
         "fields": fields,
     }
-    subject = _compiled(product_type.welcome_subject or "Your service is ready")
-    body = _compiled(product_type.welcome_template or "")
+    subject_source = product_type.welcome_subject or DEFAULT_WELCOME_SUBJECTS[-1]
+    body_source = product_type.welcome_template or ""
+    subject = _compiled(_builtin(subject_source, DEFAULT_WELCOME_SUBJECTS))
+    body = _compiled(_builtin(body_source, (DEFAULT_WELCOME_TEMPLATE,)))
     return subject.render(context).strip(), body.render(context)
 
 
+class _TranslatedName:
+    """A product type seen by a welcome template: its name in the current language when
+    it is a built-in one (a provider's own name stays as written)."""
+
+    def __init__(self, product_type):
+        self._product_type = product_type
+
+    @property
+    def name(self):
+        return tr(self._product_type.name)
+
+    def __getattr__(self, attr):
+        return getattr(self._product_type, attr)
+
+
 def queue_welcome(service):
-    try:
-        subject, body = render_welcome(service)
-    except Exception as exc:  # a broken template must not block the activation
-        log.exception("welcome template of %s failed", service.tariff.product_type.code)
-        subject = f"Your service #{service.id} is ready"
-        body = "\n".join(f"{k}: {v}" for k, v in (service.details or {}).items())
-        body += f"\n\n(template error: {exc})"
+    """Queue the welcome email of a service that became active, in its client's language."""
+    with client_locale(service.client):
+        try:
+            subject, body = render_welcome(service)
+        except Exception as exc:  # a broken template must not block the activation
+            log.exception("welcome template of %s failed", service.tariff.product_type.code)
+            subject = gettext("Your service #%(id)s is ready", id=service.id)
+            body = "\n".join(f"{k}: {v}" for k, v in (service.details or {}).items())
+            body += "\n\n" + gettext("(template error: %(error)s)", error=exc)
     return queue(service.client.email, subject, body, kind="welcome", service=service)
 
 

@@ -45,7 +45,7 @@ from app.models import (
     parse_id,
     utcnow,
 )
-from app.services import accounts, dispatch, provisioning, sweeps, tasks
+from app.services import accounts, detail_fields, dispatch, provisioning, sweeps, tasks
 from app.services.errors import BadSignature, Conflict, NotFound, PermissionDenied
 from app.states import ITEM, OPERATION
 from app.watchdog import Deadline, DeadlineExceeded
@@ -161,6 +161,8 @@ def _attempt(op, attempt, instance, current):
         message = mask(f"module error: {exc.__class__.__name__}: {exc}", ctx.secrets)
         return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
     problem, permanent = _result_problem(result)
+    if not problem:
+        problem, permanent = _details_problem(op, result), True
     if problem:
         return _record_failure(op.id, attempt.id, problem, permanent, ctx.log_text)
     _mask_details(ctx, result)
@@ -238,6 +240,24 @@ def _result_problem(result):
         if where is not None:
             return f"module returned a NUL character in {where}: not recorded", True
     return None, False
+
+
+def _details_problem(op, result):
+    """Why a module's details cannot go to the service: a value not of its field's kind
+    (``999.999.1.1`` as an IP address) is not stored; the attempt fails permanently with
+    the reason (the same reply would come again) and people get a task. None: they can.
+    The values themselves stay out of the message (one may be a password)."""
+    if result.status != "done" or not result.details or op.service_id is None:
+        return None
+    if op.kind == "ensure_item":
+        return None
+    declared = op.service.tariff.product_type.detail_fields or []
+    bad = detail_fields.problems(declared, result.details)
+    if not bad:
+        return None
+    return "module returned invalid details, not recorded: " + "; ".join(
+        f"{name}: {message}" for name, message in sorted(bad.items())
+    )
 
 
 def _mask_details(ctx, result):
@@ -688,6 +708,8 @@ def callback(operation_id, data, instance):
         try:
             result = instance.parse_callback(data)
             problem, permanent = _result_problem(result)
+            if not problem:
+                problem, permanent = _details_problem(op, result), True
             if problem:
                 raise (PermanentError if permanent else TemporaryError)(problem)
         except ModuleError as exc:

@@ -21,6 +21,7 @@ from app.models import (
     Operation,
     ProcessingModule,
     Service,
+    ServiceEvent,
     Tariff,
     TariffModule,
     parse_id,
@@ -30,6 +31,7 @@ from app.models import (
 from app.services import mail
 from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import KINDS, REQUESTABLE, SERVICE
+from modules.base import mask
 
 log = logging.getLogger(__name__)
 
@@ -486,3 +488,160 @@ def tariff_choices(service):
     )
     module = service.module if service.module_id else None
     return [t for t in candidates if _cannot_move_to(service, module, t) is None]
+
+
+# --- details: staff edit them; a deleted service's secrets are hidden --------------------
+
+MAX_REMOTE_ID = 255
+
+
+def secret_names(service):
+    """The names of the service's secret detail fields (passwords)."""
+    declared = service.tariff.product_type.detail_fields or []
+    return {f["name"] for f in declared if f.get("secret")}
+
+
+def secrets_hidden(service):
+    """Once a service is deleted its secret details (passwords) are no longer shown: not
+    to its client (the client area, the reseller API), and to staff only on an explicit
+    reveal, which the service's history records."""
+    return service.status == "deleted" and bool(secret_names(service) & set(service.details or {}))
+
+
+def visible_details(service, reveal=False):
+    """The service's details as they may be shown: a deleted service's secret ones are
+    left out unless ``reveal`` (staff who asked)."""
+    details = dict(service.details or {})
+    if reveal or service.status != "deleted":
+        return details
+    hidden = secret_names(service)
+    return {k: v for k, v in details.items() if k not in hidden}
+
+
+def hidden_in(text, service):
+    """``text`` (an email's body) with a deleted service's secret detail values masked."""
+    if service is None or not secrets_hidden(service):
+        return text
+    values = [str(v) for k, v in (service.details or {}).items() if k in secret_names(service)]
+    return mask(text, [v for v in values if v])
+
+
+def reveal_secrets(service_id, actor):
+    """Staff ask to see a deleted service's secret details: recorded in its history."""
+    service = get(service_id)
+    if secrets_hidden(service):
+        with write_transaction():
+            record_event(service, "secrets_revealed", actor, "Secret details revealed.")
+    return service
+
+
+def clean_remote_id(value, errors, required=False):
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            errors["remote_id"] = "Give the account's id on the panel."
+        return None
+    if not isinstance(value, str):
+        errors["remote_id"] = "Must be text."
+        return None
+    value = value.strip()
+    if len(value) > MAX_REMOTE_ID or any(ord(c) < 32 or c == "\x7f" for c in value):
+        errors["remote_id"] = f"One line of at most {MAX_REMOTE_ID} characters."
+        return None
+    return value
+
+
+def bound_service(module_id, remote_id, excluding=None):
+    """The live (not deleted) service of this module already bound to ``remote_id``."""
+    if not module_id or not remote_id:
+        return None
+    query = Service.select().where(
+        (Service.module == module_id)
+        & (Service.remote_id == remote_id)
+        & (Service.status != "deleted")
+    )
+    if excluding is not None:
+        query = query.where(Service.id != excluding)
+    return query.first()
+
+
+def refuse_bound(module, remote_id, excluding=None):
+    other = bound_service(module.id if module is not None else None, remote_id, excluding)
+    if other is not None:
+        raise Conflict(
+            f"remote id {remote_id!r} on module {module.name} is already bound to service "
+            f"#{other.id} ({other.status}); one account serves one service",
+            code="remote_id_bound",
+        )
+
+
+def edit_details(service_id, data, actor):
+    """Staff correct a service's detail fields and remote id (no module is called).
+
+    ``data``: ``{"details": {name: value}, "remote_id": "..."}``; a detail given blank or
+    null is cleared, one not given is unchanged. Values are checked by their fields' kinds;
+    names the product type does not declare are refused. The change is recorded in the
+    service's history (the names changed, never a value)."""
+    from app.services import detail_fields
+
+    if not isinstance(data, dict):
+        raise ValidationError({"details": "Give the details as an object."})
+    errors = {}
+    details = data.get("details", {})
+    if details is None:
+        details = {}
+    if not isinstance(details, dict):
+        errors["details"] = "Give the details as an object."
+        details = {}
+    remote_given = "remote_id" in data
+    remote_id = clean_remote_id(data.get("remote_id"), errors)
+    service = get(service_id)
+    declared = service.tariff.product_type.detail_fields or []
+    try:
+        cleaned = detail_fields.clean(declared, details, unknown="refuse")
+    except ValidationError as exc:
+        errors.update({f"details.{k}": v for k, v in exc.fields.items()})
+        cleaned = {}
+    if errors:
+        raise ValidationError(errors)
+    cleared = {k for k, v in details.items() if detail_fields.blank(v)}
+    now = utcnow()
+    with write_transaction():
+        service = get_for_update_or_404(service_id)
+        if remote_given and remote_id:
+            refuse_bound(service.module, remote_id, excluding=service.id)
+        current = dict(service.details or {})
+        new = {k: v for k, v in {**current, **cleaned}.items() if k not in cleared}
+        changed = sorted(k for k in set(current) | set(new) if current.get(k) != new.get(k))
+        remote_changed = remote_given and remote_id != service.remote_id
+        if not changed and not remote_changed:
+            return service
+        service.details = new
+        if remote_changed:
+            service.remote_id = remote_id
+        service.updated_at = now
+        service.save()
+        what = [f"details: {', '.join(changed)}"] if changed else []
+        if remote_changed:
+            what.append("remote id")
+        record_event(service, "details_edited", actor, "Changed " + "; ".join(what) + ".", now)
+    return service
+
+
+def record_event(service, kind, actor, text, now=None):
+    """Add to the service's history (inside the caller's transaction)."""
+    return ServiceEvent.create(
+        service=service.id,
+        kind=kind,
+        actor=actor or "system",
+        text=text,
+        created_at=now or utcnow(),
+    )
+
+
+def history(service):
+    """What people did to the service outside operations, newest first."""
+    return list(
+        ServiceEvent.select()
+        .where(ServiceEvent.service == service.id)
+        .order_by(ServiceEvent.created_at.desc(), ServiceEvent.id.desc())
+    )

@@ -54,7 +54,7 @@ from app.objects.peer import (
     PeerEventInput,
     PeerTaskInput,
 )
-from app.services import dispatch, tasks
+from app.services import detail_fields, dispatch, tasks
 from app.services.errors import (
     Busy,
     Conflict,
@@ -346,14 +346,15 @@ def receive_event(side, sender_task_id, data):
         with write_transaction():  # say so on the task: the sender believes it closed
             task = get_for_update(Task, exc.task_id)
             with applying_from(side):
-                tasks.record_event(
-                    task,
-                    "note",
-                    actor,
-                    now,
-                    message="close_refused_missing",
-                    args={"missing": ", ".join(sorted(exc.fields))},
-                )
+                if exc.invalid:
+                    message = "close_refused_invalid"
+                    args = {"problems": describe_problems(exc.fields)}
+                else:
+                    message, args = (
+                        "close_refused_missing",
+                        {"missing": ", ".join(sorted(exc.fields))},
+                    )
+                tasks.record_event(task, "note", actor, now, message=message, args=args)
         raise
     return task, True
 
@@ -367,13 +368,28 @@ def _reused(event_id, seen):
     return f"event id {event_id!r} is already used"
 
 
+def describe_problems(fields):
+    """``missing ip, username; port: Not a port (...)``: why a close cannot be applied
+    (the field errors of the refused close: required ones missing, values of a wrong kind)."""
+    missing = sorted(name for name, message in fields.items() if _is_missing(message))
+    parts = ["missing " + ", ".join(missing)] if missing else []
+    parts += [f"{name}: {fields[name]}" for name in sorted(fields) if name not in missing]
+    return "; ".join(parts).rstrip(".")  # the sentences it goes into end it
+
+
+def _is_missing(message):
+    return str(message).endswith(" is required.")
+
+
 class IncompleteClose(ValidationError):
-    """A close that lacks required detail fields here: nothing changes (422)."""
+    """A close that lacks required detail fields here, or carries a value that is not of
+    its field's kind (``999.999.1.1`` as an IP address): nothing changes (422)."""
 
     def __init__(self, task_id, fields):
-        missing = ", ".join(sorted(fields))
-        super().__init__(fields, message=f"the task cannot be closed here: missing {missing}")
+        problems = describe_problems(fields)
+        super().__init__(fields, message=f"the task cannot be closed here: {problems}")
         self.task_id = task_id
+        self.invalid = any(not _is_missing(m) for m in fields.values())
 
 
 def _known_and_extra(task, fields):
@@ -416,18 +432,20 @@ def _apply(task, kind, actor, text, fields, now, refuse_incomplete=False):
             task = get_for_update(Task, task.id)  # as it was before the savepoint
             if refuse_incomplete:
                 raise IncompleteClose(task.id, exc.fields) from None
-            missing = ", ".join(sorted(exc.fields))
-            tasks.record_event(
-                task,
-                "note",
-                actor,
-                now,
-                message="closed_remotely_missing",
-                args={"missing": missing},
-            )
+            if all(_is_missing(m) for m in exc.fields.values()):
+                message, args = (
+                    "closed_remotely_missing",
+                    {"missing": ", ".join(sorted(exc.fields))},
+                )
+            else:
+                message, args = (
+                    "closed_remotely_invalid",
+                    {"problems": describe_problems(exc.fields)},
+                )
+            tasks.record_event(task, "note", actor, now, message=message, args=args)
             task.fields = {**(task.fields or {}), **fields}
             task.save()
-            return sorted(exc.fields)
+            return exc.fields
         except Conflict as exc:  # its operation is running an attempt: later
             raise Busy(exc.message) from None
     elif kind == "cancelled" and task.status in Task.OPEN_STATUSES:
@@ -533,6 +551,12 @@ def _payload(task, kind, actor, text, fields):
                         "name": f["name"],
                         "label": f.get("label") or f["name"],
                         "required": bool(f.get("required")),
+                        "kind": detail_fields.kind_of(f),
+                        **(
+                            {"max_length": detail_fields.limit_of(f)}
+                            if detail_fields.kind_of(f) == "text"
+                            else {}
+                        ),
                     }
                     for f in (tasks.form_of(task) if _sets_up(task) else [])
                 ],
@@ -1194,9 +1218,9 @@ def _pull(side, lease):
             )
     if unapplied:
         message = "; ".join(
-            f"task #{e['sender_task_id']} was closed remotely but not here: missing "
-            + ", ".join(missing)
-            for e, missing in unapplied
+            f"task #{e['sender_task_id']} was closed remotely but not here: "
+            + describe_problems(problems)
+            for e, problems in unapplied
         )
         with write_transaction():
             ProxyClientSide.update(
@@ -1245,16 +1269,20 @@ def _apply_pulled(side, event):
             missing = _apply(task, kind, actor[:200], text[:10000], fields, now)
         error = None
         if missing:
-            error = f"closed remotely but not here: missing {', '.join(missing)}"
+            problems = describe_problems(missing)
+            error = f"closed remotely but not here: {problems}"
             # tell the peer (a comment on its task: the sender's words reach its staff)
-            tasks.record_event(
-                task,
-                "comment",
-                "Provisor",
-                now,
-                text=f"This task was closed at {side.url}, but it cannot be closed at the "
-                f"sender: {', '.join(missing)} missing there. Please fill them in.",
-            )
+            if all(_is_missing(m) for m in missing.values()):
+                text = (
+                    f"This task was closed at {side.url}, but it cannot be closed at the "
+                    f"sender: {', '.join(sorted(missing))} missing there. Please fill them in."
+                )
+            else:
+                text = (
+                    f"This task was closed at {side.url}, but it cannot be closed at the "
+                    f"sender: {problems}. Please correct them."
+                )
+            tasks.record_event(task, "comment", "Provisor", now, text=text)
         ProxyLink.update(last_synced_at=now, sync_error=error).where(
             ProxyLink.id == link.id
         ).execute()

@@ -18,7 +18,9 @@ from peewee import JOIN
 
 from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, parse_id, utcnow
+from app.objects.fields import MAX_DETAIL_VALUE
 from app.objects.inputs import TaskCancelInput, TaskCloseInput, TaskCommentInput
+from app.services import detail_fields
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from app.states import TASK
 
@@ -322,7 +324,7 @@ def save_fields_locked(task, actor, fields, now):
     unknown = [name for name in fields if known and name not in known]
     if unknown:
         raise ValidationError({name: "Not a detail field of this task." for name in unknown})
-    values = {str(k): str(v).strip() for k, v in fields.items() if v not in (None, "")}
+    values = detail_fields.clean(form_of(task), {str(k): v for k, v in fields.items()})
     task.fields = {**(task.fields or {}), **values}
     task.updated_at = now
     task.save()
@@ -423,29 +425,39 @@ def form_of(task):
     from app.models import ProxyInbound
 
     inbound = ProxyInbound.get_or_none(ProxyInbound.task == task.id)
-    return inbound.form if inbound is not None else []
+    if inbound is None:
+        return []
+    # a form received before kinds (or from a peer that sends none): its text fields
+    # hold what the protocol's detail fields hold, not this side's default 200
+    return [
+        {**f, "max_length": f.get("max_length") or MAX_DETAIL_VALUE}
+        if detail_fields.kind_of(f) == "text"
+        else f
+        for f in inbound.form or []
+    ]
 
 
 def clean_fields(task, op, fields):
-    """Check the detail fields; the required ones when they set a service up."""
+    """Check the detail fields by their kinds (an IP address, a URL...); when they set a
+    service up, the required ones too, and names the form does not declare are refused."""
     declared = form_of(task)
     sets_up = (op is not None and op.kind == "open") or (
         op is None and task.service_id is None and bool(declared)
     )
     if not sets_up:
-        return {str(k): str(v) for k, v in fields.items() if v not in (None, "")}
-    errors, cleaned = {}, {}
-    names = {f["name"] for f in declared}
+        return detail_fields.clean(declared, fields)
     merged = {**(task.fields or {}), **fields}
-    for f in declared:
-        value = merged.get(f["name"])
-        value = "" if value is None else str(value).strip()
-        if not value and f.get("required"):
-            errors[f["name"]] = f"{f.get('label') or f['name']} is required."
-        elif value:
-            cleaned[f["name"]] = value
+    known = {f["name"] for f in declared}
+    try:
+        cleaned = detail_fields.clean(
+            declared, {k: v for k, v in merged.items() if k in known}, required=True
+        )
+    except ValidationError as exc:
+        errors = exc.fields
+    else:
+        errors = {}
     for name in fields:
-        if name not in names:
+        if name not in known:
             errors[name] = "Not a detail field of this product type."
     if errors:
         raise ValidationError(errors)

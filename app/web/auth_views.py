@@ -1,6 +1,7 @@
 """Logging in and out, and client self-registration."""
 
 import logging
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -13,11 +14,14 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import force_locale, format_timedelta, get_locale
+from flask_babel import gettext as _
 from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required
 
 from app import throttle
-from app.auth import end_session, restamp_session, start_session
+from app.auth import client_required, end_session, restamp_session, start_session
+from app.i18n import translated
 from app.services import accounts
 from app.services.errors import ValidationError
 from app.web.helpers import local_url, public_url
@@ -44,7 +48,7 @@ def login():
             start_session(user)
             log.info("user %s logged in", user.email)
             return redirect(next_url or url_for("home.index"))
-        errors["login"] = "Wrong email or password."
+        errors["login"] = _("Wrong email or password.")
     status = 422 if errors else 200
     return render_template("auth/login.html", form=form, errors=errors, next=next_url), status
 
@@ -53,7 +57,12 @@ def login():
 def too_many_logins(exc):
     """The login form (or the password form) again, saying when to try again (429 with
     Retry-After)."""
-    message, headers = throttle.refusal()
+    headers = throttle.refusal()[1]
+    wait = timedelta(seconds=int(dict(headers)["Retry-After"]))
+    message = _(
+        "Too many failed logins: try again in %(wait)s.",
+        wait=format_timedelta(wait, threshold=1.5),
+    )
     if request.endpoint == "auth.account":
         errors = {"current_password": message}
         return render_template("auth/account.html", errors=errors), 429, headers
@@ -79,15 +88,33 @@ def account():
             user = accounts.change_own_password(user, data)
         except accounts.WrongPassword as exc:
             g.password_refused = True
-            errors = exc.fields
+            errors = translated(exc.fields)
         except ValidationError as exc:
-            errors = exc.fields
+            errors = translated(exc.fields)
         else:
             restamp_session(user)
             log.info("user %s changed their password", user.email)
-            flash("Password changed. Your other sessions are logged out.", "success")
+            flash(_("Password changed. Your other sessions are logged out."), "success")
             return redirect(url_for("auth.account"))
     return render_template("auth/account.html", errors=errors), 422 if errors else 200
+
+
+@bp.post("/account/language")
+@client_required
+def language():
+    """A client chooses the language of the client area and of their emails (English or
+    Russian); a bad choice is the field's message on the account page."""
+    try:
+        client = accounts.update_client(
+            current_user.client_id, {"language": request.form.get("language")}
+        )
+    except ValidationError as exc:
+        errors = translated(exc.fields)
+        form = {"language": request.form.get("language", "")}
+        return render_template("auth/account.html", errors=errors, form=form), 422
+    with force_locale(client.language):  # this request's locale was the old language
+        flash(_("Your language is saved."), "success")
+    return redirect(url_for("auth.account"))
 
 
 @bp.post("/logout")
@@ -95,7 +122,7 @@ def account():
 def logout():
     """Log out (every session of this login ends) and go back to the login form."""
     end_session()
-    flash("You are logged out.", "info")
+    flash(_("You are logged out."), "info")
     return redirect(url_for("auth.login"))
 
 
@@ -109,14 +136,16 @@ def register():
     form = {"name": request.form.get("name", ""), "email": request.form.get("email", "")}
     errors = {}
     if request.method == "POST":
-        data = {**form, "password": request.form.get("password", "")}
+        # the new client's language: the one the page is shown in (the browser's)
+        language = str(get_locale() or "en")
+        data = {**form, "password": request.form.get("password", ""), "language": language}
         try:
             client = accounts.create_client(data, with_login=True)
         except ValidationError as exc:
-            errors = exc.fields
+            errors = translated(exc.fields)
         else:
             start_session(accounts.login_of(client))
-            flash("Welcome! Your account is ready: order your first service.", "success")
+            flash(_("Welcome! Your account is ready: order your first service."), "success")
             return redirect(url_for("my.index"))
     status = 422 if errors else 200
     return render_template("auth/register.html", form=form, errors=errors), status
@@ -135,12 +164,14 @@ def forgot_password():
     if request.method == "POST":
         email = accounts.normal_email(form["email"])
         if not email or "@" not in email or len(email) > 200:
-            errors["email"] = "Must be an email address."
+            errors["email"] = _("Must be an email address.")
         else:
             accounts.request_reset(email, _reset_link)
             flash(
-                "If an account has this address, a link to choose a new password is on its "
-                "way. It works once, for an hour.",
+                _(
+                    "If an account has this address, a link to choose a new password is on "
+                    "its way. It works once, for an hour."
+                ),
                 "info",
             )
             return redirect(url_for("auth.login"))
@@ -161,11 +192,11 @@ def reset_password(token):
         try:
             user = accounts.reset_password(token, data)
         except ValidationError as exc:
-            errors = exc.fields
+            errors = translated(exc.fields)
         else:
             if current_user.is_authenticated:
                 end_session()
-            flash(f"Your new password is set: log in as {user.email}.", "success")
+            flash(_("Your new password is set: log in as %(email)s.", email=user.email), "success")
             return redirect(url_for("auth.login"))
     page = render_template("auth/reset.html", expired=False, errors=errors, token=token)
     # the link's token is in the URL: no referrer to other sites, nothing cached

@@ -25,7 +25,7 @@ from app.services.errors import ValidationError
 from app.states import KINDS
 from app.web.helpers import Page, public_url, render, search_status
 
-CONTACT_FIELDS = ("name", "email", "phone", "company", "address", "country")
+CONTACT_FIELDS = ("name", "email", "language", "phone", "company", "address", "country")
 
 bp = Blueprint("clients", __name__)
 
@@ -55,7 +55,11 @@ def index():
 @admin_required
 def new():
     """Add a client; with a password the client can log in to the client area."""
-    form = {"name": request.form.get("name", ""), "email": request.form.get("email", "")}
+    form = {
+        "name": request.form.get("name", ""),
+        "email": request.form.get("email", ""),
+        "language": request.form.get("language", "en"),
+    }
     errors = {}
     if request.method == "POST":
         password = request.form.get("password", "")
@@ -120,7 +124,7 @@ def contact(client_id):
     """Change the contact details; a refused field is said by the field, nothing saved."""
     form = {name: request.form.get(name, "") for name in CONTACT_FIELDS}
     try:
-        client = clients.update_contact(client_id, form, actor=current_user.email)
+        client = accounts.update_client(client_id, form, actor=current_user.email)
     except ValidationError as exc:
         return _record_page(client_id, 422, form, exc.fields, failed="contact")
     flash(f"Contact details of {client.name} saved.", "success")

@@ -1,8 +1,10 @@
 """The client area: my services (live while being set up), ordering, my orders."""
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 
 from app.auth import acting_client_id, client_required
+from app.i18n import local_money, translated
 from app.services import catalog, orders, provisioning
 from app.services.errors import Conflict, ValidationError
 from app.web.helpers import Page, render
@@ -61,11 +63,15 @@ def order():
         try:
             new_order = orders.create(data)
         except ValidationError as exc:
-            errors = exc.fields
+            errors = translated(exc.fields)
         else:
             flash(
-                f"Order #{new_order.id} for {new_order.tariff.name} placed: "
-                f"{new_order.amount:.2f} {new_order.currency} to pay.",
+                _(
+                    "Order #%(id)s for %(tariff)s placed: %(amount)s to pay.",
+                    id=new_order.id,
+                    tariff=new_order.tariff.name,
+                    amount=local_money(new_order.amount, new_order.currency),
+                ),
                 "success",
             )
             return redirect(url_for("my.orders"))
@@ -104,5 +110,5 @@ def pay(order_id):
     order_ = orders.get(order_.id)
     if request.htmx and not request.htmx.boosted:
         return render_template("my/_order_row.html", order=order_, sandbox=True, note=message)
-    flash(message or f"Order #{order_.id} paid: your service is being set up.", category)
+    flash(message or _("Order #%(id)s paid: your service is being set up.", id=order_.id), category)
     return redirect(url_for("my.orders"))

@@ -4,7 +4,7 @@ from flask import Blueprint
 
 from app.auth import staff_required
 from app.models import Email
-from app.services import mail
+from app.services import mail, provisioning
 from app.web.helpers import Page, arg_choice, render
 
 bp = Blueprint("outbox", __name__)
@@ -30,5 +30,9 @@ def index():
 @bp.get("/outbox/<int:email_id>")
 @staff_required
 def detail(email_id):
-    """One email with its whole body."""
-    return render("outbox/detail.html", email=mail.get(email_id))
+    """One email with its whole body (a deleted service's passwords masked: the service
+    page reveals them)."""
+    email = mail.get(email_id)
+    service = email.service if email.service_id else None
+    body = provisioning.hidden_in(email.body, service)
+    return render("outbox/detail.html", email=email, body=body, masked=body != email.body)

@@ -5,8 +5,8 @@ from flask_login import current_user
 
 from app.auth import staff_required
 from app.models import MAX_SEARCH, Service
-from app.services import accounts, dashboard, mail, provisioning
-from app.services.errors import Conflict, ValidationError
+from app.services import accounts, catalog, dashboard, imports, mail, provisioning
+from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import KINDS, REQUESTABLE
 from app.web.helpers import Page, arg_choice, arg_int, render, search_status
 
@@ -52,9 +52,14 @@ def index():
     ), search_status(errors)
 
 
-def _detail_context(service, errors=None, form=None):
+def _detail_context(service, errors=None, form=None, failed_form=None, reveal=False):
     return {
         "service": service,
+        "declared": service.tariff.product_type.detail_fields or [],
+        "history": provisioning.history(service),
+        "secrets_hidden": provisioning.secrets_hidden(service) and not reveal,
+        "shown_details": provisioning.visible_details(service, reveal=reveal),
+        "failed_form": failed_form,
         "timeline": provisioning.timeline(service),
         "emails": mail.for_service(service.id),
         "actions": provisioning.allowed_actions(service),
@@ -76,6 +81,129 @@ def detail(service_id):
         target="service-live",
         **_detail_context(service),
     )
+
+
+@bp.post("/services/<int:service_id>/details")
+@staff_required
+def edit_details(service_id):
+    """Correct the service's detail fields and remote id (checked by their kinds; a blank
+    secret field keeps its value): recorded in the service's history."""
+    service = provisioning.get(service_id)
+    declared = service.tariff.product_type.detail_fields or []
+    details = {}
+    for f in declared:
+        key = f"detail.{f['name']}"
+        if key not in request.form:
+            continue
+        value = request.form.get(key, "")
+        if f.get("secret") and not value.strip():
+            continue  # a password field left blank: unchanged
+        details[f["name"]] = value
+    data = {"details": details, "remote_id": request.form.get("remote_id", "")}
+    try:
+        provisioning.edit_details(service_id, data, current_user.email)
+    except ValidationError as exc:
+        errors = {k.replace("details.", "detail.", 1): v for k, v in exc.fields.items()}
+        context = _detail_context(service, errors=errors, form=request.form, failed_form="edit")
+        return render("services/detail.html", **context), 422
+    except Conflict as exc:
+        context = _detail_context(
+            service, errors={"remote_id": exc.message}, form=request.form, failed_form="edit"
+        )
+        return render("services/detail.html", **context), 409
+    flash("Details saved.", "success")
+    return redirect(url_for("services.detail", service_id=service_id))
+
+
+@bp.post("/services/<int:service_id>/reveal")
+@staff_required
+def reveal(service_id):
+    """Show a deleted service's secret details (recorded in its history)."""
+    service = provisioning.reveal_secrets(service_id, current_user.email)
+    return render("services/detail.html", **_detail_context(service, reveal=True))
+
+
+def _import_context(args, errors=None, form=None, problem=None):
+    """The import page: what to import (tariff, module), the module's accounts when its
+    type lists them, and the form (client, remote id, detail fields)."""
+    tariff = catalog.get_tariff(args.get("tariff_id")) if args.get("tariff_id") else None
+    modules_ = imports.modules_of(tariff) if tariff is not None else []
+    module_id = args.get("module_id") or (modules_[0].id if len(modules_) == 1 else None)
+    module = next((m for m in modules_ if str(m.id) == str(module_id)), None)
+    listed, listing_error = None, None
+    if module is not None and module.id in {m.id for m in imports.listing_modules()}:
+        try:
+            listed = imports.accounts(module.id)
+        except Conflict as exc:
+            listing_error = exc.message
+    form = dict(form or {})  # a plain dict (request.form.to_dict())
+    chosen = args.get("account")
+    if chosen and listed and not form:
+        account = next((a for a in listed if a["remote_id"] == chosen), None)
+        if account is not None:
+            form = {"remote_id": account["remote_id"]}
+            form.update({f"detail.{k}": v for k, v in account["details"].items()})
+    return {
+        "tariffs": catalog.tariffs(),
+        "tariff": tariff,
+        "modules": modules_,
+        "module": module,
+        "accounts": listed,
+        "listing_error": listing_error,
+        "clients": accounts.clients(),
+        "declared": tariff.product_type.detail_fields if tariff is not None else [],
+        "errors": errors or {},
+        "form": form,
+        "problem": problem,
+    }
+
+
+@bp.get("/services/import")
+@staff_required
+def import_page():
+    """Import an account that already exists on a panel: pick the tariff and module, then
+    an account from the module's list (when its type lists them) or its remote id."""
+    try:
+        context = _import_context(request.args)
+    except NotFound:
+        abort(404)
+    return render("services/import.html", **context)
+
+
+@bp.post("/services/import")
+@staff_required
+def import_account():
+    """Bind the account to a new service, active at once (no open operation runs)."""
+    declared_names = []
+    tariff_id = request.form.get("tariff_id")
+    try:
+        context_args = {"tariff_id": tariff_id, "module_id": request.form.get("module_id")}
+        declared_names = [f["name"] for f in _import_context(context_args)["declared"]]
+    except NotFound:
+        context_args = {}
+    data = {
+        "client_id": request.form.get("client_id"),
+        "tariff_id": tariff_id,
+        "module_id": request.form.get("module_id"),
+        "remote_id": request.form.get("remote_id", ""),
+        "details": {n: request.form.get(f"detail.{n}", "") for n in declared_names},
+    }
+    try:
+        service = imports.import_service(data, current_user.email)
+    except ValidationError as exc:
+        errors = {k.replace("details.", "detail.", 1): v for k, v in exc.fields.items()}
+        context = _import_context(context_args, errors=errors, form=request.form.to_dict())
+        return render("services/import.html", **context), 422
+    except Conflict as exc:
+        context = _import_context(
+            context_args,
+            errors={"remote_id": exc.message},
+            form=request.form.to_dict(),
+            problem=exc.message,
+        )
+        return render("services/import.html", **context), 409
+    flash(f"Service #{service.id} imported: active, no open operation ran.", "success")
+    return redirect(url_for("services.detail", service_id=service.id))
 
 
 @bp.post("/services/<int:service_id>/<kind>")

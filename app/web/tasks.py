@@ -9,7 +9,7 @@ from flask_login import current_user
 
 from app.auth import staff_required
 from app.models import Attempt, Operation, Task
-from app.services import accounts, catalog, operations, tasks
+from app.services import accounts, catalog, operations, provisioning, tasks
 from app.services.errors import Conflict, PermissionDenied, ValidationError
 from app.web.helpers import Page, arg_choice, arg_int, render
 
@@ -104,6 +104,10 @@ def _task_page(task, errors=None, form=None, failed_form=None, status=200):
         failed_form=failed_form,
         errors=errors or {},
         actions=operations.available_actions(op) if op is not None else [],
+        # a deleted service's passwords are hidden here too (revealed on the service page)
+        hidden=provisioning.secret_names(service)
+        if service is not None and service.status == "deleted"
+        else set(),
     ), status
 
 
