@@ -123,6 +123,8 @@ def detail(client_id):
 def contact(client_id):
     """Change the contact details; a refused field is said by the field, nothing saved."""
     form = {name: request.form.get(name, "") for name in CONTACT_FIELDS}
+    if "language" not in request.form:
+        del form["language"]  # a form without the choice leaves the language as it is
     try:
         client = accounts.update_client(client_id, form, actor=current_user.email)
     except ValidationError as exc:
