@@ -350,6 +350,32 @@ SETTINGS = {
             min=1,
         ),
         _int("MAIL_TIMEOUT", 10, "seconds an SMTP delivery may take", min=1),
+        # outgoing events (webhooks)
+        _int("EVENT_TIMEOUT", 10, "seconds a webhook endpoint may take to answer", min=1),
+        _int(
+            "EVENT_RETRY_DELAY",
+            30,
+            "seconds before the first retry of a failed event delivery (doubles each time)",
+            min=1,
+        ),
+        _int(
+            "EVENT_RETRY_MAX",
+            3600,
+            "the longest wait between two attempts of an event delivery, in seconds",
+            min=1,
+        ),
+        _int(
+            "EVENT_KEEP_DAYS",
+            30,
+            "days the delivery log keeps an event once every delivery of it is delivered or failed",
+            min=1,
+        ),
+        _int(
+            "EVENT_MAX_ATTEMPTS",
+            30,
+            "attempts of an event delivery before it is marked failed (Retry now sends it again)",
+            min=1,
+        ),
         # operations
         _int("SWEEP_INTERVAL", 15, "seconds between sweeps of the scheduler", min=1),
         _int("SWEEP_GRACE", 10, "a due operation not picked up for this long is re-sent", min=0),

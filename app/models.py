@@ -665,3 +665,66 @@ class ResellerRequest(BaseModel):
 
     class Meta:
         indexes = ((("client", "key"), True),)
+
+
+# --- outgoing events (webhooks) ---------------------------------------------------------
+
+
+class WebhookEndpoint(BaseModel):
+    """Where outgoing events go (``app.services.events``): a URL, its signing secret
+    (encrypted, ``app.secrets_box``) and the event types it wants (``*``: all)."""
+
+    url = CharField(max_length=2000)
+    secret_encrypted = TextField()
+    event_types = JSONField(default=list)
+    enabled = BooleanField(default=True)
+    description = CharField(default="")
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    def wants(self, event_type):
+        return "*" in (self.event_types or ()) or event_type in (self.event_types or ())
+
+
+class Event(BaseModel):
+    """An outgoing event, written in the transaction of the change it reports: ``uid`` is
+    its stable id (in the body and the ``X-Provisor-Event-Id`` header, the same on every
+    attempt), ``data`` what changed."""
+
+    uid = CharField(unique=True)
+    type = CharField(index=True)
+    subject = CharField()  # service, operation, task (or endpoint for a test event)
+    subject_id = BigIntegerField(null=True)
+    data = JSONField(default=dict)
+    created_at = DateTimeField(default=utcnow, index=True)  # the sweep prunes by it
+
+
+class EventDelivery(BaseModel):
+    """One event to one endpoint: the outbox row a worker sends (``states.DELIVERY``)."""
+
+    STATUSES = states.DELIVERY.statuses
+
+    event = ForeignKeyField(Event, backref="deliveries", on_delete="CASCADE")
+    endpoint = ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE")
+    status = CharField(default="pending", index=True)
+    attempts = IntegerField(default=0)
+    next_try_at = DateTimeField(null=True)
+    last_status_code = IntegerField(null=True)
+    last_error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    delivered_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("event", "endpoint"), True), (("status", "next_try_at"), False))
+
+
+class DeliveryAttempt(BaseModel):
+    """One POST of a delivery: what the endpoint answered (or why there was no answer)."""
+
+    delivery = ForeignKeyField(EventDelivery, backref="attempt_rows", on_delete="CASCADE")
+    number = IntegerField()
+    started_at = DateTimeField(default=utcnow)
+    duration_ms = IntegerField(default=0)
+    status_code = IntegerField(null=True)
+    error = TextField(null=True)
+    response_excerpt = TextField(default="")

@@ -15,7 +15,10 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+import requests
 from flask import current_app
+
+from app import signing
 
 
 class Refused(Exception):
@@ -95,3 +98,33 @@ def read_capped(response, limit=MAX_REPLY):
         return bytes(data)
     finally:
         response.close()
+
+
+class TooLarge(Exception):
+    """The answer goes on past the limit Provisor reads."""
+
+
+def post_signed(url, body, secret, direction, timeout, headers=None, v1=True, limit=MAX_REPLY):
+    """POST ``body`` (bytes) to ``url`` signed with ``secret`` for ``direction`` (and
+    the URL's path, :mod:`app.signing`): the http module's requests and the outgoing
+    events. The URL is checked first (:class:`Refused`); no redirect is followed (an
+    answer from wherever one leads would be shown); no more than ``limit`` bytes of the
+    answer are read (:class:`TooLarge`). Returns the ``requests`` response, its content
+    read; ``requests`` errors (a timeout, a refused connection) are the caller's."""
+    check(url)
+    sent = {
+        "Content-Type": "application/json",
+        signing.HEADER: signing.sign(
+            secret, body, direction=direction, path=urlsplit(url).path or "/", v1=v1
+        ),
+        "User-Agent": "Provisor",
+        **(headers or {}),
+    }
+    reply = requests.post(
+        url, data=body, headers=sent, timeout=timeout, allow_redirects=False, stream=True
+    )
+    content = read_capped(reply, limit)
+    if content is None:
+        raise TooLarge(f"the answer is larger than {limit} bytes")
+    reply._content = content
+    return reply

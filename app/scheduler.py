@@ -3,7 +3,7 @@
 Embedded mode runs it in a thread of ``provisor serve``; scaled out, run exactly one
 ``provisor scheduler`` process (several are harmless: every step is idempotent).
 
-The sweeps (operations, mail, proxy) run one after the other, each on its own: one that
+The sweeps (operations, mail, proxy, events) run one after the other, each on its own: one that
 fails is logged and the next still runs. Each records its heartbeat in the database
 (``app.services.sweeps``), which ``/api/v1/health`` reads to tell a stopped scheduler.
 """
@@ -19,13 +19,14 @@ log = logging.getLogger(__name__)
 def sweep_all():
     """Every sweep once (inside an app context); returns ``(counts, errors)``: the counts
     of all sweeps together and, by sweep name, why a whole sweep failed."""
-    from app.services import mail, operations, proxy, sweeps
+    from app.services import events, mail, operations, proxy, sweeps
 
     counts, errors = {}, {}
     for name, sweep in (
         ("operations", operations.sweep),
         ("mail", mail.sweep),
         ("proxy", proxy.sweep),
+        ("events", events.sweep),
     ):
         result, error = sweeps.run(name, sweep)
         counts.update(result)

@@ -1,4 +1,5 @@
-"""Signatures of the payment webhook, the http module's requests and their callbacks.
+"""Signatures of the payment webhook, the http module's requests and their callbacks, and
+the outgoing events sent to webhook endpoints.
 
 Header ``X-Provisor-Signature: t=<unix seconds>,v1=<hex>,v2=<hex>`` (either or both):
 
@@ -10,8 +11,9 @@ Header ``X-Provisor-Signature: t=<unix seconds>,v1=<hex>,v2=<hex>`` (either or b
   HMAC-SHA256(secret, ``"provisor-v2:<direction>"``) and ``<path>`` the request's URL path
   (``/provision``, ``/api/v1/operations/42/callback``): bound to its direction —
   ``request`` (Provisor to an endpoint), ``callback`` (an endpoint to Provisor),
-  ``payment`` (a payment provider to Provisor) — and to the path it was sent to, so it
-  cannot be replayed elsewhere.
+  ``payment`` (a payment provider to Provisor), ``event`` (an outgoing event to a webhook
+  endpoint, :mod:`app.services.events`) — and to the path it was sent to, so it cannot be
+  replayed elsewhere.
 
 A header may carry several values of one version (a secret being rotated); one matching is
 enough. A header with a ``v2`` is judged by it alone.
@@ -23,7 +25,7 @@ import re
 import time
 
 HEADER = "X-Provisor-Signature"
-DIRECTIONS = ("request", "callback", "payment")
+DIRECTIONS = ("request", "callback", "payment", "event")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 

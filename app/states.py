@@ -8,10 +8,12 @@ service page all come from this table: adding a kind touches this table and the 
 that implement it, nothing else.
 
 **State machines** (:data:`OPERATION`, :data:`SERVICE`, :data:`TASK`, :data:`EMAIL`,
-:data:`ITEM`, :data:`PROXY_OUTGOING`): the statuses of each and, per action, the statuses
-the action may start from and the one it leads to. The services change a status only
-through :meth:`Machine.move` (or use :meth:`Machine.sources` in a conditional UPDATE), so
-these tables are the whole truth about what may happen to a row.
+:data:`ITEM`, :data:`PROXY_OUTGOING`, :data:`DELIVERY`): the statuses of each and, per
+action, the statuses the action may start from and the one it leads to. The services change
+a status only through :meth:`Machine.move` (or use :meth:`Machine.sources` in a conditional
+UPDATE, then :meth:`Machine.moved`), so these tables are the whole truth about what may
+happen to a row. Each status change of a machine that ``emits`` (service, operation, task)
+is an outgoing event ``<machine>.<status>`` (:data:`EVENT_TYPES`, ``app.services.events``).
 """
 
 from dataclasses import dataclass, field
@@ -140,6 +142,8 @@ class Machine:
     final: tuple
     transitions: dict = field(default_factory=dict)
     verbs: dict = field(default_factory=dict)  # action -> "can be <verb>" in refusals
+    # a status change is an outgoing event ``<name>.<status>`` (app.services.events)
+    emits: bool = False
 
     def __post_init__(self):
         for action, moves in self.transitions.items():
@@ -181,7 +185,27 @@ class Machine:
         if previous not in moves:
             raise Conflict(self.refusal(action, previous, row.id if subject is None else subject))
         row.status = moves[previous] or previous
+        if row.status != previous:
+            self.moved(row, action, previous)
         return previous
+
+    def moved(self, row, action, previous):
+        """``row`` went from ``previous`` to ``row.status`` by ``action``: called by
+        :meth:`move`, and by the services that change a status with a conditional UPDATE
+        (its target from :meth:`target`). A machine that ``emits`` records the outgoing
+        event in the caller's transaction (an outbox row: never lost, never sent for a
+        change that rolls back)."""
+        if self.emits and row.status != previous:
+            from app.services import events
+
+            events.moved(self, row, action, previous)
+
+    @property
+    def event_types(self):
+        """The outgoing events of this machine: ``<name>.created`` and one per status."""
+        if not self.emits:
+            return ()
+        return (f"{self.name}.created", *(f"{self.name}.{s}" for s in self.statuses))
 
 
 def _from(sources, target):
@@ -191,6 +215,7 @@ def _from(sources, target):
 # queued → running → done, with retry_wait, polling, waiting_callback, waiting_task, manual
 OPERATION = Machine(
     "operation",
+    emits=True,
     statuses=(
         "queued",
         "running",
@@ -252,6 +277,7 @@ OPERATION = Machine(
 # ordered → processing → active ⇄ suspended → deleted (ordered → active: imported)
 SERVICE = Machine(
     "service",
+    emits=True,
     statuses=("ordered", "processing", "active", "suspended", "deleted"),
     final=("deleted",),
     transitions={
@@ -284,6 +310,7 @@ SERVICE = Machine(
 # new → in_work → closed / cancelled
 TASK = Machine(
     "task",
+    emits=True,
     statuses=("new", "in_work", "closed", "cancelled"),
     final=("closed", "cancelled"),
     transitions={
@@ -341,4 +368,25 @@ PROXY_OUTGOING = Machine(
     },
 )
 
-MACHINES = {m.name: m for m in (OPERATION, SERVICE, TASK, EMAIL, ITEM, PROXY_OUTGOING)}
+# an outgoing event to one webhook endpoint: pending → sending → delivered; a failure waits
+# (retry_wait, a capped backoff) and is tried again, until EVENT_MAX_ATTEMPTS (failed)
+DELIVERY = Machine(
+    "delivery",
+    statuses=("pending", "sending", "retry_wait", "delivered", "failed"),
+    final=("delivered", "failed"),
+    transitions={
+        "claim": _from(("pending", "retry_wait"), "sending"),
+        "delivered": _from(("sending",), "delivered"),
+        "fail": _from(("sending",), "retry_wait"),
+        "give_up": _from(("sending",), "failed"),
+        "reclaim": _from(("sending",), "retry_wait"),
+        # staff: "Retry now"
+        "retry": _from(("pending", "retry_wait", "failed"), "pending"),
+    },
+    verbs={"retry": "retried"},
+)
+
+MACHINES = {m.name: m for m in (OPERATION, SERVICE, TASK, EMAIL, ITEM, PROXY_OUTGOING, DELIVERY)}
+
+# every outgoing event (webhooks): a new status of a machine that emits is a new event
+EVENT_TYPES = tuple(t for m in MACHINES.values() for t in m.event_types)

@@ -19,7 +19,6 @@ secret work.
 import contextlib
 import json
 import re
-from urllib.parse import urlsplit
 
 import requests
 
@@ -91,36 +90,21 @@ class HttpModule(ModuleType):
         return (self.config.get("signatures") or "v1+v2") != "v2"
 
     def _post(self, body, idempotency_key=None):
-        url = self.config["url"]
-        headers = {
-            "Content-Type": "application/json",
-            signing.HEADER: signing.sign(
-                self.config["secret"],
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        # checked, signed, no redirects followed, no more than MAX_REPLY bytes read
+        try:
+            return outbound.post_signed(
+                self.config["url"],
                 body,
-                direction="request",
-                path=urlsplit(url).path or "/",
+                self.config["secret"],
+                "request",
+                self.timeout(),
+                headers=headers,
                 v1=self._v1(),
-            ),
-            "User-Agent": "Provisor",
-        }
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
-        outbound.check(url)  # raises outbound.Refused
-        # no redirects (a reply from wherever one leads would land in the attempt log),
-        # and no more of the reply than MAX_REPLY bytes
-        reply = requests.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=self.timeout(),
-            allow_redirects=False,
-            stream=True,
-        )
-        content = outbound.read_capped(reply, MAX_REPLY)
-        if content is None:
-            raise ReplyTooLarge(f"the endpoint's answer is larger than {MAX_REPLY} bytes")
-        reply._content = content
-        return reply
+                limit=MAX_REPLY,
+            )
+        except outbound.TooLarge:
+            raise ReplyTooLarge(f"the endpoint's answer is larger than {MAX_REPLY} bytes") from None
 
     def _call(self, ctx):
         body = json.dumps(self._payload(ctx), sort_keys=True).encode()

@@ -183,6 +183,14 @@ def http_endpoint():
 
 
 @pytest.fixture
+def event_receiver():
+    """A webhook endpoint for outgoing events on loopback (``support.EventReceiver``)."""
+    receiver = support.EventReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
 def smtp_server():
     """A real SMTP server (aiosmtpd) on a free loopback port."""
     controller, handler = support.start_smtp(support.free_port())

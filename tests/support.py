@@ -2608,3 +2608,96 @@ class LibvirtDaemon:
         for name in self.volumes(prefix):
             with contextlib.suppress(libvirt.libvirtError):
                 pool.storageVolLookupByName(name).delete(0)
+
+
+class EventReceiver:
+    """A webhook endpoint for Provisor's outgoing events: a real HTTP server on loopback.
+
+    Every request is recorded (``requests``: raw body, headers, the JSON, whether the
+    signature verifies with ``secret`` for the direction ``event`` and the path). It
+    answers as ``script`` says, one behaviour per request ("500", "404", "timeout": an
+    answer after ``slow`` seconds), 200 once the script runs out. ``stop()`` then
+    ``start()`` again serves on the same port: an endpoint that was down and is back.
+    """
+
+    def __init__(self, secret="event-secret-0123456789abcdef", path="/hooks/provisor"):
+        self.secret = secret
+        self.path = path
+        self.script = []
+        self.slow = 3.0
+        self.requests = []
+        self.lock = threading.Lock()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+        self.server = None
+
+    def _handler(self):
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                header = self.headers.get(signing.HEADER)
+                reason = signing.verify(
+                    receiver.secret, raw, header, direction="event", path=self.path, v1=False
+                )
+                with receiver.lock:
+                    behaviour = receiver.script.pop(0) if receiver.script else "200"
+                    receiver.requests.append(
+                        {
+                            "raw": raw,
+                            "headers": dict(self.headers),
+                            "json": json.loads(raw),
+                            "verified": reason is None,
+                            "behaviour": behaviour,
+                            "at": time.monotonic(),
+                        }
+                    )
+                status = 200
+                if behaviour == "timeout":
+                    time.sleep(receiver.slow)
+                elif behaviour.isdigit():
+                    status = int(behaviour)
+                data = json.dumps({"received": status == 200, "behaviour": behaviour}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # Provisor gave up waiting
+
+        return Handler
+
+    def start(self):
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def events(self, event_type=None):
+        """The JSON of every request that was answered 200 (delivered), in order."""
+        with self.lock:
+            return [
+                r["json"]
+                for r in self.requests
+                if r["behaviour"] == "200"
+                and (event_type is None or r["json"]["type"] == event_type)
+            ]
+
+    def received(self, event_type=None):
+        """Every request (any answer), in order."""
+        with self.lock:
+            return [
+                r for r in self.requests if event_type is None or r["json"]["type"] == event_type
+            ]

@@ -298,6 +298,7 @@ MATRIX = [
 OWN_RIGHTS_TESTS = {
     "proxy_ui": "tests/test_web_proxy.py::test_proxy_page_is_for_admins",
     "metrics": "tests/test_metrics.py (a token or an allowed address, not a login)",
+    "webhooks": "tests/test_events.py::test_the_webhooks_pages_are_for_admins",
 }
 
 CASES = [

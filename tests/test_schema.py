@@ -96,7 +96,7 @@ def changed_later(table, row):
 
 
 # tables a later migration adds (empty in an adopted database): 0005_acme_certificates,
-# 0008_sweeps, 0010_resellers, 0012_detail_kinds
+# 0008_sweeps, 0010_resellers, 0012_detail_kinds, 0016_events
 ADDED_LATER = {
     "acme_account",
     "acme_challenge",
@@ -104,6 +104,10 @@ ADDED_LATER = {
     "sweep",
     "reseller_request",
     "service_event",
+    "webhook_endpoint",
+    "event",
+    "event_delivery",
+    "delivery_attempt",
 }
 ADDED_LATER |= {"client_note", "impersonation", "password_reset"}  # 0014_client_records
 # the seed product types of 0001, then DNS hosting (0002_module_interface_v2)

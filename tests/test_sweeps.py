@@ -172,10 +172,10 @@ def test_a_failing_sweep_does_not_keep_the_next_from_running(app, monkeypatch):
     wait_for(parked, message="the mail sweep to re-send the emails")
     with db(app):
         beats = {row.name: row for row in Sweep.select()}
-    assert sorted(beats) == ["mail", "operations", "proxy"]
+    assert sorted(beats) == ["events", "mail", "operations", "proxy"]
     assert beats["operations"].last_error == "RuntimeError: no such column: operation.surprise"
     assert beats["operations"].last_ok_at is None and beats["operations"].last_run_at >= before
-    for name in ("mail", "proxy"):
+    for name in ("mail", "proxy", "events"):
         assert beats[name].last_error is None and beats[name].last_ok_at >= before
     # the next run is fine again: the heartbeat forgets the error, keeps the row
     monkeypatch.undo()
@@ -183,7 +183,7 @@ def test_a_failing_sweep_does_not_keep_the_next_from_running(app, monkeypatch):
     assert errors == {}
     with db(app):
         beat = Sweep.get(Sweep.name == "operations")
-        assert Sweep.select().count() == 3
+        assert Sweep.select().count() == 4
     assert beat.last_error is None and beat.last_ok_at >= before
 
 

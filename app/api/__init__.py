@@ -4,19 +4,21 @@ Every error is ``{"error": {"code", "message", "fields"}}`` with a 4xx status.
 """
 
 import functools
+import json
 
 from flask import Blueprint, current_app, jsonify, request
 
 from app import signing
 from app.auth import api_user, csrf
 from app.guards import nul_fields
-from app.models import Email, Operation, Service, Task, User, parse_id
+from app.models import Email, EventDelivery, Operation, Service, Task, User, parse_id
 from app.objects import outputs as out
 from app.objects.inputs import TaskAssignInput
 from app.services import (
     accounts,
     catalog,
     clients,
+    events,
     imports,
     monitoring,
     operations,
@@ -616,6 +618,93 @@ def disable_reseller(client_id):
     """The client is no reseller any more: its reseller tokens stop working."""
     client = resellers.disable(client_id)
     return jsonify(out.ResellerToken.of({"client": client, "token": None}))
+
+
+# --- outgoing events (webhooks) ---------------------------------------------------------
+
+
+@api_bp.get("/webhook-endpoints")
+@requires("admin")
+def list_webhook_endpoints():
+    """Webhook endpoints: where outgoing events go (secrets never answered)."""
+    return jsonify(out.WebhookEndpointList.of({"endpoints": events.endpoints()}))
+
+
+@api_bp.post("/webhook-endpoints")
+@requires("admin")
+def create_webhook_endpoint():
+    """Add a webhook endpoint; its URL must pass the outbound checks."""
+    return jsonify(out.WebhookEndpoint.of(events.create_endpoint(json_body()))), 201
+
+
+@api_bp.get("/webhook-endpoints/<int:endpoint_id>")
+@requires("admin")
+def get_webhook_endpoint(endpoint_id):
+    """One webhook endpoint."""
+    return jsonify(out.WebhookEndpoint.of(events.get_endpoint(endpoint_id)))
+
+
+@api_bp.put("/webhook-endpoints/<int:endpoint_id>")
+@requires("admin")
+def update_webhook_endpoint(endpoint_id):
+    """Change a webhook endpoint (all fields; a blank secret keeps the current one)."""
+    return jsonify(out.WebhookEndpoint.of(events.update_endpoint(endpoint_id, json_body())))
+
+
+@api_bp.delete("/webhook-endpoints/<int:endpoint_id>")
+@requires("admin")
+def delete_webhook_endpoint(endpoint_id):
+    """Remove a webhook endpoint and its deliveries."""
+    endpoint = events.get_endpoint(endpoint_id)
+    events.delete_endpoint(endpoint_id)
+    return jsonify(out.WebhookEndpoint.of(endpoint))
+
+
+@api_bp.post("/webhook-endpoints/<int:endpoint_id>/test")
+@requires("admin")
+def test_webhook_endpoint(endpoint_id):
+    """Send an ``endpoint.test`` event now; the delivery says what the endpoint answered."""
+    return jsonify(_delivery(events.send_test(endpoint_id)))
+
+
+@api_bp.get("/event-types")
+@requires("admin")
+def list_event_types():
+    """Every event a webhook endpoint may ask for (one per status of each state machine)."""
+    return jsonify(out.EventTypeList.of({"event_types": list(events.event_types())}))
+
+
+def _delivery(delivery):
+    return out.EventDeliveryWithAttempts.of(
+        delivery,
+        attempt_log=events.attempts_of(delivery),
+        payload=json.loads(events.body_of(delivery.event)),
+    )
+
+
+@api_bp.get("/event-deliveries")
+@requires("admin")
+def list_event_deliveries():
+    """The delivery log, newest first (``endpoint_id``, ``status``, ``type``)."""
+    status = choice_arg("status", EventDelivery.STATUSES)
+    rows, paging = page(
+        events.deliveries(int_arg("endpoint_id"), status, request.args.get("type") or None)
+    )
+    return jsonify(out.EventDeliveryPage.of({"deliveries": rows, **paging}))
+
+
+@api_bp.get("/event-deliveries/<int:delivery_id>")
+@requires("admin")
+def get_event_delivery(delivery_id):
+    """One delivery with each attempt (status code, time, error, answer) and its body."""
+    return jsonify(_delivery(events.get_delivery(delivery_id)))
+
+
+@api_bp.post("/event-deliveries/<int:delivery_id>/retry")
+@requires("admin")
+def retry_event_delivery(delivery_id):
+    """ "Retry now": a waiting or failed delivery is sent again at once (same event id)."""
+    return jsonify(_delivery(events.retry(delivery_id))), 202
 
 
 @api_bp.get("/reseller/tariffs")

@@ -16,7 +16,7 @@ import re
 from flask import current_app
 from pydantic.json_schema import models_json_schema
 
-from app.models import Operation, Service, Task
+from app.models import EventDelivery, Operation, Service, Task
 from app.objects import http_module, inputs, outputs, peer
 from app.objects.base import OpenApiSchema
 from app.services.errors import Error
@@ -540,6 +540,52 @@ OPERATIONS = {
     "api.disable_reseller": op(
         "Resellers", "admin", "ResellerToken", [404], ok_description="The client; token null."
     ),
+    # outgoing events (webhooks)
+    "api.list_webhook_endpoints": op("Events", "admin", "WebhookEndpointList"),
+    "api.create_webhook_endpoint": op(
+        "Events",
+        "admin",
+        "WebhookEndpoint",
+        [422],
+        request=body("WebhookEndpointInput"),
+        status=201,
+    ),
+    "api.get_webhook_endpoint": op("Events", "admin", "WebhookEndpoint", [404]),
+    "api.update_webhook_endpoint": op(
+        "Events", "admin", "WebhookEndpoint", [404, 422], request=body("WebhookEndpointInput")
+    ),
+    "api.delete_webhook_endpoint": op(
+        "Events", "admin", "WebhookEndpoint", [404], ok_description="The endpoint removed."
+    ),
+    "api.test_webhook_endpoint": op(
+        "Events",
+        "admin",
+        "EventDeliveryWithAttempts",
+        [404, 422],
+        ok_description="The test delivery: `status` delivered or failed, the attempt says why.",
+    ),
+    "api.list_event_types": op("Events", "admin", "EventTypeList"),
+    "api.list_event_deliveries": op(
+        "Events",
+        "admin",
+        "EventDeliveryPage",
+        [422],
+        params=[
+            _id_query("endpoint_id", "Only this endpoint's deliveries."),
+            _enum("status", EventDelivery.STATUSES, "Only deliveries with this status."),
+            _query("type", {"type": "string"}, "Only events of this type (`service.active`)."),
+            *PAGING,
+        ],
+    ),
+    "api.get_event_delivery": op("Events", "admin", "EventDeliveryWithAttempts", [404]),
+    "api.retry_event_delivery": op(
+        "Events",
+        "admin",
+        "EventDeliveryWithAttempts",
+        [404, 409],
+        status=202,
+        ok_description="It is due now; a worker sends it.",
+    ),
     "api.reseller_tariffs": op("Resellers", "reseller", "ResellerTariffList"),
     "api.reseller_order": op(
         "Resellers",
@@ -661,6 +707,11 @@ TAGS = [
     {"name": "Tasks", "description": "Work for people: manual setup and escalations."},
     {"name": "Emails", "description": "The outbox: every email Provisor sends."},
     {
+        "name": "Events",
+        "description": "Outgoing events (admins): webhook endpoints, the event types they "
+        "may ask for, and the delivery log with each attempt.",
+    },
+    {
         "name": "Webhooks",
         "description": "Signed endpoints, no bearer token: the payment webhook (signed with "
         "`PAYMENT_WEBHOOK_SECRET`) and the http module's callback (signed with the module's "
@@ -713,6 +764,24 @@ minutes away. In Python:
 
     mac = hmac.new(secret.encode(), f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest()
 
+## Outgoing events (webhooks)
+Every status change of a service, an operation or a task is an event `<object>.<status>`
+(`service.active`, `service.suspended`, `service.deleted`, `operation.done`,
+`operation.manual`, `operation.cancelled`, `task.in_work`, `task.closed`, ...) and every new
+one `<object>.created` (`GET /api/v1/event-types` lists them all). Admins add endpoints
+(`/api/v1/webhook-endpoints`: a URL, a secret, the event types, `*` for all); Provisor POSTs
+each event an endpoint wants (schema `EventPayload`, under `webhooks`):
+
+    {"id": "evt_...", "type": "service.active", "created_at": "2026-01-31T12:00:00Z",
+     "data": {"object": "service", "id": 42, "status": "active",
+              "previous_status": "processing", "action": "done_open", "client_id": 7, ...}}
+
+signed with the endpoint's secret: `X-Provisor-Signature: t=<unix seconds>,v2=<hex>` (v2,
+direction `event`, bound to the URL's path), with `X-Provisor-Event-Id` (the `id`) and
+`X-Provisor-Event` (the `type`). A 2xx answer delivers it; anything else is retried with a
+doubling delay (`EVENT_RETRY_DELAY`, up to `EVENT_RETRY_MAX`): the same `id` every time,
+so deduplicate on it. `/api/v1/event-deliveries` is the delivery log with each attempt.
+
 ## The http module protocol (for panel developers)
 For a panel with no built-in module, configure a processing module of type `http` with
 `{"url", "secret", "timeout"}`. For each operation (`open`, `suspend`, `resume`, `close`,
@@ -763,6 +832,55 @@ carries `Provisor-Proxy-Protocol: 1`. The whole protocol, for implementers of a 
 """
 
 WEBHOOKS = {
+    "event": {
+        "post": {
+            "summary": "An outgoing event: what Provisor POSTs to each webhook endpoint",
+            "description": "See *Outgoing events* in the description. `type` is "
+            "`<object>.<status>` (or `<object>.created`); the body is the same on every "
+            "attempt and `id` is the event's stable id: deduplicate on it.",
+            "tags": ["Webhooks"],
+            "parameters": [
+                {
+                    "name": SIGNATURE_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": r"^t=\d+,v2=[0-9a-f]{64}$"},
+                    "description": "`t=<unix seconds>,v2=<hex>`: HMAC-SHA256 with the key "
+                    'HMAC-SHA256(secret, "provisor-v2:event") over `"<t>.<URL path>.<raw '
+                    'body>"`.',
+                },
+                {
+                    "name": "X-Provisor-Event-Id",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "The event's id (as `id` in the body).",
+                },
+                {
+                    "name": "X-Provisor-Event",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "The event's type (as `type` in the body).",
+                },
+                {
+                    "name": "X-Provisor-Delivery",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "`<delivery id>.<attempt number>` (differs per attempt).",
+                },
+            ],
+            "requestBody": body("EventPayload"),
+            "responses": {
+                "2XX": {"description": "Delivered (the answer is kept in the delivery log)."},
+                "default": {
+                    "description": "Anything else (or no answer within EVENT_TIMEOUT): "
+                    "retried with a doubling delay, the same event id."
+                },
+            },
+        }
+    },
     "httpModuleOperation": {
         "post": {
             "summary": "What Provisor sends to an http module endpoint",
@@ -785,7 +903,7 @@ WEBHOOKS = {
                 "5XX": {"description": "A temporary error: retried after retry_delay."},
             },
         }
-    }
+    },
 }
 
 # --- building the document --------------------------------------------------------------

@@ -29,7 +29,9 @@ from app.objects.fields import (
     Text,
     WholeNumber,
 )
+from app.states import EVENT_TYPES
 
+MAX_WEBHOOK_SECRET = 200
 INTERNAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STAFF_ROLES = ("staff", "admin")
 
@@ -569,6 +571,48 @@ class ResellerActionInput(Input):
     )
 
 
+# --- outgoing events (webhooks) ---------------------------------------------------------
+
+
+def _event_types(value):
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", " ").split() if part]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise invalid("Must be a list of event types.")
+    if not value:
+        raise invalid("Choose at least one event (or * for all).")
+    unknown = [v for v in value if v != "*" and v not in EVENT_TYPES]
+    if unknown:
+        raise invalid(f"Unknown event {unknown[0]!r}: one of *, " + ", ".join(EVENT_TYPES))
+    return list(dict.fromkeys(value))
+
+
+EventTypes = Annotated[
+    list[Literal[("*", *EVENT_TYPES)]],
+    Field(min_length=1),
+    BeforeValidator(_event_types),
+]
+
+
+class WebhookEndpointInput(Input):
+    """A webhook endpoint: where outgoing events go, signed with `secret`.
+
+    The URL must pass Provisor's outbound checks (OUTBOUND_ALLOWED_NETWORKS); on a change a
+    blank `secret` keeps the current one."""
+
+    url: Text(2000) = Field(description="http:// or https:// URL the events are POSTed to.")
+    secret: Text(MAX_WEBHOOK_SECRET) | None = Field(
+        None,
+        description="The signing secret (16-200 characters); required when creating, "
+        "omitted on a change: unchanged. Never answered back.",
+    )
+    event_types: EventTypes = Field(
+        description="The events it gets: `*` for all, or names such as `service.active`."
+    )
+    enabled: Flag = True
+    description: Text(200) | None = None
+
+
 MODELS = [
     ClientInput,
     ClientUpdate,
@@ -591,6 +635,7 @@ MODELS = [
     ServiceDetailsInput,
     ServiceImportInput,
     ResellerOrderInput,
+    WebhookEndpointInput,
     ResellerActionInput,
 ]
 """The input bodies of the OpenAPI document (with :func:`module_input_models`)."""

@@ -7,9 +7,10 @@ object is one line here.
 
 from typing import Any
 
-from pydantic import AliasPath, Field, create_model
+from pydantic import AliasPath, ConfigDict, Field, create_model
 
 from app import models as rows
+from app import states
 from app.objects.base import Output
 from app.objects.fields import Id, Money, Object, OneOf, Timestamp
 from app.services.detail_fields import KINDS as DETAIL_KINDS
@@ -383,6 +384,81 @@ class Email(Output):
     sent_at: Timestamp
 
 
+# --- outgoing events (webhooks) ---------------------------------------------------------
+
+
+class WebhookEndpoint(Output):
+    """Where outgoing events go; the secret is never answered back."""
+
+    id: Id
+    url: str
+    event_types: list[str] = Field(description="`*` (all) or event names.")
+    enabled: bool
+    description: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class EventData(Output):
+    """What changed: the row's kind, id, new and previous status, the action that moved
+    it, and a few of its fields (service: client_id, tariff_id, module_id, remote_id;
+    operation: kind, service_id, item_id, module_id, attempts, last_error; task:
+    operation_id, service_id, department_id, assignee_id)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    object: OneOf(("service", "operation", "task", "endpoint"))
+    id: Id
+    status: str | None = Field(None, description="The status it has now.")
+    previous_status: str | None = Field(None, description="null for `<object>.created`.")
+    action: str | None = Field(
+        None, description="The state machine's action (`create` for a new row)."
+    )
+
+
+class EventPayload(Output):
+    """The body of an outgoing event (POSTed to each webhook endpoint that wants it)."""
+
+    id: str = Field(
+        description="The event's stable id (`evt_...`), also in `X-Provisor-Event-Id`: "
+        "the same on every attempt, so receivers deduplicate on it.",
+        examples=["evt_5f0c6a3e9b0d4a8e8f1b2c3d4e5f6a7b"],
+    )
+    type: OneOf((*states.EVENT_TYPES, "endpoint.test"))
+    created_at: Timestamp
+    data: EventData
+
+
+class DeliveryAttempt(Output):
+    number: int = Field(ge=1)
+    started_at: Timestamp
+    duration_ms: int = Field(ge=0)
+    status_code: int | None = Field(description="What the endpoint answered (null: no answer).")
+    error: str | None = Field(description="Why it did not count as delivered (null: delivered).")
+    response_excerpt: str = Field(description="The start of the endpoint's answer.")
+
+
+class EventDelivery(Output):
+    """One event to one endpoint, and its attempts."""
+
+    id: Id
+    endpoint_id: Id
+    event_id: str = Field(validation_alias=AliasPath("event", "uid"))
+    event_type: str = Field(validation_alias=AliasPath("event", "type"))
+    status: OneOf(rows.EventDelivery.STATUSES)
+    attempts: int = Field(ge=0)
+    next_try_at: Timestamp
+    last_status_code: int | None
+    last_error: str | None
+    created_at: Timestamp
+    delivered_at: Timestamp
+
+
+class EventDeliveryWithAttempts(EventDelivery):
+    attempt_log: list[DeliveryAttempt] = Field(description="Newest first.")
+    payload: dict[str, Any] = Field(description="The body sent (an EventPayload).")
+
+
 # --- resellers (/api/v1/reseller) --------------------------------------------------------
 
 
@@ -501,9 +577,21 @@ OperationPage = page_of("OperationPage", "operations", Operation)
 TaskPage = page_of("TaskPage", "tasks", Task)
 EmailPage = page_of("EmailPage", "emails", Email)
 ResellerTariffList = list_of("ResellerTariffList", "tariffs", ResellerTariff)
+WebhookEndpointList = list_of("WebhookEndpointList", "endpoints", WebhookEndpoint)
+EventDeliveryPage = page_of("EventDeliveryPage", "deliveries", EventDelivery)
+EventTypeList = list_of("EventTypeList", "event_types", str)
 
 MODELS = [
     Health,
+    WebhookEndpoint,
+    WebhookEndpointList,
+    EventData,
+    EventPayload,
+    DeliveryAttempt,
+    EventDelivery,
+    EventDeliveryWithAttempts,
+    EventDeliveryPage,
+    EventTypeList,
     RemoteAccount,
     RemoteAccountList,
     Client,

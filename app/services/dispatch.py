@@ -1,4 +1,5 @@
-"""Wake workers up: send broker messages for operations and emails after commit.
+"""Wake workers up: send broker messages for operations, emails and outgoing events after
+commit.
 
 The database is the source of truth; a message that cannot be sent (broker down) is only
 logged, since the scheduler's sweep re-sends whatever is due.
@@ -45,6 +46,12 @@ def proxy_push(side_id, delay=None):
 
 def proxy_pull(side_id, delay=None):
     after_commit(lambda: _send("pull_proxy", [side_id], delay))
+
+
+def events(ids, delay=None):
+    """Send ``deliver_event`` for each delivery id once the current transaction commits."""
+    ids = list(ids)
+    after_commit(lambda: _send("deliver_event", ids, delay))
 
 
 def emails(ids, delay=None):

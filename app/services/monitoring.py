@@ -17,7 +17,7 @@ from datetime import timedelta
 from peewee import JOIN, fn
 
 from app.db import database
-from app.models import Email, Operation, ProxyOutgoing, utcnow
+from app.models import Email, EventDelivery, Operation, ProxyOutgoing, utcnow
 from app.services import sweeps
 from app.states import OPERATION
 
@@ -260,6 +260,16 @@ class Collector:
             emails.add_metric([status], counted.get(status, 0))
         yield emails
 
+        deliveries = GaugeMetricFamily(
+            "provisor_event_deliveries",
+            "Outgoing events to webhook endpoints by delivery status.",
+            labels=["status"],
+        )
+        counted = event_delivery_counts()
+        for status in EventDelivery.STATUSES:
+            deliveries.add_metric([status], counted.get(status, 0))
+        yield deliveries
+
         backlog = GaugeMetricFamily(
             "provisor_proxy_pending_changes",
             "Task changes waiting to be pushed to a peer, by client side.",
@@ -362,6 +372,16 @@ def oldest_due_age(now):
 def email_counts():
     """``{status: n}`` of the stored emails."""
     rows = Email.select(Email.status, fn.COUNT(Email.id)).group_by(Email.status).tuples()
+    return dict(rows)
+
+
+def event_delivery_counts():
+    """``{status: n}`` of the deliveries of outgoing events."""
+    rows = (
+        EventDelivery.select(EventDelivery.status, fn.COUNT(EventDelivery.id))
+        .group_by(EventDelivery.status)
+        .tuples()
+    )
     return dict(rows)
 
 

@@ -45,7 +45,7 @@ from app.models import (
     parse_id,
     utcnow,
 )
-from app.services import accounts, detail_fields, dispatch, provisioning, sweeps, tasks
+from app.services import accounts, detail_fields, dispatch, events, provisioning, sweeps, tasks
 from app.services.errors import BadSignature, Conflict, NotFound, PermissionDenied
 from app.states import ITEM, OPERATION
 from app.watchdog import Deadline, DeadlineExceeded
@@ -79,7 +79,7 @@ def create(kind, *, module, service=None, item=None, params=None, status="queued
     The caller sends it with :func:`dispatch.operations` after the transaction commits.
     """
     now = utcnow()
-    return Operation.create(
+    op = Operation.create(
         kind=kind,
         module=module,
         service=service,
@@ -91,6 +91,8 @@ def create(kind, *, module, service=None, item=None, params=None, status="queued
         created_at=now,
         updated_at=now,
     )
+    events.created("operation", op)
+    return op
 
 
 def get(operation_id, lock=False):

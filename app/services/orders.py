@@ -7,7 +7,7 @@ from peewee import IntegrityError
 from app.db import write_transaction
 from app.models import Client, Order, Payment, Service, Tariff, utcnow
 from app.objects.inputs import OrderInput, PaymentInput
-from app.services import catalog, order_fields, provisioning
+from app.services import catalog, events, order_fields, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import SERVICE
 
@@ -51,6 +51,7 @@ def create(data):
             created_at=now,
             updated_at=now,
         )
+        events.created("service", service)
         return Order.create(
             client=client,
             tariff=tariff,

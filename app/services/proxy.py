@@ -54,7 +54,7 @@ from app.objects.peer import (
     PeerEventInput,
     PeerTaskInput,
 )
-from app.services import detail_fields, dispatch, tasks
+from app.services import detail_fields, dispatch, events, tasks
 from app.services.errors import (
     Busy,
     Conflict,
@@ -266,6 +266,7 @@ def _receive_task(side, sender_task_id, title, form, fields, description, now):
             created_at=now,
             updated_at=now,
         )
+        events.created("task", task)
         ProxyInbound.create(
             server_side=side,
             sender_task_id=sender_task_id,

@@ -4,7 +4,8 @@ current SECRET_KEY: ``provisor secrets rotate``.
 After SECRET_KEY changes, the old key goes into SECRET_KEY_FALLBACKS: everything stored
 still decrypts. :func:`rotate` then re-encrypts each stored secret with the new key, so
 that the fallback can be removed. What is stored encrypted: the tasks proxy's peer
-passwords (client sides), ACME account keys, certificates' private keys, and the secrets
+passwords (client sides), ACME account keys, certificates' private keys, webhook
+endpoints' signing secrets, and the secrets
 module types keep in an operation's state (``ModuleType.state_secrets``: a database's
 password, an ACME order's key).
 """
@@ -14,8 +15,15 @@ from dataclasses import dataclass, field
 
 from app import secrets_box
 from app.db import write_transaction
-from app.models import AcmeAccount, AcmeCertificate, Operation, ProcessingModule, ProxyClientSide
-from app.services import certificates, proxy
+from app.models import (
+    AcmeAccount,
+    AcmeCertificate,
+    Operation,
+    ProcessingModule,
+    ProxyClientSide,
+    WebhookEndpoint,
+)
+from app.services import certificates, events, proxy
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,16 @@ def rotate():
             certificate.key_encrypted,
             certificates.CERTIFICATE_KEY,
             f"certificate #{certificate.id} (private key)",
+        )
+    for endpoint in WebhookEndpoint.select().order_by(WebhookEndpoint.id):
+        _rotate_column(
+            result,
+            WebhookEndpoint,
+            endpoint.id,
+            "secret_encrypted",
+            endpoint.secret_encrypted,
+            events.SECRET_PURPOSE,
+            f"webhook endpoint #{endpoint.id} (secret)",
         )
     _rotate_operation_states(result)
     log.info(

@@ -1,6 +1,6 @@
 """Sweeps: what the scheduler runs every ``SWEEP_INTERVAL`` seconds, and its heartbeat.
 
-Each sweep (operations, mail, proxy) goes through its rows one by one with :func:`each`:
+Each sweep (operations, mail, proxy, events) goes through its rows one by one with :func:`each`:
 an exception on one row is logged (with the row's id on the record) and recorded on that
 row, and the sweep goes on with the others. :func:`run` runs one whole sweep the same way
 (one failing sweep does not keep the next from running) and records its heartbeat in the
@@ -18,7 +18,7 @@ from app.models import Sweep, utcnow
 
 log = logging.getLogger(__name__)
 
-NAMES = ("operations", "mail", "proxy")
+NAMES = ("operations", "mail", "proxy", "events")
 
 
 def each(kind, ids, step, record_error=None):

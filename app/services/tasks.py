@@ -20,7 +20,7 @@ from app.db import get_for_update, write_transaction
 from app.models import Operation, Task, TaskEvent, parse_id, utcnow
 from app.objects.fields import MAX_DETAIL_VALUE
 from app.objects.inputs import TaskCancelInput, TaskCloseInput, TaskCommentInput
-from app.services import detail_fields
+from app.services import detail_fields, events
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
 from app.states import TASK
 
@@ -86,6 +86,7 @@ def open_for_operation(op, reason, now):
         created_at=now,
         updated_at=now,
     )
+    events.created("task", task)
     record_event(
         task,
         "created",
@@ -252,7 +253,9 @@ def assign(task_id, user, assignee=None, force=False):
             task = Task.get_by_id(task.id)
             who = task.assignee.name if task.assignee_id else "someone"
             raise Conflict(f"task {task.id} was just assigned to {who}")
+        previous = task.status
         task = Task.get_by_id(task.id)
+        TASK.moved(task, "assign", previous)
         record_event(
             task, "assigned", user.email, now, message="assigned", args={"name": assignee.name}
         )

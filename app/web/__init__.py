@@ -46,6 +46,7 @@ def init_app(app):
         services,
         staff,
         tasks,
+        webhooks,
     )
 
     for module in (
@@ -64,6 +65,7 @@ def init_app(app):
         my,
         certificates,
         metrics,
+        webhooks,
     ):
         app.register_blueprint(module.bp)
 

@@ -237,6 +237,7 @@ def init_app(app):
         "done": "ok",
         "active": "ok",
         "sent": "ok",
+        "delivered": "ok",
         "closed": "ok",
         "ready": "ok",
         "queued": "info",
