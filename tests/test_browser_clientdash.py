@@ -35,6 +35,7 @@ STAFF_LINKS = [
     ("Catalog", "/catalog/tariffs"),
     ("Staff", "/staff"),
     ("Proxy", "/proxy"),
+    ("Webhooks", "/webhooks"),
 ]
 
 
