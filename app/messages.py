@@ -23,6 +23,7 @@ MESSAGES = {
     "ran_again": "{actor} ran the operation again.",
     # people on tasks
     "assigned": "Assigned to {name}.",
+    "planned": "Priority {priority}, due {due}.",
     "closed_with_fields": "Closed with the detail fields.",
     "fields_filled": "Detail fields filled in: {names}.",
     "details_corrected": "Service details corrected.",

@@ -73,6 +73,18 @@ def search_term(search):
     return term or None
 
 
+def sorted_by(query, columns, key, descending, tiebreak):
+    """``query`` ordered by ``columns[key]`` (a column or a list of them: the caller
+    checked ``key``), then by ``tiebreak`` (a unique column) the same way, so that equal
+    values keep one order from page to page; NULLs last."""
+    fields = columns[key]
+    fields = fields if isinstance(fields, (list, tuple)) else [fields]
+    nulls = "LAST"
+    ordering = [f.desc(nulls=nulls) if descending else f.asc(nulls=nulls) for f in fields]
+    ordering.append(tiebreak.desc() if descending else tiebreak.asc())
+    return query.order_by(*ordering)
+
+
 class BaseModel(Model):
     class Meta:
         database = database
@@ -395,6 +407,7 @@ class Attempt(BaseModel):
 class Task(BaseModel):
     STATUSES = states.TASK.statuses
     OPEN_STATUSES = states.TASK.open
+    PRIORITIES = ("low", "normal", "high", "urgent")  # in this order of urgency
 
     department = ForeignKeyField(Department, null=True, backref="tasks", on_delete="SET NULL")
     service = ForeignKeyField(Service, null=True, backref="tasks", on_delete="CASCADE")
@@ -408,6 +421,15 @@ class Task(BaseModel):
     updated_at = DateTimeField(default=utcnow)
     closed_at = DateTimeField(null=True)
     closed_by = CharField(null=True)
+    priority = CharField(default="normal")  # one of PRIORITIES
+    due_at = DateTimeField(null=True, index=True)  # when it should be done (UTC)
+
+    @property
+    def is_overdue(self):
+        """Still open after its due date."""
+        return (
+            self.due_at is not None and self.status in self.OPEN_STATUSES and self.due_at < utcnow()
+        )
 
     @property
     def title(self):

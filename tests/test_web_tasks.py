@@ -380,7 +380,7 @@ def test_run_again_polls_and_the_page_reloads_when_the_task_closes(app, client, 
     with db(app):
         # slow the module down so that the attempt is seen under way
         module = Service.get_by_id(ids["service_id"]).module
-        module.config = {**module.config, "latency_ms": 800}
+        module.config = {**module.config, "latency_ms": 2500}
         module.save()
     response = client.post(f"/tasks/{task_id}/restart", follow_redirects=True)
     body = html(response)

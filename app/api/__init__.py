@@ -521,13 +521,27 @@ def operation_callback(operation_id):
 @api_bp.get("/tasks")
 @requires("staff")
 def list_tasks():
-    """Tasks of the caller's departments (admins: all); ``department_id``, ``status``."""
+    """Tasks of the caller's departments (admins: all); ``department_id``, ``status``,
+    ``assignee_id`` or ``mine``, ``kind``, ``priority``, ``q`` (text search), ``sort``
+    and ``dir``."""
     user = api_user()
-    status = choice_arg("status", Task.STATUSES)
+    status = choice_arg("status", Task.STATUSES + ("open",))
     departments = None if user.is_admin else accounts.department_ids_of(user)
     kind = choice_arg("kind", Operation.KINDS)
-    query = tasks.list_tasks(
-        int_arg("department_id"), status, int_arg("assignee_id"), departments, kind=kind
+    sort = choice_arg("sort", tuple(tasks.task_sorts())) or "id"
+    direction = choice_arg("dir", ("asc", "desc")) or "desc"
+    mine = choice_arg("mine", ("true", "false", "1", "0")) in ("true", "1")
+    assignee_id = user.id if mine else int_arg("assignee_id")
+    query = tasks.search_tasks(
+        status,
+        int_arg("department_id"),
+        assignee_id,
+        departments,
+        kind=kind,
+        search=request.args.get("q"),
+        priority=choice_arg("priority", Task.PRIORITIES),
+        sort=sort,
+        descending=direction == "desc",
     )
     operation_id = int_arg("operation_id")
     if operation_id is not None:
@@ -577,7 +591,8 @@ def reopen_task(task_id):
 @api_bp.post("/tasks/<int:task_id>/assign")
 @requires("staff")
 def assign_task(task_id):
-    """Assign the task to the caller (or ``user_id``, admins)."""
+    """Assign the task to the caller, or to ``user_id``: a member of its department (or
+    an admin)."""
     data = TaskAssignInput.parse(json_body())
     assignee = None
     if data["user_id"] is not None:
@@ -586,6 +601,13 @@ def assign_task(task_id):
             raise ValidationError({"user_id": "Choose a staff member."})
     task = tasks.assign(task_id, api_user(), assignee, force=data["force"])
     return jsonify(out.Task.of(task))
+
+
+@api_bp.post("/tasks/<int:task_id>/plan")
+@requires("staff")
+def plan_task(task_id):
+    """Set the task's ``priority`` and ``due_at`` (a key left out stays as it is)."""
+    return jsonify(out.Task.of(tasks.plan(task_id, api_user(), json_body())))
 
 
 @api_bp.post("/tasks/<int:task_id>/close")

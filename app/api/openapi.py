@@ -461,14 +461,41 @@ OPERATIONS = {
         [422],
         params=[
             _id_query("department_id", "Only this department's tasks."),
-            _enum("status", Task.STATUSES, "Only tasks in this status."),
+            _enum(
+                "status",
+                Task.STATUSES + ("open",),
+                "Only tasks in this status (`open`: new or in work).",
+            ),
             _id_query("assignee_id", "Only tasks assigned to this user."),
+            _enum("mine", ("true", "false"), "`true`: only the tasks assigned to the caller."),
             _enum("kind", Operation.KINDS, "Only tasks of operations of this kind."),
+            _enum("priority", Task.PRIORITIES, "Only tasks of this priority."),
+            _query(
+                "q",
+                {"type": "string", "maxLength": 200},
+                "Text search: the title, a peer's description, what people wrote in the "
+                "history (comments, reasons), the client's name or email, or `#id`.",
+            ),
+            _enum(
+                "sort",
+                ("id", "priority", "due", "status", "department", "assignee", "created", "updated"),
+                "Order by this column (default `id`; `priority` by urgency; `due` with no "
+                "due date last).",
+            ),
+            _enum("dir", ("asc", "desc"), "The order's direction (default `desc`)."),
             _id_query("operation_id", "Only the tasks of this operation."),
             *PAGING,
         ],
     ),
     "api.get_task": op("Tasks", "staff", "TaskWithEvents", [404]),
+    "api.plan_task": op(
+        "Tasks",
+        "staff",
+        "Task",
+        [404, 409, 422],
+        request=body("TaskPlanInput"),
+        ok_description="The priority and due date are saved (and in the task's history).",
+    ),
     "api.comment_task": op(
         "Tasks",
         "staff",

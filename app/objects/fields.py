@@ -7,6 +7,7 @@ pages send too (numbers as text, checkboxes); its constraints describe it in JSO
 Output types turn what the database gives into JSON values ("10.00", "...Z").
 """
 
+import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
@@ -241,6 +242,39 @@ def Choice(values, message=None):
         return value
 
     return Annotated[Literal[values], BeforeValidator(check)]
+
+
+DUE_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
+
+
+def DueDate(message="A date (2026-05-31) or a UTC time (2026-05-31T17:00:00Z)."):
+    """When something should be done: a day (due at its end, 23:59:59 UTC) or a UTC time
+    (``Z`` or no offset); a naive UTC datetime, as the database stores them."""
+
+    def check(value):
+        if isinstance(value, dt.datetime):
+            return value.replace(tzinfo=None)
+        if not isinstance(value, str) or len(value) > 40:
+            raise invalid(message)
+        text = value.strip().removesuffix("Z").removesuffix("+00:00")
+        try:
+            day = dt.datetime.strptime(text, "%Y-%m-%d")
+        except ValueError:
+            pass
+        else:
+            return day.replace(hour=23, minute=59, second=59)
+        for pattern in DUE_FORMATS:
+            try:
+                return dt.datetime.strptime(text, pattern)
+            except ValueError:
+                continue
+        raise invalid(message)
+
+    return Annotated[
+        dt.datetime,
+        BeforeValidator(check),
+        WithJsonSchema({"type": "string", "examples": ["2026-05-31", "2026-05-31T17:00:00Z"]}),
+    ]
 
 
 def JsonObject(message="Must be an object."):

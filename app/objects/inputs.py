@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BeforeValidator, ConfigDict, Field, RootModel, create_model, field_validator
 
-from app.models import Client, ProductType, Tariff
+from app.models import Client, ProductType, Tariff, Task
 from app.objects.base import Input, Missing, NotBlank, invalid
 from app.objects.fields import (
     EMAIL,
     Amount,
     Choice,
     DetailValues,
+    DueDate,
     EmailAddress,
     Flag,
     FreeText,
@@ -463,10 +464,24 @@ class TaskAssignInput(Input):
     """Assign a task (to the caller unless `user_id` says whom)."""
 
     user_id: Ref("Choose a staff member.") | None = Field(
-        None, description="A staff member to assign (default: the caller)."
+        None,
+        description="A member of the task's department (or an admin) to assign (default: the caller).",
     )
     force: Flag = Field(
         False, description="Hand over a task already assigned (admins or its assignee)."
+    )
+
+
+class TaskPlanInput(Input):
+    """A task's priority and due date (a key left out stays as it is)."""
+
+    priority: Choice(Task.PRIORITIES) | None = Field(
+        None, description="low, normal, high or urgent."
+    )
+    due_at: DueDate() | None = Field(
+        None,
+        description="When it should be done: a day (due at its end, UTC) or a UTC time; "
+        "null or empty: no due date.",
     )
 
 
@@ -628,6 +643,7 @@ MODELS = [
     ServiceActionInput,
     ChangeTariffInput,
     TaskAssignInput,
+    TaskPlanInput,
     TaskCommentInput,
     TaskFieldsInput,
     TaskCancelInput,

@@ -351,8 +351,12 @@ class Task(Output):
     service_id: IdOrNull
     operation_id: IdOrNull
     assignee_id: IdOrNull
+    priority: OneOf(rows.Task.PRIORITIES)
+    due_at: Timestamp = Field(description="When it should be done (null: no due date).")
+    is_overdue: bool = Field(description="Still open after its due date.")
     fields: Object = Field(description="Detail fields filled in.")
     created_at: Timestamp
+    updated_at: Timestamp
     closed_at: Timestamp
     closed_by: str | None
 

@@ -17,6 +17,7 @@ from app.models import (
     StaffMembership,
     User,
     search_term,
+    sorted_by,
     utcnow,
 )
 from app.objects.inputs import ClientInput, ClientUpdate, PasswordChange, StaffInput, StaffUpdate
@@ -205,14 +206,25 @@ def login_of(client):
     return User.get_or_none((User.client == client.id) & (User.role == "client"))
 
 
-def clients(search=None):
-    query = Client.select().order_by(Client.id.desc())
+#: the columns the clients list sorts by
+CLIENT_SORTS = {
+    "id": Client.id,
+    "name": Client.name,
+    "email": Client.email,
+    "created": Client.created_at,
+}
+
+
+def clients(search=None, sort="id", descending=True):
+    query = Client.select()
     term = search_term(search)
     if term:
         query = query.where(
             Client.name.contains(term) | Client.email.contains(term) | Client.company.contains(term)
         )
-    return query
+    return sorted_by(
+        query, CLIENT_SORTS, sort if sort in CLIENT_SORTS else "id", descending, Client.id
+    )
 
 
 def get_client(client_id):

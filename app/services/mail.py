@@ -20,7 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from app import guards
 from app.db import write_transaction
 from app.i18n import N_, client_locale, gettext, tr
-from app.models import Email, utcnow
+from app.models import Email, parse_id, search_term, sorted_by, utcnow
 from app.services import dispatch
 from app.states import EMAIL
 
@@ -275,11 +275,34 @@ def _note_error(email_id, message):
     Email.update(last_error=message).where(Email.id == email_id).execute()
 
 
-def outbox(status=None):
+#: the columns the outbox sorts by
+EMAIL_SORTS = {
+    "id": Email.id,
+    "to": Email.to,
+    "subject": Email.subject,
+    "kind": Email.kind,
+    "status": Email.status,
+    "attempts": Email.attempts,
+    "created": Email.created_at,
+    "sent": Email.sent_at,
+}
+
+
+def outbox(status=None, search=None, sort="id", descending=True):
+    """Stored emails; ``search``: the recipient or the subject (or ``#id``)."""
     query = Email.select()
     if status:
         query = query.where(Email.status == status)
-    return query.order_by(Email.id.desc())
+    term = search_term(search)
+    if term:
+        cond = Email.to.contains(term) | Email.subject.contains(term)
+        number = parse_id(term.lstrip("#"))
+        if number is not None:
+            cond = cond | (Email.id == number) | (Email.service == number)
+        query = query.where(cond)
+    return sorted_by(
+        query, EMAIL_SORTS, sort if sort in EMAIL_SORTS else "id", descending, Email.id
+    )
 
 
 def get(email_id):

@@ -43,6 +43,8 @@ from app.models import (
     Tariff,
     Task,
     parse_id,
+    search_term,
+    sorted_by,
     utcnow,
 )
 from app.services import accounts, detail_fields, dispatch, events, provisioning, sweeps, tasks
@@ -850,17 +852,60 @@ def _note_sweep_error(op_id, message):
 # --- queries for pages and the API ------------------------------------------------------
 
 
-def open_operations(status=None, module_id=None, kind=None, search=None, with_module=True):
+def operation_sorts():
+    """The columns the Current operations list sorts by."""
+    from app.models import Client
+
+    return {
+        "id": Operation.id,
+        "created": Operation.created_at,
+        "status": Operation.status,
+        "kind": Operation.kind,
+        "module": ProcessingModule.name,
+        "client": Client.name,
+        "tariff": Tariff.name,
+        "attempts": Operation.attempts,
+        "next_run": Operation.next_run_at,
+    }
+
+
+def open_operations(
+    status=None,
+    module_id=None,
+    kind=None,
+    search=None,
+    with_module=True,
+    sort="created",
+    descending=True,
+):
     """Operations not finished (or of ``status``), newest first; ``with_module`` joins
-    the module's row (for names) — leave it out to count."""
+    the module's, item's, service's, client's and tariff's rows (for names, one query)
+    — leave it out to count. ``search``: ``#id`` (the operation's or its service's) or
+    the client's name or email; ``sort`` a key of :func:`operation_sorts`."""
+    from app.models import Client
+
+    term = search_term(search)
+    number = parse_id(term.lstrip("#")) if term else None
+    by_client = bool(term) and number is None
+    sorts = operation_sorts()
+    sort = sort if sort in sorts else "created"
     if with_module:
         query = (
-            Operation.select(Operation, ProcessingModule)
+            Operation.select(Operation, ProcessingModule, Item, Service, Client, Tariff)
             .join(ProcessingModule, JOIN.LEFT_OUTER)
+            .switch(Operation)
+            .join(Item, JOIN.LEFT_OUTER)
+            .switch(Operation)
+            .join(Service, JOIN.LEFT_OUTER)
+            .join(Client, JOIN.LEFT_OUTER)
+            .switch(Service)
+            .join(Tariff, JOIN.LEFT_OUTER)
             .switch(Operation)
         )
     else:
         query = Operation.select(Operation.id)
+        if by_client:
+            query = query.join(Service, JOIN.LEFT_OUTER).join(Client, JOIN.LEFT_OUTER)
     if status:
         query = query.where(Operation.status == status)
     else:
@@ -869,11 +914,52 @@ def open_operations(status=None, module_id=None, kind=None, search=None, with_mo
         query = query.where(Operation.module == module_id)
     if kind:
         query = query.where(Operation.kind == kind)
-    if search:
-        number = parse_id(str(search).strip().lstrip("#"))
-        if number is not None:
-            query = query.where((Operation.id == number) | (Operation.service == number))
-    return query.order_by(Operation.created_at.desc(), Operation.id.desc())
+    if number is not None:
+        query = query.where((Operation.id == number) | (Operation.service == number))
+    elif by_client:
+        query = query.where(Client.name.contains(term) | Client.email.contains(term))
+    if not with_module:
+        return query
+    if sort == "created":
+        ordering = [Operation.created_at, Operation.id]
+        return query.order_by(*[f.desc() if descending else f.asc() for f in ordering])
+    return sorted_by(query, sorts, sort, descending, Operation.id)
+
+
+MAX_BULK = 500
+"""The most operations one bulk action applies to."""
+
+
+def act_on_many(operation_ids, action, user):
+    """Run now (``restart``) or cancel each of ``operation_ids`` as ``user``, one at a
+    time through :func:`restart` / :func:`cancel` (each its own transaction: one refusal
+    stops nothing else). Returns ``(done, refused)``: the operations acted on, and
+    ``(operation id, why)`` for each one refused."""
+    from app.services.errors import ServiceError, ValidationError
+
+    if action not in ("restart", "cancel"):
+        raise ValidationError({"action": "Choose Run now or Cancel."})
+    ids = []
+    for raw in operation_ids:
+        number = parse_id(raw)
+        if number is None:
+            raise ValidationError({"ids": "Choose operations by their ids."})
+        if number not in ids:
+            ids.append(number)
+    if not ids:
+        raise ValidationError({"ids": "Select at least one operation."})
+    if len(ids) > MAX_BULK:
+        raise ValidationError({"ids": f"At most {MAX_BULK} operations at once."})
+    done, refused = [], []
+    act = restart if action == "restart" else cancel
+    for number in ids:
+        try:
+            get_to_act(number, user)
+            done.append(act(number, actor=user.email))
+        except ServiceError as exc:
+            refused.append((number, exc.message))
+    log.info("%s by %s: %d done, %d refused", action, user.email, len(done), len(refused))
+    return done, refused
 
 
 def attempts_of(op):

@@ -1,11 +1,22 @@
 """Orders and payments: an order is unpaid until a payment (webhook or staff) arrives."""
 
+import datetime as dt
 import logging
 
 from peewee import IntegrityError
 
 from app.db import write_transaction
-from app.models import Client, Order, Payment, Service, Tariff, utcnow
+from app.models import (
+    Client,
+    Order,
+    Payment,
+    Service,
+    Tariff,
+    parse_id,
+    search_term,
+    sorted_by,
+    utcnow,
+)
 from app.objects.inputs import OrderInput, PaymentInput
 from app.services import catalog, events, order_fields, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
@@ -174,11 +185,48 @@ def for_client(client_id):
     return Order.select().where(Order.client == client_id).order_by(Order.id.desc())
 
 
-def list_orders(status=None):
-    query = Order.select().order_by(Order.id.desc())
+#: the columns the orders list sorts by
+ORDER_SORTS = {
+    "id": Order.id,
+    "client": Client.name,
+    "tariff": Tariff.name,
+    "amount": Order.amount,
+    "status": Order.status,
+    "created": Order.created_at,
+    "paid": Order.paid_at,
+}
+
+
+def list_orders(status=None, search=None, sort="id", descending=True):
+    """Orders with their client and tariff (one query); ``search``: the client's name or
+    email, an order number (``#12``) or a day (``2026-05-01``); ``sort`` a key of
+    :data:`ORDER_SORTS`."""
+    query = Order.select(Order, Client, Tariff).join(Client).switch(Order).join(Tariff)
     if status:
         query = query.where(Order.status == status)
-    return query
+    term = search_term(search)
+    if term:
+        cond = Client.name.contains(term) | Client.email.contains(term)
+        number = parse_id(term.lstrip("#"))
+        if number is not None:
+            cond = cond | (Order.id == number)
+        day = _day(term)
+        if day is not None:
+            cond = cond | (
+                (Order.created_at >= day) & (Order.created_at < day + dt.timedelta(days=1))
+            )
+        query = query.where(cond)
+    return sorted_by(
+        query, ORDER_SORTS, sort if sort in ORDER_SORTS else "id", descending, Order.id
+    )
+
+
+def _day(text):
+    """The day a search names (YYYY-MM-DD), as a datetime at midnight, else None."""
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return None
 
 
 def get_for_client(order_id, client_id):

@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from peewee import fn
+from peewee import Value, fn
 
 import modules
 from app.db import write_transaction
@@ -26,6 +26,7 @@ from app.models import (
     TariffModule,
     parse_id,
     search_term,
+    sorted_by,
     utcnow,
 )
 from app.services import mail
@@ -385,9 +386,29 @@ def timeline(service):
     )
 
 
-def list_services(status=None, client_id=None, search=None, unchanged_since=None):
-    """Services, newest first; ``unchanged_since``: only those not changed since then
-    (with ``status`` "processing": stuck in setup)."""
+def service_sorts():
+    """The columns the services list sorts by."""
+    from app.models import Client
+
+    return {
+        "id": Service.id,
+        "client": Client.name,
+        "tariff": Tariff.name,
+        "status": Service.status,
+        "remote_id": Service.remote_id,
+        "created": Service.created_at,
+        "activated": Service.activated_at,
+    }
+
+
+def list_services(
+    status=None, client_id=None, search=None, sort="id", descending=True, unchanged_since=None
+):
+    """Services with their client and tariff (one query); ``search``: the client's name
+    or email, the tariff, the remote id, a domain (or any value) in the order's params
+    or the details, or ``#id``; ``sort`` a key of :func:`service_sorts`;
+    ``unchanged_since``: only those not changed since then (with ``status`` "processing":
+    stuck in setup)."""
     from app.models import Client
 
     query = Service.select(Service, Tariff, Client).join(Tariff).switch(Service).join(Client)
@@ -399,17 +420,23 @@ def list_services(status=None, client_id=None, search=None, unchanged_since=None
         query = query.where(Service.client == client_id)
     term = search_term(search)
     if term:
+        # the JSON text as it is (a JSON field would encode the pattern as JSON)
+        like = Value(f"%{term}%", converter=False)
         cond = (
             (Client.name.contains(term))
             | (Client.email.contains(term))
             | (Tariff.name.contains(term))
             | (Service.remote_id.contains(term))
+            # params and details are JSON text: a domain is found wherever it is
+            | (Service.params**like)
+            | (Service.details**like)
         )
         number = parse_id(term.lstrip("#"))
         if number is not None:
             cond = cond | (Service.id == number)
         query = query.where(cond)
-    return query.order_by(Service.id.desc())
+    sorts = service_sorts()
+    return sorted_by(query, sorts, sort if sort in sorts else "id", descending, Service.id)
 
 
 def get_for_client(service_id, client_id):

@@ -12,17 +12,38 @@ arguments (``app.messages``).
 """
 
 import logging
+import re
 
 from blinker import Namespace
-from peewee import JOIN
+from peewee import JOIN, Case
 
 from app.db import get_for_update, write_transaction
-from app.models import Operation, Task, TaskEvent, parse_id, utcnow
+from app.models import (
+    Client,
+    Department,
+    Operation,
+    ProxyInbound,
+    Service,
+    StaffMembership,
+    Tariff,
+    Task,
+    TaskEvent,
+    User,
+    parse_id,
+    search_term,
+    sorted_by,
+    utcnow,
+)
 from app.objects.fields import MAX_DETAIL_VALUE
-from app.objects.inputs import TaskCancelInput, TaskCloseInput, TaskCommentInput
+from app.objects.inputs import (
+    TaskCancelInput,
+    TaskCloseInput,
+    TaskCommentInput,
+    TaskPlanInput,
+)
 from app.services import detail_fields, events
 from app.services.errors import Conflict, NotFound, PermissionDenied, ValidationError
-from app.states import TASK
+from app.states import KINDS, TASK
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +200,89 @@ def note_for_operation(op, now, actor, message, args):
         record_event(task, "note", actor, now, message=message, args=args)
 
 
-def list_tasks(department_id=None, status=None, assignee_id=None, departments=None, kind=None):
+def task_sorts():
+    """The columns the tasks list sorts by (priority by urgency, not by name)."""
+    rank = Case(Task.priority, [(p, n) for n, p in enumerate(Task.PRIORITIES)], 1)
+    return {
+        "id": Task.id,
+        "priority": rank,
+        "due": Task.due_at,
+        "status": Task.status,
+        "department": Department.name,
+        "assignee": User.name,
+        "created": Task.created_at,
+        "updated": Task.updated_at,
+    }
+
+
+def _title_kinds(term):
+    """The operation kinds whose task title (without its placeholders) holds ``term``."""
+    needle = term.lower()
+    return [
+        name
+        for name, kind in KINDS.items()
+        if needle in re.sub(r"\{[^}]*\}", "", kind.task_title).lower()
+    ]
+
+
+def list_tasks(
+    department_id=None,
+    status=None,
+    assignee_id=None,
+    departments=None,
+    kind=None,
+    search=None,
+    priority=None,
+    sort="id",
+    descending=True,
+):
+    """Tasks with their operation, department, assignee, service, client and tariff
+    (one query). ``search``: the title, the description a peer sent, what people wrote
+    in the history (comments, reasons), the client, or ``#id`` (the task's or its
+    service's); ``sort`` a key of :func:`task_sorts`."""
     # the operation comes with each row: a task's title is made from it when shown
     query = (
-        Task.select(Task, Operation)
+        Task.select(Task, Operation, Department, User, Service, Client, Tariff)
         .join(Operation, JOIN.LEFT_OUTER)
         .switch(Task)
-        .order_by(Task.id.desc())
+        .join(Department, JOIN.LEFT_OUTER)
+        .switch(Task)
+        .join(User, JOIN.LEFT_OUTER)
+        .switch(Task)
+        .join(Service, JOIN.LEFT_OUTER)
+        .join(Client, JOIN.LEFT_OUTER)
+        .switch(Service)
+        .join(Tariff, JOIN.LEFT_OUTER)
+        .switch(Task)
     )
+    term = search_term(search)
+    if term:
+        cond = (
+            Task.stored_title.contains(term)
+            | Client.name.contains(term)
+            | Client.email.contains(term)
+            | Task.id.in_(
+                ProxyInbound.select(ProxyInbound.task).where(
+                    ProxyInbound.description.contains(term)
+                )
+            )
+            | Task.id.in_(
+                TaskEvent.select(TaskEvent.task).where(
+                    TaskEvent.message.is_null() & TaskEvent.stored_text.contains(term)
+                )
+            )
+        )
+        kinds = _title_kinds(term)
+        if kinds:
+            cond = cond | (Task.stored_title.is_null() & Operation.kind.in_(kinds))
+        number = parse_id(term.lstrip("#"))
+        if number is not None:
+            cond = cond | (Task.id == number) | (Task.service == number)
+        query = query.where(cond)
+    if priority:
+        query = query.where(Task.priority == priority)
+    sorts = task_sorts()
+    query = sorted_by(query, sorts, sort if sort in sorts else "id", descending, Task.id)
     if kind:
         query = query.where(Operation.kind == kind)
     if department_id:
@@ -206,8 +302,6 @@ def can_act(user, task):
         return True
     if not user.is_staff:
         return False
-    from app.models import StaffMembership
-
     return (
         task.department_id is not None
         and StaffMembership.select()
@@ -233,6 +327,10 @@ def assign(task_id, user, assignee=None, force=False):
             raise PermissionDenied("this task belongs to a department you are not in")
         if not TASK.allows("assign", task.status):
             raise Conflict(f"task {task.id} is {task.status}")
+        if assignee.id != user.id and not may_be_assigned(task, assignee):
+            raise ValidationError(
+                {"user_id": "Choose a member of the task's department (or an admin)."}
+            )
         if task.assignee_id == assignee.id:
             return task
         current = task.assignee_id
@@ -425,8 +523,6 @@ def form_of(task):
     service, the sender's form for a task received through the tasks proxy."""
     if task.service_id is not None:
         return task.service.tariff.product_type.detail_fields or []
-    from app.models import ProxyInbound
-
     inbound = ProxyInbound.get_or_none(ProxyInbound.task == task.id)
     if inbound is None:
         return []
@@ -481,11 +577,73 @@ def for_operation(op):
     return list(Task.select().where(Task.operation == op.id).order_by(Task.id.desc()))
 
 
-def search_tasks(status=None, department_id=None, assignee_id=None, departments=None, kind=None):
+def search_tasks(
+    status=None, department_id=None, assignee_id=None, departments=None, kind=None, **more
+):
     """The Tasks page's query: ``status`` "open" means new or in work, None any status;
-    the other filters as :func:`list_tasks`."""
+    the other filters (and ``search``, ``priority``, ``sort``, ``descending``) as
+    :func:`list_tasks`."""
     if status == "open":
-        return list_tasks(department_id, None, assignee_id, departments, kind=kind).where(
+        return list_tasks(department_id, None, assignee_id, departments, kind=kind, **more).where(
             Task.status.in_(Task.OPEN_STATUSES)
         )
-    return list_tasks(department_id, status, assignee_id, departments, kind=kind)
+    return list_tasks(department_id, status, assignee_id, departments, kind=kind, **more)
+
+
+def assignable_staff(task):
+    """Who ``task`` may be handed to: the active staff of its department, and admins
+    (they act on every task), by name."""
+    members = StaffMembership.select(StaffMembership.user).where(
+        StaffMembership.department == task.department_id
+    )
+    where = User.role == "admin"
+    if task.department_id is not None:
+        where = where | ((User.role == "staff") & User.id.in_(members))
+    return list(User.select().where(User.is_active & where).order_by(User.name, User.id))
+
+
+def may_be_assigned(task, person):
+    """Whether ``person`` may get ``task``: an admin, or staff of its department."""
+    if not person.is_active or not person.is_staff:
+        return False
+    if person.is_admin:
+        return True
+    return (
+        task.department_id is not None
+        and StaffMembership.select()
+        .where(
+            (StaffMembership.user == person.id) & (StaffMembership.department == task.department_id)
+        )
+        .exists()
+    )
+
+
+def plan(task_id, user, data):
+    """Set the task's ``priority`` and ``due_at`` (a key ``data`` leaves out stays; an
+    empty ``due_at`` removes the due date); the change goes into the history."""
+    values = TaskPlanInput.parse(data)
+    given = {k for k in ("priority", "due_at") if k in (data or {})}
+    now = utcnow()
+    with write_transaction():
+        task = _get_acting(task_id, user)
+        if task.status not in Task.OPEN_STATUSES:
+            raise Conflict(f"task {task.id} is {task.status}")
+        changed = {}
+        if "priority" in given and values["priority"] and values["priority"] != task.priority:
+            changed["priority"] = task.priority = values["priority"]
+        if "due_at" in given and values["due_at"] != task.due_at:
+            task.due_at = values["due_at"]
+            changed["due_at"] = task.due_at
+        if changed:
+            task.updated_at = now
+            task.save()
+            due = task.due_at.strftime("%Y-%m-%d %H:%M UTC") if task.due_at else "none"
+            record_event(
+                task,
+                "planned",
+                user.email,
+                now,
+                message="planned",
+                args={"priority": task.priority, "due": due},
+            )
+    return task

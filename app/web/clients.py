@@ -23,21 +23,30 @@ from app.models import MAX_SEARCH
 from app.services import accounts, clients, resellers
 from app.services.errors import ValidationError
 from app.states import KINDS
-from app.web.helpers import Page, public_url, render, search_status
+from app.web.helpers import Page, Sorting, csv_response, public_url, render, search_status
 
 CONTACT_FIELDS = ("name", "email", "language", "phone", "company", "address", "country")
 
 bp = Blueprint("clients", __name__)
 
 
+CSV_HEADER = ("Client", "Name", "Email", "Client since", "Reseller on account")
+
+
+def _sorting():
+    return Sorting(accounts.CLIENT_SORTS, default="id")
+
+
 @bp.get("/clients")
 @staff_required
 def index():
-    """Clients, newest first; ``q`` searches name, email and company."""
+    """Clients, newest first; ``q`` searches name, email and company; sorting by column,
+    pages."""
     q = request.args.get("q", "").strip()
+    sorting = _sorting()
     errors = {}
     try:
-        page = Page(accounts.clients(q or None))
+        page = Page(accounts.clients(q or None, sorting.key, sorting.desc))
     except ValidationError as exc:  # a search too long: said by the field, nothing listed
         errors, page = exc.fields, Page.empty()
     return render(
@@ -46,9 +55,24 @@ def index():
         target="clients-list",
         page=page,
         filters={"q": q},
+        sorting=sorting,
         errors=errors,
         max_search=MAX_SEARCH,
     ), search_status(errors)
+
+
+@bp.get("/clients/export.csv")
+@staff_required
+def export():
+    """The clients list as CSV: every page, with the list's search and order."""
+    sorting = _sorting()
+    query = accounts.clients(request.args.get("q", "").strip() or None, sorting.key, sorting.desc)
+    return csv_response(
+        "clients.csv",
+        CSV_HEADER,
+        query,
+        lambda c: (c.id, c.name, c.email, c.created_at, c.on_account),
+    )
 
 
 @bp.route("/clients/new", methods=["GET", "POST"])

@@ -1,12 +1,23 @@
 """Shared web helpers: partial-or-page rendering, pagination, input parsing, filters."""
 
+import csv
 import datetime as dt
+import io
 import math
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
-from flask import current_app, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
+from app.db import database
 from app.models import utcnow
 
 
@@ -65,6 +76,109 @@ class Page:
     @property
     def last_row(self):
         return min(self.number * self.size, self.total)
+
+    def numbers(self, around=2):
+        """The page numbers to link: the first, the last and ``around`` on each side of
+        this one; None where numbers are left out (shown as "…")."""
+        shown = {1, self.pages} | {
+            n for n in range(self.number - around, self.number + around + 1) if 1 <= n <= self.pages
+        }
+        numbers, previous = [], 0
+        for n in sorted(shown):
+            if n - previous > 1:
+                numbers.append(n - 1 if n - previous == 2 else None)
+            numbers.append(n)
+            previous = n
+        return numbers
+
+
+# columns whose first click shows the largest first (the newest, the most urgent)
+FIRST_DESCENDING = ("id", "created", "updated", "priority", "activated", "paid", "sent")
+
+
+class Sorting:
+    """A list's order from ``sort`` (a column key among ``keys``) and ``dir`` (asc or
+    desc). A key that is not a sortable column is ignored (the list keeps its default
+    order) and said in ``ignored``; never an error."""
+
+    def __init__(self, keys, default, default_desc=True):
+        raw = request.args.get("sort", "")
+        self.keys = tuple(keys)
+        self.ignored = raw if raw and raw not in self.keys else None
+        self.key = raw if raw in self.keys else default
+        direction = request.args.get("dir", "")
+        self.desc = direction == "desc" if direction in ("asc", "desc") else default_desc
+        self.explicit = raw in self.keys
+
+    @property
+    def direction(self):
+        return "desc" if self.desc else "asc"
+
+    def url(self, key):
+        """The current list's URL sorted by ``key`` (the other way round when it already
+        is), on its first page, keeping the filters."""
+        desc = not self.desc if key == self.key else key in FIRST_DESCENDING
+        args = {k: v for k, v in request.args.items() if k not in ("page", "sort", "dir")}
+        args.update(sort=key, dir="desc" if desc else "asc")
+        return url_for(request.endpoint, **(request.view_args or {}), **args)
+
+    def aria(self, key):
+        if key != self.key:
+            return "none"
+        return "descending" if self.desc else "ascending"
+
+
+# --- CSV export -------------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """One CSV cell: text a spreadsheet would run as a formula (starting with = + - @,
+    a tab or a carriage return) is prefixed with ``'``; numbers stay numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def csv_response(filename, header, query, row):
+    """A CSV download of ``query``'s rows (``row(model)``: its values) under ``header``,
+    streamed (a long list is never held whole), quoted by the csv module."""
+
+    def generate():
+        # the rows are read while the response streams, after the request's teardown
+        # closed its connection: a connection of its own
+        with database.connection_context():
+            yield from lines(row(obj) for obj in query.iterator())
+
+    def lines(rows):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow([csv_cell(h) for h in header])
+        yield buffer.getvalue()
+        for row in rows:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow([csv_cell(v) for v in row])
+            yield buffer.getvalue()
+
+    response = Response(stream_with_context(generate()), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def export_url(endpoint):
+    """The CSV export of the current list (its filters, search and order; every page)."""
+    args = {k: v for k, v in request.args.items() if k != "page"}
+    return url_for(endpoint, **args)
 
 
 # --- input ------------------------------------------------------------------------------
@@ -232,6 +346,7 @@ def init_app(app):
     app.jinja_env.filters["label"] = _label
     app.jinja_env.globals["here"] = here
     app.jinja_env.globals["page_url"] = page_url
+    app.jinja_env.globals["export_url"] = export_url
     app.jinja_env.globals["operation_actions"] = _operation_actions
     app.jinja_env.globals["STATUS_CLASSES"] = {
         "done": "ok",

@@ -1,13 +1,22 @@
 """Current operations: the live list of operations not yet done, and each one's attempts."""
 
-from flask import Blueprint, flash, redirect, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.auth import staff_required
-from app.models import Operation
+from app.models import MAX_SEARCH, Operation
 from app.services import catalog, operations, tasks
-from app.services.errors import Conflict
-from app.web.helpers import Page, arg_choice, arg_int, redirect_back, render
+from app.services.errors import Conflict, ValidationError
+from app.web.helpers import (
+    Page,
+    Sorting,
+    arg_choice,
+    arg_int,
+    csv_response,
+    redirect_back,
+    render,
+    search_status,
+)
 
 bp = Blueprint("operations", __name__)
 
@@ -21,35 +30,134 @@ def _filters():
     }
 
 
-@bp.get("/operations")
-@staff_required
-def index():
-    """Current operations; htmx polls refresh only the table (``#operations-live``)."""
-    filters = _filters()
-    args = (
+CSV_HEADER = ("Operation", "Kind", "Status", "Service", "Client", "Email", "Tariff")
+CSV_HEADER += ("Module", "Attempts", "Next run", "Last error", "Created")
+
+
+def _args(filters):
+    return (
         filters["status"] or None,
         filters["module"],
         filters["kind"] or None,
         filters["q"] or None,
     )
-    page = Page(
-        operations.open_operations(*args),
-        count_query=operations.open_operations(*args, with_module=False),
-    )
+
+
+def _sorting():
+    return Sorting(operations.operation_sorts(), default="created")
+
+
+def _rows_context(filters, sorting, selected=()):
+    """What ``operations/_rows.html`` shows (the page, its htmx poll, a bulk action's
+    answer)."""
+    errors = {}
+    try:
+        page = Page(
+            operations.open_operations(*_args(filters), sort=sorting.key, descending=sorting.desc),
+            count_query=operations.open_operations(*_args(filters), with_module=False),
+        )
+    except ValidationError as exc:  # a search too long: said by the field, nothing listed
+        errors, page = exc.fields, Page.empty()
     tasks_by_operation = operations.open_tasks_by_operation(page.rows)
+    return {
+        "page": page,
+        "filters": filters,
+        "sorting": sorting,
+        "errors": errors,
+        "selected": set(selected),
+        "counts": operations.counts_by_status(),
+        "open_statuses": Operation.OPEN_STATUSES,
+        "task_of": lambda op: tasks_by_operation.get(op.id),
+    }
+
+
+def _selected(source):
+    return {n for n in (arg_int("x", {"x": v}) for v in source.getlist("ids")) if n}
+
+
+@bp.get("/operations")
+@staff_required
+def index():
+    """Current operations; htmx polls refresh only the table (``#operations-live``),
+    keeping the rows ticked for a bulk action (``ids``)."""
+    context = _rows_context(_filters(), _sorting(), _selected(request.args))
     return render(
         "operations/index.html",
         "operations/_rows.html",
         target="operations-live",
-        page=page,
-        filters=filters,
-        counts=operations.counts_by_status(),
         modules=catalog.processing_modules,  # called by the full page only, not the partial
         statuses=Operation.STATUSES,
-        open_statuses=Operation.OPEN_STATUSES,
         kinds=Operation.KINDS,
-        task_of=lambda op: tasks_by_operation.get(op.id),
+        max_search=MAX_SEARCH,
+        **context,
+    ), search_status(context["errors"])
+
+
+@bp.get("/operations/export.csv")
+@staff_required
+def export():
+    """Current operations as CSV: every page, with the list's filters, search and order."""
+    sorting = _sorting()
+    query = operations.open_operations(
+        *_args(_filters()), sort=sorting.key, descending=sorting.desc
     )
+    return csv_response(
+        "operations.csv",
+        CSV_HEADER,
+        query,
+        lambda op: (
+            op.id,
+            op.kind,
+            op.status,
+            op.service_id,
+            op.service.client.name if op.service_id else None,
+            op.service.client.email if op.service_id else None,
+            op.service.tariff.name if op.service_id else None,
+            op.module.name if op.module_id else None,
+            op.attempts,
+            op.next_run_at,
+            op.last_error,
+            op.created_at,
+        ),
+    )
+
+
+@bp.post("/operations/bulk")
+@staff_required
+def bulk():
+    """Run now or cancel the ticked operations, each through the same service as its
+    own button; the answer says what was done and what was refused, and why."""
+    action = request.form.get("action", "")
+    ids = request.form.getlist("ids")
+    try:
+        done, refused = operations.act_on_many(ids, action, current_user._get_current_object())
+    except ValidationError as exc:
+        error, done, refused = next(iter(exc.fields.values()), exc.message), [], []
+    else:
+        error = None
+    summary = {
+        "action": action,
+        "verb": "queued to run now" if action == "restart" else "cancelled",
+        "done": [op.id for op in done],
+        "refused": refused,
+        "error": error,
+    }
+    if not request.htmx:
+        flash(_summary_text(summary), "error" if error else "success" if not refused else "info")
+        return redirect_back(url_for("operations.index"))
+    # htmx: the summary goes above the list, and the list reloads (nothing ticked)
+    headers = {} if error else {"HX-Trigger": "operations-changed"}
+    return render_template("operations/_bulk.html", summary=summary), 200, headers
+
+
+def _summary_text(summary):
+    if summary["error"]:
+        return summary["error"]
+    text = f"{len(summary['done'])} operation(s) {summary['verb']}"
+    if summary["refused"]:
+        why = "; ".join(f"#{number}: {reason}" for number, reason in summary["refused"])
+        text += f"; {len(summary['refused'])} refused ({why})"
+    return text + "."
 
 
 @bp.get("/operations/<int:operation_id>")

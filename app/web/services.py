@@ -8,34 +8,58 @@ from app.models import MAX_SEARCH, Service
 from app.services import accounts, catalog, dashboard, imports, mail, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import KINDS, REQUESTABLE
-from app.web.helpers import Page, arg_choice, arg_int, render, search_status
+from app.web.helpers import (
+    Page,
+    Sorting,
+    arg_choice,
+    arg_int,
+    csv_response,
+    render,
+    search_status,
+)
 
 bp = Blueprint("services", __name__)
 
 
-@bp.get("/services")
-@staff_required
-def index():
-    """Services with search (client, email, tariff, #id), a status filter and pages;
-    ``stuck=1``: those in setup for longer than an hour (the dashboard's link)."""
+CSV_HEADER = ("Service", "Client", "Email", "Tariff", "Status", "Remote id", "Domain")
+CSV_HEADER += ("Created", "Active since", "Expires")
+
+
+def _list():
+    """The list's filters, order and query (the page and its CSV export share them)."""
     filters = {
         "q": request.args.get("q", "").strip(),
         "status": arg_choice("status", Service.STATUSES, default=""),
         "client_id": arg_int("client_id"),
         "stuck": request.args.get("stuck") == "1",
     }
-    if filters["stuck"]:
+    if filters["stuck"]:  # the dashboard's link: in setup for longer than an hour
         filters["status"] = "processing"
+    sorting = Sorting(provisioning.service_sorts(), default="id")
+    return filters, sorting
+
+
+def _query(filters, sorting):
+    return provisioning.list_services(
+        filters["status"] or None,
+        filters["client_id"],
+        filters["q"] or None,
+        sorting.key,
+        sorting.desc,
+        unchanged_since=dashboard.stuck_before() if filters["stuck"] else None,
+    )
+
+
+@bp.get("/services")
+@staff_required
+def index():
+    """Services with search (client, email, tariff, domain, remote id, #id), a status
+    filter, sorting by column and pages; ``stuck=1``: those in setup for longer than an
+    hour (the dashboard's link)."""
+    filters, sorting = _list()
     errors = {}
     try:
-        page = Page(
-            provisioning.list_services(
-                filters["status"] or None,
-                filters["client_id"],
-                filters["q"] or None,
-                unchanged_since=dashboard.stuck_before() if filters["stuck"] else None,
-            )
-        )
+        page = Page(_query(filters, sorting))
     except ValidationError as exc:  # a search too long: said by the field, nothing listed
         errors, page = exc.fields, Page.empty()
     client = accounts.get_client(filters["client_id"]) if filters["client_id"] else None
@@ -45,11 +69,36 @@ def index():
         target="services-list",
         page=page,
         filters=filters,
+        sorting=sorting,
         errors=errors,
         client=client,
         statuses=Service.STATUSES,
         max_search=MAX_SEARCH,
     ), search_status(errors)
+
+
+@bp.get("/services/export.csv")
+@staff_required
+def export():
+    """The services list as CSV: every page, with the list's filters, search and order."""
+    filters, sorting = _list()
+    return csv_response(
+        "services.csv",
+        CSV_HEADER,
+        _query(filters, sorting),
+        lambda s: (
+            s.id,
+            s.client.name,
+            s.client.email,
+            s.tariff.name,
+            s.status,
+            s.remote_id,
+            (s.params or {}).get("domain") or (s.details or {}).get("domain"),
+            s.created_at,
+            s.activated_at,
+            s.expires_at,
+        ),
+    )
 
 
 def _detail_context(service, errors=None, form=None, failed_form=None, reveal=False):

@@ -8,10 +8,18 @@ from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import current_user
 
 from app.auth import staff_required
-from app.models import Attempt, Operation, Task
+from app.models import MAX_SEARCH, Attempt, Operation, Task, User
 from app.services import accounts, catalog, operations, provisioning, tasks
 from app.services.errors import Conflict, PermissionDenied, ValidationError
-from app.web.helpers import Page, arg_choice, arg_int, render
+from app.web.helpers import (
+    Page,
+    Sorting,
+    arg_choice,
+    arg_int,
+    csv_response,
+    render,
+    search_status,
+)
 
 bp = Blueprint("tasks", __name__)
 
@@ -38,36 +46,94 @@ def _acting_task(task_id):
     return task
 
 
-@bp.get("/tasks")
-@staff_required
-def index():
-    """Tasks of my departments (admins: all), live; filters status, department, mine, kind."""
-    user = _user()
-    visible = _visible_departments(user)
+CSV_HEADER = ("Task", "Title", "Status", "Priority", "Due", "Overdue", "Department")
+CSV_HEADER += ("Assignee", "Client", "Tariff", "Service", "Operation", "Created", "Updated")
+
+
+def _list(user):
+    """The list's filters, order and query (the page and its CSV export share them)."""
     filters = {
         "status": arg_choice("status", STATUS_CHOICES, default="open"),
         "department": arg_int("department"),
         "mine": request.args.get("mine") in ("1", "on", "true"),
         "kind": arg_choice("kind", Operation.KINDS, default=""),
+        "priority": arg_choice("priority", Task.PRIORITIES, default=""),
+        "q": request.args.get("q", "").strip(),
     }
+    sorting = Sorting(tasks.task_sorts(), default="id")
     query = tasks.search_tasks(
         None if filters["status"] == "all" else filters["status"],
         filters["department"],
         user.id if filters["mine"] else None,
-        visible,
+        _visible_departments(user),
         kind=filters["kind"] or None,
+        search=filters["q"] or None,
+        priority=filters["priority"] or None,
+        sort=sorting.key,
+        descending=sorting.desc,
     )
+    return filters, sorting, query
+
+
+@bp.get("/tasks")
+@staff_required
+def index():
+    """Tasks of my departments (admins: all), live; "My tasks" (``mine``), filters
+    status, department, kind, priority, a text search, sorting by column (due date too)."""
+    user = _user()
+    visible = _visible_departments(user)
+    errors = {}
+    try:
+        filters, sorting, query = _list(user)
+        page = Page(query)
+    except ValidationError as exc:  # a search too long: said by the field, nothing listed
+        errors, page = exc.fields, Page.empty()
+        filters = {"status": "open", "department": None, "mine": False, "kind": ""}
+        filters.update(priority="", q=request.args.get("q", "").strip())
+        sorting = Sorting(tasks.task_sorts(), default="id")
     departments = [d for d in catalog.departments() if visible is None or d.id in visible]
     return render(
         "tasks/index.html",
         "tasks/_rows.html",
         target="tasks-live",
-        page=Page(query),
+        page=page,
         filters=filters,
+        sorting=sorting,
+        errors=errors,
         statuses=STATUS_CHOICES,
         kinds=Operation.KINDS,
+        priorities=Task.PRIORITIES,
         departments=departments,
         no_departments=visible is not None and not visible,
+        max_search=MAX_SEARCH,
+    ), search_status(errors)
+
+
+@bp.get("/tasks/export.csv")
+@staff_required
+def export():
+    """The tasks list as CSV: every page, with the list's filters, search and order."""
+    _, _, query = _list(_user())
+    return csv_response(
+        "tasks.csv",
+        CSV_HEADER,
+        query,
+        lambda t: (
+            t.id,
+            t.title,
+            t.status,
+            t.priority,
+            t.due_at,
+            t.is_overdue,
+            t.department.name if t.department_id else None,
+            t.assignee.name if t.assignee_id else None,
+            t.service.client.name if t.service_id else None,
+            t.service.tariff.name if t.service_id else None,
+            t.service_id,
+            t.operation_id,
+            t.created_at,
+            t.updated_at,
+        ),
     )
 
 
@@ -86,6 +152,7 @@ def _task_page(task, errors=None, form=None, failed_form=None, status=200):
     else:
         values = {**((service.details or {}) if service else {}), **(task.fields or {})}
     events = tasks.events_of(task)
+    plan_form = form if failed_form == "plan" else {}
     return render(
         "tasks/detail.html",
         "tasks/_operation.html",
@@ -104,6 +171,9 @@ def _task_page(task, errors=None, form=None, failed_form=None, status=200):
         failed_form=failed_form,
         errors=errors or {},
         actions=operations.available_actions(op) if op is not None else [],
+        assignable=tasks.assignable_staff(task) if task.status in Task.OPEN_STATUSES else [],
+        priorities=Task.PRIORITIES,
+        plan_form=plan_form,
         # a deleted service's passwords are hidden here too (revealed on the service page)
         hidden=provisioning.secret_names(service)
         if service is not None and service.status == "deleted"
@@ -132,15 +202,50 @@ def detail(task_id):
 @bp.post("/tasks/<int:task_id>/assign")
 @staff_required
 def assign(task_id):
-    """Assign the task to me (if someone was quicker, say who); an admin may take over a
-    task someone else has (``force``)."""
-    _acting_task(task_id)
+    """Assign the task to me, or to a member of its department (``user_id``); if someone
+    was quicker, say who. An admin, or whoever has it, hands over a task someone has
+    (``force``)."""
+    task = _acting_task(task_id)
+    user = _user()
+    assignee = None
+    raw = request.form.get("user_id", "")
+    if raw:
+        assignee = User.get_or_none_by_id(raw)
+        if assignee is None:
+            return _task_page(
+                task,
+                errors={"user_id": "Choose a member of the task's department."},
+                failed_form="assign",
+                status=422,
+            )
     try:
-        tasks.assign(task_id, _user(), force=request.form.get("force") == "1")
+        task = tasks.assign(task_id, user, assignee, force=request.form.get("force") == "1")
+    except ValidationError as exc:
+        return _task_page(task, errors=exc.fields, failed_form="assign", status=422)
     except Conflict as exc:
         flash(exc.message, "error")
     else:
-        flash("The task is yours.", "success")
+        if assignee is None or assignee.id == user.id:
+            flash("The task is yours.", "success")
+        else:
+            flash(f"Task #{task.id} assigned to {assignee.name}.", "success")
+    return redirect(url_for("tasks.detail", task_id=task_id))
+
+
+@bp.post("/tasks/<int:task_id>/plan")
+@staff_required
+def plan(task_id):
+    """Set the task's priority and due date (an empty date: none)."""
+    task = _acting_task(task_id)
+    data = {"priority": request.form.get("priority", ""), "due_at": request.form.get("due_at", "")}
+    try:
+        tasks.plan(task_id, _user(), data)
+    except ValidationError as exc:
+        return _task_page(task, errors=exc.fields, form=data, failed_form="plan", status=422)
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Task #{task_id}: priority and due date saved.", "success")
     return redirect(url_for("tasks.detail", task_id=task_id))
 
 
