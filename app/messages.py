@@ -72,7 +72,10 @@ class Reason:
         return {"reason": self.key, "reason_args": self.args}
 
     def __str__(self):
-        return _format(REASONS[self.key], self.args)
+        args = self.args
+        if "kind" in args:
+            args = {**args, "kind": kind_label(args["kind"])}
+        return _format(REASONS[self.key], args)
 
     def __repr__(self):
         return f"Reason({self.key!r}, {self.args!r})"
@@ -96,8 +99,21 @@ def render(message, args):
     if "reason" in args:
         key = args.pop("reason")
         reason_args = args.pop("reason_args", {}) or {}
+        if "kind" in reason_args:
+            reason_args = {**reason_args, "kind": kind_label(reason_args["kind"])}
         args["reason"] = _format(REASONS[key], reason_args) if key in REASONS else key
+    if "kind" in args:  # a kind reads as its label ("Set up"), never as a status ("open")
+        args["kind"] = kind_label(args["kind"])
     template = MESSAGES.get(message)
     if template is None:
         return message
     return _format(template, args)
+
+
+def kind_label(name):
+    """What people read for an operation kind: its label in the kinds table ("open" is
+    "Set up"); an unknown kind as it is, without underscores."""
+    from app.states import KINDS
+
+    kind = KINDS.get(name)
+    return kind.label if kind is not None else str(name or "").replace("_", " ")

@@ -293,6 +293,8 @@ class Service(BaseModel):
     module_data = JSONField(default=dict)
     expires_at = DateTimeField(null=True, index=True)
     renewal_queued_for = DateTimeField(null=True)  # the expiry a renew was queued for
+    # why people cancelled its setup (status setup_cancelled); shown to the client too
+    setup_cancelled_reason = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
     activated_at = DateTimeField(null=True)
     updated_at = DateTimeField(default=utcnow)

@@ -78,7 +78,7 @@ KINDS = {
             "Close",
             "Delete service #{service} manually",
             "Close (delete) a service",
-            starts_from=("active", "suspended", "processing"),
+            starts_from=("active", "suspended", "processing", "setup_cancelled"),
             leads_to="deleted",
             staff_may_request=True,
             confirm="Closing deletes service #{service} on its panel. This cannot be undone.",
@@ -274,15 +274,21 @@ OPERATION = Machine(
     },
 )
 
-# ordered → processing → active ⇄ suspended → deleted (ordered → active: imported)
+# ordered → processing → active ⇄ suspended → deleted (ordered → active: imported); a
+# setup cancelled by people waits in setup_cancelled (the reason kept) until staff retry it
+# (processing again) or close it
 SERVICE = Machine(
     "service",
     emits=True,
-    statuses=("ordered", "processing", "active", "suspended", "deleted"),
+    statuses=("ordered", "processing", "setup_cancelled", "active", "suspended", "deleted"),
     final=("deleted",),
     transitions={
         "pay": _from(("ordered",), "processing"),
         "cancel_order": _from(("ordered",), "deleted"),
+        # the open operation (or its task) was cancelled: the setup stops, not for ever
+        "cancel_setup": _from(("processing",), "setup_cancelled"),
+        # "Retry setup": a new open operation (or the cancelled one run or reopened again)
+        "retry_setup": _from(("setup_cancelled",), "processing"),
         # staff bind an account that already exists on a panel: active at once, no open
         # operation runs (one is recorded as done, "imported by ...")
         "import": _from(("ordered",), "active"),

@@ -270,6 +270,13 @@ class ProvisorModule(ModuleType):
             )
         if status in TERMINAL_DOWN:
             raise PermanentError(f"the upstream service {upstream_id} is {status}")
+        if status == "setup_cancelled":
+            # the upstream's staff stopped its setup: waiting would not set it up; people
+            # here decide (their staff may retry it there, then this runs again)
+            reason = service.get("setup_cancelled_reason") or "no reason was given"
+            raise PermanentError(
+                f"the upstream cancelled the setup of service {upstream_id}: {reason}"
+            )
         self._note_waiting(ctx, upstream_id, service)
         return self._poll(state)
 

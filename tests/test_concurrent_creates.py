@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 from app import create_app, schema
 from app.db import database, write_transaction
+from app.states import KINDS
 from tests.support import WEBHOOK_SECRET, free_port
 
 N = 8
@@ -287,4 +288,5 @@ def test_one_operation_of_a_kind_at_a_time_for_concurrent_requests(served, kind)
     for status, data in results:
         if status != 202:
             assert status == 409, (status, data)
-            assert f"already has operation #{made[0].id} ({kind}" in data["error"]["message"]
+            label = KINDS[kind].label  # the kind as people read it ("Suspend")
+            assert f"already has operation #{made[0].id} ({label}" in data["error"]["message"]

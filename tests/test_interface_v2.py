@@ -345,7 +345,7 @@ def test_task_titles_and_history_are_rendered_not_stored(app, api, http_endpoint
     assert task["title"] == f"Set up service #{order['service_id']} manually"
     detail = api.ok("get", f"/tasks/{task['id']}")
     assert detail["events"][0]["text"] == (
-        f"Operation #{paid['operation_id']} (open): permanent error."
+        f"Operation #{paid['operation_id']} (Set up): permanent error."
     )
     with app.app_context(), database.connection_context():
         row = Task.get_by_id(task["id"])

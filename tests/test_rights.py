@@ -145,6 +145,8 @@ MATRIX = [
     ("POST", "/services/{active}/suspend", {}, staff_page("/services/{active}")),
     ("POST", "/services/{active}/resume", {}, staff_page("/services/{active}")),
     ("POST", "/services/{active}/close", {}, staff_page("/services/{active}")),
+    # not setup_cancelled: refused (a flash), nothing changes
+    ("POST", "/services/{active}/retry-setup", {}, staff_page("/services/{active}")),
     (
         "POST",
         "/services/{active}/change_tariff",

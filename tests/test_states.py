@@ -241,15 +241,38 @@ def test_a_refused_action_changes_nothing(app, api, world):
         assert Operation.get_by_id(op_id).__data__ == before
 
 
-SERVICE_STATUSES = ["ordered", "processing", "active", "suspended", "deleted"]
+SERVICE_STATUSES = ["ordered", "processing", "setup_cancelled", "active", "suspended", "deleted"]
 # which service statuses staff may request each kind from
 SERVICE_TABLE = {
     "suspend": {"active"},
     "resume": {"suspended"},
-    "close": {"active", "suspended", "processing"},
+    "close": {"active", "suspended", "processing", "setup_cancelled"},
     "change_tariff": {"active", "suspended"},
     "renew": {"active", "suspended"},
 }
+
+
+def test_retry_setup_only_from_setup_cancelled(app, api, world):
+    """Retry setup (issue 12): from setup_cancelled only, back to processing with a new
+    open operation; from every other status 409 and nothing changes."""
+    for status in SERVICE_STATUSES:
+        with app.app_context(), database.connection_context():
+            service = Service.create(
+                client=world["client"]["id"],
+                tariff=world["tariff"]["id"],
+                module=world["module"]["id"],
+                status=status,
+                setup_cancelled_reason="why" if status == "setup_cancelled" else None,
+            )
+        code, body = api.post(f"/services/{service.id}/retry-setup")
+        with app.app_context(), database.connection_context():
+            after = Service.get_by_id(service.id)
+        if status == "setup_cancelled":
+            assert code == 202 and body["kind"] == "open", body
+            assert (after.status, after.setup_cancelled_reason) == ("processing", None)
+        else:
+            assert code == 409, (status, body)
+            assert after.status == status
 
 
 @pytest.mark.parametrize("kind", list(SERVICE_TABLE))

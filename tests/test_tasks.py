@@ -260,7 +260,9 @@ def test_take_over_cancel_reopen_and_run_now(api):
     op = api.wait_operation(paid["operation_id"], ("retry_wait",))
     # "Set up manually" from Current operations: a task, and no more automatic retries
     task = api.ok("post", f"/operations/{op['id']}/take-over")
-    assert task["operation_id"] == op["id"] and task["status"] == "new"
+    # whoever clicked it has it (issue 12)
+    assert task["operation_id"] == op["id"] and task["status"] == "in_work"
+    assert task["assignee_id"] is not None
     assert api.ok("get", f"/operations/{op['id']}")["status"] == "manual"
     again = api.ok("post", f"/operations/{op['id']}/take-over")
     assert again["id"] == task["id"]  # the same task, not a second one
@@ -268,7 +270,7 @@ def test_take_over_cancel_reopen_and_run_now(api):
     api.ok("post", f"/tasks/{task['id']}/cancel", {"reason": "client changed their mind"})
     assert api.ok("get", f"/operations/{op['id']}")["status"] == "cancelled"
     reopened = api.ok("post", f"/tasks/{task['id']}/reopen")
-    assert reopened["status"] == "new"
+    assert reopened["status"] == "in_work"  # still its assignee's
     assert api.ok("get", f"/operations/{op['id']}")["status"] == "manual"
     # run now from the task: the attempt succeeds and the task closes itself with a note
     api.ok("post", f"/operations/{op['id']}/restart", status=202)

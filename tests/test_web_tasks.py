@@ -484,7 +484,7 @@ def test_service_actions_show_in_current_operations(app, client, admin):
         op = Operation.get((Operation.service == ids["service_id"]) & (Operation.kind == "suspend"))
     body = html(client.get("/operations"))
     row = re.search(rf'<tr id="operation-{op.id}".*?</tr>', body, re.S).group(0)
-    assert "suspend" in row and f"by {ADMIN[0]}" in row
+    assert "Suspend" in row and f"by {ADMIN[0]}" in row
     service_page = html(client.get(f"/services/{ids['service_id']}"))
     assert "Why this module" in service_page and "chosen" in service_page
     admin.wait_operation(op.id)

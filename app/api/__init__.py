@@ -442,6 +442,15 @@ def import_service():
     return jsonify(out.Service.of(service)), 201
 
 
+@api_bp.post("/services/<int:service_id>/retry-setup")
+@requires("staff")
+def retry_setup(service_id):
+    """Retry the setup of a service whose setup was cancelled (``setup_cancelled``): a new
+    ``open`` operation is queued and the service is ``processing`` again."""
+    op = provisioning.retry_setup(service_id, api_user().email)
+    return jsonify(out.Operation.of(op)), 202
+
+
 @api_bp.post(f"/services/<int:service_id>/<any({', '.join(REQUESTABLE)}):kind>")
 @requires("staff")
 def service_action(service_id, kind):
@@ -491,7 +500,8 @@ def restart_operation(operation_id):
 def cancel_operation(operation_id):
     """Cancel an operation that is not running (its department's staff, or an admin)."""
     operations.get_to_act(operation_id, api_user())
-    op = operations.cancel(operation_id, actor=api_user().email)
+    reason = json_body().get("reason")
+    op = operations.cancel(operation_id, actor=api_user().email, reason=reason)
     return jsonify(out.Operation.of(op)), 200
 
 
@@ -501,7 +511,8 @@ def take_over_operation(operation_id):
     """Set up manually: stop automatic retries and return the operation's task (made if
     none); its department's staff, or an admin."""
     operations.get_to_act(operation_id, api_user())
-    return jsonify(out.Task.of(operations.take_over(operation_id, api_user().email)))
+    user = api_user()
+    return jsonify(out.Task.of(operations.take_over(operation_id, user.email, user=user)))
 
 
 @api_bp.post("/operations/<int:operation_id>/callback")

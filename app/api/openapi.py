@@ -409,6 +409,16 @@ OPERATIONS = {
         "its type cannot list them (import by remote id), or 409 when the panel cannot be "
         "asked.",
     ),
+    "api.retry_setup": op(
+        "Services",
+        "staff",
+        "Operation",
+        [404, 409],
+        status=202,
+        ok_description="A new `open` operation is queued; the service is `processing` again. "
+        "409 unless the service is `setup_cancelled` (its setup was cancelled) and has no "
+        "operation open.",
+    ),
     # operations
     "api.list_operations": op(
         "Operations",
@@ -437,7 +447,13 @@ OPERATIONS = {
         ok_description="Queued for an attempt now.",
     ),
     "api.cancel_operation": op(
-        "Operations", "staff", "Operation", [404, 409], ok_description="Cancelled."
+        "Operations",
+        "staff",
+        "Operation",
+        [404, 409, 422],
+        request=body("OperationCancelInput", required=False),
+        ok_description="Cancelled. A service's setup (`open`) cancelled this way leaves the "
+        "service `setup_cancelled` with the reason (`setup_cancelled_reason`).",
     ),
     "api.operation_callback": op(
         "Webhooks",
@@ -532,7 +548,8 @@ OPERATIONS = {
         "staff",
         "Task",
         [404, 409],
-        ok_description="The operation is `manual` (no more automatic retries); its task.",
+        ok_description="The operation is `manual` (no more automatic retries); its task, "
+        "assigned to the caller when nobody had it yet.",
     ),
     "api.get_staff": op("People", "admin", "Staff", [404]),
     "api.update_staff": op("People", "admin", "Staff", [404, 422], request=body("StaffUpdate")),

@@ -286,8 +286,10 @@ def JsonObject(message="Must be an object."):
     return Annotated[dict[str, Any], BeforeValidator(check)]
 
 
-def Amount(message, maximum=None, places=None, description=None):
-    """A non-negative amount, exact (text "9.99" or a number); ``places`` rounds it."""
+def Amount(message, maximum=None, places=None, description=None, places_message=None):
+    """A non-negative amount, exact (text "9.99" or a number); ``places`` rounds it, or,
+    with ``places_message``, refuses more decimal places than that ("0.001" for cents;
+    "9.990" is 9.99)."""
 
     def check(value):
         try:
@@ -300,7 +302,12 @@ def Amount(message, maximum=None, places=None, description=None):
                 raise InvalidOperation
         except (InvalidOperation, ValueError):
             raise invalid(message) from None
-        return amount.quantize(Decimal(10) ** -places) if places is not None else amount
+        if places is None:
+            return amount
+        rounded = amount.quantize(Decimal(10) ** -places)
+        if places_message and rounded != amount:
+            raise invalid(places_message)
+        return rounded
 
     digits = len(str(int(maximum))) if maximum is not None else None
     number = {"type": "number", "minimum": 0}

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import BeforeValidator, ConfigDict, Field, RootModel, create_model, field_validator
 
 from app.models import Client, ProductType, Tariff, Task
-from app.objects.base import Input, Missing, NotBlank, invalid
+from app.objects import currencies
+from app.objects.base import Input, Missing, NotBlank, invalid, missing
 from app.objects.fields import (
     EMAIL,
     Amount,
@@ -210,7 +211,10 @@ class ModuleSettings(Input):
         "errors come keyed `config.<setting>`; an unknown setting is an error.",
     )
     department_id: Ref("Choose an existing department.") | None = Field(
-        None, description="The department that gets its tasks."
+        None,
+        description="The department that gets its tasks: every module has one. Omitted: "
+        "the module's own (on PUT), else the default department `Support` (made if there "
+        "is none); null is refused (422).",
     )
     retry_delay: WholeNumber(1, 7 * 86400) = Field(300, description="Seconds between attempts.")
     max_attempts: WholeNumber(1, 100) = 3
@@ -351,6 +355,16 @@ ProductTypeRef = Annotated[
 ]
 
 
+def _iso_currency(value):
+    """An ISO 4217 code, as it is typed ("usd" is USD): never cut to three letters."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise missing()
+    code = value.strip().upper() if isinstance(value, str) else value
+    if not currencies.is_currency(code):
+        raise invalid(currencies.MESSAGE)
+    return code
+
+
 class TariffInput(Input):
     """A tariff plan (POST and PUT alike)."""
 
@@ -360,14 +374,14 @@ class TariffInput(Input):
         "Must be a non-negative amount such as 9.99.",
         maximum=9999999999,
         places=2,
+        places_message="At most 2 decimal places, such as 9.99: a price is kept in cents.",
         description="A non-negative amount such as 9.99 (a string keeps it exact).",
     )
-    currency: Text(
-        3,
-        pattern=r"^[A-Za-z]{3}$",
-        pattern_message="A three-letter currency code such as USD.",
-        transform=str.upper,
-    ) = "USD"
+    currency: Annotated[
+        str,
+        Field(min_length=3, max_length=3, json_schema_extra={"enum": sorted(currencies.ISO_4217)}),
+        BeforeValidator(_iso_currency),
+    ] = Field("USD", description="An ISO 4217 currency code (USD, EUR...).")
     period: Choice(Tariff.PERIODS) = "month"
     internal_name: Text(
         64, pattern=INTERNAL_NAME.pattern, pattern_message="Letters, digits, '.', '_' and '-' only."
@@ -500,10 +514,27 @@ class TaskFieldsInput(Input):
     fields: DetailFields = {}
 
 
+MAX_CANCEL_REASON = 1000
+
+
 class TaskCancelInput(Input):
     """Why nobody will do the task."""
 
-    reason: FreeText(max_length=1000) | None = None
+    reason: FreeText(max_length=MAX_CANCEL_REASON) | None = Field(
+        None,
+        description="At most 1,000 characters; for the history (and, for a service's "
+        "setup, shown to its client).",
+    )
+
+
+class OperationCancelInput(Input):
+    """Why the operation is cancelled (optional)."""
+
+    reason: FreeText(max_length=MAX_CANCEL_REASON) | None = Field(
+        None,
+        description="At most 1,000 characters. Cancelling a service's setup (`open`): "
+        "the service is `setup_cancelled` and its client reads this reason.",
+    )
 
 
 class TaskCloseInput(Input):
@@ -647,6 +678,7 @@ MODELS = [
     TaskCommentInput,
     TaskFieldsInput,
     TaskCancelInput,
+    OperationCancelInput,
     TaskCloseInput,
     ServiceDetailsInput,
     ServiceImportInput,

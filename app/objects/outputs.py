@@ -322,6 +322,10 @@ class Service(Output):
     module_choice: dict[str, Any] | None = Field(description="Why this module was chosen.")
     module_data: Object = Field(description="What the module keeps for this service (staff).")
     expires_at: Timestamp = Field(description="When it expires (a `renew` operation renews it).")
+    setup_cancelled_reason: str | None = Field(
+        description="Why its setup was cancelled (status `setup_cancelled`; the client "
+        "reads it too); null otherwise."
+    )
     created_at: Timestamp
     activated_at: Timestamp
 
@@ -543,6 +547,9 @@ class ResellerService(Output):
     params: Object
     expires_at: Timestamp
     activated_at: Timestamp
+    setup_cancelled_reason: str | None = Field(
+        description="Why its setup was cancelled (status `setup_cancelled`); null otherwise."
+    )
     operation: ResellerOperation | None = Field(description="Its newest operation.")
 
 

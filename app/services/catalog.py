@@ -133,6 +133,23 @@ def departments():
     return list(Department.select().order_by(Department.name))
 
 
+DEFAULT_DEPARTMENT = "Support"
+DEPARTMENT_REQUIRED = (
+    "Choose the department that gets this module's tasks: every module needs one, or its "
+    "tasks would reach nobody."
+)
+DEFAULT = object()  # a module's department not given: the default department
+
+
+def default_department():
+    """The default department, "Support" (made when there is none of that name): a module
+    created without a department gets it, as migration 0011 gave it to older modules."""
+    department = Department.get_or_none(Department.name == DEFAULT_DEPARTMENT)
+    if department is None:
+        department = Department.create(name=DEFAULT_DEPARTMENT)
+    return department
+
+
 def _department_fields(data, existing=None):
     values, errors = DepartmentInput.check(data)
     if "name" not in errors:
@@ -212,12 +229,20 @@ def _module_fields(data, errors, existing=None):
         for key, message in config_errors.items():
             errors[f"config.{key}"] = message
         values["config"] = cleaned
+    # every module has a department (its tasks go there): a blank one is refused; one
+    # not given keeps the module's, or is the default department (Support) for a new one
     department_id = values.pop("department_id")
     values["department"] = None
     if department_id is not None:
         values["department"] = Department.get_or_none_by_id(department_id)
         if values["department"] is None:
             errors["department_id"] = "Choose an existing department."
+    elif "department_id" in data and "department_id" not in errors:
+        errors["department_id"] = DEPARTMENT_REQUIRED
+    elif existing is not None and existing.department_id is not None:
+        values["department"] = existing.department
+    else:
+        values["department"] = DEFAULT
     if "name" not in errors:
         clash = ProcessingModule.select().where(ProcessingModule.name == values["name"])
         if existing is not None:
@@ -237,6 +262,8 @@ def create_module(data):
     if values.pop("test_connection"):
         _require_working(values["type"], values["config"])
     with unique_fields(MODULE_UNIQUE), write_transaction():
+        if values["department"] is DEFAULT:
+            values["department"] = default_department()
         return ProcessingModule.create(**values)
 
 
@@ -250,6 +277,8 @@ def update_module(module_id, data):
         _require_working(module.type, values["config"])
     was_enabled = module.enabled
     with unique_fields(MODULE_UNIQUE), write_transaction():
+        if values["department"] is DEFAULT:
+            values["department"] = default_department()
         for key, value in values.items():
             setattr(module, key, value)
         module.save()

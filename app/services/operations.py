@@ -47,6 +47,7 @@ from app.models import (
     sorted_by,
     utcnow,
 )
+from app.objects.inputs import OperationCancelInput
 from app.services import accounts, detail_fields, dispatch, events, provisioning, sweeps, tasks
 from app.services.errors import BadSignature, Conflict, NotFound, PermissionDenied
 from app.states import ITEM, OPERATION
@@ -593,7 +594,10 @@ def restart(operation_id, actor="staff"):
     with write_transaction():
         op = get(operation_id, lock=True)
         # from manual: one more attempt; if it fails too, the operation is manual again
-        OPERATION.move(op, "restart")
+        previous = OPERATION.move(op, "restart")
+        if previous == "cancelled":
+            op.completed_by = None
+            provisioning.setup_resumed(op, now)
         op.deadline_at = None  # a polling operation gets its whole max_wait again
         _queue_now(op, now)
         tasks.note_for_operation(op, now, actor, "ran_again", {"actor": actor})
@@ -611,16 +615,18 @@ def _queue_now(op, now):
     dispatch.operation(op.id)
 
 
-def cancel(operation_id, actor="staff"):
-    """Cancel an operation that is not running; its open tasks are cancelled too."""
+def cancel(operation_id, actor="staff", reason=""):
+    """Cancel an operation that is not running; its open tasks are cancelled too. A
+    service's setup (``open``) cancelled this way is ``setup_cancelled`` with ``reason``."""
+    reason = OperationCancelInput.parse({"reason": reason or ""})["reason"] or ""
     now = utcnow()
     with write_transaction():
         op = get(operation_id, lock=True)
-        cancel_locked(op, actor, now)
+        cancel_locked(op, actor, now, reason)
     return op
 
 
-def cancel_locked(op, actor, now):
+def cancel_locked(op, actor, now, reason=""):
     """Cancel ``op`` (locked by the caller's transaction)."""
     OPERATION.move(op, "cancel")
     op.finished_at = now
@@ -630,6 +636,7 @@ def cancel_locked(op, actor, now):
     op.completed_by = actor
     op.save()
     tasks.cancel_for_operation(op, now, actor)
+    provisioning.cancel_setup(op, reason, now)
 
 
 def bring_back(op, actor, now):
@@ -642,10 +649,12 @@ def bring_back(op, actor, now):
     op.completed_by = None
     op.updated_at = now
     op.save()
+    provisioning.setup_resumed(op, now)
 
 
-def take_over(operation_id, actor):
-    """ "Set up manually": people take the operation over; returns its task (made if none).
+def take_over(operation_id, actor, user=None):
+    """ "Set up manually": people take the operation over; returns its task (made if none),
+    assigned to ``user`` (who clicked it) when nobody has it yet.
 
     Automatic retries stop (the operation becomes ``manual``); "Run now" still works.
     """
@@ -662,6 +671,8 @@ def take_over(operation_id, actor):
         op.updated_at = now
         op.save()
         task = tasks.open_for_operation(op, Reason("taken_over", actor=actor), now)
+        if user is not None:
+            tasks.assign_locked(task, user, now)
     return task
 
 
@@ -1016,12 +1027,15 @@ def open_task_of(op):
     )
 
 
-def counts_by_status():
+def counts_by_status(module_id=None, kind=None, search=None):
+    """Open operations by status, with the same module, kind and search filters as the
+    rows of :func:`open_operations` (so that a chip and the rows it leads to agree)."""
     from peewee import fn
 
+    ids = open_operations(None, module_id, kind, search, with_module=False).order_by()
     rows = (
         Operation.select(Operation.status, fn.COUNT(Operation.id).alias("n"))
-        .where(Operation.status.in_(Operation.OPEN_STATUSES))
+        .where(Operation.id.in_(ids))
         .group_by(Operation.status)
     )
     return {row.status: row.n for row in rows}

@@ -14,7 +14,7 @@ from peewee import Value, fn
 
 import modules
 from app.db import write_transaction
-from app.messages import Reason
+from app.messages import Reason, kind_label
 from app.models import (
     Attempt,
     Item,
@@ -68,16 +68,20 @@ def rank_modules(service, kind="open"):
     if not candidates:
         return []
     if len(candidates) == 1 and not candidates[0].max_running:
-        # one module: nothing to rank (spares three queries on every payment)
+        # one module: nothing to rank (spares two queries on every payment); its item is
+        # still looked up, so that the page says what is true of it ("ready")
         m = candidates[0]
+        item = Item.get_or_none(
+            (Item.module == m.id) & (Item.internal_name == tariff.internal_name)
+        )
         return [
             (
                 m,
                 {
                     "module_id": m.id,
                     "module": m.name,
-                    "item": "not ranked",
-                    "item_blocked": False,
+                    "item": item.status if item is not None else "not needed",
+                    "item_blocked": item is not None and item.status in ("failed", "manual"),
                     "recent_errors": False,
                     "over_limit": False,
                     "running": None,
@@ -183,6 +187,72 @@ def start_open(service, now):
     return op
 
 
+def cancel_setup(op, reason, now):
+    """The ``open`` operation ``op`` was cancelled (by hand, or with its task): its service
+    stops being set up, status ``setup_cancelled``, and keeps ``reason`` (inside the
+    caller's transaction). Nothing for any other operation or a service not in setup."""
+    if op.kind != "open" or not op.service_id:
+        return
+    service = get_for_update_or_404(op.service_id)
+    if not SERVICE.allows("cancel_setup", service.status):
+        return
+    SERVICE.move(service, "cancel_setup")
+    service.setup_cancelled_reason = (reason or "").strip() or None
+    service.updated_at = now
+    service.save()
+
+
+def setup_resumed(op, now):
+    """A cancelled ``open`` operation runs again or comes back to people: its service is
+    being set up again (inside the caller's transaction)."""
+    if op.kind != "open" or not op.service_id:
+        return
+    service = get_for_update_or_404(op.service_id)
+    if SERVICE.allows("retry_setup", service.status):
+        SERVICE.move(service, "retry_setup")
+        service.setup_cancelled_reason = None
+        service.updated_at = now
+        service.save()
+
+
+def retry_setup(service_id, actor):
+    """Staff "Retry setup" of a service whose setup was cancelled: a new ``open``
+    operation is queued (on the best module now) and the service is ``processing`` again.
+    Conflict unless the service is ``setup_cancelled`` and has no operation open."""
+    from app.services import dispatch, operations
+
+    now = utcnow()
+    with write_transaction():
+        service = get_for_update_or_404(service_id)
+        if not SERVICE.allows("retry_setup", service.status):
+            raise Conflict(
+                f"service #{service.id} is {service.status.replace('_', ' ')}; only a service "
+                "whose setup was cancelled can have its setup retried"
+            )
+        busy = _busy(service)
+        if busy is not None:
+            raise Conflict(
+                f"service #{service.id} already has operation #{busy.id} ({kind_label(busy.kind)}, "
+                f"{busy.status}); finish or cancel it first",
+                code="operation_in_progress",
+            )
+        module, explanation = choose_module(service, "open")
+        SERVICE.move(service, "retry_setup")
+        service.setup_cancelled_reason = None
+        service.module = module
+        service.module_choice = explanation
+        service.updated_at = now
+        service.save()
+        op = operations.create("open", module=module, service=service)
+        op.params = {**(op.params or {}), "requested_by": actor}
+        op.save()
+        if module is None:
+            operations.escalate(op, Reason("no_module_for_tariff"), now)
+        else:
+            dispatch.operation(op.id)
+    return op
+
+
 def _busy(service):
     """The service's open operation (not an item's), if any: one at a time."""
     return (
@@ -224,7 +294,7 @@ def request(service_id, kind, actor, params=None):
         busy = _busy(service)
         if busy is not None:
             raise Conflict(
-                f"service #{service.id} already has operation #{busy.id} ({busy.kind}, "
+                f"service #{service.id} already has operation #{busy.id} ({kind_label(busy.kind)}, "
                 f"{busy.status}); finish or cancel it first",
                 code="operation_in_progress",
             )

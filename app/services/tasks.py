@@ -362,6 +362,21 @@ def assign(task_id, user, assignee=None, force=False):
     return task
 
 
+def assign_locked(task, user, now):
+    """Give an open task nobody has yet to ``user`` (inside the caller's transaction): the
+    one who clicked "Set up manually" does it. A task someone has already stays theirs."""
+    if task.assignee_id is not None or not TASK.allows("assign", task.status):
+        return task
+    if not can_act(user, task):
+        return task  # another department's task: its staff take it
+    TASK.move(task, "assign")
+    task.assignee = user.id
+    task.updated_at = now
+    task.save()
+    record_event(task, "assigned", user.email, now, message="assigned", args={"name": user.name})
+    return task
+
+
 def close(task_id, user, fields=None, comment=""):
     """Close a task with the detail fields: the operation completes, the service moves on."""
     fields, comment = _fields_and_comment(fields, comment)
@@ -489,7 +504,7 @@ def cancel_locked(task, actor, reason, now, default_message="cancelled"):
     else:
         record_event(task, "cancelled", actor, now, message=default_message)
     if op is not None and op.is_open:
-        operations.cancel_locked(op, actor, now)
+        operations.cancel_locked(op, actor, now, (reason or "").strip())
 
 
 def reopen(task_id, user):

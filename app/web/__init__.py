@@ -70,12 +70,17 @@ def init_app(app):
         app.register_blueprint(module.bp)
 
     from app.web import helpers
+    from app.web.helpers import here
 
     helpers.init_app(app)
 
     @app.after_request
     def _vary(response):
         response.vary.add("HX-Request")
+        if request.htmx and request.htmx.boosted and response.status_code == 200:
+            # a boosted form (a confirmed action) ends on this page: its address is the
+            # browser's, even when a live refresh replaced the form meanwhile
+            response.headers.setdefault("HX-Push-Url", here())
         return response
 
     @app.errorhandler(HTTPException)

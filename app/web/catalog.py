@@ -166,6 +166,8 @@ def modules():
 def _module_data(module_type):
     """The dict ``create_module``/``update_module`` take, from the form."""
     data = {name: request.form.get(name, "") for name in MODULE_FIELDS}
+    if "department_id" not in request.form:
+        del data["department_id"]  # not on the form: the module's, or the default one
     data["type"] = request.form.get("type", "")
     data["enabled"] = "enabled" in request.form
     config = {}
@@ -196,6 +198,7 @@ def _module_form_page(module, form, errors):
         types=types,
         module_type=module_type,
         departments=catalog.departments(),
+        default_department=catalog.DEFAULT_DEPARTMENT,
     ), (422 if errors else 200)
 
 

@@ -17,6 +17,7 @@ from flask import (
     url_for,
 )
 
+from app import messages
 from app.db import database
 from app.models import utcnow
 
@@ -254,6 +255,8 @@ def here():
 
 
 def _when(value):
+    if isinstance(value, str):
+        return value
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
@@ -301,7 +304,21 @@ def _money(value, currency=""):
     return f"{text} {currency}".strip()
 
 
+def _from_iso(value):
+    """A datetime kept as ISO text in JSON (a module choice's ``at``), for :func:`_when`;
+    text that is not one stays as it is."""
+    if isinstance(value, dt.datetime) or not value:
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).removesuffix("Z"))
+    except ValueError:
+        return value
+    return parsed.replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
 def _iso(value):
+    if isinstance(value, str):
+        return value
     return value.isoformat(timespec="seconds") + "Z" if isinstance(value, dt.datetime) else ""
 
 
@@ -342,8 +359,10 @@ def init_app(app):
     app.jinja_env.filters["relative"] = _relative
     app.jinja_env.filters["duration"] = _duration
     app.jinja_env.filters["iso"] = _iso
+    app.jinja_env.filters["from_iso"] = _from_iso
     app.jinja_env.filters["money"] = _money
     app.jinja_env.filters["label"] = _label
+    app.jinja_env.filters["kind_label"] = messages.kind_label
     app.jinja_env.globals["here"] = here
     app.jinja_env.globals["page_url"] = page_url
     app.jinja_env.globals["export_url"] = export_url
@@ -365,6 +384,7 @@ def init_app(app):
         "new": "warn",
         "retry_wait": "warn",
         "suspended": "warn",
+        "setup_cancelled": "warn",
         "outbox": "muted",
         "unpaid": "warn",
         "manual": "bad",

@@ -56,8 +56,10 @@ def _rows_context(filters, sorting, selected=()):
             operations.open_operations(*_args(filters), sort=sorting.key, descending=sorting.desc),
             count_query=operations.open_operations(*_args(filters), with_module=False),
         )
+        # the chips count with the rows' own filters, so that a chip and its rows agree
+        counts = operations.counts_by_status(*_args(filters)[1:])
     except ValidationError as exc:  # a search too long: said by the field, nothing listed
-        errors, page = exc.fields, Page.empty()
+        errors, page, counts = exc.fields, Page.empty(), {}
     tasks_by_operation = operations.open_tasks_by_operation(page.rows)
     return {
         "page": page,
@@ -65,7 +67,7 @@ def _rows_context(filters, sorting, selected=()):
         "sorting": sorting,
         "errors": errors,
         "selected": set(selected),
-        "counts": operations.counts_by_status(),
+        "counts": counts,
         "open_statuses": Operation.OPEN_STATUSES,
         "task_of": lambda op: tasks_by_operation.get(op.id),
     }
@@ -211,7 +213,7 @@ def take_over(operation_id):
     user = current_user._get_current_object()
     operations.get_to_act(operation_id, user)
     try:
-        task = operations.take_over(operation_id, user.email)
+        task = operations.take_over(operation_id, user.email, user=user)
     except Conflict as exc:
         flash(exc.message, "error")
         return redirect_back(url_for("operations.detail", operation_id=operation_id))

@@ -132,6 +132,19 @@ def detail(service_id):
     )
 
 
+@bp.post("/services/<int:service_id>/retry-setup")
+@staff_required
+def retry_setup(service_id):
+    """Retry setup: a service whose setup was cancelled gets a new set-up operation."""
+    try:
+        op = provisioning.retry_setup(service_id, actor=current_user.email)
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Setup retried: operation #{op.id} queued.", "success")
+    return redirect(url_for("services.detail", service_id=service_id))
+
+
 @bp.post("/services/<int:service_id>/details")
 @staff_required
 def edit_details(service_id):

@@ -393,3 +393,26 @@ def test_an_upstream_service_busy_with_its_own_operation_is_waited_for(instances
     assert upstream.call("GET", f"/services/{remote['id']}")["status"] == "deleted"
     kinds = [o["kind"] for o in upstream.call("GET", f"/services/{remote['id']}")["operations"]]
     assert sorted(kinds) == ["close", "open", "suspend"]
+
+
+def test_an_upstream_setup_cancelled_is_given_to_people_with_its_reason(instances):
+    """Upstream staff cancel the setup of the resold service (their manual module's task,
+    with a reason): the upstream service is setup_cancelled, so the reseller stops waiting
+    for it and its open operation goes to people with the upstream's reason (issue 12)."""
+    upstream, reseller = instances("upstream"), instances("reseller")
+    up_tariff, _, shop, token = sell(upstream, module_type="manual")
+    _, tariff = resell(reseller, upstream, token, up_tariff["id"])
+    _, op_id = order_paid(reseller, tariff)
+    remote = wait_for(
+        lambda: upstream_services(upstream, shop["id"]), timeout=20, message="the upstream order"
+    )[0]
+    task = wait_for(
+        lambda: upstream.call("GET", "/tasks?status=new")["tasks"],
+        timeout=20,
+        message="the upstream's setup task",
+    )[0]
+    upstream.call("POST", f"/tasks/{task['id']}/cancel", {"reason": "No stock in Frankfurt"})
+    assert upstream.call("GET", f"/services/{remote['id']}")["status"] == "setup_cancelled"
+    op = wait_done(reseller, op_id, statuses=("manual",), timeout=30)
+    assert "the upstream cancelled the setup" in op["last_error"], op
+    assert "No stock in Frankfurt" in op["last_error"]
