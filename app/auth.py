@@ -19,6 +19,7 @@ from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
 from app.models import User
+from app.services.errors import PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 
 STAMPS = ("_sv", "_login_at", "_seen_at")  # session keys: version, made, last used
+AS_CLIENT = "_as_client"  # session key: the client whose area staff view (read-only)
+# what a session viewing the client area may still POST: ending it, logging out
+WHILE_VIEWING_AS_CLIENT = ("clients.stop_viewing_as", "auth.logout")
 
 
 @login_manager.user_loader
@@ -86,7 +90,7 @@ def end_session():
     if getattr(user, "is_authenticated", False):
         accounts.end_sessions(user)
     logout_user()
-    for key in STAMPS:
+    for key in (*STAMPS, AS_CLIENT):
         session.pop(key, None)
 
 
@@ -103,6 +107,7 @@ def _unauthorized():
 def init_app(app):
     login_manager.init_app(app)
     csrf.init_app(app)
+    app.before_request(refuse_writes_while_viewing_as_client)
 
 
 def _role_required(check):
@@ -120,9 +125,56 @@ def _role_required(check):
     return decorator
 
 
+def viewing_as_client():
+    """The id of the client whose area this staff session views (read-only), or None."""
+    client_id = session.get(AS_CLIENT)
+    if isinstance(client_id, int) and current_user.is_authenticated and current_user.is_staff:
+        return client_id
+    return None
+
+
+def acting_client_id():
+    """The client whose area this page shows: the logged-in client's, or the one staff
+    view as (:func:`viewing_as_client`)."""
+    if current_user.is_authenticated and current_user.role == "client":
+        return current_user.client_id
+    return viewing_as_client()
+
+
+def view_as_client(client_id):
+    """From now on this staff session sees the client area as ``client_id``, read-only."""
+    session[AS_CLIENT] = int(client_id)
+
+
+def stop_viewing_as_client():
+    """Back to the staff member's own view; the client's id it was (or None)."""
+    return session.pop(AS_CLIENT, None)
+
+
+def refuse_writes_while_viewing_as_client():
+    """Every POST (PUT, DELETE...) of a page session viewing the client area as a client
+    is refused (403), but ending that view and logging out: it is read-only."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint in WHILE_VIEWING_AS_CLIENT:
+        return None
+    if request.path.startswith(("/api/", "/proxy/")) or viewing_as_client() is None:
+        return None
+    log.info(
+        "%s %s refused: %s views the client area", request.method, request.path, current_user.email
+    )
+    raise PermissionDenied(
+        "you are viewing the client area as a client: it is read-only (stop viewing as "
+        "the client to make changes)"
+    )
+
+
 staff_required = _role_required(lambda u: u.is_staff)
 admin_required = _role_required(lambda u: u.is_admin)
-client_required = _role_required(lambda u: u.role == "client" and u.client_id is not None)
+client_required = _role_required(
+    lambda u: (
+        (u.role == "client" and u.client_id is not None)
+        or (u.is_staff and viewing_as_client() is not None)
+    )
+)
 
 
 def api_user():

@@ -335,6 +335,14 @@ SETTINGS = {
         Setting(
             "MAIL_FROM", "text", "Provisor <noreply@provisor.localhost>", "sender of every email"
         ),
+        Setting(
+            "PUBLIC_URL",
+            "url",
+            None,
+            "the address people reach Provisor at, for links in emails (password resets)",
+            schemes=("http", "https"),
+            default_text="unset: the address the request came to",
+        ),
         _int(
             "MAIL_RETRY_DELAY",
             60,

@@ -109,6 +109,11 @@ class Client(BaseModel):
     created_at = DateTimeField(default=utcnow)
     # a reseller paying on account: its orders through /api/v1/reseller are paid at once
     on_account = BooleanField(default=False)
+    # contact details staff keep on the client's record (empty: not known)
+    phone = CharField(default="")
+    company = CharField(default="")
+    address = TextField(default="")
+    country = CharField(default="")  # ISO 3166 alpha-2, upper case
     # the language of the client area and of the client's emails (app.i18n.LANGUAGES)
     language = CharField(default="en")
 
@@ -140,6 +145,36 @@ class User(BaseModel, UserMixin):
     @property
     def is_staff(self):
         return self.role in ("admin", "staff")
+
+
+class ClientNote(BaseModel):
+    """What staff note on a client's record (who wrote it and when)."""
+
+    client = ForeignKeyField(Client, backref="notes", on_delete="CASCADE")
+    author = CharField()  # the staff member's email
+    text = TextField()
+    created_at = DateTimeField(default=utcnow, index=True)
+
+
+class Impersonation(BaseModel):
+    """A staff member started viewing the client area as a client (read-only)."""
+
+    client = ForeignKeyField(Client, backref="impersonations", on_delete="CASCADE")
+    staff = ForeignKeyField(User, null=True, backref="impersonations", on_delete="SET NULL")
+    staff_email = CharField()  # kept when the staff member's login is removed
+    started_at = DateTimeField(default=utcnow, index=True)
+
+
+class PasswordReset(BaseModel):
+    """A password reset link: only the hash of its token is kept; it works once, until
+    ``expires_at``."""
+
+    user = ForeignKeyField(User, backref="password_resets", on_delete="CASCADE")
+    token_hash = CharField(unique=True)
+    created_by = CharField()  # "self" (Forgot password?) or the staff member's email
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
 
 
 class ApiToken(BaseModel):

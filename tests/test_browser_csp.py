@@ -99,10 +99,11 @@ def test_every_page_works_under_the_policy(live_app, chromium):
     page.fill("#f-email", ADMIN[0])
     page.fill("#f-password", ADMIN[1])
     page.click("button:has-text('Log in')")
-    expect(page).to_have_url(re.compile(r"/operations$|/$"))
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
     staff.assert_clean("login")
 
     for path in (
+        "/dashboard",
         "/operations",
         "/tasks",
         "/services",

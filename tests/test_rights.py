@@ -21,11 +21,14 @@ from app import create_app, schema
 from app.db import database
 from app.models import (
     Client,
+    ClientNote,
     Department,
     Email,
+    Impersonation,
     Item,
     Operation,
     Order,
+    PasswordReset,
     ProcessingModule,
     Service,
     Tariff,
@@ -115,11 +118,17 @@ MATRIX = [
         {
             "anonymous": LOGIN,
             "client": "/my",
-            "staff_in": "/operations",
-            "staff_out": "/operations",
-            "admin": "/operations",
+            "staff_in": "/dashboard",
+            "staff_out": "/dashboard",
+            "admin": "/dashboard",
         },
     ),
+    ("GET", "/dashboard", None, staff_page()),
+    # forgotten passwords: anyone (an unknown or used link is not found)
+    ("GET", "/forgot-password", None, everyone(200)),
+    ("POST", "/forgot-password", {"email": "nobody{n}@example.com"}, everyone("/login")),
+    ("GET", "/reset-password/no-such-token", None, everyone(404)),
+    ("POST", "/reset-password/no-such-token", {"password": PASSWORD}, everyone(404)),
     # Current operations
     ("GET", "/operations", None, staff_page()),
     ("GET", "/operations/{op}", None, staff_page()),
@@ -176,6 +185,26 @@ MATRIX = [
     # a reseller paying on account (the client has a login: only its token is new)
     ("POST", "/clients/{carol}/reseller", {}, admin_only(200)),
     ("POST", "/clients/{carol}/reseller/end", {}, admin_only("/clients")),
+    # a client's record (Carol keeps her name and email; Dave has no services)
+    ("GET", "/clients/{carol}", None, staff_page()),
+    (
+        "POST",
+        "/clients/{carol}/contact",
+        {"name": "Carol", "email": EMAILS["client"], "phone": "+1 555 0100"},
+        staff_page("/clients/{carol}"),
+    ),
+    ("POST", "/clients/{carol}/notes", {"text": "hi"}, staff_page("/clients/{carol}#notes")),
+    ("POST", "/clients/{carol}/password/reset", {}, staff_page("/clients/{carol}#password")),
+    (
+        "POST",
+        "/clients/{carol}/password",
+        {"password": PASSWORD, "password_repeat": PASSWORD},
+        admin_only("/clients/{carol}#password"),
+    ),
+    ("POST", "/clients/{dave}/services/suspend", {}, staff_page("/clients/{dave}")),
+    ("POST", "/clients/{dave}/services/close", {}, staff_page("/clients/{dave}")),
+    ("POST", "/clients/{carol}/view-as", {}, staff_page("/my")),
+    ("POST", "/view-as/stop", {}, staff_page("/clients")),
     ("GET", "/outbox", None, staff_page()),
     ("GET", "/outbox/{email}", None, staff_page()),
     # the catalog
@@ -355,6 +384,7 @@ def _catalog(app):
             {"name": "Carol", "email": EMAILS["client"], "password": PASSWORD}, with_login=True
         )
         alice = accounts.create_client({"name": "Alice", "email": "alice@example.com"})
+        dave = accounts.create_client({"name": "Dave", "email": "dave@example.com"})
 
         def module(name, config):
             return catalog.create_module(
@@ -403,6 +433,7 @@ def _catalog(app):
     ids = {
         "alice": alice.id,
         "carol": carol.id,
+        "dave": dave.id,
         "item": item,
         "product_type": pt.id,
         "product_type_form": product_type_form,
@@ -501,6 +532,10 @@ def snapshot(app, world):
             "counts": [
                 m.select().count()
                 for m in (Client, User, Department, Tariff, ProcessingModule, Service)
+            ]
+            + [
+                m.select().count()
+                for m in (ClientNote, Impersonation, PasswordReset)  # the client records
             ],
             "spares": (
                 User.get_by_id(world["spare_staff"]).name,

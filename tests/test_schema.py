@@ -109,6 +109,7 @@ ADDED_LATER = {
     "event_delivery",
     "delivery_attempt",
 }
+ADDED_LATER |= {"client_note", "impersonation", "password_reset"}  # 0014_client_records
 # the seed product types of 0001, then DNS hosting (0002_module_interface_v2)
 PRODUCT_TYPES = [
     "hosting",

@@ -24,6 +24,7 @@ from tests.support import (
 
 PROTECTED = [
     "/",
+    "/dashboard",
     "/operations",
     "/operations/1",
     "/tasks",
@@ -33,6 +34,7 @@ PROTECTED = [
     "/orders",
     "/clients",
     "/clients/new",
+    "/clients/1",
     "/outbox",
     "/catalog/tariffs",
     "/catalog/modules",
@@ -101,7 +103,7 @@ def test_logout_needs_post_and_logs_out(client, admin):
 
 
 def test_home_sends_each_role_to_its_start(app, client, admin):
-    assert client.get("/").headers["Location"] == "/operations"
+    assert client.get("/").headers["Location"] == "/dashboard"
     client.post("/logout")
     make_client_login(app)
     login(client, "carol@example.com", "carol-password")

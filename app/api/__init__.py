@@ -17,6 +17,7 @@ from app.objects.inputs import TaskAssignInput
 from app.services import (
     accounts,
     catalog,
+    clients,
     events,
     imports,
     monitoring,
@@ -318,12 +319,35 @@ def create_client():
     return jsonify(out.Client.of(client)), 201
 
 
+@api_bp.get("/clients/<int:client_id>")
+@requires("staff")
+def get_client(client_id):
+    """One client with their contact details."""
+    return jsonify(out.Client.of(accounts.get_client(client_id)))
+
+
 @api_bp.put("/clients/<int:client_id>")
 @requires("staff")
 def update_client(client_id):
-    """Change a client: its name or its language (``en``, ``ru``: the client area and the
-    client's emails); what is not given stays as it is."""
-    return jsonify(out.Client.of(accounts.update_client(client_id, json_body())))
+    """Change a client: name, email, language (``en``, ``ru``: the client area and the
+    client's emails) or contact details; what is not given stays as it is."""
+    client = accounts.update_client(client_id, json_body(), actor=api_user().email)
+    return jsonify(out.Client.of(client))
+
+
+@api_bp.get("/clients/<int:client_id>/notes")
+@requires("staff")
+def list_client_notes(client_id):
+    """The staff notes on a client, newest first."""
+    return jsonify(out.ClientNoteList.of({"notes": clients.notes(client_id)}))
+
+
+@api_bp.post("/clients/<int:client_id>/notes")
+@requires("staff")
+def add_client_note(client_id):
+    """Add a staff note to a client's record (signed with the token's user)."""
+    note = clients.add_note(client_id, json_body(), actor=api_user().email)
+    return jsonify(out.ClientNote.of(note)), 201
 
 
 # --- orders and payments ----------------------------------------------------------------

@@ -317,12 +317,17 @@ OPERATIONS = {
         "staff",
         "ClientPage",
         [422],
-        params=[_query("q", {"type": "string"}, "Search in name and email."), *PAGING],
+        params=[_query("q", {"type": "string"}, "Search in name, email and company."), *PAGING],
     ),
     "api.create_client": op(
         "People", "admin", "Client", [422], request=body("ClientInput"), status=201
     ),
+    "api.get_client": op("People", "staff", "Client", [404]),
     "api.update_client": op("People", "staff", "Client", [404, 422], request=body("ClientUpdate")),
+    "api.list_client_notes": op("People", "staff", "ClientNoteList", [404]),
+    "api.add_client_note": op(
+        "People", "staff", "ClientNote", [404, 422], request=body("ClientNoteInput"), status=201
+    ),
     # orders
     "api.create_order": op(
         "Orders", "staff", "Order", [422], request=body("OrderInput"), status=201

@@ -7,7 +7,7 @@ name already taken) stays in the service.
 
 import functools
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BeforeValidator, ConfigDict, Field, RootModel, create_model, field_validator
 
@@ -15,6 +15,7 @@ from app.models import Client, ProductType, Tariff, Task
 from app.objects import currencies
 from app.objects.base import Input, Missing, NotBlank, invalid, missing
 from app.objects.fields import (
+    EMAIL,
     Amount,
     Choice,
     DetailValues,
@@ -62,6 +63,23 @@ class ClientInput(Input):
     )
 
 
+PHONE = r"^\+?[0-9][0-9 ()./-]{3,38}[0-9]$"
+COUNTRY = r"^[A-Za-z]{2}$"
+
+
+class ClientNoteInput(Input):
+    """A staff note on a client's record."""
+
+    text: Annotated[Text(5000, not_text="Write a note."), Missing("Write a note.")]
+
+
+class PasswordReset(Input):
+    """A new password (from a reset link, or set by staff)."""
+
+    password: Password
+    password_repeat: str = ""
+
+
 class DepartmentInput(Input):
     """A department; `notify_email` gets an email on each new task."""
 
@@ -86,11 +104,31 @@ def _no_default(schema):
     schema.pop("default", None)
 
 
+# an email address as EmailAddress() checks it, its schema's format set by the field (a
+# Field's dict and callable json_schema_extra do not compose)
+ChangedEmail = Annotated[
+    str,
+    Field(max_length=200, pattern=EMAIL.pattern),
+    next(a for a in get_args(EmailAddress())[1:] if isinstance(a, BeforeValidator)),
+]
+
+
+def _email_no_default(schema):
+    schema.pop("default", None)
+    schema["format"] = "email"
+
+
 class ClientUpdate(Input):
-    """Change a client: what is not given stays as it is."""
+    """Change a client: what is not given stays as it is; an optional contact field given
+    empty (`""` or null) is emptied. A new `email` moves the client's login too."""
 
     name: Annotated[PersonName, NotBlank()] = Field(
         None, description="A new name (omitted: unchanged).", json_schema_extra=_no_default
+    )
+    email: Annotated[ChangedEmail, NotBlank()] = Field(
+        None,
+        description="A new email (omitted: unchanged); the client's login moves with it.",
+        json_schema_extra=_email_no_default,
     )
     language: Annotated[Language, NotBlank()] = Field(
         None,
@@ -98,6 +136,27 @@ class ClientUpdate(Input):
         "unchanged).",
         json_schema_extra=_no_default,
     )
+    phone: (
+        Text(
+            40,
+            pattern=PHONE,
+            pattern_message="Must be a phone number: digits, spaces and + ( ) . / - only.",
+        )
+        | None
+    ) = Field(None, description="Omitted: unchanged; empty or null: emptied.")
+    company: Text(200) | None = Field(None, description="Omitted: unchanged; empty: emptied.")
+    address: Text(1000) | None = Field(
+        None, description="The postal address, several lines (omitted: unchanged)."
+    )
+    country: (
+        Text(
+            2,
+            pattern=COUNTRY,
+            pattern_message="Must be a two-letter country code (ISO 3166), e.g. DE.",
+            transform=str.upper,
+        )
+        | None
+    ) = Field(None, description="ISO 3166 alpha-2 code, e.g. DE (omitted: unchanged).")
 
 
 class StaffUpdate(Input):
@@ -631,6 +690,7 @@ class WebhookEndpointInput(Input):
 MODELS = [
     ClientInput,
     ClientUpdate,
+    ClientNoteInput,
     DepartmentInput,
     StaffInput,
     StaffUpdate,

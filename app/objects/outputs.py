@@ -55,6 +55,19 @@ class Client(Output):
     language: str = Field(
         description="The language of the client area and of the client's emails (en, ru)."
     )
+    phone: str = Field(description="Empty: not known.")
+    company: str
+    address: str
+    country: str = Field(description="ISO 3166 alpha-2 code (empty: not known).")
+
+
+class ClientNote(Output):
+    """A staff note on a client's record."""
+
+    id: Id
+    author: str = Field(description="The email of the staff member who wrote it.")
+    text: str
+    created_at: Timestamp
 
 
 class Department(Output):
@@ -572,6 +585,7 @@ ModuleTypeList = list_of("ModuleTypeList", "module_types", ModuleType)
 DepartmentList = list_of("DepartmentList", "departments", Department)
 StaffList = list_of("StaffList", "staff", Staff)
 ClientPage = page_of("ClientPage", "clients", Client)
+ClientNoteList = list_of("ClientNoteList", "notes", ClientNote)
 ServicePage = page_of("ServicePage", "services", Service)
 OperationPage = page_of("OperationPage", "operations", Operation)
 TaskPage = page_of("TaskPage", "tasks", Task)
@@ -623,6 +637,8 @@ MODELS = [
     DepartmentList,
     StaffList,
     ClientPage,
+    ClientNote,
+    ClientNoteList,
     ServicePage,
     OperationPage,
     TaskPage,

@@ -1,6 +1,8 @@
 """People: clients, staff, admins, their passwords and API tokens."""
 
+import datetime as dt
 import hashlib
+import logging
 import secrets
 
 from argon2 import PasswordHasher
@@ -11,6 +13,7 @@ from app.models import (
     ApiToken,
     Client,
     Department,
+    PasswordReset,
     StaffMembership,
     User,
     search_term,
@@ -18,9 +21,14 @@ from app.models import (
     utcnow,
 )
 from app.objects.inputs import ClientInput, ClientUpdate, PasswordChange, StaffInput, StaffUpdate
+from app.objects.inputs import PasswordReset as PasswordResetInput
 from app.services.errors import NotFound, ValidationError, unique_fields
 
+log = logging.getLogger(__name__)
+
 EMAIL_UNIQUE = {"email": "An account with this email exists."}
+RESET_LIFETIME = dt.timedelta(hours=1)  # a password reset link works this long, once
+RESET_PAUSE = dt.timedelta(minutes=5)  # "Forgot password?" emails one login at most this often
 _hashers = {}
 _dummy_hashes = {}
 
@@ -155,19 +163,41 @@ def create_client(data, with_login=None):
     return client
 
 
-def update_client(client_id, data):
-    """Change a client (``name``, ``language``): what is not given stays as it is. A new
-    name is its login's name too."""
+CONTACT_FIELDS = ("phone", "company", "address", "country")  # optional: given empty, emptied
+
+
+def update_client(client_id, data, actor=None):
+    """Change a client (``name``, ``email``, ``language``, ``phone``, ``company``,
+    ``address``, ``country``): what is not given stays as it is; a contact field given
+    empty is emptied. A new name or email is its login's too."""
     client = get_client(client_id)
-    values = ClientUpdate.parse(data)
+    values, errors = ClientUpdate.check(data)
+    data = data if isinstance(data, dict) else {}
     changes = {key: value for key, value in values.items() if value is not None}
+    for key in CONTACT_FIELDS:
+        if key in data and key not in errors and key not in changes:
+            changes[key] = ""  # given empty (or null): emptied
+    login = login_of(client)
+    email = changes.get("email")
+    if email and email != client.email:
+        taken = Client.select().where((Client.email == email) & (Client.id != client.id)).exists()
+        taken = taken or (
+            User.select()
+            .where((User.email == email) & (User.id != (login.id if login else 0)))
+            .exists()
+        )
+        if taken:
+            errors["email"] = EMAIL_UNIQUE["email"]
+    if errors:
+        raise ValidationError(errors)
     if changes:
-        with write_transaction():
+        with unique_fields(EMAIL_UNIQUE), write_transaction():
             Client.update(**changes).where(Client.id == client.id).execute()
-            if "name" in changes:
-                User.update(name=changes["name"]).where(
-                    (User.client == client.id) & (User.role == "client")
-                ).execute()
+            login_changes = {k: changes[k] for k in ("name", "email") if k in changes}
+            if login is not None and login_changes:
+                User.update(**login_changes).where(User.id == login.id).execute()
+        if actor:
+            log.info("client #%s changed by %s: %s", client.id, actor, ", ".join(sorted(changes)))
     return get_client(client.id)
 
 
@@ -189,7 +219,9 @@ def clients(search=None, sort="id", descending=True):
     query = Client.select()
     term = search_term(search)
     if term:
-        query = query.where(Client.name.contains(term) | Client.email.contains(term))
+        query = query.where(
+            Client.name.contains(term) | Client.email.contains(term) | Client.company.contains(term)
+        )
     return sorted_by(
         query, CLIENT_SORTS, sort if sort in CLIENT_SORTS else "id", descending, Client.id
     )
@@ -333,3 +365,140 @@ def ensure_first_admin():
         role="admin",
     )
     return "admin@provisor.localhost", password
+
+
+# --- password resets --------------------------------------------------------------------
+
+
+def _new_password(data):
+    """The new password of ``data`` (``password``, ``password_repeat``), checked."""
+    values, errors = PasswordResetInput.check(data)
+    repeat = data.get("password_repeat") if isinstance(data, dict) else None
+    if "password" not in errors and values["password"] != repeat:
+        errors["password_repeat"] = "The two passwords differ."
+    if errors:
+        raise ValidationError(errors)
+    return values["password"]
+
+
+def start_reset(user, created_by, link_for):
+    """A reset link for ``user``, emailed through the outbox; ``link_for(token)`` makes
+    the link's URL (the token itself is kept nowhere, only its hash)."""
+    from app.services import mail
+
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    with write_transaction():
+        PasswordReset.create(
+            user=user.id,
+            token_hash=_token_hash(token),
+            created_by=created_by,
+            created_at=now,
+            expires_at=now + RESET_LIFETIME,
+        )
+        minutes = int(RESET_LIFETIME.total_seconds() // 60)
+        mail.queue(
+            user.email,
+            "Reset your Provisor password",
+            f"Hello {user.name},\n\n"
+            f"to choose a new password, open this link within {minutes} minutes:\n\n"
+            f"{link_for(token)}\n\n"
+            "The link works once. If you did not ask for it, ignore this email: your "
+            "password stays as it is.\n",
+            kind="password_reset",
+        )
+    log.info("password reset link for %s sent (asked by %s)", user.email, created_by)
+
+
+def request_reset(email, link_for):
+    """ "Forgot password?": a reset link to this login's address if there is an active
+    login with a password there; the caller answers the same either way."""
+    user = User.get_or_none(User.email == normal_email(email))
+    if user is None or not user.is_active:
+        log.info("password reset asked for an unknown login")
+        return None
+    recent = PasswordReset.select().where(
+        (PasswordReset.user == user.id)
+        & (PasswordReset.created_by == "self")
+        & (PasswordReset.created_at > utcnow() - RESET_PAUSE)
+    )
+    if recent.exists():  # one email per pause: the form cannot flood a mailbox
+        log.info("password reset for %s asked again within the pause: no email", user.email)
+        return None
+    start_reset(user, "self", link_for)
+    return user
+
+
+def reset_of(token):
+    """The usable reset of ``token`` (not used, not expired), or None."""
+    if not isinstance(token, str) or not token or len(token) > 200:
+        return None
+    reset = PasswordReset.get_or_none(PasswordReset.token_hash == _token_hash(token))
+    if reset is None or reset.used_at is not None or reset.expires_at <= utcnow():
+        return None
+    return reset
+
+
+def reset_password(token, data):
+    """Set a new password with a reset link's token: the link is used up, every session
+    of the user ends. NotFound when the link is unknown, used or expired."""
+    reset = reset_of(token)
+    if reset is None:
+        raise NotFound("this reset link is unknown, used or expired")
+    password = _new_password(data)
+    with write_transaction():
+        used = (
+            PasswordReset.update(used_at=utcnow())
+            .where((PasswordReset.id == reset.id) & PasswordReset.used_at.is_null())
+            .execute()
+        )
+        if not used:
+            raise NotFound("this reset link is unknown, used or expired")
+        _set_password(reset.user_id, password)
+    log.info("password of %s reset with a link", reset.user.email)
+    return User.get_by_id(reset.user_id)
+
+
+def _set_password(user_id, password):
+    User.update(
+        password_hash=hash_password(password), session_version=User.session_version + 1
+    ).where(User.id == user_id).execute()
+    # the user's other unused links stop working with the new password
+    PasswordReset.update(used_at=utcnow()).where(
+        (PasswordReset.user == user_id) & PasswordReset.used_at.is_null()
+    ).execute()
+
+
+def client_login_for_reset(client_id):
+    """The login of a client to send a reset link to (a ValidationError when it has
+    none: set a password first)."""
+    client = get_client(client_id)
+    login = login_of(client)
+    if login is None:
+        raise ValidationError(
+            {"password": "This client has no login yet: set a password to give them one."}
+        )
+    return login
+
+
+def set_client_password(client_id, data, actor):
+    """Staff set a client's password (``password``, ``password_repeat``): the client can
+    log in with it; a client without a login gets one. Their sessions end."""
+    client = get_client(client_id)
+    password = _new_password(data)
+    login = login_of(client)
+    with unique_fields(EMAIL_UNIQUE), write_transaction():
+        if login is None:
+            if User.select().where(User.email == client.email).exists():
+                raise ValidationError({"password": EMAIL_UNIQUE["email"]})
+            login = User.create(
+                email=client.email,
+                name=client.name,
+                role="client",
+                client=client,
+                password_hash=hash_password(password),
+            )
+        else:
+            _set_password(login.id, password)
+    log.info("password of client #%s set by %s", client.id, actor)
+    return login

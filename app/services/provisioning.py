@@ -551,15 +551,21 @@ def service_sorts():
     }
 
 
-def list_services(status=None, client_id=None, search=None, sort="id", descending=True):
+def list_services(
+    status=None, client_id=None, search=None, sort="id", descending=True, unchanged_since=None
+):
     """Services with their client and tariff (one query); ``search``: the client's name
     or email, the tariff, the remote id, a domain (or any value) in the order's params
-    or the details, or ``#id``; ``sort`` a key of :func:`service_sorts`."""
+    or the details, or ``#id``; ``sort`` a key of :func:`service_sorts`;
+    ``unchanged_since``: only those not changed since then (with ``status`` "processing":
+    stuck in setup)."""
     from app.models import Client
 
     query = Service.select(Service, Tariff, Client).join(Tariff).switch(Service).join(Client)
     if status:
         query = query.where(Service.status == status)
+    if unchanged_since is not None:
+        query = query.where(Service.updated_at < unchanged_since)
     if client_id:
         query = query.where(Service.client == client_id)
     term = search_term(search)

@@ -35,6 +35,7 @@ def init_app(app):
         catalog,
         certificates,
         clients,
+        dashboard,
         home,
         metrics,
         my,
@@ -51,6 +52,7 @@ def init_app(app):
     for module in (
         auth_views,
         home,
+        dashboard,
         operations,
         services,
         orders,

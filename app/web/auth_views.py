@@ -24,7 +24,7 @@ from app.auth import client_required, end_session, restamp_session, start_sessio
 from app.i18n import translated
 from app.services import accounts
 from app.services.errors import ValidationError
-from app.web.helpers import local_url
+from app.web.helpers import local_url, public_url
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +149,56 @@ def register():
             return redirect(url_for("my.index"))
     status = 422 if errors else 200
     return render_template("auth/register.html", form=form, errors=errors), status
+
+
+def _reset_link(token):
+    return public_url("auth.reset_password", token=token)
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+def forgot_password():
+    """ "Forgot password?": a reset link goes to the address if a login has it; the answer
+    is the same either way (it does not tell who has an account)."""
+    form = {"email": request.form.get("email", "")}
+    errors = {}
+    if request.method == "POST":
+        email = accounts.normal_email(form["email"])
+        if not email or "@" not in email or len(email) > 200:
+            errors["email"] = _("Must be an email address.")
+        else:
+            accounts.request_reset(email, _reset_link)
+            flash(
+                _(
+                    "If an account has this address, a link to choose a new password is on "
+                    "its way. It works once, for an hour."
+                ),
+                "info",
+            )
+            return redirect(url_for("auth.login"))
+    status = 422 if errors else 200
+    return render_template("auth/forgot.html", form=form, errors=errors), status
+
+
+@bp.route("/reset-password/<token>", methods=["GET", "POST"])
+def reset_password(token):
+    """Choose a new password with a reset link (once, before it expires); then log in."""
+    reset = accounts.reset_of(token)
+    if reset is None:
+        page = render_template("auth/reset.html", expired=True, errors={})
+        return page, 404, {"Cache-Control": "no-store"}
+    errors = {}
+    if request.method == "POST":
+        data = {k: request.form.get(k, "") for k in ("password", "password_repeat")}
+        try:
+            user = accounts.reset_password(token, data)
+        except ValidationError as exc:
+            errors = translated(exc.fields)
+        else:
+            if current_user.is_authenticated:
+                end_session()
+            flash(_("Your new password is set: log in as %(email)s.", email=user.email), "success")
+            return redirect(url_for("auth.login"))
+    page = render_template("auth/reset.html", expired=False, errors=errors, token=token)
+    # the link's token is in the URL: no referrer to other sites, nothing cached
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    return page, (422 if errors else 200), headers

@@ -237,6 +237,15 @@ def page_url(number):
     return url_for(request.endpoint, **(request.view_args or {}), **args)
 
 
+def public_url(endpoint, **values):
+    """An absolute URL for an email: under ``PUBLIC_URL`` when set (never the request's
+    own Host header then), else the address the request came to."""
+    base = current_app.config.get("PUBLIC_URL")
+    if base:
+        return base.rstrip("/") + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+
+
 def here():
     """The current path with its query string (for a form's ``next`` field)."""
     return request.full_path.rstrip("?") if request.query_string else request.path
@@ -334,7 +343,17 @@ def _operation_actions(op):
     return operations.available_actions(op)
 
 
+def _viewing_as():
+    """The client whose area this staff session views (read-only), or None."""
+    from app.auth import viewing_as_client
+    from app.models import Client
+
+    client_id = viewing_as_client()
+    return Client.get_or_none_by_id(client_id) if client_id else None
+
+
 def init_app(app):
+    app.context_processor(lambda: {"viewing_as": _viewing_as()})
 
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["relative"] = _relative

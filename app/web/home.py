@@ -8,9 +8,9 @@ bp = Blueprint("home", __name__)
 
 @bp.get("/")
 def index():
-    """Staff and admins start at Current operations, clients at My services."""
+    """Staff and admins start at the dashboard, clients at My services."""
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login"))
     if current_user.is_staff:
-        return redirect(url_for("operations.index"))
+        return redirect(url_for("dashboard.index"))
     return redirect(url_for("my.index"))

@@ -2,9 +2,8 @@
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user
 
-from app.auth import client_required
+from app.auth import acting_client_id, client_required
 from app.i18n import local_money, tr, translated
 from app.services import catalog, orders, provisioning
 from app.services.errors import Conflict, ValidationError
@@ -20,7 +19,7 @@ SETTLING = ("ordered", "processing")
 @client_required
 def index():
     """My services; the list polls itself only while one of them is being set up."""
-    services = list(provisioning.list_services(client_id=current_user.client_id))
+    services = list(provisioning.list_services(client_id=acting_client_id()))
     return render(
         "my/index.html",
         "my/_services.html",
@@ -34,7 +33,7 @@ def index():
 @client_required
 def service(service_id):
     """One of my services: its status, and its details once it is ready."""
-    svc = provisioning.get_for_client(service_id, current_user.client_id)
+    svc = provisioning.get_for_client(service_id, acting_client_id())
     view = provisioning.for_client(svc)
     return render(
         "my/service.html",
@@ -52,7 +51,7 @@ def service(service_id):
 def action(service_id, kind):
     """Ask for an operation clients may request on their own service (a new password)."""
     try:
-        provisioning.request_by_client(service_id, current_user.client_id, kind)
+        provisioning.request_by_client(service_id, acting_client_id(), kind)
     except Conflict as exc:
         flash(exc.message, "error")
     else:
@@ -70,7 +69,7 @@ def order():
     errors = {}
     if request.method == "POST":
         data = {
-            "client_id": current_user.client_id,
+            "client_id": acting_client_id(),
             "tariff_id": request.form.get("tariff_id"),
             # the order fields of the tariff's product type, named "params.<field>"
             "params": {
@@ -109,7 +108,7 @@ def orders_index():
     """My orders with their status (and a sandbox payment button when enabled)."""
     return render(
         "my/orders.html",
-        page=Page(orders.for_client(current_user.client_id)),
+        page=Page(orders.for_client(acting_client_id())),
         sandbox=current_app.config.get("SANDBOX_PAYMENTS"),
     )
 
@@ -120,7 +119,7 @@ def pay(order_id):
     """Pay an order in the sandbox (no real payment provider): the service gets set up."""
     if not current_app.config.get("SANDBOX_PAYMENTS"):
         abort(404)
-    order_ = orders.get_for_client(order_id, current_user.client_id)
+    order_ = orders.get_for_client(order_id, acting_client_id())
     message, category = None, "success"
     try:
         orders.mark_paid(order_.id, by="sandbox payment")

@@ -5,7 +5,7 @@ from flask_login import current_user
 
 from app.auth import staff_required
 from app.models import MAX_SEARCH, Service
-from app.services import accounts, catalog, imports, mail, provisioning
+from app.services import accounts, catalog, dashboard, imports, mail, provisioning
 from app.services.errors import Conflict, NotFound, ValidationError
 from app.states import KINDS, REQUESTABLE
 from app.web.helpers import (
@@ -31,7 +31,10 @@ def _list():
         "q": request.args.get("q", "").strip(),
         "status": arg_choice("status", Service.STATUSES, default=""),
         "client_id": arg_int("client_id"),
+        "stuck": request.args.get("stuck") == "1",
     }
+    if filters["stuck"]:  # the dashboard's link: in setup for longer than an hour
+        filters["status"] = "processing"
     sorting = Sorting(provisioning.service_sorts(), default="id")
     return filters, sorting
 
@@ -43,6 +46,7 @@ def _query(filters, sorting):
         filters["q"] or None,
         sorting.key,
         sorting.desc,
+        unchanged_since=dashboard.stuck_before() if filters["stuck"] else None,
     )
 
 
@@ -50,7 +54,8 @@ def _query(filters, sorting):
 @staff_required
 def index():
     """Services with search (client, email, tariff, domain, remote id, #id), a status
-    filter, sorting by column and pages."""
+    filter, sorting by column and pages; ``stuck=1``: those in setup for longer than an
+    hour (the dashboard's link)."""
     filters, sorting = _list()
     errors = {}
     try:
