@@ -12,7 +12,8 @@
 #   HOME_BASE    where homes are made (default /home)
 #   USER_SHELL   the users' shell (default /bin/bash, else /bin/sh)
 #   SERVER_IP    shown to the client as "ip" (default: this server's first address)
-#   PANEL_URL    shown to the client as "panel_url" (default sftp://<SERVER_IP>)
+#   PANEL_URL    shown to the client as "panel_url", an http(s) address: your web panel
+#                or file manager (default https://<SERVER_IP>/)
 #   LOCK_DIR     where the per-service lock files go (default /run/lock, else /tmp)
 #
 # Exit codes, as Provisor reads them: 0 done (JSON on standard output), 75 try again
