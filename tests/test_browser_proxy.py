@@ -84,7 +84,7 @@ def test_closed_at_the_provider_comes_back_with_check_now(pair, chromium):
 
     # the reseller's admin watches the proxy page of the sending instance
     at_reseller = log_in(chromium, reseller, errors)
-    at_reseller.get_by_role("link", name="Proxy").click()
+    at_reseller.get_by_role("link", name="Proxy", exact=True).click()
     expect(at_reseller.get_by_role("heading", name="Tasks proxy")).to_be_visible()
     row = at_reseller.locator("#client-side-list tbody tr").first
     expect(row).to_contain_text(provider.url)
@@ -143,7 +143,7 @@ def test_closed_at_the_provider_comes_back_with_check_now(pair, chromium):
     expect(at_reseller.locator("#service-live h2 .badge").first).to_have_text("active")
     expect(at_reseller.get_by_text(DETAILS["ip"]).first).to_be_visible()
     # and the proxy page says the peer is fine; checking all again brings nothing new
-    at_reseller.get_by_role("link", name="Proxy").click()
+    at_reseller.get_by_role("link", name="Proxy", exact=True).click()
     at_reseller.get_by_role("button", name="Check all now").click()
     expect(at_reseller.locator("#flashes")).to_have_text(
         f"0 changes brought back from {provider.url}."
