@@ -339,13 +339,12 @@ def test_provisor_forwards_tasks_and_takes_back_the_peer_staff_changes(reseller,
 
     # C closed by the peer's staff without the required fields (8.2, 9.4): it stays open
     # locally with what came, the check says so, and a comment goes back; D is cancelled
-    # there: cancelled here with its operation, the service keeps its status
+    # there: cancelled here with its operation, and the service's setup is cancelled
     c, op_c, _ = fw.new_task()
     d, op_d, service_d = fw.new_task()
     peer.staff_close(fw.login, c["id"], {"hostname": "only.example", "rack": "R1"})
     peer.staff_assign(fw.login, d["id"])
     peer.staff_cancel(fw.login, d["id"], "No servers left in that rack.")
-    status_d = reseller.call("GET", f"/services/{service_d}")["status"]
     result = fw.checkevent(check=False)
     assert result.returncode == 1, result
     task_c = local_task(reseller, c["id"])
@@ -358,7 +357,9 @@ def test_provisor_forwards_tasks_and_takes_back_the_peer_staff_changes(reseller,
     task_d = local_task(reseller, d["id"])
     assert task_d["status"] == "cancelled"
     assert reseller.call("GET", f"/operations/{op_d}")["status"] == "cancelled"
-    assert reseller.call("GET", f"/services/{service_d}")["status"] == status_d
+    service = reseller.call("GET", f"/services/{service_d}")
+    assert service["status"] == "setup_cancelled", service
+    assert "No servers left in that rack." in service["setup_cancelled_reason"], service
 
     # nothing pulled was pushed back (no echo)
     time.sleep(1.5)
