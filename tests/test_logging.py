@@ -2,7 +2,9 @@
 record logged while handling it, JSON lines as an option. Real processes: `provisor
 serve` here, a `dramatiq actors` worker in tests/test_scaled.py."""
 
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -113,3 +115,29 @@ def test_serve_logs_json_lines_with_the_operation_id(tmp_path):
     # and what had nothing to do with it does not carry it
     started = next(r for r in records if r["message"].startswith("scheduler: sweeping every"))
     assert "operation" not in started
+
+
+def test_debug_logging_never_writes_sql_parameters(app, api, http_endpoint):
+    """PROVISOR_LOG_LEVEL=DEBUG: records at DEBUG are written, but not peewee's SQL with
+    its parameters, which would carry a module's secret (and passwords) in clear."""
+    from app import logs
+    from tests.support import ENDPOINT_SECRET
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logs._handler)
+    out = io.StringIO()
+    handler = logs.configure("DEBUG", stream=out)
+    try:
+        api.catalog("http", http_endpoint.config())  # an INSERT carrying the secret
+        logging.getLogger("app.test").debug("a debug record")
+    finally:
+        root.removeHandler(handler)
+        for existing in saved[1]:
+            if existing not in root.handlers:
+                root.addHandler(existing)
+        root.setLevel(saved[0])
+        logs._handler = saved[2]
+        logging.getLogger("peewee").setLevel(logging.NOTSET)
+    text = out.getvalue()
+    assert "a debug record" in text
+    assert ENDPOINT_SECRET not in text
