@@ -141,3 +141,44 @@ def test_debug_logging_never_writes_sql_parameters(app, api, http_endpoint):
     text = out.getvalue()
     assert "a debug record" in text
     assert ENDPOINT_SECRET not in text
+
+
+def test_a_web_request_about_an_operation_or_task_logs_its_id(app):
+    """What the web logs while handling a request about one operation (or task) carries
+    its id, and only while handling it."""
+    from app import logs
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.getMessage(), record.context_fields))
+
+    handler = Keep()
+    handler.addFilter(logs.ContextFilter())
+    logger = logging.getLogger("app.test.requests")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    @app.get("/test-log/operations/<int:operation_id>")
+    def about_an_operation(operation_id):
+        logger.info("about an operation")
+        return "ok"
+
+    @app.get("/test-log/tasks/<int:task_id>")
+    def about_a_task(task_id):
+        logger.info("about a task")
+        return "ok"
+
+    try:
+        client = app.test_client()
+        assert client.get("/test-log/operations/12").status_code == 200
+        assert client.get("/test-log/tasks/7").status_code == 200
+        logger.info("after the requests")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [
+        ("about an operation", {"operation": 12}),
+        ("about a task", {"task": 7}),
+        ("after the requests", {}),
+    ]
