@@ -847,7 +847,8 @@ class EppModule(ModuleType):
                 field = {2307: "object_uris", 2103: "extension_uris"}.get(exc.code, "password")
                 raise ConfigProblem(f"the registry refused the login: {exc.words}", field) from None
             except TemporaryError as exc:
-                raise ConfigProblem(str(exc), field="host") from None
+                field = "timeout" if "within" in str(exc) else "host"
+                raise ConfigProblem(str(exc), field=field) from None
             session.logout()
         finally:
             session.close()

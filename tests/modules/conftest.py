@@ -1021,3 +1021,12 @@ def engine(app, monkeypatch):
     """No messages to the worker: the test runs each operation itself."""
     monkeypatch.setattr(dispatch, "_send", lambda *args, **kwargs: None)
     return Engine(app)
+
+
+@pytest.fixture
+def epp_registry():
+    """A simulated EPP registry of the test's own (``EppBackend``: the simulator, the
+    registrar's login and client certificate, settings that work)."""
+    registry = EppBackend()
+    yield registry
+    registry.close()
