@@ -725,7 +725,7 @@ class EppBackend(Backend):
         self.sim.stop()
 
 
-BACKENDS["epp"] = EppBackend
+BACKENDS["epp-simulated"] = EppBackend
 
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
 
