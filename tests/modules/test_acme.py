@@ -163,6 +163,9 @@ def test_a_certificate_is_issued_over_http01_and_checked(app, api, client, pebbl
     assert client.get(f"/my/services/{service_id}/certificate/key.pem").status_code in (302, 403)
     page = client.get(f"/services/{service_id}").get_data(as_text=True)
     assert "Certificate downloads" in page and "privkey.pem" not in page
+    # staff see the issuer, the names, the serial and the expiry
+    for value in (data["issuer"], data["names"], serial, data["not_after"]):
+        assert value in page, value
     # staff viewing the client area as the client: the certificate too, never the key
     assert client.post(f"/clients/{service['client_id']}/view-as").status_code == 302
     page = client.get(f"/my/services/{service_id}").get_data(as_text=True)
