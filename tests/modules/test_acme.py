@@ -253,7 +253,13 @@ def test_renewal_before_expiry_then_close_revokes(app, api, client, pebble, monk
     # 40-day certificates, renewed 30 days before: not due yet
     with db(app):
         assert operations.sweep()["renewals"] == 0
-        Service.update(expires_at=utcnow() + timedelta(days=5)).where(
+        # the default renew_days_before is 30: due inside 30 days of expiry, not before
+        assert "renew_days_before" not in config
+        Service.update(expires_at=utcnow() + timedelta(days=30, hours=1)).where(
+            Service.id == service_id
+        ).execute()
+        assert operations.sweep()["renewals"] == 0
+        Service.update(expires_at=utcnow() + timedelta(days=29, hours=23)).where(
             Service.id == service_id
         ).execute()
         assert operations.sweep()["renewals"] == 1
