@@ -17,6 +17,7 @@ import pytest
 from acme import challenges
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.models import AcmeAccount, Attempt, Client, Operation, utcnow
 from app.services import certificates, operations
@@ -517,7 +518,7 @@ def test_http01_with_pebble_asking_the_tests_powerdns_where_the_names_point(
         {
             "name": f"acme-http01-{uuid.uuid4().hex[:8]}",
             "type": "acme",
-            "config": pebble_dns01.config(),  # challenge: http-01, the default
+            "config": pebble_dns01.config(),  # the defaults: http-01, key type ec256
             "retry_delay": 1,
             "max_attempts": 5,
             "test_connection": True,
@@ -552,6 +553,7 @@ def test_http01_with_pebble_asking_the_tests_powerdns_where_the_names_point(
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == names
     key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     assert key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
     leaf.verify_directly_issued_by(intermediate)
