@@ -392,9 +392,16 @@ class CpanelModule(ModuleType):
 
     def _service_account(self, ctx, missing_ok=False):
         """``(user, summary)`` of the service's account after checking it is still its;
-        ``summary`` None when it is gone (``missing_ok``) or someone else's by now."""
-        domain = (ctx.service.details or {}).get("domain") or self._domain(ctx.params)
-        user = ctx.service.remote_id or account_username(domain, ctx.service.id)
+        ``summary`` None when it is gone (``missing_ok``) or someone else's by now. A
+        service with a remote id (opened, or imported) is that account, whose domain must
+        still be the service's; without one, the username derived from its domain."""
+        service = ctx.service
+        domain = (service.details or {}).get("domain") or (service.params or {}).get("domain")
+        if service.remote_id:
+            user = service.remote_id
+        else:
+            domain = self._domain(ctx.params)
+            user = account_username(domain, service.id)
         found = self._summary(ctx, user)
         if found is None:
             if missing_ok:
@@ -402,7 +409,13 @@ class CpanelModule(ModuleType):
                 return user, None
             raise PermanentError(f"the cPanel account {user} no longer exists on WHM")
         try:
-            self._mine(found, user, domain)
+            if not service.remote_id:
+                self._mine(found, user, domain)
+            elif domain and found.get("domain") != domain:
+                raise PermanentError(
+                    f"the cPanel account {user} is for {found.get('domain')!r} now, not this "
+                    f"service's {domain!r}: it is left alone"
+                )
         except PermanentError:
             if missing_ok:
                 ctx.log(f"the cPanel account {user} is not this service's now: left alone")
