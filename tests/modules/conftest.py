@@ -715,7 +715,8 @@ class ISPmanagerBackend(Backend):
         self.sim.stop()
 
 
-BACKENDS["ispmanager"] = ISPmanagerBackend
+# the key is the parametrized id: the suite's test ids say the panel is simulated
+BACKENDS["ispmanager-simulated"] = ISPmanagerBackend
 
 
 @pytest.fixture

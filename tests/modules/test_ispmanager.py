@@ -226,6 +226,7 @@ def test_simulated_ispmanager_manages_the_user(app, api, engine, ispmanager_sim)
         ("error", "Internal error: the panel could not finish"),
         ("busy", "another operation is running"),
         ("garbage", "is not the API's JSON document"),
+        ("unavailable", "ISPmanager answered 503"),
     ],
 )
 def test_simulated_ispmanager_faults_are_temporary(app, api, engine, ispmanager_sim, fault, words):

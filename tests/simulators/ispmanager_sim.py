@@ -26,7 +26,8 @@ It is strict: an unknown path or function, a parameter a function does not take,
 or ill-typed one, a parameter given twice, ``out`` other than ``json``, bad or missing
 ``authinfo``, or an admin function called by a plain user are refused in that error form.
 
-Faults the tests flip (``fault``): ``"slow"`` (answers after ``slow_seconds``), ``"error"``
+Faults the tests flip (``fault``): ``"slow"`` (answers after ``slow_seconds``),
+``"unavailable"`` (HTTP 503, as a proxy in front of a stopped panel would), ``"error"``
 (answers ``fault_error`` — by default an internal error — in the documented error form),
 ``"garbage"`` (answers an HTML page that is not JSON); :meth:`down` stops the listener
 (connection refused) and :meth:`up` starts it again on the same port. ``refuse_create``
@@ -160,7 +161,7 @@ class ISPmanagerSim:
         self.presets = {}  # name -> {limit_...: "" or int text}
         self.webdomains = {}  # name -> {name, owner, ipaddr, email}
         self.calls = []  # (func, params without authinfo) of every request answered
-        self.fault = None  # None, "slow", "error" or "garbage"
+        self.fault = None  # None, "slow", "unavailable", "error" or "garbage"
         self.slow_seconds = 5.0
         self.fault_error = ("internal", "", "Internal error: the panel could not finish")
         self.refuse_create = None  # (type, object, message) answered to a user creation
@@ -534,6 +535,9 @@ class _Handler(BaseHTTPRequestHandler):
         sim = self.simulator
         if sim.fault == "slow":
             time.sleep(sim.slow_seconds)
+        if sim.fault == "unavailable":
+            self._send(503, "text/html", b"<html><body>503 Service Unavailable</body></html>")
+            return
         if sim.fault == "garbage":
             self._send(200, "text/html", b"<html><body>Bad Gateway? <b>ispmgr</b>")
             return
