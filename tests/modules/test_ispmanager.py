@@ -254,6 +254,51 @@ def test_simulated_ispmanager_faults_are_temporary(app, api, engine, ispmanager_
     assert len(sim.users) == 1
 
 
+def test_simulated_ispmanager_open_that_failed_halfway_takes_over_its_user(
+    app, api, engine, ispmanager_sim
+):
+    """The user was made, the web site was not (the panel failed): the next attempt takes
+    the user over (same password) and makes the site: one user, one site."""
+    sim = ispmanager_sim
+    _, tariff, client = setup(api, engine, sim)
+    service_id, op_id = order(api, tariff, client)
+    sim.fault, sim.fault_only = "error", "webdomain.edit"
+    op, attempts = run_once(app, op_id)
+    assert attempts[-1].outcome == "temporary_error", attempts[-1].error
+    name = f"pv{service_id}"
+    first_password = sim.users[name]["passwd"]
+    assert sim.webdomains == {}
+    sim.fault = sim.fault_only = None
+    op = engine.run(op_id)
+    assert op.status == "done", op.last_error
+    assert list(sim.users) == [name] and list(sim.webdomains) == ["shop.example.org"]
+    details = api.ok("get", f"/services/{service_id}")["details"]
+    assert details["password"] == first_password == sim.users[name]["passwd"]
+    assert [p["name"] for p in sim.calls_of("user.edit") if "name" in p] == [name]
+
+
+def test_simulated_ispmanager_module_form(app, client, admin, ispmanager_sim):
+    from tests.support import html
+
+    fieldset = html(client.get("/catalog/modules/config-fields?type=ispmanager"))
+    assert "CA certificate (PEM)" in fieldset and "<textarea" in fieldset
+    assert 'type="password"' in fieldset and 'name="config.password"' in fieldset
+    form = {
+        "name": "ISPmanager",
+        "type": "ispmanager",
+        **{f"config.{k}": v for k, v in ispmanager_sim.config().items()},
+        "config.verify_tls": "1",
+        "retry_delay": "60",
+        "max_attempts": "4",
+        "enabled": "1",
+    }
+    refused = client.post("/catalog/modules/new", data={**form, "config.url": "http://x:1500"})
+    assert refused.status_code == 422
+    assert "https:// only" in html(refused)
+    created = client.post("/catalog/modules/new", data=form)
+    assert created.status_code == 302, html(created)
+
+
 def test_simulated_ispmanager_refusals_are_permanent_with_the_panels_words(
     app, api, engine, ispmanager_sim
 ):
@@ -280,6 +325,7 @@ def module(sim, **config):
     return ISPmanagerModule(cleaned)
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_simulated_ispmanager_check_config_names_the_setting(ispmanager_sim):
     sim = ispmanager_sim
     assert "ISPmanager answers as root" in module(sim).check_config()

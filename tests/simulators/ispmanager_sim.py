@@ -30,7 +30,8 @@ Faults the tests flip (``fault``): ``"slow"`` (answers after ``slow_seconds``),
 ``"unavailable"`` (HTTP 503, as a proxy in front of a stopped panel would), ``"error"``
 (answers ``fault_error`` — by default an internal error — in the documented error form),
 ``"garbage"`` (answers an HTML page that is not JSON); :meth:`down` stops the listener
-(connection refused) and :meth:`up` starts it again on the same port. ``refuse_create``
+(connection refused) and :meth:`up` starts it again on the same port. ``fault_only``
+limits the fault to one function (the web site's creation, say). ``refuse_create``
 makes user creation answer the given error (a licence's user limit, say).
 
 HTTPS only, with a self-signed certificate made at start (``ca_pem``: trust it).
@@ -162,6 +163,7 @@ class ISPmanagerSim:
         self.webdomains = {}  # name -> {name, owner, ipaddr, email}
         self.calls = []  # (func, params without authinfo) of every request answered
         self.fault = None  # None, "slow", "unavailable", "error" or "garbage"
+        self.fault_only = None  # a function name: the fault hits that function only
         self.slow_seconds = 5.0
         self.fault_error = ("internal", "", "Internal error: the panel could not finish")
         self.refuse_create = None  # (type, object, message) answered to a user creation
@@ -533,22 +535,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, query):
         sim = self.simulator
-        if sim.fault == "slow":
-            time.sleep(sim.slow_seconds)
-        if sim.fault == "unavailable":
-            self._send(503, "text/html", b"<html><body>503 Service Unavailable</body></html>")
-            return
-        if sim.fault == "garbage":
-            self._send(200, "text/html", b"<html><body>Bad Gateway? <b>ispmgr</b>")
-            return
         try:
             params = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
         except ValueError:
             params = None
+        func = dict(params or []).get("func")
+        fault = sim.fault if sim.fault_only in (None, func) else None
+        if fault == "slow":
+            time.sleep(sim.slow_seconds)
+        if fault == "unavailable":
+            self._send(503, "text/html", b"<html><body>503 Service Unavailable</body></html>")
+            return
+        if fault == "garbage":
+            self._send(200, "text/html", b"<html><body>Bad Gateway? <b>ispmgr</b>")
+            return
         try:
             if params is None:
                 raise Refusal("value", "query", "The request's parameters cannot be read")
-            if sim.fault == "error":
+            if fault == "error":
                 raise Refusal(*sim.fault_error)
             status, doc = sim.answer(self.command, urlsplit(self.path).path, params)
         except Refusal as refusal:
