@@ -46,6 +46,7 @@ BUILTIN = {
     "shellscripts": "modules.shellscripts:ShellScriptsModule",
     "provisor": "modules.provisor:ProvisorModule",
     "cpanel": "modules.cpanel:CpanelModule",
+    "ispmanager": "modules.ispmanager:ISPmanagerModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}
