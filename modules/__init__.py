@@ -46,6 +46,8 @@ BUILTIN = {
     "shellscripts": "modules.shellscripts:ShellScriptsModule",
     "provisor": "modules.provisor:ProvisorModule",
     "epp": "modules.epp:EppModule",
+    "cpanel": "modules.cpanel:CpanelModule",
+    "ispmanager": "modules.ispmanager:ISPmanagerModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

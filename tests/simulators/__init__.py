@@ -1,0 +1,1 @@
+"""Simulators of vendor APIs that cannot run here, built from their published documentation."""
