@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 
 from app.db import database
-from app.models import Attempt, Operation, ProductType, utcnow
-from app.services import operations
+from app.models import Attempt, Operation, ProductType, Service, utcnow
+from app.services import mail, operations
 from tests.support import login
 
 
@@ -74,6 +74,9 @@ def test_simulated_epp_open_registers_the_domain_for_the_client(app, api, engine
         assert secret not in logs
     with app.app_context(), database.connection_context():
         fields = ProductType.get(ProductType.code == "domain").detail_fields
+        _, welcome = mail.render_welcome(Service.get_by_id(service_id))
+    for shown in ("alice-shop.com", domain["pw"], domain["exDate"].date().isoformat()):
+        assert shown in welcome  # the welcome email tells the client
     assert {"name": "auth_code", "secret": True}.items() <= (
         next(f for f in fields if f["name"] == "auth_code").items()
     )
