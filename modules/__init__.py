@@ -45,6 +45,7 @@ BUILTIN = {
     "libvirt": "modules.libvirt:LibvirtModule",  # imports libvirt-python on first use
     "shellscripts": "modules.shellscripts:ShellScriptsModule",
     "provisor": "modules.provisor:ProvisorModule",
+    "proxmox": "modules.proxmox:ProxmoxModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}
