@@ -1020,3 +1020,14 @@ def engine(app, monkeypatch):
     """No messages to the worker: the test runs each operation itself."""
     monkeypatch.setattr(dispatch, "_send", lambda *args, **kwargs: None)
     return Engine(app)
+
+
+@pytest.fixture
+def proxmox_sim(tmp_path):
+    """A simulated Proxmox VE (``tests/simulators/proxmox_sim.py``) of the test's own over
+    HTTPS on loopback, with templates 9000 and 9001; stopped afterwards."""
+    from tests.simulators.proxmox_sim import simulated_proxmox
+
+    sim = simulated_proxmox(str(tmp_path))
+    yield sim
+    sim.stop()

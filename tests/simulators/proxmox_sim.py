@@ -117,6 +117,27 @@ def enum(*values):
     return check
 
 
+def ipconfig(value):
+    """``[ip=<IPv4/CIDR|dhcp>][,gw=<IPv4>][,ip6=<IPv6/CIDR|dhcp|auto>][,gw6=<IPv6>]``."""
+    import ipaddress
+
+    keys = {
+        "ip": lambda v: v == "dhcp" or ipaddress.IPv4Interface(v),
+        "gw": ipaddress.IPv4Address,
+        "ip6": lambda v: v in ("dhcp", "auto") or ipaddress.IPv6Interface(v),
+        "gw6": ipaddress.IPv6Address,
+    }
+    for part in value.split(","):
+        key, _, item = part.partition("=")
+        try:
+            keys[key](item)
+        except (KeyError, ValueError):
+            raise ValueError(
+                f"value does not match the format of pve-qm-ipconfig: {part!r}"
+            ) from None
+    return value
+
+
 VMID = integer(100, 999999999)
 NODE = string(re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$"), what="node name")
 BOOL = _boolean
@@ -134,7 +155,7 @@ CONFIG_PARAMS = {
     "ciuser": (string(re.compile(r"^\S+$")), False),
     "cipassword": (string(), False),
     "sshkeys": (string(), False),
-    "ipconfig0": (string(re.compile(r"^(ip=\S+)?(,?gw=\S+)?(,?ip6=\S+)?(,?gw6=\S+)?$")), False),
+    "ipconfig0": (ipconfig, False),
     "nameserver": (string(), False),
     "searchdomain": (string(), False),
     "digest": (string(re.compile(r"^[a-f0-9]{40}$")), False),
