@@ -46,6 +46,7 @@ BUILTIN = {
     "shellscripts": "modules.shellscripts:ShellScriptsModule",
     "provisor": "modules.provisor:ProvisorModule",
     "proxmox": "modules.proxmox:ProxmoxModule",
+    "cpanel": "modules.cpanel:CpanelModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

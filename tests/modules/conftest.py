@@ -726,6 +726,88 @@ class ProxmoxBackend(Backend):
 
 
 BACKENDS["proxmox-simulated"] = ProxmoxBackend
+
+
+# --- cpanel: cPanel & WHM, against a strict simulator of WHM API 1 -----------------------
+
+
+class CpanelBackend(Backend):
+    """The cpanel module and a **simulated** WHM (tests/simulators/cpanel_sim.py: WHM API
+    1 over HTTPS on loopback, written from cPanel's published documentation; no cPanel
+    runs here). What exists for a service is the account of its derived username with its
+    domain: "suspended" while WHM has it suspended."""
+
+    type_id = "cpanel"
+    product_type = "hosting"
+    creates_remote_items = True  # the tariff's WHM package
+    refusal_text = "is already in use by another account"
+
+    def __init__(self):
+        from tests.simulators.cpanel_sim import WhmSimulator
+
+        self.sim = WhmSimulator().start()
+
+    def config(self):
+        return self.sim.config()
+
+    def bad_credentials(self):
+        return {**self.sim.config(), "api_token": "NOTTHETOKEN" + "0" * 21}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def item_settings(self, bigger=False):
+        return {"quota": 4096 if bigger else 1024, "bwlimit": 10240, "maxaddon": 2, "maxpop": 10}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The domains the module is about to host belong to other accounts already."""
+        made = []
+        for n, service in enumerate(services_to_open(module_id)):
+            made.append(f"other{n}")
+            self.sim.add_account(made[-1], service.params["domain"], owner="someone")
+        try:
+            yield
+        finally:
+            for user in made:
+                assert self.sim.accounts[user]["owner"] == "someone"  # left alone
+                del self.sim.accounts[user]
+
+    def secrets(self):
+        return [self.sim.token]
+
+    def objects(self, service):
+        from modules.cpanel import account_username
+
+        domain = service.params["domain"]
+        user = service.remote_id or account_username(domain, service.id)
+        account = self.sim.accounts.get(user)
+        if account is None or account["domain"] != domain:
+            return [(user, "deleted")] if service.remote_id else []
+        return [(user, "suspended" if account["suspended"] else "active")]
+
+    def has_item(self, internal_name):
+        return internal_name in self.sim.packages
+
+    def close(self):
+        self.sim.stop()
+
+
+BACKENDS["simulated-cpanel"] = CpanelBackend
+
+
+@pytest.fixture
+def whm():
+    """A simulated WHM of the test's own (tests/simulators/cpanel_sim.py), stopped after."""
+    from tests.simulators.cpanel_sim import WhmSimulator
+
+    sim = WhmSimulator().start()
+    yield sim
+    sim.stop()
+
+
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
 
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
