@@ -47,6 +47,7 @@ BUILTIN = {
     "provisor": "modules.provisor:ProvisorModule",
     "proxmox": "modules.proxmox:ProxmoxModule",
     "cpanel": "modules.cpanel:CpanelModule",
+    "ispmanager": "modules.ispmanager:ISPmanagerModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

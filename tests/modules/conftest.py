@@ -808,6 +808,88 @@ def whm():
     sim.stop()
 
 
+# --- ispmanager: the ispmanager module against a SIMULATED ISPmanager 6 ---------------------
+# (tests/simulators/ispmanager_sim.py: built from the published API documentation, not a
+# real panel)
+
+
+class ISPmanagerBackend(Backend):
+    """The ispmanager module and a simulator of the ISPmanager 6 API of its own (HTTPS on
+    loopback, self-signed certificate). What exists for a service is the panel user whose
+    comment names it: "suspended" while the panel has it disabled."""
+
+    type_id = "ispmanager"
+    product_type = "hosting"
+    creates_remote_items = True  # the tariff's user template (preset)
+    refusal_text = "The user limit of this licence is reached"
+
+    def __init__(self):
+        from tests.simulators.ispmanager_sim import ISPmanagerSim
+
+        self.sim = ISPmanagerSim().start()
+
+    def config(self):
+        return self.sim.config()
+
+    def bad_credentials(self):
+        return {**self.sim.config(), "password": "not-the-admin-password"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        self.sim.refuse_create = ("limit", "user", self.refusal_text)
+        try:
+            yield
+        finally:
+            self.sim.refuse_create = None
+
+    def secrets(self):
+        from urllib.parse import quote, quote_plus
+
+        password = self.sim.password
+        return [password, quote_plus(password), quote(password, safe="")]
+
+    def item_settings(self, bigger=False):
+        return {"disk_quota_mib": 4096 if bigger else 1024, "webdomains": 3 if bigger else 1}
+
+    def objects(self, service):
+        owner = f"provisor:service-{service.id}"
+        with self.sim.lock:
+            found = [
+                (u["name"], "active" if u["active"] == "on" else "suspended")
+                for u in self.sim.users.values()
+                if u["comment"] == owner
+            ]
+        if not found and service.remote_id:
+            found.append((service.remote_id, "deleted"))
+        return found
+
+    def has_item(self, internal_name):
+        return internal_name in self.sim.presets
+
+    def close(self):
+        self.sim.stop()
+
+
+# the key is the parametrized id: the suite's test ids say the panel is simulated
+BACKENDS["ispmanager-simulated"] = ISPmanagerBackend
+
+
+@pytest.fixture
+def ispmanager_sim():
+    """A simulated ISPmanager 6 panel of the test's own (HTTPS on a free loopback port,
+    its own self-signed certificate), stopped afterwards."""
+    from tests.simulators.ispmanager_sim import ISPmanagerSim
+
+    sim = ISPmanagerSim().start()
+    yield sim
+    sim.stop()
+
+
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
 
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
