@@ -46,6 +46,7 @@ BUILTIN = {
     "shellscripts": "modules.shellscripts:ShellScriptsModule",
     "provisor": "modules.provisor:ProvisorModule",
     "epp": "modules.epp:EppModule",
+    "proxmox": "modules.proxmox:ProxmoxModule",
     "cpanel": "modules.cpanel:CpanelModule",
     "ispmanager": "modules.ispmanager:ISPmanagerModule",
 }

@@ -646,6 +646,86 @@ class ShellScriptsBackend(Backend):
 
 
 BACKENDS["shellscripts"] = ShellScriptsBackend
+# --- proxmox: the strict simulator of the Proxmox VE API (simulated, not a real Proxmox) ---
+
+
+class ProxmoxBackend(Backend):
+    """The proxmox module against ``tests/simulators/proxmox_sim.py``, a simulator of the
+    published Proxmox VE API over HTTPS on loopback (its certificate made for the test,
+    checked through ``ca_certificate``), with templates 9000 and 9001. What exists for a
+    service is the VM whose description carries its mark: "active" while running,
+    "suspended" while paused or stopped. It refuses by denying the token ``VM.Clone``."""
+
+    type_id = "proxmox"
+    product_type = "vps"
+    refusal_text = "Permission check failed (/vms/9000, VM.Clone)"
+
+    def __init__(self):
+        import tempfile
+
+        from tests.simulators.proxmox_sim import simulated_proxmox
+
+        self.folder = tempfile.mkdtemp(prefix="provisor-proxmox-")
+        self.sim = simulated_proxmox(self.folder)
+        self.tag = f"ct-{uuid.uuid4().hex[:8]}"
+
+    def config(self):
+        return {
+            "api_url": self.sim.url,
+            "token_id": self.sim.token_id,
+            "token_secret": self.sim.secret,
+            "node": "pve",
+            "ca_certificate": self.sim.ca_pem,
+            "owner_tag": self.tag,
+            "poll_interval": 0.2,
+            "ip_wait": 5,
+            "timeout": 3,
+        }
+
+    def bad_credentials(self):
+        return {**self.config(), "token_secret": str(uuid.uuid4())}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "api_url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        self.sim.denied.add("VM.Clone")
+        try:
+            yield
+        finally:
+            self.sim.denied.discard("VM.Clone")
+
+    def secrets(self):
+        return [self.sim.secret]
+
+    def item_settings(self, bigger=False):
+        return {
+            "templates": "debian-12 = 9000\nubuntu-24.04 = ubuntu-2404-cloud",
+            "cores": 2 if bigger else 1,
+            "memory_mib": 2048 if bigger else 1024,
+            "disk_gib": 8 if bigger else 4,
+        }
+
+    def objects(self, service):
+        found = self.sim.find(f"{self.tag}:service-{service.id}")
+        if not found:
+            return [(service.remote_id, "deleted")] if service.remote_id else []
+        return [
+            (str(vmid), "active" if vm["status"] == "running" and not vm["paused"] else "suspended")
+            for vmid, vm in found
+        ]
+
+    def close(self):
+        import shutil
+
+        self.sim.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+BACKENDS["proxmox-simulated"] = ProxmoxBackend
 
 
 # --- cpanel: cPanel & WHM, against a strict simulator of WHM API 1 -----------------------
@@ -1194,3 +1274,14 @@ def epp_registry():
     registry = EppBackend()
     yield registry
     registry.close()
+
+
+@pytest.fixture
+def proxmox_sim(tmp_path):
+    """A simulated Proxmox VE (``tests/simulators/proxmox_sim.py``) of the test's own over
+    HTTPS on loopback, with templates 9000 and 9001; stopped afterwards."""
+    from tests.simulators.proxmox_sim import simulated_proxmox
+
+    sim = simulated_proxmox(str(tmp_path))
+    yield sim
+    sim.stop()
