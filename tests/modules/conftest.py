@@ -890,6 +890,87 @@ def ispmanager_sim():
     sim.stop()
 
 
+# --- epp: domain registration against a simulated EPP registry ----------------------------
+
+
+class EppBackend(Backend):
+    """The epp module against a simulated registry (``tests/simulators/epp_sim.py``: a
+    strict EPP server over TLS built from RFC 5730-5734, not a real registry), one per
+    backend. What exists for a service is the domain it ordered, sponsored by the
+    module's registrar login: "suspended" while it has clientHold, "deleted" once the
+    registry no longer has it."""
+
+    type_id = "epp"
+    product_type = "domain"
+    refusal_text = "sponsored by another registrar"
+
+    def __init__(self):
+        import tempfile
+
+        from tests.simulators.epp_sim import EppSimulator, self_signed
+
+        folder = tempfile.mkdtemp(prefix="provisor-epp-")
+        self.sim = EppSimulator(folder).start()
+        self.client_id, self.password = next(iter(self.sim.registrars.items()))
+        # the registrar's client certificate (the setting is secret: the key is in it)
+        _, _, cert, self.key = self_signed(folder, "registrar")
+        self.sim.trust_client_cert(cert)
+        self.client_cert = cert + self.key
+
+    def config(self):
+        return {
+            "host": "127.0.0.1",
+            "port": self.sim.port,
+            "client_id": self.client_id,
+            "password": self.password,
+            "ca_bundle": self.sim.cert_pem,
+            "client_cert": self.client_cert,
+            "nameservers": "ns1.dns-host.invalid, ns2.dns-host.invalid",
+            "fallback_city": "Aarhus",
+            "fallback_country": "DK",
+            "poll_interval": 0.2,
+            "timeout": 3,
+        }
+
+    def bad_credentials(self):
+        return {**self.config(), "password": "not-the-epp-pw"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "port": free_port(), "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The names about to be registered are another registrar's already."""
+        names = [service.params["domain"] for service in services_to_open(module_id)]
+        for name in names:
+            self.sim.register_for("other-registrar", name)
+        try:
+            yield
+        finally:
+            for name in names:
+                assert self.sim.domains[name]["clID"] == "other-registrar"  # left alone
+                del self.sim.domains[name]
+
+    def secrets(self):
+        key_lines = [line for line in self.key.splitlines() if len(line) >= 16][1:-1]
+        return [self.password, self.key, *key_lines]
+
+    def objects(self, service):
+        name = service.remote_id or service.params["domain"]
+        found = self.sim.domains.get(name)
+        if found is None or found["clID"] != self.client_id:
+            return [(name, "deleted")] if service.remote_id else []
+        return [(name, "suspended" if "clientHold" in found["status"] else "active")]
+
+    def close(self):
+        self.sim.stop()
+
+
+BACKENDS["epp-simulated"] = EppBackend
+
+
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
 
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
@@ -1184,6 +1265,15 @@ def engine(app, monkeypatch):
     """No messages to the worker: the test runs each operation itself."""
     monkeypatch.setattr(dispatch, "_send", lambda *args, **kwargs: None)
     return Engine(app)
+
+
+@pytest.fixture
+def epp_registry():
+    """A simulated EPP registry of the test's own (``EppBackend``: the simulator, the
+    registrar's login and client certificate, settings that work)."""
+    registry = EppBackend()
+    yield registry
+    registry.close()
 
 
 @pytest.fixture
