@@ -724,6 +724,9 @@ class ProxmoxBackend(Backend):
 
         return {**self.config(), "api_url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
 
+    def silent(self, server):
+        return {**self.config(), "api_url": f"https://127.0.0.1:{server.port}", "timeout": 1}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         self.sim.denied.add("VM.Clone")
@@ -791,6 +794,9 @@ class CpanelBackend(Backend):
         from tests.support import free_port
 
         return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{server.port}", "timeout": 1}
 
     def item_settings(self, bigger=False):
         return {"quota": 4096 if bigger else 1024, "bwlimit": 10240, "maxaddon": 2, "maxpop": 10}
@@ -872,6 +878,9 @@ class ISPmanagerBackend(Backend):
         from tests.support import free_port
 
         return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{server.port}", "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -973,6 +982,9 @@ class EppBackend(Backend):
         from tests.support import free_port
 
         return {**self.config(), "port": free_port(), "timeout": 1}
+
+    def silent(self, server):
+        return {**self.config(), "port": server.port, "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
