@@ -51,6 +51,14 @@ class Backend:
         """Settings pointing at a server that is down or does not answer in time."""
         raise NotImplementedError
 
+    silent_unix = False  # silent() takes a unix socket (else a loopback TCP port)
+
+    def silent(self, server):
+        """Settings pointing at ``server`` (``tests.support.SilentServer``: it accepts
+        connections and never answers, a hung daemon), with short timeouts; None for a
+        type that talks to no server."""
+        raise NotImplementedError(f"{type(self).__name__} has no silent(): add one")
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The server refuses what it is asked (invalid, taken...) while inside."""
@@ -92,6 +100,9 @@ class SandboxBackend(Backend):
 
     def unreachable(self):
         return {"fail_first": 1000}
+
+    def silent(self, server):
+        return None  # the simulated panel is in the worker's own process
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -147,6 +158,9 @@ class HttpBackend(Backend):
 
         return {"url": f"http://127.0.0.1:{free_port()}/hook", "secret": "x" * 16, "timeout": 1}
 
+    def silent(self, server):
+        return {"url": f"http://127.0.0.1:{server.port}/hook", "secret": "x" * 16, "timeout": 1}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         self.endpoint.script = ["400"] * 20
@@ -201,6 +215,9 @@ class JobPanelBackend(Backend):
         from tests.support import free_port
 
         return {**self.panel.config(), "url": f"http://127.0.0.1:{free_port()}"}
+
+    def silent(self, server):
+        return {**self.panel.config(), "url": f"http://127.0.0.1:{server.port}", "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -260,6 +277,9 @@ class PowerDNSBackend(Backend):
         from tests.support import free_port
 
         return {**self.config(), "api_url": f"http://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.config(), "api_url": f"http://127.0.0.1:{server.port}", "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -336,6 +356,9 @@ class DatabaseBackend(Backend):
         from tests.support import free_port
 
         return self.tenant.config(port=free_port(), timeout=1)
+
+    def silent(self, server):
+        return self.tenant.config(port=server.port, timeout=1)
 
     def name(self, service):
         return service.remote_id or f"{self.tenant.prefix}{service.id}"
@@ -442,6 +465,9 @@ class ProvisorBackend(Backend):
 
         return {**self.config(), "url": f"http://127.0.0.1:{free_port()}", "timeout": 1}
 
+    def silent(self, server):
+        return {**self.config(), "url": f"http://127.0.0.1:{server.port}", "timeout": 1}
+
     def item_settings(self, bigger=False):
         return {"upstream_tariff_id": self.tariffs[1 if bigger else 0]["id"]}
 
@@ -529,6 +555,11 @@ class LibvirtBackend(Backend):
         missing = f"{tempfile.gettempdir()}/provisor-no-libvirtd-{self.tag}/libvirt-sock"
         return {**self.config(), "uri": f"test+unix:///default?socket={missing}"}
 
+    silent_unix = True
+
+    def silent(self, server):
+        return {**self.config(), "uri": f"test+unix:///default?socket={server.path}", "timeout": 2}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The names the module is about to define are taken by domains of someone
@@ -612,6 +643,9 @@ class ShellScriptsBackend(Backend):
 
         return {**self.config(), "port": free_port(), "connect_timeout": 1}
 
+    def silent(self, server):
+        return {**self.config(), "port": server.port, "connect_timeout": 1}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The users the module is about to create exist already, made by someone else."""
@@ -690,6 +724,9 @@ class ProxmoxBackend(Backend):
 
         return {**self.config(), "api_url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
 
+    def silent(self, server):
+        return {**self.config(), "api_url": f"https://127.0.0.1:{server.port}", "timeout": 1}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         self.sim.denied.add("VM.Clone")
@@ -757,6 +794,9 @@ class CpanelBackend(Backend):
         from tests.support import free_port
 
         return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{server.port}", "timeout": 1}
 
     def item_settings(self, bigger=False):
         return {"quota": 4096 if bigger else 1024, "bwlimit": 10240, "maxaddon": 2, "maxpop": 10}
@@ -838,6 +878,9 @@ class ISPmanagerBackend(Backend):
         from tests.support import free_port
 
         return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{server.port}", "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -939,6 +982,9 @@ class EppBackend(Backend):
         from tests.support import free_port
 
         return {**self.config(), "port": free_port(), "timeout": 1}
+
+    def silent(self, server):
+        return {**self.config(), "port": server.port, "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -1073,6 +1119,13 @@ class AcmeBackend(Backend):
         return {
             **self.pebble.config(),
             "directory_url": f"https://127.0.0.1:{free_port()}/dir",
+            "timeout": 1,
+        }
+
+    def silent(self, server):
+        return {
+            **self.pebble.config(),
+            "directory_url": f"https://127.0.0.1:{server.port}/dir",
             "timeout": 1,
         }
 
