@@ -88,6 +88,7 @@ def write_transaction():
     depth = getattr(_local, "depth", 0)
     if depth == 0:
         _local.callbacks = []
+        _local.memo = {}
     _local.depth = depth + 1
     try:
         if depth == 0 and is_sqlite() and not database.in_transaction():
@@ -102,6 +103,8 @@ def write_transaction():
         raise
     finally:
         _local.depth = depth
+        if depth == 0:
+            _local.memo = {}
     if depth == 0:
         callbacks, _local.callbacks = _local.callbacks, []
         for fn in callbacks:
@@ -118,6 +121,26 @@ def get_for_update(model, pk):
     if not is_sqlite():
         query = query.for_update()
     return query.first()
+
+
+def once_per_transaction(key, load):
+    """``load()``, read once per outermost :func:`write_transaction` and reused by the
+    rest of it (a value several state changes of one transaction need, such as the
+    enabled webhook endpoints); outside one, ``load()`` every time. Whoever changes what
+    ``load`` reads calls :func:`forget` in the same transaction."""
+    if getattr(_local, "depth", 0) == 0:
+        return load()
+    memo = _local.memo
+    if key not in memo:
+        memo[key] = load()
+    return memo[key]
+
+
+def forget(key):
+    """The value of ``key`` is read again by the next :func:`once_per_transaction`."""
+    memo = getattr(_local, "memo", None)
+    if memo:
+        memo.pop(key, None)
 
 
 def after_commit(fn):
