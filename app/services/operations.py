@@ -378,13 +378,14 @@ def _context(op, attempt_number, instance):
     service = op.service if op.service_id else None
     tariff = client = product_type = None
     secrets = list(instance.secret_values())
-    secret_fields = _secret_fields(None)
     if service is not None:
         tariff = service.tariff
         client = service.client
         product_type = tariff.product_type
         secret_fields = _secret_fields(product_type)
         secrets += [(service.details or {}).get(name) for name in secret_fields]
+    else:
+        secret_fields = _secret_fields(None)
     params = dict(op.params or {})
     if op.kind == "change_tariff" and service is not None:
         new = Tariff.get_or_none_by_id(params.get("tariff_id"))
