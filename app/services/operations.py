@@ -275,14 +275,15 @@ def _mask_details(ctx, result):
 
 def _load_for_attempt(operation_id):
     """The operation with what an attempt reads of it — its module, service, tariff,
-    product type and client — in one joined SELECT (None: no such operation). The
-    attempt reuses these rows through its context and its result (read-only there: the
-    rows it changes are read again, locked, by :func:`_record_result`)."""
+    product type, client and the module's item for that tariff — in one joined SELECT
+    (None: no such operation). The attempt reuses these rows through its context and its
+    result (read-only there: the rows it changes are read again, locked, by
+    :func:`_record_result`)."""
     pk = parse_id(operation_id)
     if pk is None:
         return None
     query = (
-        Operation.select(Operation, ProcessingModule, Service, Tariff, ProductType, Client)
+        Operation.select(Operation, ProcessingModule, Service, Tariff, ProductType, Client, Item)
         .join(ProcessingModule, JOIN.LEFT_OUTER, on=(Operation.module == ProcessingModule.id))
         .switch(Operation)
         .join(Service, JOIN.LEFT_OUTER, on=(Operation.service == Service.id))
@@ -290,9 +291,21 @@ def _load_for_attempt(operation_id):
         .join(ProductType, JOIN.LEFT_OUTER, on=(Tariff.product_type == ProductType.id))
         .switch(Service)
         .join(Client, JOIN.LEFT_OUTER, on=(Service.client == Client.id))
+        .switch(Tariff)
+        .join(
+            Item,
+            JOIN.LEFT_OUTER,
+            on=(Item.module == Operation.module) & (Item.internal_name == Tariff.internal_name),
+            attr="item_of_module",
+        )
         .where(Operation.id == pk)
     )
-    return query.first()
+    op = query.first()
+    if op is not None and op.service_id is not None:
+        # the item of this module for the service's tariff (see _item_of)
+        tariff = op.service.tariff
+        op.__dict__["_items"] = {tariff.internal_name: tariff.item_of_module}
+    return op
 
 
 def _claim(operation_id):
