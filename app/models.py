@@ -556,6 +556,7 @@ class ProxyClientSide(BaseModel):
     next_push_at = DateTimeField(null=True)  # while the peer fails: when to try again
     push_failures = IntegerField(default=0)  # failed pushes in a row (the backoff's step)
     pulling_until = DateTimeField(null=True)  # a puller's lease (one pull at a time)
+    pull_failed_at = DateTimeField(null=True)  # the last failed pull (the next waits)
     created_at = DateTimeField(default=utcnow)
 
 

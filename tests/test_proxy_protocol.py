@@ -132,6 +132,49 @@ def test_a_new_change_during_the_backoff_waits_for_the_due_time(app, admin, scri
     assert pending == 4  # the task and three comments, in order, none lost
 
 
+def test_a_failing_push_does_not_hold_back_the_pulls_from_that_peer(app, admin, scripted_peer):
+    """A peer whose push side fails (its POSTs answer 503) while its events answer: the
+    scheduled pull still comes once the pull interval has passed and brings the peer's
+    changes back (each failed push used to set the error time the sweep's pull waited on:
+    a peer that kept failing pushes was not pulled while it failed). A failed *pull* still
+    waits a full interval."""
+    from app.services import proxy
+
+    app.config.update(PROXY_RETRY_DELAY=30, PROXY_PULL_INTERVAL=60)
+    side_id, tariff, customer = forwarding(app, admin, scripted_peer)
+    down = {"error": {"code": "unavailable", "message": "maintenance", "fields": {}}}
+    scripted_peer.answer = lambda r: (503, down) if r["method"] == "POST" else None
+    task_id, _ = forwarded_task(app, admin, tariff, customer)
+    wait_for(lambda: side_row(app, side_id).push_failures == 1, message="the failed push")
+    scripted_peer.events = [_event(1, task_id, "comment", text="racking it now")]
+    a_while_ago = utcnow() - dt.timedelta(seconds=61)
+    with db(app):  # the last pull was a full interval ago, the push failed just now
+        ProxyClientSide.update(last_pull_at=a_while_ago).where(
+            ProxyClientSide.id == side_id
+        ).execute()
+        assert proxy.sweep()["proxy_pulls"] == 1
+    wait_for(lambda: side_row(app, side_id).cursor == 1, message="the scheduled pull")
+    with db(app):
+        comments = TaskEvent.select().where(
+            (TaskEvent.task == task_id) & (TaskEvent.kind == "comment")
+        )
+        assert [e.text for e in comments] == ["racking it now"]  # once
+
+    # a pull that fails waits a full interval before the sweep pulls again
+    scripted_peer.answer = lambda r: (503, down)
+    with db(app):
+        ProxyClientSide.update(last_pull_at=a_while_ago).where(
+            ProxyClientSide.id == side_id
+        ).execute()
+        with pytest.raises(proxy.PeerError):
+            proxy.pull(side_id)
+        assert proxy.sweep()["proxy_pulls"] == 0
+        ProxyClientSide.update(pull_failed_at=a_while_ago).where(
+            ProxyClientSide.id == side_id
+        ).execute()
+        assert proxy.sweep()["proxy_pulls"] == 1
+
+
 # --- pulls: bounded, validated -------------------------------------------------------------
 
 

@@ -777,10 +777,12 @@ def _peer(side):
     return lambda method, path, **kw: _call(method, side.url, side.login, password, path, **kw)
 
 
-def _note_error(side_id, message):
-    ProxyClientSide.update(last_error=message[:1000], last_error_at=utcnow()).where(
-        ProxyClientSide.id == side_id
-    ).execute()
+def _note_error(side_id, message, pull_failed=False):
+    now = utcnow()
+    changes = {"last_error": message[:1000], "last_error_at": now}
+    if pull_failed:  # the next scheduled pull waits a full interval (pushes do not)
+        changes["pull_failed_at"] = now
+    ProxyClientSide.update(**changes).where(ProxyClientSide.id == side_id).execute()
 
 
 def backoff(failures):
@@ -1207,7 +1209,7 @@ def _pull(side, lease):
             if not events or len(body["events"]) < MAX_PAGE:
                 break
     except ServiceError as exc:
-        _note_error(side.id, f"pull: {exc.message}")
+        _note_error(side.id, f"pull: {exc.message}", pull_failed=True)
         raise
     finally:
         if skipped:
@@ -1225,11 +1227,14 @@ def _pull(side, lease):
         )
         with write_transaction():
             ProxyClientSide.update(
-                last_pull_at=utcnow(), last_error=f"pull: {message}"[:1000], last_error_at=utcnow()
+                last_pull_at=utcnow(),
+                last_error=f"pull: {message}"[:1000],
+                last_error_at=utcnow(),
+                pull_failed_at=None,
             ).where(ProxyClientSide.id == side.id).execute()
         raise PeerError(message, code="close_not_applied")
     with write_transaction():
-        ProxyClientSide.update(last_pull_at=utcnow(), last_error=None).where(
+        ProxyClientSide.update(last_pull_at=utcnow(), last_error=None, pull_failed_at=None).where(
             ProxyClientSide.id == side.id
         ).execute()
         if get_client_side(side.id).next_push_at is not None:
@@ -1333,7 +1338,8 @@ def sweep():
         for side in ProxyClientSide.select(ProxyClientSide.id).where(
             (ProxyClientSide.enabled == True)  # noqa: E712
             & (ProxyClientSide.last_pull_at.is_null() | (ProxyClientSide.last_pull_at <= due))
-            & (ProxyClientSide.last_error_at.is_null() | (ProxyClientSide.last_error_at <= due))
+            # a failed pull waits a full interval; a failing push does not hold pulls back
+            & (ProxyClientSide.pull_failed_at.is_null() | (ProxyClientSide.pull_failed_at <= due))
             & (ProxyClientSide.pulling_until.is_null() | (ProxyClientSide.pulling_until < now))
         )
     ]
