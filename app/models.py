@@ -547,7 +547,7 @@ class ProxyClientSide(BaseModel):
         Department, unique=True, backref="proxy_client_side", on_delete="CASCADE"
     )
     enabled = BooleanField(default=True)
-    cursor = IntegerField(default=0)  # the last remote event pulled
+    cursor = BigIntegerField(default=0)  # the last remote event pulled (up to 18 digits)
     last_push_at = DateTimeField(null=True)
     last_pull_at = DateTimeField(null=True)
     last_error = TextField(null=True)

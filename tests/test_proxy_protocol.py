@@ -225,6 +225,39 @@ def test_an_endless_stream_is_read_a_bounded_number_of_pages_per_pull(app, admin
     assert side_row(app, side_id).cursor == 1500
 
 
+def test_event_ids_up_to_18_digits_are_a_cursor_on_either_database(any_app, scripted_peer):
+    """The protocol lets event ids (the cursor) take up to 18 digits, as ``after`` does: the
+    cursor holds them on PostgreSQL too (its column was an ``integer``, and every pull
+    stopped at the first id beyond 2,147,483,647), and an event about a sender task id no
+    task here can have (beyond 2^31 - 1, even beyond 64 bits) is skipped like any event
+    about a task not sent from here, instead of failing the pull on SQLite."""
+    from app.services import catalog, proxy
+
+    with db(any_app):
+        department = catalog.create_department({"name": "Forwarded"})
+        side_id = proxy.create_client_side(
+            {
+                "url": scripted_peer.url,
+                "login": "reseller-1",
+                "password": "peer-pässword",
+                "remote_department_id": 1,
+                "department_id": department.id,
+            }
+        ).id
+    scripted_peer.events = [
+        _event(3_000_000_000, task_id=7),
+        _event(3_000_000_001, task_id=2**31),
+        _event(3_000_000_002, task_id=2**64),
+        _event(10**18 - 1, task_id=8),
+    ]
+    with db(any_app):
+        assert proxy.pull(side_id) == 4
+        assert proxy.pull(side_id) == 0
+    side = side_row(any_app, side_id)
+    assert (side.cursor, side.last_error) == (10**18 - 1, None)
+    assert [g["query"]["after"] for g in scripted_peer.sent("/events")] == ["0", str(10**18 - 1)]
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
@@ -235,6 +268,9 @@ def test_an_endless_stream_is_read_a_bounded_number_of_pages_per_pull(app, admin
         ({"events": [_event(3, task_id="x")], "next": 3}, "no whole-number sender_task_id"),
         ({"events": [_event(3, fields=[])], "next": 3}, "fields is not an object"),
         ({"events": [], "next": "12"}, "'next' is not a whole number"),
+        ({"events": [_event(10**18)], "next": 1}, "event 0: its id is beyond"),
+        ({"events": [_event(2**64)], "next": 1}, "event 0: its id is beyond"),
+        ({"events": [], "next": 2**64}, "'next' is not a whole number"),
         ({"events": [_event(3)]}, "'next' is not a whole number"),
         (["not", "an", "object"], "without JSON"),
         (b"\x00garbage", "without JSON"),

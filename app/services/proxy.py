@@ -45,6 +45,7 @@ from app.models import (
 )
 from app.objects.peer import (
     LEGACY_KINDS,
+    MAX_CURSOR,
     MAX_PAGE,
     MAX_SENDER_TASK_ID,
     PROTOCOL,
@@ -1099,8 +1100,8 @@ def _valid_page(url, body, cursor, limit):
         raise bad("'events' is not a list")
     if len(events) > limit:
         raise bad(f"{len(events)} events, more than the {limit} asked for")
-    if not whole(next_) or next_ < 0:
-        raise bad("'next' is not a whole number")
+    if not whole(next_) or not 0 <= next_ <= MAX_CURSOR:
+        raise bad(f"'next' is not a whole number from 0 to {MAX_CURSOR}")
     good = []
     last = cursor
     for n, event in enumerate(events):
@@ -1108,6 +1109,8 @@ def _valid_page(url, body, cursor, limit):
             raise bad(f"event {n} is not an object")
         if not whole(event.get("id")) or event["id"] < 1:
             raise bad(f"event {n} has no whole-number id")
+        if event["id"] > MAX_CURSOR:  # what ``after`` cannot take (18 digits)
+            raise bad(f"event {n}: its id is beyond {MAX_CURSOR}")
         if not whole(event.get("sender_task_id")):
             raise bad(f"event {event['id']} has no whole-number sender_task_id")
         for name in ("actor", "text"):
@@ -1256,10 +1259,13 @@ def _apply_pulled(side, event):
         if event["id"] <= current.cursor:
             return None  # applied by a concurrent pull
         ProxyClientSide.update(cursor=event["id"]).where(ProxyClientSide.id == side.id).execute()
+        ours = 1 <= event["sender_task_id"] <= MAX_SENDER_TASK_ID  # a task id here
         link = (
             ProxyLink.select()
             .where((ProxyLink.client_side == side.id) & (ProxyLink.task == event["sender_task_id"]))
             .first()
+            if ours
+            else None
         )
         kind = event["kind"]
         if link is None or kind not in REPORTED_KINDS:
