@@ -106,6 +106,10 @@ def configure(level="INFO", fmt="TEXT", stream=None):
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # peewee logs every SQL statement with its parameters at DEBUG: passwords, module
+    # secrets and secret details in clear. PROVISOR_LOG_LEVEL=DEBUG must not write them.
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    logging.getLogger("peewee").setLevel(max(numeric, logging.INFO))
     logging.captureWarnings(True)  # warnings become records: one format on stderr
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     _handler = handler

@@ -45,6 +45,10 @@ BUILTIN = {
     "libvirt": "modules.libvirt:LibvirtModule",  # imports libvirt-python on first use
     "shellscripts": "modules.shellscripts:ShellScriptsModule",
     "provisor": "modules.provisor:ProvisorModule",
+    "epp": "modules.epp:EppModule",
+    "proxmox": "modules.proxmox:ProxmoxModule",
+    "cpanel": "modules.cpanel:CpanelModule",
+    "ispmanager": "modules.ispmanager:ISPmanagerModule",
 }
 
 _registry: dict[str, type[ModuleType]] = {}

@@ -49,7 +49,9 @@ makes the items, no ``ensure_item`` method needed), ``people_do_it`` (its operat
 :meth:`ModuleType.check_config` ("Test connection"), :meth:`ModuleType.renew_days_before`
 (renewed automatically that many days before the service expires),
 :meth:`ModuleType.list_accounts` (the accounts on its panel, to import), ``client_data``
-(keys of the per-service module data that the client may see) and ``dns_challenges``
+(keys of the per-service module data that the client may see), ``checks_availability``
+(the order form asks :meth:`ModuleType.check_availability` whether the ordered name can
+still be had, and refuses a taken one; see ``modules.epp``) and ``dns_challenges``
 (it publishes ACME dns-01 TXT records for other modules: ``set_challenge(ctx, domain,
 value)`` and ``clear_challenge(ctx, domain, value)``, see ``modules.powerdns``).
 
@@ -487,6 +489,10 @@ class ModuleType:
     accepts_callbacks = False  # True: POST /api/v1/operations/<id>/callback completes it
     client_data: tuple = ()  # keys of the service's module data a client may see
     dns_challenges = False  # True: set_challenge / clear_challenge (ACME dns-01 TXT records)
+    # True: ``check_availability(name)`` tells whether the order field
+    # ``availability_field`` (a domain name) can still be had; the order form asks it
+    checks_availability = False
+    availability_field = "domain"
     # the product types (codes) it can serve; None: any (a generic endpoint, people)
     product_types: tuple | None = None
     # keys of the operation state this type stores encrypted (``app.secrets_box``), with
@@ -605,6 +611,12 @@ class ModuleType:
         What it learned and must be kept (a host key pinned on first contact) goes into
         ``self.config_updates``: Provisor saves it with the module's settings."""
         return None
+
+    def check_availability(self, name):
+        """``checks_availability``: ``(available, reason)`` of ``name`` (the order field
+        ``availability_field``) on the remote side, e.g. a registry's ``domain:check``.
+        Raise a ModuleError when it cannot be asked."""
+        raise PermanentError("this module type checks no availability")
 
     def order_field_options(self, item_settings):
         """The choices this module offers for order fields of a tariff it serves, by field

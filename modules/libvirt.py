@@ -31,8 +31,8 @@ until the domain is off, forcing it off after ``shutdown_timeout``.
 operation's state before anything is made (later attempts set the same one), and given to
 the client in the details (and the welcome email).
 
-**Errors.** The daemon unreachable, a connection lost or closed by keepalive, a timeout, a
-guest agent not answering yet: temporary. What libvirt refuses (invalid XML or arguments,
+**Errors.** The daemon unreachable or silent (an open given up after ``timeout``), a
+connection lost or closed by keepalive, a timeout, a guest agent not answering yet: temporary. What libvirt refuses (invalid XML or arguments,
 a name taken, an unsupported function, a missing pool): permanent, in libvirt's words.
 Each libvirt call is one line pair in the attempt log (``> LIBVIRT domainDefineXML
 vps-42`` ... ``< ok (3 ms)``).
@@ -184,7 +184,7 @@ class Session:
         lib = self.lib
         with self.ctx.call("CONNECT", uri) as call:
             try:
-                self.conn = lib.open(uri)
+                self.conn = self._open(uri)
                 seconds = self.module.call_timeout()
                 # a daemon that stops answering closes the connection after about
                 # ``timeout`` seconds (interval × (count + 1)), and the call fails
@@ -195,6 +195,47 @@ class Session:
                 raise self.error(exc, None) from None
             call.outcome = f"{self.conn.getType()} (libvirt {version(self.conn.getLibVersion())})"
         return self
+
+    def _open(self, uri):
+        """``virConnectOpen``, given up after ``timeout`` seconds.
+
+        The open has no timeout of its own (keepalive starts once it returns): a daemon
+        that accepts the connection and never answers (hung, or behind a stuck tunnel)
+        would hold it for ever, a C call out of reach of the attempt's deadline, and the
+        attempt would outlive its lease. It runs in a thread of its own; given up, that
+        thread is left to finish and closes what it opened if it ever does (an open does
+        nothing on the daemon)."""
+        lib = self.lib
+        seconds = self.module.call_timeout()
+        lock = threading.Lock()
+        done = threading.Event()
+        outcome = {}
+
+        def opener():
+            try:
+                result = ("conn", lib.open(uri))
+            except BaseException as exc:  # a libvirtError, raised in the caller's thread
+                result = ("error", exc)
+            with lock:
+                if not outcome.get("abandoned"):
+                    outcome[result[0]] = result[1]
+                    done.set()
+                    return
+            if result[0] == "conn":  # too late: nobody uses it
+                with contextlib.suppress(Exception):
+                    result[1].close()
+
+        threading.Thread(target=opener, name="libvirt-open", daemon=True).start()
+        done.wait(seconds)
+        with lock:
+            if not done.is_set():
+                outcome["abandoned"] = True
+                raise TemporaryError(
+                    f"cannot connect to libvirt at {uri}: no answer within {seconds:g} s"
+                )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["conn"]
 
     def __exit__(self, *exc_info):
         self.close()

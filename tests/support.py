@@ -35,6 +35,45 @@ def free_port():
         return sock.getsockname()[1]
 
 
+class SilentServer:
+    """A server that accepts connections and never says a word (a hung daemon, a stuck
+    tunnel): on a loopback TCP port (``port``), or on a unix socket (``path``) with
+    ``unix=True``. Closing it hangs up on every connection it holds."""
+
+    def __init__(self, unix=False):
+        self.held = []
+        self.path = None
+        if unix:
+            self.folder = tempfile.mkdtemp(prefix="provisor-silent-")
+            self.path = f"{self.folder}/sock"
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(self.path)
+        else:
+            self.sock = socket.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for conn in self.held:
+            with contextlib.suppress(OSError):
+                conn.close()
+        if self.path:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, message="condition"):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout

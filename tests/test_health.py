@@ -16,6 +16,7 @@ def test_all_fine_is_ok(app, client):
     response = client.get("/api/v1/health")
     assert response.status_code == 200
     body = response.get_json()
+    assert "Retry-After" not in response.headers
     assert body == {
         **body,
         "status": "ok",
@@ -43,6 +44,8 @@ def test_no_sweep_for_two_intervals_is_degraded(app, client):
         f"the last sweep ran {3 * interval} s ago (SWEEP_INTERVAL is {interval} s): "
         "is the scheduler running?"
     ]
+    # a load balancer or a monitor is told when asking again is worth it: the next sweep
+    assert response.headers["Retry-After"] == str(interval)
     # a load balancer asks only about this process: it can serve
     assert client.get("/api/v1/health?scope=web").status_code == 200
 
@@ -95,6 +98,7 @@ def test_database_unreachable_is_degraded(tmp_path):
         "database": "error: OperationalError",
         "problems": ["the database does not answer (OperationalError)"],
     }
+    assert response.headers["Retry-After"] == "5"  # as every route answers meanwhile
     assert "hunter2" not in response.get_data(as_text=True)
 
 
@@ -172,6 +176,7 @@ def test_redis_unreachable_is_degraded(tmp_path):
     body = response.get_json()
     assert (body["broker"], body["redis"]) == ("redis", "error: ConnectionError")
     assert body["problems"] == ["the broker (Redis) does not answer a PING (ConnectionError)"]
+    assert response.headers["Retry-After"] == "5"
     assert "hunter2" not in response.get_data(as_text=True)
 
 

@@ -2,7 +2,9 @@
 record logged while handling it, JSON lines as an option. Real processes: `provisor
 serve` here, a `dramatiq actors` worker in tests/test_scaled.py."""
 
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -113,3 +115,70 @@ def test_serve_logs_json_lines_with_the_operation_id(tmp_path):
     # and what had nothing to do with it does not carry it
     started = next(r for r in records if r["message"].startswith("scheduler: sweeping every"))
     assert "operation" not in started
+
+
+def test_debug_logging_never_writes_sql_parameters(app, api, http_endpoint):
+    """PROVISOR_LOG_LEVEL=DEBUG: records at DEBUG are written, but not peewee's SQL with
+    its parameters, which would carry a module's secret (and passwords) in clear."""
+    from app import logs
+    from tests.support import ENDPOINT_SECRET
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logs._handler)
+    out = io.StringIO()
+    handler = logs.configure("DEBUG", stream=out)
+    try:
+        api.catalog("http", http_endpoint.config())  # an INSERT carrying the secret
+        logging.getLogger("app.test").debug("a debug record")
+    finally:
+        root.removeHandler(handler)
+        for existing in saved[1]:
+            if existing not in root.handlers:
+                root.addHandler(existing)
+        root.setLevel(saved[0])
+        logs._handler = saved[2]
+        logging.getLogger("peewee").setLevel(logging.NOTSET)
+    text = out.getvalue()
+    assert "a debug record" in text
+    assert ENDPOINT_SECRET not in text
+
+
+def test_a_web_request_about_an_operation_or_task_logs_its_id(app):
+    """What the web logs while handling a request about one operation (or task) carries
+    its id, and only while handling it."""
+    from app import logs
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.getMessage(), record.context_fields))
+
+    handler = Keep()
+    handler.addFilter(logs.ContextFilter())
+    logger = logging.getLogger("app.test.requests")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    @app.get("/test-log/operations/<int:operation_id>")
+    def about_an_operation(operation_id):
+        logger.info("about an operation")
+        return "ok"
+
+    @app.get("/test-log/tasks/<int:task_id>")
+    def about_a_task(task_id):
+        logger.info("about a task")
+        return "ok"
+
+    try:
+        client = app.test_client()
+        assert client.get("/test-log/operations/12").status_code == 200
+        assert client.get("/test-log/tasks/7").status_code == 200
+        logger.info("after the requests")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [
+        ("about an operation", {"operation": 12}),
+        ("about a task", {"task": 7}),
+        ("after the requests", {}),
+    ]

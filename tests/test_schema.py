@@ -87,11 +87,24 @@ def _with_kinds(code, text):
     return json.dumps(fields, sort_keys=True)
 
 
+# 0018_domain_auth_code: the domain product type's details end with the secret auth code
+DOMAIN_AUTH_CODE = {
+    "name": "auth_code",
+    "label": "Auth code (for transfers)",
+    "kind": "text",
+    "required": False,
+    "secret": True,
+}
+
+
 def changed_later(table, row):
     """``row`` of the previous release as the later migrations leave it."""
     row = {**row, **CHANGED_LATER.get(table, {}).get(row.get("code"), {})}
     if table == "product_type" and "detail_fields" in row:
         row["detail_fields"] = _with_kinds(row.get("code"), row["detail_fields"])
+        if row.get("code") == "domain":
+            fields = [*json.loads(row["detail_fields"]), DOMAIN_AUTH_CODE]
+            row["detail_fields"] = json.dumps(fields, sort_keys=True)
     return row
 
 

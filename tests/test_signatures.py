@@ -109,3 +109,16 @@ def test_malformed_signature_headers_are_401_never_500(api, client, header):
     )
     assert response.status_code == 401, response.data
     assert response.get_json()["error"]["code"] == "bad_signature"
+
+
+def test_malformed_signature_headers_on_a_callback_are_401_never_500(api, client, http_endpoint):
+    """The audit's non-ASCII ``v1`` (a 500 once) on the callback route too: each refused
+    with 401, the operation still waiting for its callback."""
+    op = _pending_open(api, http_endpoint)
+    raw = b'{"status": "done"}'
+    headers = ["t=1,v1=é", "t=1,v1=\u00ff" * 3, "t=9999999999,v2=zz", "t=,v1=", "v1=ab"]
+    for header in [*headers, "t=1,v1=" + "é" * 64, "t=1,v2=" + "\u00e9" * 64]:
+        status, body = _callback(client, op["id"], raw, header)
+        assert status == 401, (header, body)
+        assert body["error"]["code"] == "bad_signature", (header, body)
+    assert api.ok("get", f"/operations/{op['id']}")["status"] == "waiting_callback"

@@ -34,7 +34,7 @@ from app.services.errors import (
     ValidationError,
 )
 from app.states import REQUESTABLE
-from app.web.errors import json_error, register_json_errors
+from app.web.errors import DATABASE_RETRY_AFTER, json_error, register_json_errors
 
 api_bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api_bp)
@@ -137,7 +137,18 @@ def health():
     response = jsonify(out.Health.of(report))
     response.status_code = 200 if report["status"] == "ok" else 503
     response.headers["Cache-Control"] = "no-store"
+    if report["status"] != "ok":
+        response.headers["Retry-After"] = str(health_retry_after(report, current_app.config))
     return response
+
+
+def health_retry_after(report, config):
+    """Seconds until a degraded health check is worth asking again (``Retry-After``): the
+    database or the broker may be back within a few seconds; what the scheduler's sweep
+    reports (its age, overdue operations) changes at the next sweep at the earliest."""
+    if report["database"] != "ok" or report["redis"] not in (None, "ok"):
+        return DATABASE_RETRY_AFTER
+    return config["SWEEP_INTERVAL"]
 
 
 @api_bp.get("/openapi.json")

@@ -257,10 +257,20 @@ OPERATIONS = {
             "responses": {
                 "200": _json(ref("Health"), "Everything works (`ok`)."),
                 "422": {"$ref": "#/components/responses/ValidationFailed"},
-                "503": _json(
-                    ref("Health"),
-                    "Something is wrong (`degraded`): `problems` says what.",
-                ),
+                "503": {
+                    **_json(
+                        ref("Health"),
+                        "Something is wrong (`degraded`): `problems` says what.",
+                    ),
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds before asking again: 5 while the "
+                            "database or the broker does not answer, otherwise "
+                            "`SWEEP_INTERVAL` (the next sweep).",
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    },
+                },
             },
         },
     ),

@@ -564,10 +564,24 @@ def is_orderable(tariff):
 
 def orderable_tariffs():
     """The tariffs a client may order, each with its ``order_fields`` (see
-    :func:`order_fields_for`)."""
+    :func:`order_fields_for`) and ``availability_field`` (the order field whose value
+    the order form checks, see :func:`availability_checkers`; None: none)."""
     found = [t for t in tariffs() if is_orderable(t)]
     for tariff in found:
         tariff.order_fields = order_fields_for(tariff)
+        checkers = availability_checkers(tariff)
+        tariff.availability_field = checkers[0][1] if checkers else None
+    return found
+
+
+def availability_checkers(tariff):
+    """``[(module instance, order field)]`` of the tariff's enabled modules whose type
+    declares ``checks_availability`` (a registry that knows whether a name is taken)."""
+    found = []
+    for module in tariff_modules(tariff):
+        cls = modules.get_type(module.type)
+        if module.enabled and cls is not None and cls.checks_availability is True:
+            found.append((cls(module.config or {}), cls.availability_field))
     return found
 
 

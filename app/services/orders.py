@@ -50,6 +50,8 @@ def create(data):
             params = order_fields.clean(catalog.order_fields_for(tariff), params)
         except ValidationError as exc:
             errors.update(exc.fields)
+    if not errors and tariff is not None:
+        errors.update(taken_names(tariff, params or {}))
     if errors:
         raise ValidationError(errors)
     now = utcnow()
@@ -72,6 +74,63 @@ def create(data):
             status="unpaid",
             created_at=now,
         )
+
+
+def availability(tariff, field, value):
+    """``(available, reason)`` of an order field's value (a domain name) at the tariff's
+    modules that check availability: ``False`` when one of them says it is taken, ``True``
+    when they all say it is free, ``None`` when none checks or none could be asked (the
+    order is then not refused: the module's own operation finds out)."""
+    answers = []
+    for instance, name in catalog.availability_checkers(tariff):
+        if name != field:
+            continue
+        try:
+            available, reason = instance.check_availability(value)
+        except Exception as exc:  # a registry that is down must not stop ordering
+            log.warning("availability of %r at %s not known: %s", value, instance.id, exc)
+            continue
+        if not available:
+            return False, reason
+        answers.append(True)
+    return (True, None) if answers else (None, None)
+
+
+def check_name(tariff_id, field, raw):
+    """What the order form shows under a name being typed: ``(state, message)``, state
+    ``available``, ``taken``, ``invalid`` or ``unknown`` (nobody could say)."""
+    tariff = Tariff.get_or_none_by_id(tariff_id) if parse_id(tariff_id) is not None else None
+    if tariff is None or not catalog.is_orderable(tariff):
+        return "unknown", None
+    spec = next((f for f in catalog.order_fields_for(tariff) if f.get("name") == field), None)
+    if spec is None or not isinstance(raw, str) or not raw.strip():
+        return "unknown", None
+    try:
+        value = order_fields.clean_value(spec, raw)
+    except ValueError as exc:
+        return "invalid", str(exc)
+    if not isinstance(value, str):
+        return "unknown", None
+    available, reason = availability(tariff, field, value)
+    if available is None:
+        return "unknown", None
+    if available:
+        return "available", f"{value} is available."
+    return "taken", f"{value} is taken" + (f" ({reason})." if reason else ".")
+
+
+def taken_names(tariff, params):
+    """``{"params.<field>": message}`` for the names the tariff's registry says are taken."""
+    errors = {}
+    for _, field in catalog.availability_checkers(tariff):
+        value = params.get(field)
+        if isinstance(value, str) and value and f"params.{field}" not in errors:
+            available, reason = availability(tariff, field, value)
+            if available is False:
+                errors[f"params.{field}"] = f"{value} is taken" + (
+                    f" ({reason})." if reason else "."
+                )
+    return errors
 
 
 def mark_paid(order_id, by):

@@ -102,6 +102,15 @@ def order():
     ), (422 if errors else 200)
 
 
+@bp.get("/order/<int:tariff_id>/availability/<field>")
+@client_required
+def availability(tariff_id, field):
+    """htmx: "available" / "taken" under an order field (a domain name) as it is typed,
+    asked of the tariff's module that checks availability (a registry's domain:check)."""
+    state, message = orders.check_name(tariff_id, field, request.args.get(f"params.{field}"))
+    return render_template("my/_availability.html", state=state, message=message)
+
+
 @bp.get("/orders", endpoint="orders")
 @client_required
 def orders_index():

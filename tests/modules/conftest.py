@@ -51,6 +51,14 @@ class Backend:
         """Settings pointing at a server that is down or does not answer in time."""
         raise NotImplementedError
 
+    silent_unix = False  # silent() takes a unix socket (else a loopback TCP port)
+
+    def silent(self, server):
+        """Settings pointing at ``server`` (``tests.support.SilentServer``: it accepts
+        connections and never answers, a hung daemon), with short timeouts; None for a
+        type that talks to no server."""
+        raise NotImplementedError(f"{type(self).__name__} has no silent(): add one")
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The server refuses what it is asked (invalid, taken...) while inside."""
@@ -92,6 +100,9 @@ class SandboxBackend(Backend):
 
     def unreachable(self):
         return {"fail_first": 1000}
+
+    def silent(self, server):
+        return None  # the simulated panel is in the worker's own process
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -147,6 +158,9 @@ class HttpBackend(Backend):
 
         return {"url": f"http://127.0.0.1:{free_port()}/hook", "secret": "x" * 16, "timeout": 1}
 
+    def silent(self, server):
+        return {"url": f"http://127.0.0.1:{server.port}/hook", "secret": "x" * 16, "timeout": 1}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         self.endpoint.script = ["400"] * 20
@@ -201,6 +215,9 @@ class JobPanelBackend(Backend):
         from tests.support import free_port
 
         return {**self.panel.config(), "url": f"http://127.0.0.1:{free_port()}"}
+
+    def silent(self, server):
+        return {**self.panel.config(), "url": f"http://127.0.0.1:{server.port}", "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -260,6 +277,9 @@ class PowerDNSBackend(Backend):
         from tests.support import free_port
 
         return {**self.config(), "api_url": f"http://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.config(), "api_url": f"http://127.0.0.1:{server.port}", "timeout": 1}
 
     @contextlib.contextmanager
     def refusing(self, module_id):
@@ -336,6 +356,9 @@ class DatabaseBackend(Backend):
         from tests.support import free_port
 
         return self.tenant.config(port=free_port(), timeout=1)
+
+    def silent(self, server):
+        return self.tenant.config(port=server.port, timeout=1)
 
     def name(self, service):
         return service.remote_id or f"{self.tenant.prefix}{service.id}"
@@ -442,6 +465,9 @@ class ProvisorBackend(Backend):
 
         return {**self.config(), "url": f"http://127.0.0.1:{free_port()}", "timeout": 1}
 
+    def silent(self, server):
+        return {**self.config(), "url": f"http://127.0.0.1:{server.port}", "timeout": 1}
+
     def item_settings(self, bigger=False):
         return {"upstream_tariff_id": self.tariffs[1 if bigger else 0]["id"]}
 
@@ -529,6 +555,11 @@ class LibvirtBackend(Backend):
         missing = f"{tempfile.gettempdir()}/provisor-no-libvirtd-{self.tag}/libvirt-sock"
         return {**self.config(), "uri": f"test+unix:///default?socket={missing}"}
 
+    silent_unix = True
+
+    def silent(self, server):
+        return {**self.config(), "uri": f"test+unix:///default?socket={server.path}", "timeout": 2}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The names the module is about to define are taken by domains of someone
@@ -612,6 +643,9 @@ class ShellScriptsBackend(Backend):
 
         return {**self.config(), "port": free_port(), "connect_timeout": 1}
 
+    def silent(self, server):
+        return {**self.config(), "port": server.port, "connect_timeout": 1}
+
     @contextlib.contextmanager
     def refusing(self, module_id):
         """The users the module is about to create exist already, made by someone else."""
@@ -646,6 +680,343 @@ class ShellScriptsBackend(Backend):
 
 
 BACKENDS["shellscripts"] = ShellScriptsBackend
+# --- proxmox: the strict simulator of the Proxmox VE API (simulated, not a real Proxmox) ---
+
+
+class ProxmoxBackend(Backend):
+    """The proxmox module against ``tests/simulators/proxmox_sim.py``, a simulator of the
+    published Proxmox VE API over HTTPS on loopback (its certificate made for the test,
+    checked through ``ca_certificate``), with templates 9000 and 9001. What exists for a
+    service is the VM whose description carries its mark: "active" while running,
+    "suspended" while paused or stopped. It refuses by denying the token ``VM.Clone``."""
+
+    type_id = "proxmox"
+    product_type = "vps"
+    refusal_text = "Permission check failed (/vms/9000, VM.Clone)"
+
+    def __init__(self):
+        import tempfile
+
+        from tests.simulators.proxmox_sim import simulated_proxmox
+
+        self.folder = tempfile.mkdtemp(prefix="provisor-proxmox-")
+        self.sim = simulated_proxmox(self.folder)
+        self.tag = f"ct-{uuid.uuid4().hex[:8]}"
+
+    def config(self):
+        return {
+            "api_url": self.sim.url,
+            "token_id": self.sim.token_id,
+            "token_secret": self.sim.secret,
+            "node": "pve",
+            "ca_certificate": self.sim.ca_pem,
+            "owner_tag": self.tag,
+            "poll_interval": 0.2,
+            "ip_wait": 5,
+            "timeout": 3,
+        }
+
+    def bad_credentials(self):
+        return {**self.config(), "token_secret": str(uuid.uuid4())}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "api_url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.config(), "api_url": f"https://127.0.0.1:{server.port}", "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        self.sim.denied.add("VM.Clone")
+        try:
+            yield
+        finally:
+            self.sim.denied.discard("VM.Clone")
+
+    def secrets(self):
+        return [self.sim.secret]
+
+    def item_settings(self, bigger=False):
+        return {
+            "templates": "debian-12 = 9000\nubuntu-24.04 = ubuntu-2404-cloud",
+            "cores": 2 if bigger else 1,
+            "memory_mib": 2048 if bigger else 1024,
+            "disk_gib": 8 if bigger else 4,
+        }
+
+    def objects(self, service):
+        found = self.sim.find(f"{self.tag}:service-{service.id}")
+        if not found:
+            return [(service.remote_id, "deleted")] if service.remote_id else []
+        return [
+            (str(vmid), "active" if vm["status"] == "running" and not vm["paused"] else "suspended")
+            for vmid, vm in found
+        ]
+
+    def close(self):
+        import shutil
+
+        self.sim.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+BACKENDS["proxmox-simulated"] = ProxmoxBackend
+
+
+# --- cpanel: cPanel & WHM, against a strict simulator of WHM API 1 -----------------------
+
+
+class CpanelBackend(Backend):
+    """The cpanel module and a **simulated** WHM (tests/simulators/cpanel_sim.py: WHM API
+    1 over HTTPS on loopback, written from cPanel's published documentation; no cPanel
+    runs here). What exists for a service is the account of its derived username with its
+    domain: "suspended" while WHM has it suspended."""
+
+    type_id = "cpanel"
+    product_type = "hosting"
+    creates_remote_items = True  # the tariff's WHM package
+    refusal_text = "is already in use by another account"
+
+    def __init__(self):
+        from tests.simulators.cpanel_sim import WhmSimulator
+
+        self.sim = WhmSimulator().start()
+
+    def config(self):
+        return self.sim.config()
+
+    def bad_credentials(self):
+        return {**self.sim.config(), "api_token": "NOTTHETOKEN" + "0" * 21}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{server.port}", "timeout": 1}
+
+    def item_settings(self, bigger=False):
+        return {"quota": 4096 if bigger else 1024, "bwlimit": 10240, "maxaddon": 2, "maxpop": 10}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The domains the module is about to host belong to other accounts already."""
+        made = []
+        for n, service in enumerate(services_to_open(module_id)):
+            made.append(f"other{n}")
+            self.sim.add_account(made[-1], service.params["domain"], owner="someone")
+        try:
+            yield
+        finally:
+            for user in made:
+                assert self.sim.accounts[user]["owner"] == "someone"  # left alone
+                del self.sim.accounts[user]
+
+    def secrets(self):
+        return [self.sim.token]
+
+    def objects(self, service):
+        from modules.cpanel import account_username
+
+        domain = service.params["domain"]
+        user = service.remote_id or account_username(domain, service.id)
+        account = self.sim.accounts.get(user)
+        if account is None or account["domain"] != domain:
+            return [(user, "deleted")] if service.remote_id else []
+        return [(user, "suspended" if account["suspended"] else "active")]
+
+    def has_item(self, internal_name):
+        return internal_name in self.sim.packages
+
+    def close(self):
+        self.sim.stop()
+
+
+BACKENDS["simulated-cpanel"] = CpanelBackend
+
+
+@pytest.fixture
+def whm():
+    """A simulated WHM of the test's own (tests/simulators/cpanel_sim.py), stopped after."""
+    from tests.simulators.cpanel_sim import WhmSimulator
+
+    sim = WhmSimulator().start()
+    yield sim
+    sim.stop()
+
+
+# --- ispmanager: the ispmanager module against a SIMULATED ISPmanager 6 ---------------------
+# (tests/simulators/ispmanager_sim.py: built from the published API documentation, not a
+# real panel)
+
+
+class ISPmanagerBackend(Backend):
+    """The ispmanager module and a simulator of the ISPmanager 6 API of its own (HTTPS on
+    loopback, self-signed certificate). What exists for a service is the panel user whose
+    comment names it: "suspended" while the panel has it disabled."""
+
+    type_id = "ispmanager"
+    product_type = "hosting"
+    creates_remote_items = True  # the tariff's user template (preset)
+    refusal_text = "The user limit of this licence is reached"
+
+    def __init__(self):
+        from tests.simulators.ispmanager_sim import ISPmanagerSim
+
+        self.sim = ISPmanagerSim().start()
+
+    def config(self):
+        return self.sim.config()
+
+    def bad_credentials(self):
+        return {**self.sim.config(), "password": "not-the-admin-password"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{free_port()}", "timeout": 1}
+
+    def silent(self, server):
+        return {**self.sim.config(), "url": f"https://127.0.0.1:{server.port}", "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        self.sim.refuse_create = ("limit", "user", self.refusal_text)
+        try:
+            yield
+        finally:
+            self.sim.refuse_create = None
+
+    def secrets(self):
+        from urllib.parse import quote, quote_plus
+
+        password = self.sim.password
+        return [password, quote_plus(password), quote(password, safe="")]
+
+    def item_settings(self, bigger=False):
+        return {"disk_quota_mib": 4096 if bigger else 1024, "webdomains": 3 if bigger else 1}
+
+    def objects(self, service):
+        owner = f"provisor:service-{service.id}"
+        with self.sim.lock:
+            found = [
+                (u["name"], "active" if u["active"] == "on" else "suspended")
+                for u in self.sim.users.values()
+                if u["comment"] == owner
+            ]
+        if not found and service.remote_id:
+            found.append((service.remote_id, "deleted"))
+        return found
+
+    def has_item(self, internal_name):
+        return internal_name in self.sim.presets
+
+    def close(self):
+        self.sim.stop()
+
+
+# the key is the parametrized id: the suite's test ids say the panel is simulated
+BACKENDS["ispmanager-simulated"] = ISPmanagerBackend
+
+
+@pytest.fixture
+def ispmanager_sim():
+    """A simulated ISPmanager 6 panel of the test's own (HTTPS on a free loopback port,
+    its own self-signed certificate), stopped afterwards."""
+    from tests.simulators.ispmanager_sim import ISPmanagerSim
+
+    sim = ISPmanagerSim().start()
+    yield sim
+    sim.stop()
+
+
+# --- epp: domain registration against a simulated EPP registry ----------------------------
+
+
+class EppBackend(Backend):
+    """The epp module against a simulated registry (``tests/simulators/epp_sim.py``: a
+    strict EPP server over TLS built from RFC 5730-5734, not a real registry), one per
+    backend. What exists for a service is the domain it ordered, sponsored by the
+    module's registrar login: "suspended" while it has clientHold, "deleted" once the
+    registry no longer has it."""
+
+    type_id = "epp"
+    product_type = "domain"
+    refusal_text = "sponsored by another registrar"
+
+    def __init__(self):
+        import tempfile
+
+        from tests.simulators.epp_sim import EppSimulator, self_signed
+
+        folder = tempfile.mkdtemp(prefix="provisor-epp-")
+        self.sim = EppSimulator(folder).start()
+        self.client_id, self.password = next(iter(self.sim.registrars.items()))
+        # the registrar's client certificate (the setting is secret: the key is in it)
+        _, _, cert, self.key = self_signed(folder, "registrar")
+        self.sim.trust_client_cert(cert)
+        self.client_cert = cert + self.key
+
+    def config(self):
+        return {
+            "host": "127.0.0.1",
+            "port": self.sim.port,
+            "client_id": self.client_id,
+            "password": self.password,
+            "ca_bundle": self.sim.cert_pem,
+            "client_cert": self.client_cert,
+            "nameservers": "ns1.dns-host.invalid, ns2.dns-host.invalid",
+            "fallback_city": "Aarhus",
+            "fallback_country": "DK",
+            "poll_interval": 0.2,
+            "timeout": 3,
+        }
+
+    def bad_credentials(self):
+        return {**self.config(), "password": "not-the-epp-pw"}
+
+    def unreachable(self):
+        from tests.support import free_port
+
+        return {**self.config(), "port": free_port(), "timeout": 1}
+
+    def silent(self, server):
+        return {**self.config(), "port": server.port, "timeout": 1}
+
+    @contextlib.contextmanager
+    def refusing(self, module_id):
+        """The names about to be registered are another registrar's already."""
+        names = [service.params["domain"] for service in services_to_open(module_id)]
+        for name in names:
+            self.sim.register_for("other-registrar", name)
+        try:
+            yield
+        finally:
+            for name in names:
+                assert self.sim.domains[name]["clID"] == "other-registrar"  # left alone
+                del self.sim.domains[name]
+
+    def secrets(self):
+        key_lines = [line for line in self.key.splitlines() if len(line) >= 16][1:-1]
+        return [self.password, self.key, *key_lines]
+
+    def objects(self, service):
+        name = service.remote_id or service.params["domain"]
+        found = self.sim.domains.get(name)
+        if found is None or found["clID"] != self.client_id:
+            return [(name, "deleted")] if service.remote_id else []
+        return [(name, "suspended" if "clientHold" in found["status"] else "active")]
+
+    def close(self):
+        self.sim.stop()
+
+
+BACKENDS["epp-simulated"] = EppBackend
+
+
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
 
 # backends whose server is a fixture: (fixture, the class that gets it as ``server``)
@@ -748,6 +1119,13 @@ class AcmeBackend(Backend):
         return {
             **self.pebble.config(),
             "directory_url": f"https://127.0.0.1:{free_port()}/dir",
+            "timeout": 1,
+        }
+
+    def silent(self, server):
+        return {
+            **self.pebble.config(),
+            "directory_url": f"https://127.0.0.1:{server.port}/dir",
             "timeout": 1,
         }
 
@@ -940,3 +1318,23 @@ def engine(app, monkeypatch):
     """No messages to the worker: the test runs each operation itself."""
     monkeypatch.setattr(dispatch, "_send", lambda *args, **kwargs: None)
     return Engine(app)
+
+
+@pytest.fixture
+def epp_registry():
+    """A simulated EPP registry of the test's own (``EppBackend``: the simulator, the
+    registrar's login and client certificate, settings that work)."""
+    registry = EppBackend()
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+def proxmox_sim(tmp_path):
+    """A simulated Proxmox VE (``tests/simulators/proxmox_sim.py``) of the test's own over
+    HTTPS on loopback, with templates 9000 and 9001; stopped afterwards."""
+    from tests.simulators.proxmox_sim import simulated_proxmox
+
+    sim = simulated_proxmox(str(tmp_path))
+    yield sim
+    sim.stop()

@@ -163,6 +163,9 @@ def test_a_certificate_is_issued_over_http01_and_checked(app, api, client, pebbl
     assert client.get(f"/my/services/{service_id}/certificate/key.pem").status_code in (302, 403)
     page = client.get(f"/services/{service_id}").get_data(as_text=True)
     assert "Certificate downloads" in page and "privkey.pem" not in page
+    # staff see the issuer, the names, the serial and the expiry
+    for value in (data["issuer"], data["names"], serial, data["not_after"]):
+        assert value in page, value
     # staff viewing the client area as the client: the certificate too, never the key
     assert client.post(f"/clients/{service['client_id']}/view-as").status_code == 302
     page = client.get(f"/my/services/{service_id}").get_data(as_text=True)
@@ -250,7 +253,13 @@ def test_renewal_before_expiry_then_close_revokes(app, api, client, pebble, monk
     # 40-day certificates, renewed 30 days before: not due yet
     with db(app):
         assert operations.sweep()["renewals"] == 0
-        Service.update(expires_at=utcnow() + timedelta(days=5)).where(
+        # the default renew_days_before is 30: due inside 30 days of expiry, not before
+        assert "renew_days_before" not in config
+        Service.update(expires_at=utcnow() + timedelta(days=30, hours=1)).where(
+            Service.id == service_id
+        ).execute()
+        assert operations.sweep()["renewals"] == 0
+        Service.update(expires_at=utcnow() + timedelta(days=29, hours=23)).where(
             Service.id == service_id
         ).execute()
         assert operations.sweep()["renewals"] == 1

@@ -1,4 +1,5 @@
-"""The acme module's dns-01 challenge through the powerdns module, against real servers.
+"""The acme module's dns-01 challenge through the powerdns module, against real servers
+(and http-01 with pebble looking the names up on the same PowerDNS).
 
 pebble (Let's Encrypt's test CA) asks the session's PowerDNS (``pebble_dns01``): its
 dns-01 check reads the very TXT records Provisor published in the client's zone, a zone
@@ -16,6 +17,7 @@ import pytest
 from acme import challenges
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from app.models import AcmeAccount, Attempt, Client, Operation, utcnow
 from app.services import certificates, operations
@@ -497,3 +499,78 @@ def test_a_record_the_ca_does_not_find_is_its_refusal_and_the_record_goes(
     assert op.state == {}
     text = "\n".join(log for _, log, _ in logs(app, op_id))
     assert f"dns-01 TXT record for {domain} removed" in text
+
+
+def test_http01_with_pebble_asking_the_tests_powerdns_where_the_names_point(
+    app, api, engine, pdns, powerdns, pebble_dns01
+):
+    """http-01 with pebble's ``-dnsserver`` at the tests' PowerDNS (not pebble-challtestsrv):
+    the client's DNS service points its names at 127.0.0.1, pebble looks them up there and
+    fetches each token from the running Provisor; a name no zone there holds cannot be
+    looked up, so it is not validated (pebble asks PowerDNS and nothing else)."""
+    web = pdns.tariff("@ A {ip}\nwww CNAME @", ip="127.0.0.1")
+    _, domain, op = pdns.open(web)
+    assert op.status == "done", op.last_error
+    assert powerdns.query(domain, "A") == ["127.0.0.1"]
+    module = api.ok(
+        "post",
+        "/modules",
+        {
+            "name": f"acme-http01-{uuid.uuid4().hex[:8]}",
+            "type": "acme",
+            "config": pebble_dns01.config(),  # the defaults: http-01, key type ec256
+            "retry_delay": 1,
+            "max_attempts": 5,
+            "test_connection": True,
+        },
+        status=201,
+    )
+    tariff = api.ok(
+        "post",
+        "/tariffs",
+        {
+            "name": "TLS (http-01)",
+            "product_type": "certificate",
+            "price": "5",
+            "internal_name": f"tls-{uuid.uuid4().hex[:8]}",
+            "module_ids": [module["id"]],
+        },
+        status=201,
+    )
+    for op in engine.run_all():  # ensure_item: the CA account
+        assert op.status == "done", op.last_error
+
+    names = [domain, f"www.{domain}"]
+    service_id, op_id = order(api, tariff, pdns.client, names)
+    op = engine.run(op_id, max_checks=200)
+    assert op.status == "done", op.last_error
+    with db(app):
+        row = certificates.current(service_id)
+        key_pem = certificates.private_key_pem(row)
+    leaf, intermediate = x509.load_pem_x509_certificates(
+        (row.certificate_pem + row.chain_pem).encode()
+    )
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == names
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    assert key.public_key().public_bytes(*spki) == leaf.public_key().public_bytes(*spki)
+    leaf.verify_directly_issued_by(intermediate)
+    intermediate.verify_directly_issued_by(
+        x509.load_pem_x509_certificate(pebble_dns01.root_pem().encode())
+    )
+    text = "\n".join(log for _, log, _ in logs(app, op_id))
+    for name in names:
+        assert f"http-01 challenge for {name} answered" in text, text
+    assert "dns-01" not in text
+    assert challenge_rrsets(powerdns, domain) == []  # nothing was published in the zone
+
+    # a name in no zone of that PowerDNS: pebble cannot look it up, the order is invalid
+    nowhere = f"nowhere{uuid.uuid4().hex[:10]}.example.com"
+    assert powerdns.query(nowhere, "A") == []
+    _, op_id = order(api, tariff, pdns.client, [nowhere])
+    op = engine.run(op_id, max_checks=200)
+    assert op.status == "manual", op.last_error
+    assert op.last_error.startswith("the CA refused the order: "), op.last_error
+    assert f'could not resolve URL "http://{nowhere}:' in op.last_error

@@ -8,7 +8,8 @@ test module; every later module type adds its backend there):
 - suspend / resume / change_password / change_tariff / renew / close where the type
   declares them (change_password: the service's password detail is the new one);
 - a backend that is down or does not answer is a temporary error, a refusal a permanent
-  one carrying the backend's own words;
+  one carrying the backend's own words; one that accepts and never answers is given up
+  within the module's deadline and one blocking call, before the lease runs out;
 - no secret in any attempt log;
 - ``ensure_item`` creates the item (or the tariff says who must);
 - ``check_config`` talks to the server and rejects bad credentials.
@@ -140,6 +141,52 @@ def test_a_backend_that_is_down_is_a_temporary_error(app, api, engine, backend):
         attempt = Attempt.get(Attempt.operation == op_id)
     assert attempt.outcome == "temporary_error", attempt.error
     assert op.status == "retry_wait" and op.failures == 1
+
+
+def test_a_backend_that_never_answers_is_given_up_before_the_lease(app, api, engine, backend):
+    """A hung server (it accepts the connection and never says a word): the attempt ends
+    as a temporary error within its module's deadline and one blocking call
+    (``timeout() + io_timeout()``), which the lease covers before ``LEASE_GRACE``; so the
+    sweep never reclaims an attempt that is still talking, whatever the module type."""
+    import threading
+    import time
+
+    from app.models import ProcessingModule
+    from tests.support import SilentServer
+
+    _, module, tariff, client = setup(api, engine, backend)  # its item made while it answers
+    server = SilentServer(unix=backend.silent_unix)
+    try:
+        config = backend.silent(server)
+        if config is None:  # no server: nothing can hang but the module's own code
+            assert backend.type_id == "sandbox"
+            return
+        with app.app_context(), database.connection_context():
+            row = ProcessingModule.get_by_id(module["id"])
+            row.config = {**row.config, **config}
+            row.save()
+            instance = modules.get_type(backend.type_id)(row.config)
+        bound = instance.timeout() + instance.io_timeout()
+        _, op_id = open_service(api, engine, tariff, client)
+
+        def attempt():
+            with app.app_context(), database.connection_context():
+                operations.run(op_id)
+
+        started = time.monotonic()
+        runner = threading.Thread(target=attempt, daemon=True)
+        runner.start()
+        runner.join(bound + 5)
+        took = time.monotonic() - started
+        assert not runner.is_alive(), f"the attempt still runs after {took:.0f} s (bound {bound})"
+    finally:
+        server.close()  # a call still waiting (on failure) gets its end of file
+    with app.app_context(), database.connection_context():
+        op = Operation.get_by_id(op_id)
+        (attempt,) = Attempt.select().where(Attempt.operation == op_id)
+    assert attempt.outcome == "temporary_error", attempt.error
+    assert op.status == "retry_wait" and op.last_error
+    assert took <= bound + 1, (took, bound)
 
 
 def test_a_refusal_is_permanent_with_the_backends_words(app, api, engine, backend):

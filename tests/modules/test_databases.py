@@ -167,6 +167,22 @@ def test_the_client_uses_the_database_with_the_welcome_emails_details(dbs, serve
     assert details["password"] not in log and server.admin_password not in log
 
 
+def test_the_host_for_clients_is_what_the_details_and_the_welcome_email_say(
+    app, api, engine, server
+):
+    """``client_host``: Provisor connects to ``host``, clients are told the other name."""
+    dbs = Databases(app, api, engine, server, client_host="localhost")
+    service_id, op = dbs.open(dbs.tariff())
+    assert op.status == "done", op.last_error
+    details = dbs.details(service_id)
+    assert details["host"] == "localhost" and details["port"] == str(server.port)
+    assert dbs.welcome(service_id) == details
+    assert f"CONNECT {server.type_id}://{server.admin_user}@127.0.0.1:{server.port}" in dbs.log(
+        op.id
+    )
+    server.login(details).close()  # the same server, reached by its other name here
+
+
 def test_another_services_user_cannot_get_into_the_database(dbs, server):
     tariff = dbs.tariff()
     first, _ = dbs.open(tariff)

@@ -432,3 +432,75 @@ def test_zone_kind_master_and_the_default_soa_contact(pdns, api, powerdns):
     assert {s["ttl"] for s in zone["rrsets"]} == {600}
     (soa,) = powerdns.query(domain, "SOA")
     assert soa.startswith(f"ns1.example.net. hostmaster.{domain}. ")
+
+
+def _one_attempt(app, op_id):
+    """One attempt now, as a worker would run it: the operation and that attempt."""
+    from app.services import operations
+
+    with app.app_context(), database.connection_context():
+        Operation.update(next_run_at=None).where(Operation.id == op_id).execute()
+        operations.run(op_id)
+        attempt = (
+            Attempt.select().where(Attempt.operation == op_id).order_by(Attempt.number.desc()).get()
+        )
+        return Operation.get_by_id(op_id), attempt
+
+
+def test_a_busy_or_failing_powerdns_is_temporary_and_a_lost_reply_is_taken_over(
+    pdns, powerdns, app
+):
+    """Real faults of the real server. Its database held by another writer: the zone's POST
+    hangs past the module's timeout (temporary), PowerDNS makes the zone once the lock goes
+    (the reply the attempt never got), and the next attempt takes that zone over. Its
+    backend failing (the records table gone for a moment): PowerDNS answers 500
+    (temporary), and once it is back the operation completes."""
+    import os
+    import sqlite3
+
+    from tests.support import wait_for
+
+    tariff = pdns.tariff("@ A {ip}")
+    domain = pdns.domain()
+    order = pdns.api.order(pdns.client["id"], tariff["id"], {"domain": domain})
+    code, paid = pdns.api.pay(order)
+    assert code == 200, paid
+    backend = sqlite3.connect(
+        os.path.join(powerdns.folder, "pdns.sqlite3"), isolation_level=None, timeout=10
+    )
+    try:
+        backend.execute("BEGIN IMMEDIATE")  # a writer holds the database: reads still work
+        try:
+            op, attempt = _one_attempt(app, paid["operation_id"])
+        finally:
+            backend.execute("ROLLBACK")
+        assert attempt.outcome == "temporary_error", attempt.error
+        assert op.status == "retry_wait" and op.failures == 1
+        assert op.last_error.startswith("PowerDNS did not answer within 5 s (POST "), op.last_error
+        assert "< timeout after 5 s" in attempt.log, attempt.log
+        # the request went through once the lock was gone: a zone the attempt never heard of
+        wait_for(lambda: pdns.zone(domain) is not None, timeout=20, message="the hung POST")
+        assert pdns.zone(domain)["account"] == f"{pdns.tag}:service-{order['service_id']}"
+        op = pdns.engine.run(op.id)
+        assert op.status == "done", op.last_error
+        with database.connection_context():
+            log = Attempt.get((Attempt.operation == op.id) & (Attempt.number == 2)).log
+        assert "already belongs to this service" in log and "taking it over" in log
+        assert [z["name"] for z in powerdns.api("GET", "/zones").json()].count(f"{domain}.") == 1
+        assert powerdns.query(domain, "A") == ["192.0.2.10"]
+
+        # PowerDNS's own 500: its backend fails while the service is being suspended
+        suspend = pdns.api.ok("post", f"/services/{order['service_id']}/suspend", {}, status=202)
+        backend.execute("ALTER TABLE records RENAME TO records_away")
+        try:
+            op, attempt = _one_attempt(app, suspend["id"])
+        finally:
+            backend.execute("ALTER TABLE records_away RENAME TO records")
+        assert attempt.outcome == "temporary_error", attempt.error
+        assert op.status == "retry_wait", op.last_error
+        assert op.last_error.startswith("PowerDNS answered 500: "), op.last_error
+        op = pdns.engine.run(op.id)
+        assert op.status == "done", op.last_error
+        assert rcode(powerdns, domain) == "REFUSED"
+    finally:
+        backend.close()
