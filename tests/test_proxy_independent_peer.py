@@ -581,6 +581,50 @@ def test_a_slow_pull_is_not_started_again_while_it_runs(reseller, peers):
     assert not overlapping and len(pulls) == 1, [(p["query"], p["t"]) for p in pulls]
 
 
+def test_a_peer_whose_pushes_fail_is_still_pulled_on_schedule(tmp_path, peers):
+    """A peer whose push side fails (503 to every POST) while its journal answers: the
+    scheduler still pulls it every PROXY_PULL_INTERVAL (docs 15.1), so what its staff do
+    comes back without anyone pressing Check now. Pushes fail every RETRY_MAX at most
+    here, more often than the pull interval: failing pushes used to hold pulls back."""
+    instance = Instance(tmp_path, "eager-puller")
+    instance.env.update(
+        {
+            "PROXY_RETRY_DELAY": "1",
+            "PROXY_RETRY_MAX": "2",
+            "PROXY_PULL_INTERVAL": "5",
+            "PROXY_TIMEOUT": str(TIMEOUT),
+        }
+    )
+    instance.start()
+    try:
+        peer = peers()
+        fw = Forwarding(instance, peer)
+        a, _, _ = fw.new_task()
+        peer.mode, peer.mode_paths = "5xx", ("/proxy/v1/tasks",)
+        peer.fail_status, peer.apply_first = 503, False
+        since = time.monotonic()
+        fw.act(a["id"], "comment", text="while the pushes fail")
+        wait_for(
+            lambda: [r for r in peer.sent("POST", since=since) if r["status"] == 503],
+            message="a failed push",
+        )
+        peer.staff_comment(fw.login, a["id"], "pulled all the same")
+
+        def pulled():
+            return [e["text"] for e in history(instance, a["id"], "comment")]
+
+        wait_for(lambda: "pulled all the same" in pulled(), timeout=20, message="a pull")
+        assert ("comment", "while the pushes fail", {}) not in fw.arrived(a["id"])
+        assert len([r for r in peer.sent("POST", since=since) if r["status"] == 503]) >= 2
+
+        peer.mode = None
+        fw.wait_arrived(a["id"], timeout=15)
+        fw.check_exactly_once()
+        assert pulled().count("pulled all the same") == 1
+    finally:
+        instance.stop()
+
+
 # --- 2. The independent peer as the client side, Provisor as the server side ------------
 
 FORM = [
