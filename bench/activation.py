@@ -24,6 +24,9 @@ Per run, on a fresh database ``provisor_bench`` (PostgreSQL) and a fresh Redis n
 ``--mode prequeued`` stops the worker (SIGSTOP) while paying / sending and measures from
 SIGCONT instead: the worker's own drain rate without the producer competing for the 2 CPUs.
 
+``--mode embedded`` measures the embedded default instead (SQLite, StubBroker, in-process
+worker and scheduler, a no-op actor on the same broker): see ``bench/activation_embedded.py``.
+
 ``--instrument`` runs ``bench.instrumented_actors`` (counts SQL statements, commits,
 connections and messages per actor) and ``--profile`` records the worker with py-spy;
 both slow the worker down: use them to explain, not to measure.
