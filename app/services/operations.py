@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -31,7 +32,7 @@ from peewee import JOIN
 
 import modules
 from app import guards, inflight, logs, messages
-from app.db import get_for_update, release_connection, write_transaction
+from app.db import database, get_for_update, release_connection, write_transaction
 from app.messages import Reason
 from app.models import (
     Attempt,
@@ -277,16 +278,8 @@ def _mask_details(ctx, result):
         ctx.secrets_in(result.details)
 
 
-def _load_for_attempt(operation_id):
-    """The operation with what an attempt reads of it — its module, service, tariff,
-    product type, client and the module's item for that tariff — in one joined SELECT
-    (None: no such operation). The attempt reuses these rows through its context and its
-    result (read-only there: the rows it changes are read again, locked, by
-    :func:`_record_result`)."""
-    pk = parse_id(operation_id)
-    if pk is None:
-        return None
-    query = (
+def _attempt_load_query(pk):
+    return (
         Operation.select(Operation, ProcessingModule, Service, Tariff, ProductType, Client, Item)
         .join(ProcessingModule, JOIN.LEFT_OUTER, on=(Operation.module == ProcessingModule.id))
         .switch(Operation)
@@ -302,9 +295,36 @@ def _load_for_attempt(operation_id):
             on=(Item.module == Operation.module) & (Item.internal_name == Tariff.internal_name),
             attr="item_of_module",
         )
-        .where(Operation.id == pk)
+        .where(Operation.id == pk)  # its primary key: one row at most
     )
-    op = query.first()
+
+
+_compiled_load = threading.local()
+
+
+def _load_for_attempt(operation_id):
+    """The operation with what an attempt reads of it — its module, service, tariff,
+    product type, client and the module's item for that tariff — in one joined SELECT
+    (None: no such operation). The attempt reuses these rows through its context and its
+    result (read-only there: the rows it changes are read again, locked, by
+    :func:`_record_result`).
+
+    Its SQL text is generated once per database and thread and only the id is bound
+    each time: peewee generating the text of this 7-table SELECT was 9 % of a worker's
+    CPU (bench/README.md, issue 14)."""
+    pk = parse_id(operation_id)
+    if pk is None:
+        return None
+    cached = getattr(_compiled_load, "value", None)
+    if cached is None or cached[0] is not database.obj:
+        query = _attempt_load_query(0)
+        sql, params = query.sql()
+        if list(params) != [0]:  # pragma: no cover (the query has one parameter: the id)
+            raise RuntimeError(f"unexpected parameters of the attempt's load: {params}")
+        cached = _compiled_load.value = (database.obj, query, sql)
+    _, query, sql = cached
+    rows = list(query._get_cursor_wrapper(database.execute_sql(sql, (pk,))))
+    op = rows[0] if rows else None
     if op is not None and op.service_id is not None:
         # the item of this module for the service's tariff (see _item_of)
         tariff = op.service.tariff
