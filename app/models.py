@@ -371,7 +371,7 @@ class Operation(BaseModel):
     finished_at = DateTimeField(null=True)
 
     class Meta:
-        # a service's operations newest first: migration 0019
+        # a service's operations newest first: migration 0020
         indexes = ((("status", "next_run_at"), False), (("service", "created_at"), False))
 
     @property
@@ -494,7 +494,7 @@ class Email(BaseModel):
     sent_at = DateTimeField(null=True)
 
     class Meta:
-        # the mail sweep's due and stuck emails (migration 0019)
+        # the mail sweep's due and stuck emails (migration 0020)
         indexes = ((("status", "next_try_at"), False),)
 
 
