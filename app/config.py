@@ -290,6 +290,13 @@ SETTINGS = {
             "100/hour",
             "failed logins allowed for one account from all addresses together",
         ),
+        Setting(
+            "AVAILABILITY_CHECK_LIMIT",
+            "limit",
+            "20/minute;200/hour",
+            "availability checks of an order field (a registry's domain:check) one client may"
+            " make from the order form",
+        ),
         _int(
             "SESSION_LIFETIME",
             43200,

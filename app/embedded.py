@@ -68,6 +68,11 @@ def stop_worker():
 
 
 def _overloaded_response():
+    """The 503 past the connection limit. It is sent before the request is read, so it
+    names the tasks proxy's protocol too (a peer may be the one turned away, and every
+    answer under ``/proxy/v1`` carries the header: docs/proxy-protocol.md 2.2)."""
+    from app.objects.peer import PROTOCOL, PROTOCOL_HEADER
+
     body = json.dumps(
         {
             "error": {
@@ -82,6 +87,7 @@ def _overloaded_response():
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         f"Retry-After: {RETRY_AFTER}\r\n"
+        f"{PROTOCOL_HEADER}: {PROTOCOL}\r\n"
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body

@@ -552,7 +552,7 @@ class ProxyClientSide(BaseModel):
         Department, unique=True, backref="proxy_client_side", on_delete="CASCADE"
     )
     enabled = BooleanField(default=True)
-    cursor = IntegerField(default=0)  # the last remote event pulled
+    cursor = BigIntegerField(default=0)  # the last remote event pulled (up to 18 digits)
     last_push_at = DateTimeField(null=True)
     last_pull_at = DateTimeField(null=True)
     last_error = TextField(null=True)
@@ -561,6 +561,7 @@ class ProxyClientSide(BaseModel):
     next_push_at = DateTimeField(null=True)  # while the peer fails: when to try again
     push_failures = IntegerField(default=0)  # failed pushes in a row (the backoff's step)
     pulling_until = DateTimeField(null=True)  # a puller's lease (one pull at a time)
+    pull_failed_at = DateTimeField(null=True)  # the last failed pull (the next waits)
     created_at = DateTimeField(default=utcnow)
 
 

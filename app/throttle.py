@@ -148,6 +148,23 @@ def init_app(app):
     app.register_error_handler(RateLimitExceeded, too_many)
 
 
+def allow_availability_check(account_key):
+    """Whether one more availability check (the order form asking a registry whether a
+    name is free, as the client types) is within ``AVAILABILITY_CHECK_LIMIT`` for this
+    account: each check is a session at the registry, so one client cannot turn the form
+    into a flood. A storage that cannot be reached allows it (the order still checks)."""
+    from limits import parse_many
+
+    limiter = current_app.extensions["provisor.limiter"]
+    try:
+        for item in parse_many(current_app.config["AVAILABILITY_CHECK_LIMIT"]):
+            if not limiter.limiter.hit(item, "availability-checks", account_key):
+                return False
+    except Exception:  # noqa: BLE001 - counting must never stop ordering
+        return True
+    return True
+
+
 def retry_after():
     """Seconds until the limit this request broke lets a login be tried again."""
     limiter = current_app.extensions["provisor.limiter"]

@@ -12,7 +12,7 @@ from flask import Blueprint, g, jsonify, request
 from app.auth import csrf
 from app.guards import nul_fields
 from app.objects import peer as objects
-from app.objects.peer import MAX_PAGE, PROTOCOL, PROTOCOL_HEADER
+from app.objects.peer import MAX_CURSOR, MAX_PAGE, PROTOCOL, PROTOCOL_HEADER
 from app.services import proxy
 from app.services.errors import ServiceError, ValidationError
 from app.web.errors import json_error, register_json_errors
@@ -94,7 +94,7 @@ def events():
     """Changes made here to the peer's tasks after the cursor ``after`` (at most
     ``limit``, 500 by default), oldest first; ``next`` is the cursor to ask with next."""
     raw = request.args.get("after", "0")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_CURSOR)):
         raise ValidationError({"after": "Must be a cursor (a whole number from 0)."})
     limit = request.args.get("limit", str(MAX_PAGE))
     if (

@@ -132,6 +132,49 @@ def test_a_new_change_during_the_backoff_waits_for_the_due_time(app, admin, scri
     assert pending == 4  # the task and three comments, in order, none lost
 
 
+def test_a_failing_push_does_not_hold_back_the_pulls_from_that_peer(app, admin, scripted_peer):
+    """A peer whose push side fails (its POSTs answer 503) while its events answer: the
+    scheduled pull still comes once the pull interval has passed and brings the peer's
+    changes back (each failed push used to set the error time the sweep's pull waited on:
+    a peer that kept failing pushes was not pulled while it failed). A failed *pull* still
+    waits a full interval."""
+    from app.services import proxy
+
+    app.config.update(PROXY_RETRY_DELAY=30, PROXY_PULL_INTERVAL=60)
+    side_id, tariff, customer = forwarding(app, admin, scripted_peer)
+    down = {"error": {"code": "unavailable", "message": "maintenance", "fields": {}}}
+    scripted_peer.answer = lambda r: (503, down) if r["method"] == "POST" else None
+    task_id, _ = forwarded_task(app, admin, tariff, customer)
+    wait_for(lambda: side_row(app, side_id).push_failures == 1, message="the failed push")
+    scripted_peer.events = [_event(1, task_id, "comment", text="racking it now")]
+    a_while_ago = utcnow() - dt.timedelta(seconds=61)
+    with db(app):  # the last pull was a full interval ago, the push failed just now
+        ProxyClientSide.update(last_pull_at=a_while_ago).where(
+            ProxyClientSide.id == side_id
+        ).execute()
+        assert proxy.sweep()["proxy_pulls"] == 1
+    wait_for(lambda: side_row(app, side_id).cursor == 1, message="the scheduled pull")
+    with db(app):
+        comments = TaskEvent.select().where(
+            (TaskEvent.task == task_id) & (TaskEvent.kind == "comment")
+        )
+        assert [e.text for e in comments] == ["racking it now"]  # once
+
+    # a pull that fails waits a full interval before the sweep pulls again
+    scripted_peer.answer = lambda r: (503, down)
+    with db(app):
+        ProxyClientSide.update(last_pull_at=a_while_ago).where(
+            ProxyClientSide.id == side_id
+        ).execute()
+        with pytest.raises(proxy.PeerError):
+            proxy.pull(side_id)
+        assert proxy.sweep()["proxy_pulls"] == 0
+        ProxyClientSide.update(pull_failed_at=a_while_ago).where(
+            ProxyClientSide.id == side_id
+        ).execute()
+        assert proxy.sweep()["proxy_pulls"] == 1
+
+
 # --- pulls: bounded, validated -------------------------------------------------------------
 
 
@@ -182,6 +225,39 @@ def test_an_endless_stream_is_read_a_bounded_number_of_pages_per_pull(app, admin
     assert side_row(app, side_id).cursor == 1500
 
 
+def test_event_ids_up_to_18_digits_are_a_cursor_on_either_database(any_app, scripted_peer):
+    """The protocol lets event ids (the cursor) take up to 18 digits, as ``after`` does: the
+    cursor holds them on PostgreSQL too (its column was an ``integer``, and every pull
+    stopped at the first id beyond 2,147,483,647), and an event about a sender task id no
+    task here can have (beyond 2^31 - 1, even beyond 64 bits) is skipped like any event
+    about a task not sent from here, instead of failing the pull on SQLite."""
+    from app.services import catalog, proxy
+
+    with db(any_app):
+        department = catalog.create_department({"name": "Forwarded"})
+        side_id = proxy.create_client_side(
+            {
+                "url": scripted_peer.url,
+                "login": "reseller-1",
+                "password": "peer-pässword",
+                "remote_department_id": 1,
+                "department_id": department.id,
+            }
+        ).id
+    scripted_peer.events = [
+        _event(3_000_000_000, task_id=7),
+        _event(3_000_000_001, task_id=2**31),
+        _event(3_000_000_002, task_id=2**64),
+        _event(10**18 - 1, task_id=8),
+    ]
+    with db(any_app):
+        assert proxy.pull(side_id) == 4
+        assert proxy.pull(side_id) == 0
+    side = side_row(any_app, side_id)
+    assert (side.cursor, side.last_error) == (10**18 - 1, None)
+    assert [g["query"]["after"] for g in scripted_peer.sent("/events")] == ["0", str(10**18 - 1)]
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
@@ -192,6 +268,9 @@ def test_an_endless_stream_is_read_a_bounded_number_of_pages_per_pull(app, admin
         ({"events": [_event(3, task_id="x")], "next": 3}, "no whole-number sender_task_id"),
         ({"events": [_event(3, fields=[])], "next": 3}, "fields is not an object"),
         ({"events": [], "next": "12"}, "'next' is not a whole number"),
+        ({"events": [_event(10**18)], "next": 1}, "event 0: its id is beyond"),
+        ({"events": [_event(2**64)], "next": 1}, "event 0: its id is beyond"),
+        ({"events": [], "next": 2**64}, "'next' is not a whole number"),
         ({"events": [_event(3)]}, "'next' is not a whole number"),
         (["not", "an", "object"], "without JSON"),
         (b"\x00garbage", "without JSON"),

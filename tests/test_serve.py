@@ -97,6 +97,8 @@ def test_past_the_limit_a_connection_gets_a_quick_503(instance):
             assert status == "HTTP/1.1 503 Service Unavailable"
             assert headers["Retry-After"] == "2" and headers["Connection"] == "close"
             assert headers["Content-Type"] == "application/json"
+            # sent before the request is read: a tasks proxy peer may be the one refused
+            assert headers["Provisor-Proxy-Protocol"] == "1"
             error = json.loads(body)["error"]
             assert error["code"] == "overloaded" and error["message"] and error["fields"] == {}
         # the held ones still work; once some close, new connections are served again

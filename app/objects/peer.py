@@ -42,6 +42,8 @@ MAX_FORM = MAX_DETAIL_FIELDS
 MAX_DETAIL_LENGTH = MAX_DETAIL_VALUE
 MAX_PAGE = 500
 """Events per page of ``GET /events`` at most (and by default)."""
+MAX_CURSOR = 10**18 - 1
+"""The largest event id (cursor) of ``GET /events``: ``after`` takes at most 18 digits."""
 
 MAX_SENDER_TASK_ID = 2**31 - 1
 """A sender's task id is a task's id there: PostgreSQL's ``integer`` (and the column that

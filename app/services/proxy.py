@@ -45,6 +45,7 @@ from app.models import (
 )
 from app.objects.peer import (
     LEGACY_KINDS,
+    MAX_CURSOR,
     MAX_PAGE,
     MAX_SENDER_TASK_ID,
     PROTOCOL,
@@ -777,10 +778,12 @@ def _peer(side):
     return lambda method, path, **kw: _call(method, side.url, side.login, password, path, **kw)
 
 
-def _note_error(side_id, message):
-    ProxyClientSide.update(last_error=message[:1000], last_error_at=utcnow()).where(
-        ProxyClientSide.id == side_id
-    ).execute()
+def _note_error(side_id, message, pull_failed=False):
+    now = utcnow()
+    changes = {"last_error": message[:1000], "last_error_at": now}
+    if pull_failed:  # the next scheduled pull waits a full interval (pushes do not)
+        changes["pull_failed_at"] = now
+    ProxyClientSide.update(**changes).where(ProxyClientSide.id == side_id).execute()
 
 
 def backoff(failures):
@@ -1097,8 +1100,8 @@ def _valid_page(url, body, cursor, limit):
         raise bad("'events' is not a list")
     if len(events) > limit:
         raise bad(f"{len(events)} events, more than the {limit} asked for")
-    if not whole(next_) or next_ < 0:
-        raise bad("'next' is not a whole number")
+    if not whole(next_) or not 0 <= next_ <= MAX_CURSOR:
+        raise bad(f"'next' is not a whole number from 0 to {MAX_CURSOR}")
     good = []
     last = cursor
     for n, event in enumerate(events):
@@ -1106,6 +1109,8 @@ def _valid_page(url, body, cursor, limit):
             raise bad(f"event {n} is not an object")
         if not whole(event.get("id")) or event["id"] < 1:
             raise bad(f"event {n} has no whole-number id")
+        if event["id"] > MAX_CURSOR:  # what ``after`` cannot take (18 digits)
+            raise bad(f"event {n}: its id is beyond {MAX_CURSOR}")
         if not whole(event.get("sender_task_id")):
             raise bad(f"event {event['id']} has no whole-number sender_task_id")
         for name in ("actor", "text"):
@@ -1207,7 +1212,7 @@ def _pull(side, lease):
             if not events or len(body["events"]) < MAX_PAGE:
                 break
     except ServiceError as exc:
-        _note_error(side.id, f"pull: {exc.message}")
+        _note_error(side.id, f"pull: {exc.message}", pull_failed=True)
         raise
     finally:
         if skipped:
@@ -1225,11 +1230,14 @@ def _pull(side, lease):
         )
         with write_transaction():
             ProxyClientSide.update(
-                last_pull_at=utcnow(), last_error=f"pull: {message}"[:1000], last_error_at=utcnow()
+                last_pull_at=utcnow(),
+                last_error=f"pull: {message}"[:1000],
+                last_error_at=utcnow(),
+                pull_failed_at=None,
             ).where(ProxyClientSide.id == side.id).execute()
         raise PeerError(message, code="close_not_applied")
     with write_transaction():
-        ProxyClientSide.update(last_pull_at=utcnow(), last_error=None).where(
+        ProxyClientSide.update(last_pull_at=utcnow(), last_error=None, pull_failed_at=None).where(
             ProxyClientSide.id == side.id
         ).execute()
         if get_client_side(side.id).next_push_at is not None:
@@ -1251,10 +1259,13 @@ def _apply_pulled(side, event):
         if event["id"] <= current.cursor:
             return None  # applied by a concurrent pull
         ProxyClientSide.update(cursor=event["id"]).where(ProxyClientSide.id == side.id).execute()
+        ours = 1 <= event["sender_task_id"] <= MAX_SENDER_TASK_ID  # a task id here
         link = (
             ProxyLink.select()
             .where((ProxyLink.client_side == side.id) & (ProxyLink.task == event["sender_task_id"]))
             .first()
+            if ours
+            else None
         )
         kind = event["kind"]
         if link is None or kind not in REPORTED_KINDS:
@@ -1333,7 +1344,8 @@ def sweep():
         for side in ProxyClientSide.select(ProxyClientSide.id).where(
             (ProxyClientSide.enabled == True)  # noqa: E712
             & (ProxyClientSide.last_pull_at.is_null() | (ProxyClientSide.last_pull_at <= due))
-            & (ProxyClientSide.last_error_at.is_null() | (ProxyClientSide.last_error_at <= due))
+            # a failed pull waits a full interval; a failing push does not hold pulls back
+            & (ProxyClientSide.pull_failed_at.is_null() | (ProxyClientSide.pull_failed_at <= due))
             & (ProxyClientSide.pulling_until.is_null() | (ProxyClientSide.pulling_until < now))
         )
     ]

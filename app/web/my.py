@@ -3,6 +3,7 @@
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
+from app import throttle
 from app.auth import acting_client_id, client_required
 from app.i18n import local_money, tr, translated
 from app.services import catalog, orders, provisioning
@@ -107,6 +108,9 @@ def order():
 def availability(tariff_id, field):
     """htmx: "available" / "taken" under an order field (a domain name) as it is typed,
     asked of the tariff's module that checks availability (a registry's domain:check)."""
+    if not throttle.allow_availability_check(f"client:{acting_client_id()}"):
+        message = _("Too many checks in a short time: the name is checked when you order.")
+        return render_template("my/_availability.html", state="unknown", message=message)
     state, message = orders.check_name(tariff_id, field, request.args.get(f"params.{field}"))
     return render_template("my/_availability.html", state=state, message=message)
 

@@ -835,7 +835,7 @@ class CpanelBackend(Backend):
         self.sim.stop()
 
 
-BACKENDS["simulated-cpanel"] = CpanelBackend
+BACKENDS["cpanel-simulated"] = CpanelBackend
 
 
 @pytest.fixture

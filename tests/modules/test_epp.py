@@ -296,3 +296,31 @@ def test_simulated_epp_order_form_says_taken_and_refuses_the_order(app, api, eng
     assert "Available" not in unknown.get_data(as_text=True)
     placed = api.order(carol["id"], tariff["id"], {"domain": "free-name.com"})
     assert placed["service_id"]
+
+
+def test_simulated_epp_availability_checks_per_client_are_limited(app, api, engine, epp_registry):
+    """Each check is a session at the registry: past AVAILABILITY_CHECK_LIMIT a client's
+    form says the name is checked at the order, and the registry is not asked."""
+    app.config["AVAILABILITY_CHECK_LIMIT"] = "3/minute"
+    sim = epp_registry.sim
+    _, tariff, _ = setup(api, engine, epp_registry)
+    api.ok(
+        "post",
+        "/clients",
+        {"name": "Dora", "email": "dora@example.com", "password": "dora-password"},
+        status=201,
+    )
+    web = app.test_client()
+    login(web, "dora@example.com", "dora-password")
+    url = f"/my/order/{tariff['id']}/availability/domain"
+    answers = [
+        web.get(url, query_string={"params.domain": f"name{i}.com"}).get_data(as_text=True)
+        for i in range(5)
+    ]
+    assert all("Available" in a for a in answers[:3]), answers
+    for answer in answers[3:]:
+        assert "Available" not in answer and "checked when you order" in answer
+    sim.stop()  # the registry is not asked past the limit: a stopped one changes nothing
+    assert "checked when you order" in web.get(
+        url, query_string={"params.domain": "name9.com"}
+    ).get_data(as_text=True)
