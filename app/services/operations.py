@@ -31,7 +31,7 @@ from peewee import JOIN
 
 import modules
 from app import guards, inflight, logs, messages
-from app.db import get_for_update, write_transaction
+from app.db import get_for_update, release_connection, write_transaction
 from app.messages import Reason
 from app.models import (
     Attempt,
@@ -150,6 +150,10 @@ def run(operation_id):
 
 def _attempt(op, attempt, instance, current):
     ctx = _context(op, attempt.number, instance)
+    # the claim is committed: the call to the panel holds no pooled connection, so that a
+    # worker may run more calls at once than its pool has connections (PROVISOR_DB_POOL_SIZE
+    # bounds the threads in the database, not the ones waiting on panels)
+    release_connection()
     try:
         # the call ends by the module's timeout, well before the lease (see _claim)
         with current.calling(), Deadline(instance.timeout()):
