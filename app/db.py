@@ -111,6 +111,21 @@ def write_transaction():
                 log.exception("after-commit callback failed")
 
 
+def is_pooled():
+    """Whether connections come from a pool (PostgreSQL: ``PROVISOR_DB_POOL_SIZE`` per
+    process), so that a thread holding one keeps it from every other thread."""
+    return hasattr(database.obj, "close_all")
+
+
+def release_connection():
+    """Hand this thread's pooled connection back (a thread about to wait on something else,
+    e.g. a module's call to its panel, holds none meanwhile); the next query takes one
+    again. Does nothing inside a transaction, on SQLite (a connection per thread, no
+    pool), or when no connection is open."""
+    if is_pooled() and not database.is_closed() and not database.in_transaction():
+        database.close()
+
+
 def get_for_update(model, pk):
     """``model`` row ``pk`` locked until the transaction ends (FOR UPDATE on PostgreSQL;
     SQLite's write transactions are serialised already). None if there is no such row."""

@@ -243,11 +243,22 @@ def postgres_url(postgres_server):
 def pg_api(app, postgres_url):
     """The ``app`` fixture's settings on a fresh PostgreSQL database, the embedded worker
     running for it, and an admin's API client (``pg_api.app`` is that app)."""
+    yield from _pg_api(app, postgres_url)
+
+
+@pytest.fixture
+def pg_api_pool_of_2(app, postgres_url):
+    """``pg_api`` with a pool of 2 connections per process (``DB_POOL_SIZE``): fewer than
+    the embedded worker's 4 threads."""
+    yield from _pg_api(app, postgres_url, DB_POOL_SIZE=2)
+
+
+def _pg_api(app, postgres_url, **config):
     import actors
     from actors.middleware import AppContextMiddleware
     from app.services import accounts
 
-    pg = create_app({**app.config, "DATABASE_URL": postgres_url})
+    pg = create_app({**app.config, "DATABASE_URL": postgres_url, **config})
     schema.upgrade()
     AppContextMiddleware.app = pg
     with pg.app_context(), database.connection_context():
