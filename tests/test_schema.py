@@ -97,7 +97,7 @@ DOMAIN_AUTH_CODE = {
 }
 
 
-# 0020_hosting_nameservers: the hosting product type's details end with the name servers
+# 0021_hosting_nameservers: the hosting product type's details end with the name servers
 HOSTING_NAMESERVERS = {
     "name": "nameservers",
     "label": "Name servers",
