@@ -38,7 +38,10 @@ from app.db import database  # noqa: E402
 from tests import support  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REDIS_URL = os.environ.get("PROVISOR_TEST_REDIS_URL") or "redis://127.0.0.1:6379/11"
+# each pytest-xdist worker (gw0, gw1, ...) flushes and uses a database of its own: 11, 12, ...
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_REDIS_DB = 11 + int(_XDIST_WORKER[2:] or 0) if _XDIST_WORKER.startswith("gw") else 11
+REDIS_URL = os.environ.get("PROVISOR_TEST_REDIS_URL") or f"redis://127.0.0.1:6379/{_REDIS_DB}"
 
 
 def need(condition, reason):
