@@ -371,7 +371,8 @@ class Operation(BaseModel):
     finished_at = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("status", "next_run_at"), False),)
+        # a service's operations newest first: migration 0020
+        indexes = ((("status", "next_run_at"), False), (("service", "created_at"), False))
 
     @property
     def is_open(self):
@@ -491,6 +492,10 @@ class Email(BaseModel):
     next_try_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     sent_at = DateTimeField(null=True)
+
+    class Meta:
+        # the mail sweep's due and stuck emails (migration 0020)
+        indexes = ((("status", "next_try_at"), False),)
 
 
 class Sweep(BaseModel):

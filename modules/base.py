@@ -658,6 +658,25 @@ class ModuleType:
         return method(ctx)
 
 
+class PerCallTimeouts:
+    """Timeouts of a type whose attempt makes up to ``CALLS_PER_ATTEMPT`` remote calls one
+    after another, each bounded by the ``timeout`` setting: the attempt's deadline is their
+    sum, and one blocking call (a socket read or connect) takes at most ``timeout``. Mix it
+    in before :class:`ModuleType`."""
+
+    CALLS_PER_ATTEMPT = 1
+
+    def call_timeout(self):
+        """Longest one remote call may take (the ``timeout`` setting, else the default)."""
+        return float(self.config.get("timeout") or self.default_timeout)
+
+    def timeout(self):
+        return self.call_timeout() * self.CALLS_PER_ATTEMPT
+
+    def io_timeout(self):
+        return self.call_timeout()
+
+
 class _QuietCall:
     outcome = None
 

@@ -40,6 +40,7 @@ from modules.base import (
     ConfigField,
     ConfigProblem,
     ModuleType,
+    PerCallTimeouts,
     PermanentError,
     QuietLog,
     Result,
@@ -89,7 +90,7 @@ class WhmRefusal(PermanentError):
         self.reason = reason
 
 
-class CpanelModule(ModuleType):
+class CpanelModule(PerCallTimeouts, ModuleType):
     id = "cpanel"
     name = "cPanel & WHM (shared hosting)"
     description = (
@@ -253,15 +254,6 @@ class CpanelModule(ModuleType):
         return name
 
     # --- HTTP ---------------------------------------------------------------------------
-
-    def call_timeout(self):
-        return float(self.config.get("timeout") or self.default_timeout)
-
-    def timeout(self):
-        return self.call_timeout() * self.CALLS_PER_ATTEMPT
-
-    def io_timeout(self):
-        return self.call_timeout()
 
     def _verify(self):
         if self.config.get("ca_certificate"):

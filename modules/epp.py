@@ -53,6 +53,7 @@ from modules.base import (
     ConfigField,
     ConfigProblem,
     ModuleType,
+    PerCallTimeouts,
     PermanentError,
     QuietLog,
     Result,
@@ -363,7 +364,7 @@ class DomainInfo:
         )
 
 
-class EppModule(ModuleType):
+class EppModule(PerCallTimeouts, ModuleType):
     id = "epp"
     name = "EPP registry (domain registration)"
     description = (
@@ -512,15 +513,6 @@ class EppModule(ModuleType):
             except (ssl.SSLError, ValueError):
                 errors["ca_bundle"] = "Not PEM certificates."
         return cleaned, errors
-
-    def call_timeout(self):
-        return float(self.config.get("timeout") or self.default_timeout)
-
-    def timeout(self):
-        return self.call_timeout() * self.CALLS_PER_ATTEMPT
-
-    def io_timeout(self):
-        return self.call_timeout()
 
     def renew_days_before(self):
         days = self.config.get("renew_days_before")

@@ -34,6 +34,7 @@ from modules.base import (
     ConfigField,
     ConfigProblem,
     ModuleType,
+    PerCallTimeouts,
     PermanentError,
     QuietLog,
     Result,
@@ -91,7 +92,7 @@ def elems(doc):
     return [{k: text(v) for k, v in e.items()} for e in found if isinstance(e, dict)]
 
 
-class ISPmanagerModule(ModuleType):
+class ISPmanagerModule(PerCallTimeouts, ModuleType):
     id = "ispmanager"
     name = "ISPmanager 6 (shared hosting)"
     description = (
@@ -208,15 +209,6 @@ class ISPmanagerModule(ModuleType):
         return cleaned, errors
 
     # --- HTTP ---------------------------------------------------------------------------
-
-    def call_timeout(self):
-        return float(self.config.get("timeout") or self.default_timeout)
-
-    def timeout(self):
-        return self.call_timeout() * self.CALLS_PER_ATTEMPT
-
-    def io_timeout(self):
-        return self.call_timeout()
 
     def endpoint(self):
         url = (self.config.get("url") or "").rstrip("/")

@@ -41,6 +41,7 @@ from modules.base import (
     ConfigField,
     ConfigProblem,
     ModuleType,
+    PerCallTimeouts,
     PermanentError,
     Result,
     TemporaryError,
@@ -124,7 +125,7 @@ def _error_text(reply):
     return text or reply.reason or str(reply.status_code)
 
 
-class PowerDNSModule(ModuleType):
+class PowerDNSModule(PerCallTimeouts, ModuleType):
     id = "powerdns"
     name = "PowerDNS (DNS hosting)"
     description = (
@@ -289,17 +290,6 @@ class PowerDNSModule(ModuleType):
         return f"{self.config.get('owner_tag') or 'provisor'}:service-{service_id}"
 
     # --- HTTP ---------------------------------------------------------------------------
-
-    def call_timeout(self):
-        """How long one API call may take (the ``timeout`` setting)."""
-        return float(self.config.get("timeout") or self.default_timeout)
-
-    def timeout(self):
-        """The longest an attempt may take: its API calls one after another."""
-        return self.call_timeout() * self.CALLS_PER_ATTEMPT
-
-    def io_timeout(self):
-        return self.call_timeout()
 
     def _base(self):
         url = (self.config.get("api_url") or "").rstrip("/")

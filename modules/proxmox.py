@@ -50,6 +50,7 @@ from modules.base import (
     ConfigProblem,
     ModuleError,
     ModuleType,
+    PerCallTimeouts,
     PermanentError,
     QuietLog,
     Result,
@@ -304,7 +305,7 @@ def _tls_words(exc):
     return exc.__class__.__name__
 
 
-class ProxmoxModule(ModuleType):
+class ProxmoxModule(PerCallTimeouts, ModuleType):
     id = "proxmox"
     name = "Proxmox VE (virtual servers)"
     description = (
@@ -512,12 +513,6 @@ class ProxmoxModule(ModuleType):
         if "disk" not in errors and disk and not DISK.match(disk):
             errors["disk"] = "A disk key such as scsi0, virtio0, sata0."
         return cleaned, errors
-
-    def call_timeout(self):
-        return float(self.config.get("timeout") or self.default_timeout)
-
-    def timeout(self):
-        return self.call_timeout() * self.CALLS_PER_ATTEMPT
 
     def io_timeout(self):
         return self.call_timeout() + 5.0

@@ -38,7 +38,20 @@ from app.db import database  # noqa: E402
 from tests import support  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REDIS_URL = os.environ.get("PROVISOR_TEST_REDIS_URL") or "redis://127.0.0.1:6379/11"
+
+
+def _redis_url_of_this_process():
+    """The Redis database this test process flushes and uses: ``PROVISOR_TEST_REDIS_URL``'s
+    (default db 11), plus the pytest-xdist worker's number (gw0: +0, gw1: +1, ...), so that
+    the processes of ``pytest -n N`` never flush each other's."""
+    where = urlsplit(os.environ.get("PROVISOR_TEST_REDIS_URL") or "redis://127.0.0.1:6379/11")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    offset = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    base = int(where.path.strip("/") or 0)
+    return where._replace(path=f"/{base + offset}").geturl()
+
+
+REDIS_URL = _redis_url_of_this_process()
 
 
 def need(condition, reason):

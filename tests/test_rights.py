@@ -291,6 +291,7 @@ MATRIX = [
     # the client area: only their own
     ("GET", "/my", None, client_only()),
     ("GET", "/my/order", None, client_only()),
+    ("GET", "/my/order/{ok_tariff}/availability/domain", None, client_only()),
     ("POST", "/my/order", {"tariff_id": "{ok_tariff}"}, client_only("/my/orders")),
     ("GET", "/my/orders", None, client_only()),
     ("GET", "/my/services/{carol_service}", None, client_only()),

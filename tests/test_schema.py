@@ -97,6 +97,16 @@ DOMAIN_AUTH_CODE = {
 }
 
 
+# 0021_hosting_nameservers: the hosting product type's details end with the name servers
+HOSTING_NAMESERVERS = {
+    "name": "nameservers",
+    "label": "Name servers",
+    "kind": "text",
+    "required": False,
+    "secret": False,
+}
+
+
 def changed_later(table, row):
     """``row`` of the previous release as the later migrations leave it."""
     row = {**row, **CHANGED_LATER.get(table, {}).get(row.get("code"), {})}
@@ -104,6 +114,9 @@ def changed_later(table, row):
         row["detail_fields"] = _with_kinds(row.get("code"), row["detail_fields"])
         if row.get("code") == "domain":
             fields = [*json.loads(row["detail_fields"]), DOMAIN_AUTH_CODE]
+            row["detail_fields"] = json.dumps(fields, sort_keys=True)
+        if row.get("code") == "hosting":
+            fields = [*json.loads(row["detail_fields"]), HOSTING_NAMESERVERS]
             row["detail_fields"] = json.dumps(fields, sort_keys=True)
     return row
 

@@ -218,3 +218,58 @@ def test_one_renewal_failing_does_not_stop_the_others(app, api, monkeypatch):
         assert (counts["renewals"], counts["errors"]) == (1, 1), counts
         renewed = {op.service_id for op in Operation.select().where(Operation.kind == "renew")}
     assert renewed == {services[1]}
+
+
+def test_a_sweep_resends_every_due_operation_a_batch_at_a_time(app, monkeypatch):
+    """More due operations than one query reads (``limit``): one sweep re-sends all of
+    them, a batch at a time, each batch's ``dispatched_at`` written in the transaction
+    whose commit sends its messages; those still waiting for their backoff are skipped,
+    and a batch made only of them does not stop the sweep or make it read them again."""
+    app.config["SWEEP_GRACE"] = 10
+    now = utcnow()
+    sent = []
+
+    def record(ids, delay=None):
+        assert db_in_transaction()
+        sent.append(list(ids))
+
+    def db_in_transaction():
+        from app.db import database
+
+        return database.in_transaction()
+
+    monkeypatch.setattr(dispatch, "operations", record)
+    with db(app):
+        # the oldest two were re-sent 3 times already: the next waits 10 s x 2^3
+        waiting = [
+            Operation.create(
+                kind="suspend",
+                status="retry_wait",
+                next_run_at=now - timedelta(minutes=10, seconds=i),
+                dispatched_at=now - timedelta(seconds=30),
+                redispatches=3,
+            ).id
+            for i in range(2)
+        ]
+        due = [
+            Operation.create(
+                kind="suspend",
+                status="queued",
+                next_run_at=now - timedelta(minutes=5, seconds=-i),
+                dispatched_at=now - timedelta(minutes=5),
+            ).id
+            for i in range(5)
+        ]
+        counts = operations.sweep(limit=2)
+        assert counts["resent"] == 5, counts
+        assert sent == [due[0:2], due[2:4], due[4:5]]
+        for op in Operation.select().where(Operation.id.in_(due)):
+            assert op.redispatches == 1 and op.dispatched_at >= now
+        for op in Operation.select().where(Operation.id.in_(waiting)):
+            assert op.redispatches == 3 and op.dispatched_at < now
+        # re-sent just now: the next sweep has nothing to do; max_resent caps one sweep
+        assert operations.sweep(limit=2)["resent"] == 0
+        Operation.update(dispatched_at=now - timedelta(minutes=5), redispatches=0).execute()
+        sent.clear()
+        assert operations.sweep(limit=2, max_resent=3)["resent"] == 3
+        assert sum(len(batch) for batch in sent) == 3

@@ -345,6 +345,56 @@ def test_service_timeline_polls_while_an_operation_is_open(app, client, admin):
     assert "hx-trigger" not in settled and 'data-status="active"' in settled
 
 
+def test_service_page_lists_its_operations_a_page_at_a_time(app, client, admin):
+    """A service with years of operations: its page lists the newest 50 (joined with their
+    module, not one query each) with links to the older ones; it still refreshes itself
+    while an operation is open, even one on a later page."""
+    from datetime import timedelta
+
+    from app.models import utcnow
+
+    ids = paid_service(admin)
+    service_id = ids["service_id"]
+    now = utcnow()
+    with db(app):
+        first = Operation.get_by_id(ids["operation_id"])
+        Operation.update(created_at=now - timedelta(days=400)).where(
+            Operation.id == first.id
+        ).execute()
+        # the oldest one still open (people set it up by hand), then 59 done renewals
+        stuck = Operation.create(
+            kind="change_password",
+            service=service_id,
+            module=first.module_id,
+            status="manual",
+            created_at=now - timedelta(days=399),
+        )
+        renewals = [
+            Operation.create(
+                kind="renew",
+                service=service_id,
+                module=first.module_id,
+                status="done",
+                created_at=now - timedelta(days=60 - i),
+                finished_at=now - timedelta(days=60 - i),
+            ).id
+            for i in range(59)
+        ]
+    page = html(client.get(f"/services/{service_id}"))
+    shown = re.findall(r'<tr id="operation-(\d+)"', page)
+    assert shown == [str(i) for i in reversed(renewals[9:])]
+    assert "1–50 of 61" in page and f"/services/{service_id}?page=2" in page
+    assert 'hx-trigger="every 1s"' in page  # the open operation is on page 2
+    older = html(client.get(f"/services/{service_id}?page=2"))
+    shown = re.findall(r'<tr id="operation-(\d+)"', older)
+    expected = [*reversed(renewals[:9]), stuck.id, first.id]
+    assert shown == [str(i) for i in expected]
+    assert "51–61 of 61" in older and f"/services/{service_id}?page=1" in older
+    assert f'hx-get="/services/{service_id}?page=2"' in older
+    # past the last page: the last one, not an error
+    assert "51–61 of 61" in html(client.get(f"/services/{service_id}?page=99"))
+
+
 def test_orders_mark_paid(app, client, admin):
     _, _, tariff, customer = admin.catalog("sandbox")
     order = admin.order(customer["id"], tariff["id"])

@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from peewee import Value, fn
+from peewee import JOIN, Value, fn
 
 import modules
 from app import secrets_box
@@ -544,6 +544,27 @@ def timeline(service):
         Operation.select()
         .where(Operation.service == service.id)
         .order_by(Operation.created_at.desc(), Operation.id.desc())
+    )
+
+
+def operations_of(service):
+    """The service's operations with their module's row (one query, to page), newest
+    first, and the same rows without the join (to count them)."""
+    rows = (
+        Operation.select(Operation, ProcessingModule)
+        .join(ProcessingModule, JOIN.LEFT_OUTER, on=(Operation.module == ProcessingModule.id))
+        .where(Operation.service == service.id)
+        .order_by(Operation.created_at.desc(), Operation.id.desc())
+    )
+    return rows, Operation.select(Operation.id).where(Operation.service == service.id)
+
+
+def has_open_operation(service):
+    """Whether an operation of the service is not finished (its page then refreshes)."""
+    return (
+        Operation.select(Operation.id)
+        .where((Operation.service == service.id) & Operation.status.in_(Operation.OPEN_STATUSES))
+        .exists()
     )
 
 

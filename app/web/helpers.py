@@ -326,8 +326,9 @@ def _label(value):
     return str(value or "").replace("_", " ")
 
 
-def _operation_actions(op):
-    """The actions on ``op`` the logged-in user may take (none outside their departments)."""
+def _operation_actions(op, task=None, task_known=False):
+    """The actions on ``op`` the logged-in user may take (none outside their departments).
+    ``task``: its open task (or None) when ``task_known`` (a list looked them up at once)."""
     from flask import g
     from flask_login import current_user
 
@@ -338,7 +339,8 @@ def _operation_actions(op):
         return []
     if "my_departments" not in g:
         g.my_departments = None if user.is_admin else set(accounts.department_ids_of(user))
-    if not operations.may_act(user, op, g.my_departments):
+    known = {"task": task} if task_known else {}
+    if not operations.may_act(user, op, g.my_departments, **known):
         return []
     return operations.available_actions(op)
 

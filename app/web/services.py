@@ -101,7 +101,13 @@ def export():
     )
 
 
+# the service page lists its operations newest first, this many a page (a service renewed
+# monthly for years has hundreds: all of them made the page slow, bench/million.py)
+TIMELINE_PAGE = 50
+
+
 def _detail_context(service, errors=None, form=None, failed_form=None, reveal=False):
+    operations, count = provisioning.operations_of(service)
     return {
         "service": service,
         "declared": service.tariff.product_type.detail_fields or [],
@@ -109,7 +115,8 @@ def _detail_context(service, errors=None, form=None, failed_form=None, reveal=Fa
         "secrets_hidden": provisioning.secrets_hidden(service) and not reveal,
         "shown_details": provisioning.visible_details(service, reveal=reveal),
         "failed_form": failed_form,
-        "timeline": provisioning.timeline(service),
+        "timeline": Page(operations, size=TIMELINE_PAGE, count_query=count),
+        "busy": provisioning.has_open_operation(service),
         "emails": mail.for_service(service.id),
         "actions": provisioning.allowed_actions(service),
         "tariff_choices": provisioning.tariff_choices(service),

@@ -126,7 +126,8 @@ def test_simulated_cpanel_open_creates_the_account_in_the_tariffs_package(hostin
         (welcome,) = Email.select().where(Email.service == service_id)
     for text in (domain, user, account["password"], "https://127.0.0.1:2083/", "192.0.2.80"):
         assert text in welcome.body
-    assert "ns1.hosting.example, ns2.hosting.example" in welcome.body
+    # under the hosting type's label (0021_hosting_nameservers), not as a bare key
+    assert "Name servers: ns1.hosting.example, ns2.hosting.example" in welcome.body
     log = hosting.log(op.id)
     assert f"/json-api/accountsummary?api.version=1&user={user}" in log
     assert "> POST https://127.0.0.1:" in log and "/json-api/createacct" in log
