@@ -10,7 +10,8 @@ log = logging.getLogger(__name__)
 
 
 class AppContextMiddleware(Middleware):
-    """Push a Flask app context and open the database connection for each message, and
+    """Push a Flask app context and open the database connection for each message (an
+    SQLite one stays open in its worker thread between messages: ``app.db.keep_connection``), and
     put the id the message is about on every record logged while handling it: an actor
     declared with ``log_context="operation"`` logs ``operation=<its first argument>``.
 
@@ -33,7 +34,7 @@ class AppContextMiddleware(Middleware):
             AppContextMiddleware.app = create_app()
 
     def before_process_message(self, broker, message):
-        from app.db import database
+        from app.db import database, keep_connection
 
         if AppContextMiddleware.app is None:
             self.before_worker_boot(broker, None)
@@ -45,14 +46,14 @@ class AppContextMiddleware(Middleware):
         ctx = AppContextMiddleware.app.app_context()
         ctx.push()
         self._local.ctx = ctx
+        keep_connection()
         database.connect(reuse_if_open=True)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        from app.db import database
+        from app.db import release
 
         try:
-            if not database.is_closed():
-                database.close()
+            release()
         finally:
             ctx = getattr(self._local, "ctx", None)
             if ctx is not None:

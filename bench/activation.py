@@ -24,6 +24,9 @@ Per run, on a fresh database ``provisor_bench`` (PostgreSQL) and a fresh Redis n
 ``--mode prequeued`` stops the worker (SIGSTOP) while paying / sending and measures from
 SIGCONT instead: the worker's own drain rate without the producer competing for the 2 CPUs.
 
+``--mode embedded`` measures the embedded default instead (SQLite, StubBroker, in-process
+worker and scheduler, a no-op actor on the same broker): see ``bench/activation_embedded.py``.
+
 ``--instrument`` runs ``bench.instrumented_actors`` (counts SQL statements, commits,
 connections and messages per actor) and ``--profile`` records the worker with py-spy;
 both slow the worker down: use them to explain, not to measure.
@@ -47,7 +50,12 @@ def parse_args():
     p.add_argument("--noop-messages", type=int, default=3000)
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--mode", choices=("live", "prequeued"), default="live")
+    p.add_argument(
+        "--mode",
+        choices=("live", "prequeued", "embedded"),
+        default="live",
+        help="embedded: SQLite, StubBroker, in-process worker (bench/activation_embedded.py)",
+    )
     p.add_argument("--no-scheduler", action="store_true", help="do not run `provisor scheduler`")
     p.add_argument("--no-noop", action="store_true", help="skip the raw Dramatiq measurement")
     p.add_argument("--instrument", action="store_true", help="count queries per message")
@@ -63,6 +71,11 @@ def parse_args():
 
 
 ARGS = parse_args()
+if ARGS.mode == "embedded":  # the embedded default: no PostgreSQL, no Redis, one process
+    from bench import activation_embedded
+
+    activation_embedded.main(ARGS)
+    sys.exit(0)
 NAMESPACE = f"provisor-bench-{os.getpid()}"
 ENV = common.bench_env(common.database_url(), namespace=NAMESPACE)
 

@@ -36,7 +36,7 @@ from flask import current_app
 from peewee import fn
 
 from app import outbound, secrets_box
-from app.db import write_transaction
+from app.db import forget, once_per_transaction, write_transaction
 from app.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint, utcnow
 from app.services import dispatch
 from app.services.errors import NotFound, ValidationError
@@ -95,8 +95,16 @@ def _record(subject, row, action, previous, event_type):
     return _store(event_type, subject, row.id, data, endpoints)
 
 
+ENDPOINTS_KEY = "events.enabled_endpoints"
+
+
 def _enabled_endpoints():
-    return list(WebhookEndpoint.select().where(WebhookEndpoint.enabled == True))  # noqa: E712
+    """The enabled endpoints, read once per transaction: an activation changes the status
+    of its operation and of its service in one transaction, each of them an event."""
+    return once_per_transaction(
+        ENDPOINTS_KEY,
+        lambda: list(WebhookEndpoint.select().where(WebhookEndpoint.enabled == True)),  # noqa: E712
+    )
 
 
 def _store(event_type, subject, subject_id, data, endpoints):
@@ -385,6 +393,7 @@ def create_endpoint(data):
     values = _clean(data)
     now = utcnow()
     with write_transaction():
+        forget(ENDPOINTS_KEY)
         return WebhookEndpoint.create(
             url=values["url"],
             secret_encrypted=secrets_box.encrypt(values["secret"], SECRET_PURPOSE),
@@ -409,6 +418,7 @@ def update_endpoint(endpoint_id, data):
         endpoint.description = values["description"] or ""
         endpoint.updated_at = utcnow()
         endpoint.save()
+        forget(ENDPOINTS_KEY)
     if endpoint.enabled:
         with write_transaction():
             # what waited while it was disabled goes out now
@@ -428,6 +438,7 @@ def delete_endpoint(endpoint_id):
     with write_transaction():
         endpoint = get_endpoint(endpoint_id)
         endpoint.delete_instance(recursive=True)
+        forget(ENDPOINTS_KEY)
 
 
 def send_test(endpoint_id):

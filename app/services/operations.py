@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -31,10 +32,11 @@ from peewee import JOIN
 
 import modules
 from app import guards, inflight, logs, messages
-from app.db import get_for_update, release_connection, write_transaction
+from app.db import database, get_for_update, release_connection, write_transaction
 from app.messages import Reason
 from app.models import (
     Attempt,
+    Client,
     Item,
     Operation,
     ProcessingModule,
@@ -161,21 +163,21 @@ def _attempt(op, attempt, instance, current):
     except DeadlineExceeded:
         message = str(Reason("deadline", seconds=f"{instance.timeout():g}"))
         ctx.log(f"stopped: {message}")
-        return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
+        return _record_failure(op, attempt, message, False, ctx.log_text)
     except ModuleError as exc:
         message = mask(str(exc), ctx.secrets)
-        return _record_failure(op.id, attempt.id, message, exc.permanent, ctx.log_text)
+        return _record_failure(op, attempt, message, exc.permanent, ctx.log_text)
     except Exception as exc:  # a bug in a module must not lose the operation
         log.exception("module %s crashed on operation %s", op.module_id, op.id)
         message = mask(f"module error: {exc.__class__.__name__}: {exc}", ctx.secrets)
-        return _record_failure(op.id, attempt.id, message, False, ctx.log_text)
+        return _record_failure(op, attempt, message, False, ctx.log_text)
     problem, permanent = _result_problem(result)
     if not problem:
         problem, permanent = _details_problem(op, result), True
     if problem:
-        return _record_failure(op.id, attempt.id, problem, permanent, ctx.log_text)
+        return _record_failure(op, attempt, problem, permanent, ctx.log_text)
     _mask_details(ctx, result)
-    return _record_result(op.id, attempt.id, result, ctx.log_text)
+    return _record_result(op, attempt, result, ctx.log_text)
 
 
 def hand_back(grace=0.0):
@@ -276,10 +278,64 @@ def _mask_details(ctx, result):
         ctx.secrets_in(result.details)
 
 
+def _attempt_load_query(pk):
+    return (
+        Operation.select(Operation, ProcessingModule, Service, Tariff, ProductType, Client, Item)
+        .join(ProcessingModule, JOIN.LEFT_OUTER, on=(Operation.module == ProcessingModule.id))
+        .switch(Operation)
+        .join(Service, JOIN.LEFT_OUTER, on=(Operation.service == Service.id))
+        .join(Tariff, JOIN.LEFT_OUTER, on=(Service.tariff == Tariff.id))
+        .join(ProductType, JOIN.LEFT_OUTER, on=(Tariff.product_type == ProductType.id))
+        .switch(Service)
+        .join(Client, JOIN.LEFT_OUTER, on=(Service.client == Client.id))
+        .switch(Tariff)
+        .join(
+            Item,
+            JOIN.LEFT_OUTER,
+            on=(Item.module == Operation.module) & (Item.internal_name == Tariff.internal_name),
+            attr="item_of_module",
+        )
+        .where(Operation.id == pk)  # its primary key: one row at most
+    )
+
+
+_compiled_load = threading.local()
+
+
+def _load_for_attempt(operation_id):
+    """The operation with what an attempt reads of it — its module, service, tariff,
+    product type, client and the module's item for that tariff — in one joined SELECT
+    (None: no such operation). The attempt reuses these rows through its context and its
+    result (read-only there: the rows it changes are read again, locked, by
+    :func:`_record_result`).
+
+    Its SQL text is generated once per database and thread and only the id is bound
+    each time: peewee generating the text of this 7-table SELECT was 9 % of a worker's
+    CPU (bench/README.md, issue 14)."""
+    pk = parse_id(operation_id)
+    if pk is None:
+        return None
+    cached = getattr(_compiled_load, "value", None)
+    if cached is None or cached[0] is not database.obj:
+        query = _attempt_load_query(0)
+        sql, params = query.sql()
+        if list(params) != [0]:  # pragma: no cover (the query has one parameter: the id)
+            raise RuntimeError(f"unexpected parameters of the attempt's load: {params}")
+        cached = _compiled_load.value = (database.obj, query, sql)
+    _, query, sql = cached
+    rows = list(query._get_cursor_wrapper(database.execute_sql(sql, (pk,))))
+    op = rows[0] if rows else None
+    if op is not None and op.service_id is not None:
+        # the item of this module for the service's tariff (see _item_of)
+        tariff = op.service.tariff
+        op.__dict__["_items"] = {tariff.internal_name: tariff.item_of_module}
+    return op
+
+
 def _claim(operation_id):
     now = utcnow()
     with write_transaction():
-        op = Operation.get_or_none_by_id(operation_id)
+        op = _load_for_attempt(operation_id)
         if op is None or op.status not in RUNNABLE:
             return None  # most duplicates stop here, before any lock
         if op.next_run_at and op.next_run_at > now:
@@ -340,22 +396,33 @@ def _waits_for_item(op):
     """An operation on a service waits while its module's item is still being created."""
     if op.kind == "ensure_item" or op.service_id is None:
         return False
-    internal_name = op.service.tariff.internal_name
-    item = Item.get_or_none((Item.module == op.module_id) & (Item.internal_name == internal_name))
+    item = _item_of(op, op.service.tariff.internal_name)
     return item is not None and item.status == "creating"
+
+
+def _item_of(op, internal_name):
+    """The item of ``op``'s module named ``internal_name`` (None: there is none), read once
+    per attempt: the claim and the attempt's context both need it."""
+    known = op.__dict__.setdefault("_items", {})
+    if internal_name not in known:
+        known[internal_name] = Item.get_or_none(
+            (Item.module == op.module_id) & (Item.internal_name == internal_name)
+        )
+    return known[internal_name]
 
 
 def _context(op, attempt_number, instance):
     service = op.service if op.service_id else None
     tariff = client = product_type = None
     secrets = list(instance.secret_values())
-    secret_fields = _secret_fields(None)
     if service is not None:
         tariff = service.tariff
         client = service.client
         product_type = tariff.product_type
         secret_fields = _secret_fields(product_type)
         secrets += [(service.details or {}).get(name) for name in secret_fields]
+    else:
+        secret_fields = _secret_fields(None)
     params = dict(op.params or {})
     if op.kind == "change_tariff" and service is not None:
         new = Tariff.get_or_none_by_id(params.get("tariff_id"))
@@ -368,7 +435,7 @@ def _context(op, attempt_number, instance):
     if item is None and service is not None and instance.item_fields:
         # the item of the tariff this operation is for (change_tariff: the new one)
         internal = params.get("tariff_internal_name") or tariff.internal_name
-        found = Item.get_or_none((Item.module == op.module_id) & (Item.internal_name == internal))
+        found = _item_of(op, internal)
         item_settings = found.settings if found is not None else None
     return OperationContext(
         op,
@@ -415,14 +482,30 @@ def _finish_attempt(attempt, outcome, error, log_text, now):
     ).where(Attempt.id == attempt.id).execute()
 
 
-def _record_result(op_id, attempt_id, result, log_text):
+def _locked_after_attempt(claimed, attempt):
+    """``claimed`` (the operation as its claim read it) read again and locked for
+    recording how ``attempt`` ended, and whether the attempt is still the operation's
+    current one. Its module is the claim's (read-only here)."""
+    op = get_for_update(Operation, claimed.id)
+    if op.module_id == claimed.module_id:
+        op.__rel__["module"] = claimed.module
+    return op, op.status == "running" and op.attempts == attempt.number
+
+
+def _attempt_row(attempt, current):
+    """The attempt's row as it is now. While it is the operation's current attempt
+    (running, not handed back, reclaimed or answered by a callback) nobody else writes
+    it, so the row the claim inserted is it; otherwise it is read again."""
+    return attempt if current else Attempt.get_by_id(attempt.id)
+
+
+def _record_result(claimed, attempt, result, log_text):
     now = utcnow()
     with write_transaction():
-        op = get_for_update(Operation, op_id)
-        attempt = Attempt.get_by_id(attempt_id)
+        op, current = _locked_after_attempt(claimed, attempt)
+        attempt = _attempt_row(attempt, current)
         _finish_attempt(attempt, result.status, None, log_text, now)
         log.info("%s, attempt %s: %s", op.kind, attempt.number, result.status)
-        current = op.status == "running" and op.attempts == attempt.number
         if result.status == "pending":
             if current:
                 OPERATION.move(op, "pending")
@@ -447,7 +530,7 @@ def _record_result(op_id, attempt_id, result, log_text):
             return op  # already done or cancelled: this late result changes nothing
         if result.state is not None:
             op.state = result.state
-        _complete_with(op, now, result)
+        _complete_with(op, now, result, known_service=claimed.service if op.service_id else None)
     return op
 
 
@@ -472,8 +555,19 @@ def _wait_for_next_check(op, result, now):
     dispatch.operation(op.id, delay=(op.next_run_at - now).total_seconds())
 
 
-def _complete(op, now, by=None, remote_id=None, details=None, data=None, expires_at=None):
-    """Mark ``op`` done and apply it to its service or item (inside a transaction)."""
+def _complete(
+    op,
+    now,
+    by=None,
+    remote_id=None,
+    details=None,
+    data=None,
+    expires_at=None,
+    known_service=None,
+):
+    """Mark ``op`` done and apply it to its service or item (inside a transaction).
+    ``known_service``: the service as read earlier by the attempt, whose tariff, product
+    type and client may be reused (see ``provisioning.apply_done``)."""
     OPERATION.move(op, "complete" if by else "done")
     op.finished_at = now
     op.updated_at = now
@@ -493,12 +587,18 @@ def _complete(op, now, by=None, remote_id=None, details=None, data=None, expires
         _wake_waiting_on_item(item)
     elif op.service_id:
         provisioning.apply_done(
-            op, now, remote_id=remote_id, details=details or {}, data=data, expires_at=expires_at
+            op,
+            now,
+            remote_id=remote_id,
+            details=details or {},
+            data=data,
+            expires_at=expires_at,
+            known_service=known_service,
         )
     tasks.close_for_operation(op, now, by=by)
 
 
-def _complete_with(op, now, result):
+def _complete_with(op, now, result, known_service=None):
     """``_complete`` with what a module's ``Result.done`` carries."""
     _complete(
         op,
@@ -507,6 +607,7 @@ def _complete_with(op, now, result):
         details=result.details,
         data=result.data,
         expires_at=result.expires_at,
+        known_service=known_service,
     )
 
 
@@ -529,16 +630,16 @@ def _wake_waiting_on_item(item):
         dispatch.operations(ids)
 
 
-def _record_failure(op_id, attempt_id, message, permanent, log_text):
+def _record_failure(claimed, attempt, message, permanent, log_text):
     now = utcnow()
     message = guards.storable(message)
     outcome = "permanent_error" if permanent else "temporary_error"
     with write_transaction():
-        op = get_for_update(Operation, op_id)
-        attempt = Attempt.get_by_id(attempt_id)
+        op, current = _locked_after_attempt(claimed, attempt)
+        attempt = _attempt_row(attempt, current)
         _finish_attempt(attempt, outcome, message, log_text, now)
         log.warning("%s, attempt %s: %s: %s", op.kind, attempt.number, outcome, message)
-        if op.status != "running" or op.attempts != attempt.number:
+        if not current:
             return op  # the sweep took this attempt over meanwhile
         op.last_error = message
         _after_failure(op, permanent, now)

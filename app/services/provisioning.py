@@ -443,9 +443,20 @@ def _queue_renewal(service_id, counts):
 # --- finishing operations ---------------------------------------------------------------
 
 
-def apply_done(op, now, remote_id=None, details=None, data=None, expires_at=None):
-    """What a finished operation does to its service (inside the operation's transaction)."""
+def apply_done(
+    op, now, remote_id=None, details=None, data=None, expires_at=None, known_service=None
+):
+    """What a finished operation does to its service (inside the operation's transaction).
+
+    The service row is read again here (it is saved whole); ``known_service``, the same
+    service as the attempt read it, lends its tariff, product type and client (rows this
+    only reads) when they are still the ones the service points to."""
     service = Service.get_by_id(op.service_id)
+    if known_service is not None and known_service.id == service.id:
+        for name in ("tariff", "client"):
+            related = known_service.__rel__.get(name)
+            if related is not None and related.id == service.__data__.get(name):
+                service.__rel__[name] = related
     old_tariff = service.tariff
     if op.kind == "change_tariff":
         new_tariff = op.params.get("tariff_id")

@@ -1,0 +1,282 @@
+"""Benchmark 1, the embedded default (``python -m bench.activation --mode embedded``).
+
+What ``provisor serve`` runs, in this one process: SQLite (a file in a temp dir, the
+project's pragmas), the in-process StubBroker with the project's middleware, the embedded
+worker (``app.embedded.start_worker``, ``--threads`` threads) and the scheduler thread.
+Per run, on a fresh database:
+
+1. the worker creates the sandbox tariff's item (it proves it is up), then is paused
+   (``Worker.pause``);
+2. N orders are created and paid (``orders.mark_paid``, one transaction each) while it is
+   paused, so their messages wait in the StubBroker's queue (prequeued: nothing competes);
+3. the worker resumes; activations/s = N / (last ``operation.finished_at`` − the moment
+   it resumed), read from the database once every service is active and every welcome
+   email is in the outbox;
+4. raw: a no-op actor on the same StubBroker and middleware (an app context and a
+   database connect/close per message, as for every actor), M messages sent while the
+   worker is paused, then timed from resume until ``broker.join``.
+
+CPU: this process's CPU seconds (``time.process_time``: worker threads, scheduler and the
+0.2 s polling of this script) over the drained span, per activation / per message.
+``--instrument`` counts SQL statements and commits per message (``bench.sqlcount``).
+"""
+
+import os
+import statistics
+import tempfile
+import time
+
+from bench import common
+
+
+def _setup(threads):
+    tmp = tempfile.mkdtemp(prefix="provisor-bench-embedded-")
+    url = f"sqlite:///{tmp}/provisor.db"
+    common.bench_env(url, redis_url=None, WORKER_THREADS=threads)
+    return tmp, url
+
+
+def main(args):
+    tmp, url = _setup(args.threads)
+    import dramatiq
+
+    import actors
+    from app import create_app, embedded, scheduler, schema
+    from app.db import database
+
+    if args.instrument:
+        from bench import instrumented_actors  # noqa: F401  (adds its middleware)
+
+    @dramatiq.actor(queue_name="bench_noop", max_retries=0)
+    def noop(n):
+        """Does nothing."""
+
+    runs = []
+    print(
+        f"Provisor activation benchmark, embedded (SQLite, StubBroker, in-process worker x "
+        f"{args.threads} threads, scheduler on): {args.orders} orders, {args.runs} run(s)"
+    )
+    for run_no in range(1, args.runs + 1):
+        path = os.path.join(tmp, f"run{run_no}.db")
+        os.environ["DATABASE_URL"] = f"sqlite:///{path}"
+        app = create_app()
+        with app.app_context():
+            schema.upgrade()
+        worker = embedded.start_worker(app, threads=args.threads)
+        sweeper = scheduler.Scheduler(app)
+        sweeper.start()
+        try:
+            runs.append(_run(args, app, worker, actors.broker, noop, run_no, database))
+        finally:
+            sweeper.stop()
+            embedded.stop_worker()
+            if not database.is_closed():
+                database.close()
+    _report(args, runs)
+
+
+def _catalog(app, database):
+    """A sandbox module at zero latency, a VPS tariff and 50 clients (as
+    ``bench.activation`` makes them); the worker creates the tariff's item first."""
+    from app.models import Item
+    from app.services import accounts, catalog
+
+    with app.app_context(), database.connection_context():
+        dept = catalog.create_department({"name": "Bench"})
+        module = catalog.create_module(
+            {
+                "name": "sandbox-bench",
+                "type": "sandbox",
+                "config": {"latency_ms": 0},
+                "department_id": dept.id,
+            }
+        )
+        tariff = catalog.create_tariff(
+            {
+                "name": "Bench VPS",
+                "product_type": "vps",
+                "price": "5.00",
+                "internal_name": "bench-vps",
+                "module_ids": [module.id],
+            }
+        )
+        clients = [
+            accounts.create_client({"name": f"Client {i}", "email": f"c{i}@bench.example"})
+            for i in range(50)
+        ]
+
+    def item_ready():
+        with app.app_context(), database.connection_context():
+            return Item.get(Item.module == module.id).status == "ready"
+
+    common.wait_until(item_ready, timeout=60, interval=0.1, message="the item to be created")
+    return tariff, clients
+
+
+def _orders(app, database, tariff, clients, n):
+    from app.services import orders
+
+    ids = []
+    with app.app_context(), database.connection_context(), database.atomic():
+        for i in range(n):
+            order = orders.create(
+                {"client_id": clients[i % len(clients)].id, "tariff_id": tariff.id}
+            )
+            ids.append(order.id)
+    return ids
+
+
+def _count(database, sql):
+    with database.connection_context():
+        return database.execute_sql(sql).fetchone()
+
+
+def _run(args, app, worker, broker, noop, run_no, database):
+    from datetime import datetime
+
+    from app.services import orders
+
+    tariff, clients = _catalog(app, database)
+    worker.pause()
+    ids = _orders(app, database, tariff, clients, args.orders)
+    t0 = time.monotonic()
+    with app.app_context(), database.connection_context():
+        for order_id in ids:
+            if args.instrument:
+                from bench import sqlcount
+
+                with sqlcount.measure("mark_paid (bench thread)"):
+                    orders.mark_paid(order_id, by="bench")
+            else:
+                orders.mark_paid(order_id, by="bench")
+    pay_s = time.monotonic() - t0
+    spy = None
+    if args.profile:  # py-spy on this process while the worker drains (idle threads left out)
+        import subprocess
+
+        out = os.path.join(common.RESULTS, "profiles", f"activation-embedded-run{run_no}.txt")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        spy = subprocess.Popen(
+            [f"{common.BIN}/py-spy", "record", "--pid", str(os.getpid()), "--rate", "250"]
+            + ["--format", "raw", "--output", out, "--nonblocking"]
+            + (["--gil"] if args.profile_gil else []),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy attaches
+    cpu0 = time.process_time()
+    resumed = datetime.utcnow()
+    m0 = time.monotonic()
+    worker.resume()
+    n = args.orders
+
+    def done():
+        active, outbox = _count(
+            database,
+            "SELECT (SELECT count(*) FROM service WHERE status = 'active'), "
+            "(SELECT count(*) FROM email WHERE status = 'outbox' AND kind = 'welcome')",
+        )
+        return active >= n and outbox >= n
+
+    common.wait_until(done, timeout=args.timeout, interval=0.2, message="every activation")
+    cpu = time.process_time() - cpu0
+    if spy is not None:
+        import signal
+
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+        print(f"  profile: {out}")
+    (last,) = _count(database, "SELECT max(finished_at) FROM operation WHERE kind = 'open'")
+    last = datetime.fromisoformat(str(last))
+    span = (last - resumed).total_seconds()
+    attempts, ops = _count(
+        database,
+        "SELECT (SELECT count(*) FROM attempt a JOIN operation o ON o.id = a.operation_id "
+        "WHERE o.kind = 'open'), (SELECT count(*) FROM operation WHERE kind = 'open')",
+    )
+    instrumented = None
+    if args.instrument:
+        from bench import sqlcount
+
+        instrumented = sqlcount.snapshot()
+        print(sqlcount.report(instrumented))
+        sqlcount.reset()
+    result = {
+        "run": run_no,
+        "activations": n,
+        "pay_loop_s": round(pay_s, 3),
+        "span_s": span,
+        "wall_until_seen_s": round(time.monotonic() - m0, 3),
+        "activations_per_s": n / span,
+        "cpu_ms_per_activation": cpu * 1000 / n,
+        "attempts": attempts,
+        "operations": ops,
+        "load": os.getloadavg(),
+        "instrumented": instrumented,
+    }
+    print(
+        f"  run {run_no}: {result['activations_per_s']:.1f} activations/s (span {span:.2f} s, "
+        f"attempts {attempts}/{ops}, CPU {result['cpu_ms_per_activation']:.2f} ms/act, "
+        f"load {result['load'][0]:.2f})"
+    )
+    if not args.no_noop:
+        worker.pause()
+        for i in range(args.noop_messages):
+            noop.send(i)
+        cpu0 = time.process_time()
+        t0 = time.monotonic()
+        worker.resume()
+        broker.join("bench_noop", timeout=int(args.timeout * 1000))
+        worker.join()
+        elapsed = time.monotonic() - t0
+        cpu = time.process_time() - cpu0
+        result["noop_msgs_per_s"] = args.noop_messages / elapsed
+        result["noop_cpu_ms_per_msg"] = cpu * 1000 / args.noop_messages
+        result["ratio"] = result["activations_per_s"] / result["noop_msgs_per_s"]
+        print(
+            f"  run {run_no}: no-op (same StubBroker and middleware) "
+            f"{result['noop_msgs_per_s']:.1f} msgs/s, CPU {result['noop_cpu_ms_per_msg']:.3f} "
+            f"ms/msg -> ratio {result['ratio']:.3f}"
+        )
+    return result
+
+
+def _report(args, runs):
+    def med(key):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    headers = ["run", "act/s", "CPU ms/act", "no-op msg/s", "no-op CPU ms", "ratio", "load 1m"]
+    rows = [
+        [
+            r["run"],
+            f"{r['activations_per_s']:.1f}",
+            f"{r['cpu_ms_per_activation']:.2f}",
+            f"{r.get('noop_msgs_per_s', 0):.0f}",
+            f"{r.get('noop_cpu_ms_per_msg', 0):.3f}",
+            f"{r.get('ratio', 0):.3f}",
+            f"{r['load'][0]:.2f}",
+        ]
+        for r in runs
+    ]
+    print()
+    print(common.table(rows, headers))
+    summary = {
+        "activations_per_s_median": med("activations_per_s"),
+        "noop_msgs_per_s_median": med("noop_msgs_per_s"),
+        "ratio_median": med("ratio"),
+        "cpu_ms_per_activation_median": med("cpu_ms_per_activation"),
+    }
+    for key, value in summary.items():
+        print(f"  {key}: {value:.3f}" if value is not None else f"  {key}: -")
+    path = common.write_result(
+        f"activation-embedded-t{args.threads}{'-instr' if args.instrument else ''}",
+        {
+            "args": vars(args),
+            "machine": common.machine_info(),
+            "git": common.git_revision(),
+            "runs": runs,
+            "summary": summary,
+        },
+    )
+    print(f"\nresults: {path}")
