@@ -542,3 +542,25 @@ def test_a_disabled_endpoint_keeps_what_waits_and_gets_it_once_enabled(app, api,
         {"url": event_receiver.url, "event_types": ["service.suspended"], "enabled": True},
     )
     support.wait_for(lambda: event_receiver.events("service.suspended"), message="delivered")
+
+
+def test_an_endpoint_added_inside_a_transaction_gets_its_later_events(app, api, event_receiver):
+    """The enabled endpoints are read once per transaction (an activation's status changes
+    share them); adding one in that transaction makes the next change read them again."""
+    ids = support.paid_service(api)
+    with support.db(app), write_transaction():
+        service = Service.get_by_id(ids["service_id"])
+        SERVICE.move(service, "done_suspend")  # no endpoint yet: nothing stored
+        service.save()
+        assert Event.select().count() == 0
+        events.create_endpoint(
+            {
+                "url": event_receiver.url,
+                "secret": event_receiver.secret,
+                "event_types": ["service.active"],
+            }
+        )
+        SERVICE.move(service, "done_resume")
+        service.save()
+        assert [e.type for e in Event.select()] == ["service.active"]
+    support.wait_for(lambda: event_receiver.events("service.active"), message="sent")
