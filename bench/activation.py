@@ -117,40 +117,7 @@ def start_worker(procs, name, module):
 
 
 def setup_catalog(app):
-    from app.models import Item
-    from app.services import accounts, catalog
-
-    with app.app_context(), database.connection_context():
-        dept = catalog.create_department({"name": "Bench"})
-        module = catalog.create_module(
-            {
-                "name": "sandbox-bench",
-                "type": "sandbox",
-                "config": {"latency_ms": 0},
-                "department_id": dept.id,
-            }
-        )
-        tariff = catalog.create_tariff(
-            {
-                "name": "Bench VPS",
-                "product_type": "vps",
-                "price": "5.00",
-                "internal_name": "bench-vps",
-                "module_ids": [module.id],
-            }
-        )
-        clients = [
-            accounts.create_client({"name": f"Client {i}", "email": f"c{i}@bench.example"})
-            for i in range(50)
-        ]
-
-    # the worker creates the tariff's item (ensure_item) first: also proves it is up
-    def item_ready():
-        with app.app_context(), database.connection_context():
-            return Item.get(Item.module == module.id).status == "ready"
-
-    common.wait_until(item_ready, timeout=60, interval=0.1, message="the item to be created")
-    return module, tariff, clients
+    return common.sandbox_catalog(app)
 
 
 def create_orders(app, tariff, clients, n):

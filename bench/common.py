@@ -420,3 +420,44 @@ def table(rows, headers):
     for r in rows:
         out.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
     return "\n".join(out)
+
+
+def sandbox_catalog(app, latency_ms=0, module_name="sandbox-bench", timeout=60, interval=0.1):
+    """What the activation benchmarks order from: a sandbox module (``latency_ms``), a VPS
+    tariff served by it and 50 clients, made through the app; returns ``(module, tariff,
+    clients)`` once a worker has created the tariff's item (ensure_item: it also proves the
+    worker is up)."""
+    from app.db import database
+    from app.models import Item
+    from app.services import accounts, catalog
+
+    with app.app_context(), database.connection_context():
+        dept = catalog.create_department({"name": "Bench"})
+        module = catalog.create_module(
+            {
+                "name": module_name,
+                "type": "sandbox",
+                "config": {"latency_ms": latency_ms},
+                "department_id": dept.id,
+            }
+        )
+        tariff = catalog.create_tariff(
+            {
+                "name": "Bench VPS",
+                "product_type": "vps",
+                "price": "5.00",
+                "internal_name": "bench-vps",
+                "module_ids": [module.id],
+            }
+        )
+        clients = [
+            accounts.create_client({"name": f"Client {i}", "email": f"c{i}@bench.example"})
+            for i in range(50)
+        ]
+
+    def item_ready():
+        with app.app_context(), database.connection_context():
+            return Item.get(Item.module == module.id).status == "ready"
+
+    wait_until(item_ready, timeout=timeout, interval=interval, message="the item to be created")
+    return module, tariff, clients

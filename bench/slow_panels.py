@@ -131,38 +131,11 @@ def start_workers(procs):
 
 
 def setup(app):
-    from app.models import Item
-    from app.services import accounts, catalog, orders
+    from app.services import orders
 
-    with app.app_context(), database.connection_context():
-        dept = catalog.create_department({"name": "Bench"})
-        module = catalog.create_module(
-            {
-                "name": "sandbox-slow",
-                "type": "sandbox",
-                "config": {"latency_ms": ARGS.latency_ms},
-                "department_id": dept.id,
-            }
-        )
-        tariff = catalog.create_tariff(
-            {
-                "name": "Bench VPS",
-                "product_type": "vps",
-                "price": "5.00",
-                "internal_name": "bench-vps",
-                "module_ids": [module.id],
-            }
-        )
-        clients = [
-            accounts.create_client({"name": f"Client {i}", "email": f"c{i}@bench.example"})
-            for i in range(50)
-        ]
-
-    def item_ready():
-        with app.app_context(), database.connection_context():
-            return Item.get(Item.module == module.id).status == "ready"
-
-    common.wait_until(item_ready, timeout=120, interval=0.1, message="the item to be created")
+    _, tariff, clients = common.sandbox_catalog(
+        app, latency_ms=ARGS.latency_ms, module_name="sandbox-slow", timeout=120
+    )
     ids = []
     with app.app_context(), database.connection_context(), database.atomic():
         for i in range(ARGS.orders):
