@@ -156,10 +156,69 @@ def release_connection():
 def get_for_update(model, pk):
     """``model`` row ``pk`` locked until the transaction ends (FOR UPDATE on PostgreSQL;
     SQLite's write transactions are serialised already). None if there is no such row."""
-    query = model.select().where(model._meta.primary_key == pk)
+    return model.fetch_by_id(pk, lock=True)
+
+
+# --- statements whose SQL text is generated once ----------------------------------------
+#
+# peewee builds the SQL text of a query from its expression tree every time it runs it:
+# for a row read or saved by its id that is 5-8 times the cost of running the statement
+# (bench/README.md, issue 14). The statements below have a text that depends only on the
+# dialect and on which columns they name, so it is made once and only the values are
+# bound each time (converted by each field's ``db_value`` / ``python_value``, as peewee
+# does).
+
+_texts = {}
+
+
+def statement_text(key, build):
+    """The SQL text ``build()`` makes, generated once per dialect (the database class)
+    and ``key``."""
+    full_key = (type(database.obj), key)
+    text = _texts.get(full_key)
+    if text is None:
+        text = _texts[full_key] = build()
+    return text
+
+
+def _quote(name):
+    """An identifier in the dialect's quotes (peewee's ``Database.quote``: the pair of
+    characters, ``""`` on SQLite and PostgreSQL)."""
+    begin, end = database.quote
+    return f"{begin}{name.replace(end, end + end)}{end}"
+
+
+def _quoted_table(model):
+    return _quote(model._meta.table_name)
+
+
+def select_by_id_text(model, lock):
+    """``SELECT <every column> FROM <table> WHERE <id> = ?`` (``FOR UPDATE`` if ``lock``)."""
+    fields = model._meta.sorted_fields
+    columns = ", ".join(_quote(f.column_name) for f in fields)
+    pk = _quote(model._meta.primary_key.column_name)
+    text = f"SELECT {columns} FROM {_quoted_table(model)} WHERE {pk} = {database.param}"
+    return text + (" FOR UPDATE" if lock else "")
+
+
+def update_by_id_text(model, names):
+    """``UPDATE <table> SET <column> = ?, ... WHERE <id> = ?`` for the fields ``names``."""
+    fields = model._meta.fields
+    sets = ", ".join(f"{_quote(fields[n].column_name)} = {database.param}" for n in names)
+    pk = _quote(model._meta.primary_key.column_name)
+    return f"UPDATE {_quoted_table(model)} SET {sets} WHERE {pk} = {database.param}"
+
+
+def insert_text(model, names):
+    """``INSERT INTO <table> (<columns>) VALUES (?, ...)``, returning the new id on
+    PostgreSQL (SQLite gives it as the cursor's ``lastrowid``)."""
+    fields = model._meta.fields
+    columns = ", ".join(_quote(fields[n].column_name) for n in names)
+    values = ", ".join([database.param] * len(names))
+    text = f"INSERT INTO {_quoted_table(model)} ({columns}) VALUES ({values})"
     if not is_sqlite():
-        query = query.for_update()
-    return query.first()
+        text += f" RETURNING {_quote(model._meta.primary_key.column_name)}"
+    return text
 
 
 def once_per_transaction(key, load):

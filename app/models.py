@@ -22,7 +22,7 @@ from peewee import (
     TextField,
 )
 
-from app import messages, states
+from app import db, messages, states
 from app.db import database
 
 
@@ -86,6 +86,12 @@ def sorted_by(query, columns, key, descending, tiebreak):
 
 
 class BaseModel(Model):
+    """Every model. Reading a row by its id and saving or creating a row use SQL text
+    generated once per dialect and set of columns (``app.db.statement_text``), not
+    rebuilt by peewee each time; what they do is peewee's own (``save`` returns the rows
+    changed, the new id is set, defaults are applied, values go through each field's
+    ``db_value`` and come back through its ``python_value``)."""
+
     class Meta:
         database = database
         legacy_table_names = False
@@ -94,7 +100,83 @@ class BaseModel(Model):
     def get_or_none_by_id(cls, pk):
         """The row with this id, or None (also for ids that are not ids at all)."""
         pk = parse_id(pk)
-        return None if pk is None else cls.get_or_none(cls._meta.primary_key == pk)
+        return None if pk is None else cls.fetch_by_id(pk)
+
+    @classmethod
+    def get_by_id(cls, pk):
+        """The row with this id; ``DoesNotExist`` if there is none (peewee's contract)."""
+        row = cls.fetch_by_id(pk)
+        if row is None:
+            raise cls.DoesNotExist(f"{cls.__name__} instance matching query does not exist: {pk}")
+        return row
+
+    @classmethod
+    def fetch_by_id(cls, pk, lock=False):
+        """The row with this id, or None; ``lock``: FOR UPDATE on PostgreSQL (SQLite's write
+        transactions are serialised already)."""
+        meta = cls._meta
+        if meta.primary_key is False or meta.composite_key:
+            query = cls.select().where(meta.primary_key == pk)
+            return (query.for_update() if lock and not db.is_sqlite() else query).first()
+        lock = lock and not db.is_sqlite()
+        text = db.statement_text((cls, "by_id", lock), lambda: db.select_by_id_text(cls, lock))
+        row = database.execute_sql(text, (meta.primary_key.db_value(pk),)).fetchone()
+        if row is None:
+            return None
+        instance = cls(__no_default__=1)
+        instance.__data__.update(
+            (f.name, f.python_value(value))
+            for f, value in zip(meta.sorted_fields, row, strict=True)
+        )
+        instance._dirty.clear()
+        return instance
+
+    def save(self, force_insert=False, only=None):
+        """peewee's ``save`` (an UPDATE of the row by its id, or an INSERT that sets the new
+        id), with the statement's text made once per set of columns."""
+        meta = self._meta
+        pk_field = meta.primary_key
+        if pk_field is False or meta.composite_key or meta.only_save_dirty:
+            return super().save(force_insert=force_insert, only=only)
+        data = dict(self.__data__)
+        if only is not None:
+            wanted = {f if isinstance(f, str) else f.name for f in only}
+            data = {name: value for name, value in data.items() if name in wanted}
+        self._populate_unsaved_relations(data)
+        pk_value = self._pk
+        fields = meta.fields
+        model = type(self)
+        if pk_value is not None and not force_insert:
+            data.pop(pk_field.name, None)
+            if not data:
+                raise ValueError("no data to save!")
+            names = tuple(data)
+            text = db.statement_text(
+                (model, "update", names), lambda: db.update_by_id_text(model, names)
+            )
+            params = [fields[name].db_value(data[name]) for name in names]
+            params.append(pk_field.db_value(pk_value))
+            rows = database.execute_sql(text, params).rowcount
+        else:
+            if not meta.auto_increment:
+                return super().save(force_insert=force_insert, only=only)
+            if pk_value is None:
+                data.pop(pk_field.name, None)
+            for field, default in meta.defaults.items():
+                if field.name not in data and field.name != pk_field.name:
+                    data[field.name] = default() if callable(default) else default
+            names = tuple(data)
+            text = db.statement_text((model, "insert", names), lambda: db.insert_text(model, names))
+            cursor = database.execute_sql(
+                text, [fields[name].db_value(data[name]) for name in names]
+            )
+            new_id = cursor.lastrowid if db.is_sqlite() else cursor.fetchone()[0]
+            if pk_value is None and new_id is not None:
+                self._pk = new_id
+                self._dirty.discard(pk_field.name)
+            rows = 1
+        self._dirty -= set(data)
+        return rows
 
 
 # --- people -----------------------------------------------------------------------------
