@@ -120,7 +120,7 @@ class BaseModel(Model):
             return (query.for_update() if lock and not db.is_sqlite() else query).first()
         lock = lock and not db.is_sqlite()
         text = db.statement_text((cls, "by_id", lock), lambda: db.select_by_id_text(cls, lock))
-        row = database.execute_sql(text, (meta.primary_key.db_value(pk),)).fetchone()
+        row = db.execute_statement(text, (meta.primary_key.db_value(pk),)).fetchone()
         if row is None:
             return None
         instance = cls(__no_default__=1)
@@ -156,7 +156,7 @@ class BaseModel(Model):
             )
             params = [fields[name].db_value(data[name]) for name in names]
             params.append(pk_field.db_value(pk_value))
-            rows = database.execute_sql(text, params).rowcount
+            rows = db.execute_statement(text, params).rowcount
         else:
             if not meta.auto_increment:
                 return super().save(force_insert=force_insert, only=only)
@@ -167,7 +167,7 @@ class BaseModel(Model):
                     data[field.name] = default() if callable(default) else default
             names = tuple(data)
             text = db.statement_text((model, "insert", names), lambda: db.insert_text(model, names))
-            cursor = database.execute_sql(
+            cursor = db.execute_statement(
                 text, [fields[name].db_value(data[name]) for name in names]
             )
             new_id = cursor.lastrowid if db.is_sqlite() else cursor.fetchone()[0]

@@ -34,7 +34,11 @@ class StatsMiddleware(Middleware):
         if kind == "run_operation":
             # a message that claimed its operation inserts an attempt row; the others
             # (duplicates, early or re-sent messages) do nothing
-            kind += ":ran" if cur["shapes"].get("INSERT INTO attempt") else ":skipped"
+            kind += (
+                ":ran"
+                if any(s.startswith("INSERT INTO attempt") for s in cur["shapes"])
+                else ":skipped"
+            )
         sqlcount.add(kind, cur, elapsed, exception is not None)
 
     after_skip_message = after_process_message

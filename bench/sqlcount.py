@@ -21,6 +21,22 @@ _stats = {}
 
 
 def shape(sql):
+    """``SELECT operation JOIN service,...`` / ``UPDATE attempt`` / ``INSERT INTO email``: a
+    statement by its tables (subqueries in the select list left out; a prepared
+    statement's EXECUTE by the text it stands for, marked "prepared")."""
+    m = re.match(r"^\s*EXECUTE\s+(\w+)", sql, re.I)
+    if m:
+        from app.db import prepared_text
+
+        text = prepared_text(m.group(1))
+        return f"{shape(text)} (prepared)" if text else "EXECUTE"
+    if sql.lstrip().upper().startswith("PREPARE"):
+        return "PREPARE"
+    while True:  # parentheses (subqueries, conditions) emptied, innermost first
+        stripped = re.sub(r"\([^()]*\)", "_", sql)
+        if stripped == sql:
+            break
+        sql = stripped
     m = re.match(r"^\s*(INSERT INTO|UPDATE|DELETE FROM)\s+\"(\w+)\"", sql, re.I)
     if m:
         return f"{m.group(1).upper()} {m.group(2)}"

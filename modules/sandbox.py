@@ -30,6 +30,35 @@ from modules.base import (
 PERIOD_DAYS = {"month": 30, "quarter": 91, "year": 365, "once": 3650}
 
 
+def _find_query():
+    from app.models import SandboxResource
+
+    query = (
+        SandboxResource.select()
+        .where(SandboxResource.operation_key == "key")
+        .order_by(SandboxResource.id)
+    )
+    return query, ["key"]
+
+
+def _find_account_query():
+    from app.models import SandboxResource
+
+    query = (
+        SandboxResource.select()
+        .where(
+            (SandboxResource.operation_key == "key")
+            | (
+                (SandboxResource.service_id == -1)
+                & (SandboxResource.kind == "account")
+                & (SandboxResource.status != "deleted")
+            )
+        )
+        .order_by(SandboxResource.id)
+    )
+    return query, ["key", -1, "account", "deleted"]
+
+
 class SandboxModule(ModuleType):
     id = "sandbox"
     name = "Sandbox (simulated panel)"
@@ -129,23 +158,24 @@ class SandboxModule(ModuleType):
         return start + dt.timedelta(days=days)
 
     def _find(self, ctx, kind):
-        """What an earlier attempt made: by this operation, else this service's account."""
-        from app.models import SandboxResource
+        """What an earlier attempt made: by this operation, else this service's account
+        (one query, its SQL text made once: a row of this operation is preferred, then
+        the oldest)."""
+        from app.db import cached_query_rows
 
-        row = SandboxResource.get_or_none(SandboxResource.operation_key == ctx.idempotency_key)
-        if row is None and kind == "account" and ctx.service is not None:
-            row = (
-                SandboxResource.select()
-                .where(
-                    (SandboxResource.service_id == ctx.service.id)
-                    & (SandboxResource.kind == "account")
-                    & (SandboxResource.status != "deleted")
-                )
-                .first()
-            )
-        return row
+        if kind == "account" and ctx.service is not None:
+            params = (ctx.idempotency_key, ctx.service.id, "account", "deleted")
+            rows = cached_query_rows("sandbox.find_account", _find_account_query, params)
+        else:
+            rows = cached_query_rows("sandbox.find", _find_query, (ctx.idempotency_key,))
+        for row in rows:
+            if row.operation_key == ctx.idempotency_key:
+                return row
+        return rows[0] if rows else None
 
     def _create(self, ctx, kind, make_details, status="active"):
+        from peewee import IntegrityError
+
         from app.models import SandboxResource
 
         existing = self._find(ctx, kind)
@@ -156,15 +186,18 @@ class SandboxModule(ModuleType):
                 ctx.log(f"sandbox: {kind} {existing.remote_id} already exists: taking it over")
             return existing
         digest = hashlib.sha1(ctx.idempotency_key.encode()).hexdigest()
-        SandboxResource.insert(
+        row = SandboxResource(
             operation_key=ctx.idempotency_key,
             kind=kind,
             remote_id=f"sbx-{kind}-{digest[:10]}",
             details=make_details(digest),
             service_id=ctx.service.id if ctx.service is not None else None,
             status=status,
-        ).on_conflict_ignore().execute()
-        row = SandboxResource.get(SandboxResource.operation_key == ctx.idempotency_key)
+        )
+        try:
+            row.save(force_insert=True)  # outside any transaction: the call to a panel
+        except IntegrityError:  # another attempt of this operation made it meanwhile
+            row = SandboxResource.get(SandboxResource.operation_key == ctx.idempotency_key)
         ctx.log(f"sandbox: created {kind} {row.remote_id}")
         return row
 
@@ -236,7 +269,9 @@ class SandboxModule(ModuleType):
                 return Result.poll(
                     after=1, state={"account": row.remote_id, "checks_left": left - 1}
                 )
-            SandboxResource.update(status="active").where(SandboxResource.id == row.id).execute()
+            SandboxResource.update(status="active").where(
+                SandboxResource.operation_key == row.operation_key
+            ).execute()
             ctx.log(f"sandbox: account {row.remote_id} is ready")
         return Result.done(
             row.remote_id,

@@ -36,7 +36,7 @@ from flask import current_app
 from peewee import fn
 
 from app import outbound, secrets_box
-from app.db import forget, once_per_transaction, write_transaction
+from app.db import forget, once_per_transaction, remember, write_transaction
 from app.models import DeliveryAttempt, Event, EventDelivery, WebhookEndpoint, utcnow
 from app.services import dispatch
 from app.services.errors import NotFound, ValidationError
@@ -105,6 +105,22 @@ def _enabled_endpoints():
         ENDPOINTS_KEY,
         lambda: list(WebhookEndpoint.select().where(WebhookEndpoint.enabled == True)),  # noqa: E712
     )
+
+
+def enabled_count_column():
+    """A column counting the enabled endpoints (``enabled_endpoints``), for a SELECT that
+    a transaction runs anyway; its value goes to :func:`known_enabled_count`."""
+    return (
+        WebhookEndpoint.select(fn.COUNT(WebhookEndpoint.id)).where(WebhookEndpoint.enabled)
+    ).alias("enabled_endpoints")
+
+
+def known_enabled_count(count):
+    """The caller read, inside this transaction, that ``count`` webhook endpoints are
+    enabled (a column of a statement it ran anyway): with none, the transaction's events
+    need not read them (creating one forgets this, as any change of them does)."""
+    if count == 0:
+        remember(ENDPOINTS_KEY, [])
 
 
 def _store(event_type, subject, subject_id, data, endpoints):

@@ -19,20 +19,27 @@ Redis restart or two workers never run the same attempt twice. Module calls carr
 operation id as the idempotency key, so a reclaimed attempt never creates twice.
 """
 
+import datetime as dt
 import json
 import logging
 import os
 import socket
-import threading
 import time
 from datetime import timedelta
 
 from flask import current_app
-from peewee import JOIN
+from peewee import JOIN, fn
 
 import modules
 from app import guards, inflight, logs, messages
-from app.db import database, get_for_update, release_connection, write_transaction
+from app.db import (
+    cached_query_rows,
+    cached_write,
+    get_for_update,
+    is_sqlite,
+    release_connection,
+    write_transaction,
+)
 from app.messages import Reason
 from app.models import (
     Attempt,
@@ -278,9 +285,19 @@ def _mask_details(ctx, result):
         ctx.secrets_in(result.details)
 
 
-def _attempt_load_query(pk):
-    return (
-        Operation.select(Operation, ProcessingModule, Service, Tariff, ProductType, Client, Item)
+def _attempt_load_query():
+    """The SELECT of :func:`_load_for_attempt`, with 0 in place of the id."""
+    query = (
+        Operation.select(
+            Operation,
+            ProcessingModule,
+            Service,
+            Tariff,
+            ProductType,
+            Client,
+            Item,
+            events.enabled_count_column(),
+        )
         .join(ProcessingModule, JOIN.LEFT_OUTER, on=(Operation.module == ProcessingModule.id))
         .switch(Operation)
         .join(Service, JOIN.LEFT_OUTER, on=(Operation.service == Service.id))
@@ -295,11 +312,9 @@ def _attempt_load_query(pk):
             on=(Item.module == Operation.module) & (Item.internal_name == Tariff.internal_name),
             attr="item_of_module",
         )
-        .where(Operation.id == pk)  # its primary key: one row at most
+        .where(Operation.id == 0)  # its primary key: one row at most
     )
-
-
-_compiled_load = threading.local()
+    return query, [0]
 
 
 def _load_for_attempt(operation_id):
@@ -307,25 +322,20 @@ def _load_for_attempt(operation_id):
     product type, client and the module's item for that tariff — in one joined SELECT
     (None: no such operation). The attempt reuses these rows through its context and its
     result (read-only there: the rows it changes are read again, locked, by
-    :func:`_record_result`).
+    :func:`_record_result`). The same SELECT counts the enabled webhook endpoints: with
+    none, the transaction's events need not read them (``events.known_enabled_count``).
 
-    Its SQL text is generated once per database and thread and only the id is bound
-    each time: peewee generating the text of this 7-table SELECT was 9 % of a worker's
-    CPU (bench/README.md, issue 14)."""
+    Its SQL text is generated once (``app.db.cached_query_rows``): peewee generating the
+    text of this 7-table SELECT was 9 % of a worker's CPU (bench/README.md, issue 14)."""
     pk = parse_id(operation_id)
     if pk is None:
         return None
-    cached = getattr(_compiled_load, "value", None)
-    if cached is None or cached[0] is not database.obj:
-        query = _attempt_load_query(0)
-        sql, params = query.sql()
-        if list(params) != [0]:  # pragma: no cover (the query has one parameter: the id)
-            raise RuntimeError(f"unexpected parameters of the attempt's load: {params}")
-        cached = _compiled_load.value = (database.obj, query, sql)
-    _, query, sql = cached
-    rows = list(query._get_cursor_wrapper(database.execute_sql(sql, (pk,))))
+    rows = cached_query_rows("operations.attempt_load", _attempt_load_query, (pk,))
     op = rows[0] if rows else None
-    if op is not None and op.service_id is not None:
+    if op is None:
+        return None
+    events.known_enabled_count(op.enabled_endpoints)
+    if op.service_id is not None:
         # the item of this module for the service's tariff (see _item_of)
         tariff = op.service.tariff
         op.__dict__["_items"] = {tariff.internal_name: tariff.item_of_module}
@@ -367,21 +377,7 @@ def _claim(operation_id):
         lease = now + timedelta(
             seconds=instance.timeout() + instance.io_timeout() + _setting("LEASE_GRACE")
         )
-        claimed = (
-            Operation.update(
-                status=OPERATION.target("claim", op.status),
-                attempts=Operation.attempts + 1,
-                lease_until=lease,
-                redispatches=0,
-                updated_at=now,
-            )
-            .where(
-                (Operation.id == op.id)
-                & (Operation.status == op.status)
-                & (Operation.attempts == op.attempts)
-            )
-            .execute()
-        )
+        claimed = _claim_row(op, OPERATION.target("claim", op.status), lease, now)
         if claimed != 1:
             return None
         attempt = Attempt.create(
@@ -390,6 +386,51 @@ def _claim(operation_id):
         op.attempts += 1
         OPERATION.move(op, "claim")
         return op, attempt, instance
+
+
+_LEASE, _NOW = dt.datetime(2000, 1, 1), dt.datetime(2000, 1, 2)
+
+
+def _claim_query():
+    """The claim's UPDATE (see :func:`_claim_row`) built with placeholder values, and
+    them in the order peewee binds them (checked when its text is made)."""
+    query = Operation.update(
+        status="new status",
+        attempts=Operation.attempts + 1,
+        lease_until=_LEASE,
+        redispatches=0,
+        updated_at=_NOW,
+    ).where(
+        (Operation.id == 10**12) & (Operation.status == "old status") & (Operation.attempts == -1)
+    )
+    placeholders = [
+        "new status",
+        1,
+        0,
+        Operation.lease_until.db_value(_LEASE),
+        Operation.updated_at.db_value(_NOW),
+        10**12,
+        "old status",
+        -1,
+    ]
+    return query, placeholders
+
+
+def _claim_row(op, status, lease, now):
+    """``op`` (as read) claimed: ``status`` (running), one attempt more, leased until
+    ``lease`` — if nobody changed its status or attempts since it was read; returns the
+    rows changed (1: claimed). One UPDATE whose text is made once."""
+    params = [
+        status,
+        1,
+        0,
+        Operation.lease_until.db_value(lease),
+        Operation.updated_at.db_value(now),
+        op.id,
+        op.status,
+        op.attempts,
+    ]
+    return cached_write("operations.claim", _claim_query, params)
 
 
 def _waits_for_item(op):
@@ -473,20 +514,45 @@ def _save_state(op_id, attempt_number, state):
 def _finish_attempt(attempt, outcome, error, log_text, now):
     """Record how an attempt ended, unless a callback or the sweep already did (their
     notes stay in the log after the module's own lines)."""
-    log = guards.storable(log_text) + ("\n" + attempt.log if attempt.log else "")
-    Attempt.update(
-        finished_at=attempt.finished_at or now,
-        outcome=attempt.outcome or outcome,
-        error=attempt.error if attempt.outcome else guards.storable(error),
-        log=log,
-    ).where(Attempt.id == attempt.id).execute()
+    attempt.log = guards.storable(log_text) + ("\n" + attempt.log if attempt.log else "")
+    attempt.error = attempt.error if attempt.outcome else guards.storable(error)
+    attempt.finished_at = attempt.finished_at or now
+    attempt.outcome = attempt.outcome or outcome
+    attempt.save(only=[Attempt.finished_at, Attempt.outcome, Attempt.error, Attempt.log])
+
+
+def _result_lock_query():
+    """The SELECT of :func:`_locked_after_attempt`, with 0 in place of the id."""
+    open_tasks = Task.select(fn.COUNT(Task.id)).where(
+        (Task.operation == Operation.id) & Task.status.in_(Task.OPEN_STATUSES)
+    )
+    query = (
+        Operation.select(
+            Operation,
+            Service,
+            open_tasks.alias("open_tasks"),
+            events.enabled_count_column(),
+        )
+        .join(Service, JOIN.LEFT_OUTER, on=(Operation.service == Service.id))
+        .where(Operation.id == 0)
+    )
+    if not is_sqlite():  # SQLite's write transactions are serialised already
+        query = query.for_update(of=Operation)
+    return query, [*Task.OPEN_STATUSES, 0]
 
 
 def _locked_after_attempt(claimed, attempt):
     """``claimed`` (the operation as its claim read it) read again and locked for
     recording how ``attempt`` ended, and whether the attempt is still the operation's
-    current one. Its module is the claim's (read-only here)."""
-    op = get_for_update(Operation, claimed.id)
+    current one. Its module is the claim's (read-only here).
+
+    One SELECT reads, with the operation, its service (which a result saves), whether it
+    has an open task (``open_tasks``: none to close then) and the count of enabled
+    webhook endpoints (none: its events read none)."""
+    op = cached_query_rows(
+        "operations.result_lock", _result_lock_query, (*Task.OPEN_STATUSES, claimed.id)
+    )[0]
+    events.known_enabled_count(op.enabled_endpoints)
     if op.module_id == claimed.module_id:
         op.__rel__["module"] = claimed.module
     return op, op.status == "running" and op.attempts == attempt.number
@@ -530,7 +596,13 @@ def _record_result(claimed, attempt, result, log_text):
             return op  # already done or cancelled: this late result changes nothing
         if result.state is not None:
             op.state = result.state
-        _complete_with(op, now, result, known_service=claimed.service if op.service_id else None)
+        _complete_with(
+            op,
+            now,
+            result,
+            known_service=claimed.service if op.service_id else None,
+            locked=True,
+        )
     return op
 
 
@@ -564,10 +636,13 @@ def _complete(
     data=None,
     expires_at=None,
     known_service=None,
+    locked=False,
 ):
     """Mark ``op`` done and apply it to its service or item (inside a transaction).
     ``known_service``: the service as read earlier by the attempt, whose tariff, product
-    type and client may be reused (see ``provisioning.apply_done``)."""
+    type and client may be reused (see ``provisioning.apply_done``). ``locked``: ``op``
+    comes from :func:`_locked_after_attempt` in this transaction, with its service and
+    the count of its open tasks."""
     OPERATION.move(op, "complete" if by else "done")
     op.finished_at = now
     op.updated_at = now
@@ -594,11 +669,13 @@ def _complete(
             data=data,
             expires_at=expires_at,
             known_service=known_service,
+            service=op.service if locked else None,
         )
-    tasks.close_for_operation(op, now, by=by)
+    if not locked or op.open_tasks:
+        tasks.close_for_operation(op, now, by=by)
 
 
-def _complete_with(op, now, result, known_service=None):
+def _complete_with(op, now, result, known_service=None, locked=False):
     """``_complete`` with what a module's ``Result.done`` carries."""
     _complete(
         op,
@@ -608,6 +685,7 @@ def _complete_with(op, now, result, known_service=None):
         data=result.data,
         expires_at=result.expires_at,
         known_service=known_service,
+        locked=locked,
     )
 
 

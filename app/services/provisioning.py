@@ -59,8 +59,15 @@ def rank_modules(service, kind="open"):
     """
     tariff = service.tariff
     candidates = list(
-        ProcessingModule.select()
+        ProcessingModule.select(ProcessingModule, Item)
         .join(TariffModule)
+        .switch(ProcessingModule)
+        .join(
+            Item,
+            JOIN.LEFT_OUTER,
+            on=(Item.module == ProcessingModule.id) & (Item.internal_name == tariff.internal_name),
+            attr="item_for_tariff",
+        )
         .where((TariffModule.tariff == tariff.id) & (ProcessingModule.enabled == True))  # noqa: E712
     )
     candidates = [
@@ -72,9 +79,7 @@ def rank_modules(service, kind="open"):
         # one module: nothing to rank (spares two queries on every payment); its item is
         # still looked up, so that the page says what is true of it ("ready")
         m = candidates[0]
-        item = Item.get_or_none(
-            (Item.module == m.id) & (Item.internal_name == tariff.internal_name)
-        )
+        item = m.item_for_tariff  # joined above
         return [
             (
                 m,
@@ -111,12 +116,7 @@ def rank_modules(service, kind="open"):
         .group_by(Operation.module)
         .tuples()
     )
-    items = {
-        row.module_id: row.status
-        for row in Item.select().where(
-            Item.module.in_(ids) & (Item.internal_name == tariff.internal_name)
-        )
-    }
+    items = {m.id: m.item_for_tariff.status for m in candidates if m.item_for_tariff is not None}
     ranked = []
     for m in candidates:
         item_status = items.get(m.id)
@@ -444,14 +444,23 @@ def _queue_renewal(service_id, counts):
 
 
 def apply_done(
-    op, now, remote_id=None, details=None, data=None, expires_at=None, known_service=None
+    op,
+    now,
+    remote_id=None,
+    details=None,
+    data=None,
+    expires_at=None,
+    known_service=None,
+    service=None,
 ):
     """What a finished operation does to its service (inside the operation's transaction).
 
-    The service row is read again here (it is saved whole); ``known_service``, the same
-    service as the attempt read it, lends its tariff, product type and client (rows this
-    only reads) when they are still the ones the service points to."""
-    service = Service.get_by_id(op.service_id)
+    ``service``: the service row as read in this transaction (with the locked operation),
+    else it is read here (it is saved whole); ``known_service``, the same service as the
+    attempt read it earlier, lends its tariff, product type and client (rows this only
+    reads) when they are still the ones the service points to."""
+    if service is None or service.id != op.service_id:
+        service = Service.get_by_id(op.service_id)
     if known_service is not None and known_service.id == service.id:
         for name in ("tariff", "client"):
             related = known_service.__rel__.get(name)
