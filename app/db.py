@@ -191,7 +191,10 @@ def execute_statement(text, params):
     it once per connection instead of every time (planning the attempt's 7-table SELECT
     took 0.5 ms, ten times running it). SQLite's driver keeps its statements prepared
     already."""
-    if is_sqlite():
+    if is_sqlite() or any(type(p) is int and not _INT4_MIN <= p <= _INT4_MAX for p in params):
+        # a number beyond PostgreSQL's integer (an id from outside, 2^63 - 1 at most):
+        # the prepared form would refuse it as "out of range" for its integer column,
+        # where the statement as text compares it and finds no row
         return database.execute_sql(text, params)
     named = _prepared_names.get(text)
     if named is None:
@@ -209,6 +212,7 @@ def execute_statement(text, params):
     return database.execute_sql(execute, params)
 
 
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 _prepared_names = {}
 _prepared_on = weakref.WeakKeyDictionary()  # a driver connection -> the names it prepared
 

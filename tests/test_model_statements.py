@@ -8,8 +8,15 @@ import threading
 from decimal import Decimal
 
 import pytest
+from peewee import JOIN
 
-from app.db import database, get_for_update, write_transaction
+from app.db import (
+    cached_query_rows,
+    database,
+    execute_statement,
+    get_for_update,
+    write_transaction,
+)
 from app.models import Client, Email, ProductType, Tariff
 
 
@@ -133,3 +140,83 @@ def test_get_for_update_locks_the_row_on_postgresql(pg_app):
         ("first commits", None),
         ("second has", "Eve (first)"),
     ]
+
+
+def _product_type_and_a_tariff(pk):
+    """A LEFT JOIN: the product type ``pk`` and one of its tariffs, if any."""
+    return (
+        ProductType.select(ProductType, Tariff)
+        .join(Tariff, JOIN.LEFT_OUTER, on=(Tariff.product_type == ProductType.id), attr="a_tariff")
+        .where(ProductType.id == pk)
+    )
+
+
+def _product_type_with_a_tariff():
+    """The same for ``cached_query_rows``: built with 0 for the id."""
+    return _product_type_and_a_tariff(0), [0]
+
+
+def _as_peewee_reads(pk):
+    return list(_product_type_and_a_tariff(pk))
+
+
+@pytest.mark.parametrize("first", ["joined row first", "empty join first"])
+def test_cached_query_rows_make_the_rows_peewee_makes(any_app, first):
+    """Whatever row the column layout was worked out from, later rows — with or without
+    their LEFT JOIN's row, or none at all — come out as peewee's own query makes them."""
+    with any_app.app_context():
+        with_tariff = ProductType.create(name="VPS", code=f"vps-{first[:5]}")
+        Tariff.create(
+            name="Tiny", product_type=with_tariff, price=Decimal("1.00"), internal_name="tiny"
+        )
+        without = ProductType.create(name="Empty", code=f"empty-{first[:5]}")
+        order = [with_tariff, without] if first == "joined row first" else [without, with_tariff]
+        key = f"test.product_type_with_a_tariff.{first}"
+        for product_type in order + order:
+            rows = cached_query_rows(key, _product_type_with_a_tariff, (product_type.id,))
+            reference = _as_peewee_reads(product_type.id)
+            assert len(rows) == len(reference) == 1
+            assert rows[0].__data__ == reference[0].__data__
+            if product_type.id == with_tariff.id:
+                assert rows[0].a_tariff.__data__ == reference[0].a_tariff.__data__
+                assert rows[0].a_tariff.name == "Tiny"
+            else:
+                assert rows[0].a_tariff is None and reference[0].a_tariff is None
+        assert cached_query_rows(key, _product_type_with_a_tariff, (without.id + 1000,)) == []
+
+
+def test_a_query_whose_placeholders_do_not_match_is_refused(app):
+    with app.app_context(), pytest.raises(RuntimeError, match="parameters"):
+        cached_query_rows(
+            "test.wrong_placeholders", lambda: _product_type_with_a_tariff()[:1] + ([1],), (1,)
+        )
+
+
+def test_prepared_statements_survive_new_connections(pg_app):
+    """On PostgreSQL the texts run as prepared statements of each connection: a new
+    connection (the pool's were closed) prepares them again; a text with another ``%``
+    runs as it is."""
+    with pg_app.app_context():
+        client = Client.create(name="Fay", email="fay-stmt@example.test")
+        assert Client.get_by_id(client.id).name == "Fay"
+        database.close()
+        database.obj.close_all()
+        assert Client.get_by_id(client.id).name == "Fay"
+        client.name = "Fay 100%"
+        client.save()
+        rows = execute_statement(
+            "SELECT name FROM client WHERE id = %s AND name LIKE '%%100%%'", (client.id,)
+        ).fetchall()
+        assert rows == [("Fay 100%",)]
+        prepared = database.execute_sql("SELECT count(*) FROM pg_prepared_statements").fetchone()
+        assert prepared[0] >= 2  # the SELECT by id and the UPDATE of this connection
+
+
+def test_ids_beyond_postgresql_integer_find_nothing(any_app):
+    """An id from outside up to 2^63 - 1 (what ``parse_id`` lets through) finds no row:
+    not an "integer out of range" error from a statement prepared for an integer id."""
+    with any_app.app_context(), write_transaction():
+        assert Client.get_or_none_by_id(2**63 - 1) is None
+        assert Client.fetch_by_id(2**31, lock=True) is None
+        assert cached_query_rows("test.big_ids", _product_type_with_a_tariff, (2**40,)) == []
+        Client.create(name="Gus", email="gus-stmt@example.test")  # the transaction goes on
