@@ -219,6 +219,14 @@ SETTINGS = {
             prefixed_only=True,
         ),
         Setting(
+            "DB_PREPARED_STATEMENTS",
+            "bool",
+            True,
+            "PostgreSQL: the hot statements run as prepared statements of each connection;"
+            " false behind a pooler that shares connections between transactions",
+            prefixed_only=True,
+        ),
+        Setting(
             "REDIS_URL",
             "url",
             None,

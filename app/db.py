@@ -61,8 +61,15 @@ def make_database(url, pool_size=None):
     return connect(url)
 
 
-def init_db(url, pool_size=None):
-    """Bind the deferred database to ``url`` (once per process or test)."""
+def init_db(url, pool_size=None, prepared=None):
+    """Bind the deferred database to ``url`` (once per process or test). ``prepared``:
+    whether PostgreSQL runs the hot statements prepared (default: the
+    ``PROVISOR_DB_PREPARED_STATEMENTS`` setting)."""
+    if prepared is None:
+        from app import config
+
+        prepared = config.read("DB_PREPARED_STATEMENTS")
+    _options["prepared"] = prepared
     if database.obj is not None:
         if not database.is_closed():
             database.close()
@@ -191,7 +198,11 @@ def execute_statement(text, params):
     it once per connection instead of every time (planning the attempt's 7-table SELECT
     took 0.5 ms, ten times running it). SQLite's driver keeps its statements prepared
     already."""
-    if is_sqlite() or any(type(p) is int and not _INT4_MIN <= p <= _INT4_MAX for p in params):
+    if (
+        is_sqlite()
+        or not _options["prepared"]
+        or any(type(p) is int and not _INT4_MIN <= p <= _INT4_MAX for p in params)
+    ):
         # a number beyond PostgreSQL's integer (an id from outside, 2^63 - 1 at most):
         # the prepared form would refuse it as "out of range" for its integer column,
         # where the statement as text compares it and finds no row
@@ -213,6 +224,7 @@ def execute_statement(text, params):
 
 
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+_options = {"prepared": True}
 _prepared_names = {}
 _prepared_on = weakref.WeakKeyDictionary()  # a driver connection -> the names it prepared
 
@@ -316,7 +328,11 @@ def init_app(app):
     """Wire the database into a Flask app: connect per request, close at teardown."""
     from flask import request
 
-    init_db(app.config["DATABASE_URL"], app.config.get("DB_POOL_SIZE"))
+    init_db(
+        app.config["DATABASE_URL"],
+        app.config.get("DB_POOL_SIZE"),
+        app.config.get("DB_PREPARED_STATEMENTS"),
+    )
 
     @app.before_request
     def _connect():

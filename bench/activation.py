@@ -379,6 +379,8 @@ def activation_run(app, run_no):
             result["sweep_reclaimed_operations"] = sum(reclaimed)
             result["sweep_resent_emails"] = sum(emails)
     finally:
+        if stats_path:
+            time.sleep(2.5)  # the worker writes its counts every 2 s: let it write the last
         procs.stop_all()
     if stats_path and os.path.exists(stats_path):
         import json

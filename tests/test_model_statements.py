@@ -220,3 +220,27 @@ def test_ids_beyond_postgresql_integer_find_nothing(any_app):
         assert Client.fetch_by_id(2**31, lock=True) is None
         assert cached_query_rows("test.big_ids", _product_type_with_a_tariff, (2**40,)) == []
         Client.create(name="Gus", email="gus-stmt@example.test")  # the transaction goes on
+
+
+def test_prepared_statements_can_be_turned_off(app, postgres_url):
+    """``PROVISOR_DB_PREPARED_STATEMENTS=false`` (behind a pooler that shares connections
+    between transactions): the same statements run as plain text, none is prepared."""
+    from app import create_app, schema
+
+    plain = create_app(
+        {**app.config, "DATABASE_URL": postgres_url, "DB_PREPARED_STATEMENTS": False}
+    )
+    try:
+        with plain.app_context():
+            schema.upgrade()
+            client = Client.create(name="Hal", email="hal-stmt@example.test")
+            client.name = "Hal 2"
+            client.save()
+            assert Client.get_by_id(client.id).name == "Hal 2"
+            prepared = database.execute_sql("SELECT count(*) FROM pg_prepared_statements")
+            assert prepared.fetchone()[0] == 0
+    finally:
+        if not database.is_closed():
+            database.close()
+        database.obj.close_all()
+        create_app(dict(app.config))  # the app's own database (and setting) again
