@@ -349,15 +349,22 @@ def cached_write(key, build, params):
     text generated once per dialect and ``key`` (``build`` returns ``(query,
     placeholders)``, as for :func:`cached_query_rows`; the values must be given as each
     column's ``db_value`` would make them); returns the rows changed."""
+    _, text = _built_once(key, build)
+    return execute_statement(text, params).rowcount
+
+
+def _built_once(key, build):
+    """``(query, SQL text)`` of ``build()``, made once per dialect and ``key``; the query's
+    parameters must be exactly the placeholders ``build`` says it used, in order."""
     full_key = (type(database.obj), key)
-    text = _texts.get(full_key)
-    if text is None:
+    cached = _queries.get(full_key)
+    if cached is None:
         query, placeholders = build()
         text, found = query.sql()
         if list(found) != list(placeholders):
             raise RuntimeError(f"{key}: the query's parameters are {found}, not {placeholders}")
-        _texts[full_key] = text
-    return execute_statement(text, params).rowcount
+        cached = _queries[full_key] = (query, text)
+    return cached
 
 
 def prepared_text(name):
@@ -378,16 +385,9 @@ def cached_query_rows(key, build, params):
     ``key``: ``build()`` is given no values, so its query is built with placeholders —
     ``build`` returns ``(query, placeholders)`` and the placeholders must be exactly the
     parameters peewee finds in it, in order; ``params`` are bound in their place."""
-    full_key = (type(database.obj), key)
-    cached = _queries.get(full_key)
-    if cached is None:
-        query, placeholders = build()
-        text, found = query.sql()
-        if list(found) != list(placeholders):
-            raise RuntimeError(f"{key}: the query's parameters are {found}, not {placeholders}")
-        cached = _queries[full_key] = (query, text)
-    query, text = cached
+    query, text = _built_once(key, build)
     wrapper = query._get_cursor_wrapper(execute_statement(text, params))
+    full_key = (type(database.obj), key)
     layout = _layouts.get(full_key)
     if layout is not None:
         wrapper.__dict__.update(layout)
