@@ -284,66 +284,6 @@ def insert_text(model, names):
     return text
 
 
-def once_per_transaction(key, load):
-    """``load()``, read once per outermost :func:`write_transaction` and reused by the
-    rest of it (a value several state changes of one transaction need, such as the
-    enabled webhook endpoints); outside one, ``load()`` every time. Whoever changes what
-    ``load`` reads calls :func:`forget` in the same transaction."""
-    if getattr(_local, "depth", 0) == 0:
-        return load()
-    memo = _local.memo
-    if key not in memo:
-        memo[key] = load()
-    return memo[key]
-
-
-def remember(key, value):
-    """What :func:`once_per_transaction` returns for ``key`` for the rest of this
-    transaction, known already (read as part of another statement); nothing outside one."""
-    if getattr(_local, "depth", 0) > 0:
-        _local.memo[key] = value
-
-
-def forget(key):
-    """The value of ``key`` is read again by the next :func:`once_per_transaction`."""
-    memo = getattr(_local, "memo", None)
-    if memo:
-        memo.pop(key, None)
-
-
-def after_commit(fn):
-    """Run ``fn`` once the outermost :func:`write_transaction` commits (now if none)."""
-    if getattr(_local, "depth", 0) > 0:
-        _local.callbacks.append(fn)
-    else:
-        fn()
-
-
-# endpoints that use the database on their own terms (the health check reports a database
-# that does not answer instead of failing on the way in)
-OWN_CONNECTION = {"api.health", "metrics.metrics", "static"}
-
-
-def init_app(app):
-    """Wire the database into a Flask app: connect per request, close at teardown."""
-    from flask import request
-
-    init_db(
-        app.config["DATABASE_URL"],
-        app.config.get("DB_POOL_SIZE"),
-        app.config.get("DB_PREPARED_STATEMENTS"),
-    )
-
-    @app.before_request
-    def _connect():
-        if request.endpoint not in OWN_CONNECTION:
-            database.connect(reuse_if_open=True)
-
-    @app.teardown_appcontext
-    def _close(exc):
-        release()
-
-
 def cached_write(key, build, params):
     """Run the peewee write query (UPDATE, DELETE) that ``build()`` returns with its SQL
     text generated once per dialect and ``key`` (``build`` returns ``(query,
@@ -405,3 +345,66 @@ def cached_query_rows(key, build, params):
 
 
 _layouts = {}
+
+
+# --- what a transaction reads once, and what runs after it commits ----------------------
+
+
+def once_per_transaction(key, load):
+    """``load()``, read once per outermost :func:`write_transaction` and reused by the
+    rest of it (a value several state changes of one transaction need, such as the
+    enabled webhook endpoints); outside one, ``load()`` every time. Whoever changes what
+    ``load`` reads calls :func:`forget` in the same transaction."""
+    if getattr(_local, "depth", 0) == 0:
+        return load()
+    memo = _local.memo
+    if key not in memo:
+        memo[key] = load()
+    return memo[key]
+
+
+def remember(key, value):
+    """What :func:`once_per_transaction` returns for ``key`` for the rest of this
+    transaction, known already (read as part of another statement); nothing outside one."""
+    if getattr(_local, "depth", 0) > 0:
+        _local.memo[key] = value
+
+
+def forget(key):
+    """The value of ``key`` is read again by the next :func:`once_per_transaction`."""
+    memo = getattr(_local, "memo", None)
+    if memo:
+        memo.pop(key, None)
+
+
+def after_commit(fn):
+    """Run ``fn`` once the outermost :func:`write_transaction` commits (now if none)."""
+    if getattr(_local, "depth", 0) > 0:
+        _local.callbacks.append(fn)
+    else:
+        fn()
+
+
+# endpoints that use the database on their own terms (the health check reports a database
+# that does not answer instead of failing on the way in)
+OWN_CONNECTION = {"api.health", "metrics.metrics", "static"}
+
+
+def init_app(app):
+    """Wire the database into a Flask app: connect per request, close at teardown."""
+    from flask import request
+
+    init_db(
+        app.config["DATABASE_URL"],
+        app.config.get("DB_POOL_SIZE"),
+        app.config.get("DB_PREPARED_STATEMENTS"),
+    )
+
+    @app.before_request
+    def _connect():
+        if request.endpoint not in OWN_CONNECTION:
+            database.connect(reuse_if_open=True)
+
+    @app.teardown_appcontext
+    def _close(exc):
+        release()
