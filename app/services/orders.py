@@ -5,7 +5,7 @@ import logging
 
 from peewee import IntegrityError
 
-from app.db import cached_query_rows, write_transaction
+from app.db import cached_query_rows, cached_write, write_transaction
 from app.models import (
     Client,
     Order,
@@ -174,13 +174,21 @@ def pay_within(order, by):
     return _pay(order, by)
 
 
+_PAID_AT = dt.datetime(2000, 1, 1)
+
+
+def _pay_query():
+    """The payment's UPDATE of the order, built with placeholder values."""
+    query = Order.update(status="paid", paid_at=_PAID_AT, paid_by="by").where(
+        (Order.id == 0) & (Order.status == "unpaid")
+    )
+    return query, ["paid", Order.paid_at.db_value(_PAID_AT), "by", 0, "unpaid"]
+
+
 def _pay(order, by):
     now = utcnow()
-    updated = (
-        Order.update(status="paid", paid_at=now, paid_by=by)
-        .where((Order.id == order.id) & (Order.status == "unpaid"))
-        .execute()
-    )
+    params = ["paid", Order.paid_at.db_value(now), by, order.id, "unpaid"]
+    updated = cached_write("orders.pay", _pay_query, params)
     if updated != 1:
         raise Conflict(f"order {order.id} is already paid")
     order.status, order.paid_at, order.paid_by = "paid", now, by

@@ -14,7 +14,7 @@ from peewee import JOIN, Value, fn
 
 import modules
 from app import secrets_box
-from app.db import write_transaction
+from app.db import cached_query_rows, write_transaction
 from app.messages import Reason, kind_label
 from app.models import (
     Attempt,
@@ -50,6 +50,24 @@ def get(service_id):
 # --- module choice ----------------------------------------------------------------------
 
 
+def _modules_of_tariff_query():
+    """The enabled modules of a tariff, each with its item for the tariff's internal name
+    (``item_for_tariff``, None if it has none), built with placeholder values."""
+    query = (
+        ProcessingModule.select(ProcessingModule, Item)
+        .join(TariffModule)
+        .switch(ProcessingModule)
+        .join(
+            Item,
+            JOIN.LEFT_OUTER,
+            on=(Item.module == ProcessingModule.id) & (Item.internal_name == "internal name"),
+            attr="item_for_tariff",
+        )
+        .where((TariffModule.tariff == 0) & (ProcessingModule.enabled == True))  # noqa: E712
+    )
+    return query, ["internal name", 0, True]
+
+
 def rank_modules(service, kind="open"):
     """All enabled modules of the service's tariff, best first, with the reasons.
 
@@ -58,17 +76,10 @@ def rank_modules(service, kind="open"):
     then priority (lower first), then the lowest id.
     """
     tariff = service.tariff
-    candidates = list(
-        ProcessingModule.select(ProcessingModule, Item)
-        .join(TariffModule)
-        .switch(ProcessingModule)
-        .join(
-            Item,
-            JOIN.LEFT_OUTER,
-            on=(Item.module == ProcessingModule.id) & (Item.internal_name == tariff.internal_name),
-            attr="item_for_tariff",
-        )
-        .where((TariffModule.tariff == tariff.id) & (ProcessingModule.enabled == True))  # noqa: E712
+    candidates = cached_query_rows(
+        "provisioning.modules_of_tariff",
+        _modules_of_tariff_query,
+        (tariff.internal_name, tariff.id, True),
     )
     candidates = [
         m for m in candidates if (t := modules.get_type(m.type)) is not None and t.supports(kind)
