@@ -120,19 +120,6 @@ def setup_catalog(app):
     return common.sandbox_catalog(app)
 
 
-def create_orders(app, tariff, clients, n):
-    from app.services import orders
-
-    ids = []
-    with app.app_context(), database.connection_context(), database.atomic():
-        for i in range(n):
-            order = orders.create(
-                {"client_id": clients[i % len(clients)].id, "tariff_id": tariff.id}
-            )
-            ids.append(order.id)
-    return ids
-
-
 _poll_conn = None
 
 
@@ -296,7 +283,7 @@ def activation_run(app, run_no):
         module, tariff, clients = setup_catalog(app)
         result["worker_boot_and_item_s"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
-        order_ids = create_orders(app, tariff, clients, ARGS.orders)
+        order_ids = common.create_orders(app, tariff, clients, ARGS.orders)
         result["orders_created_s"] = round(time.monotonic() - t, 2)
         time.sleep(1.0)
         result["worker_rss_idle_mb"] = common.status_kb(child, "VmRSS")

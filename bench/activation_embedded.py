@@ -82,19 +82,6 @@ def _catalog(app, database):
     return tariff, clients
 
 
-def _orders(app, database, tariff, clients, n):
-    from app.services import orders
-
-    ids = []
-    with app.app_context(), database.connection_context(), database.atomic():
-        for i in range(n):
-            order = orders.create(
-                {"client_id": clients[i % len(clients)].id, "tariff_id": tariff.id}
-            )
-            ids.append(order.id)
-    return ids
-
-
 def _count(database, sql):
     with database.connection_context():
         return database.execute_sql(sql).fetchone()
@@ -107,7 +94,7 @@ def _run(args, app, worker, broker, noop, run_no, database):
 
     tariff, clients = _catalog(app, database)
     worker.pause()
-    ids = _orders(app, database, tariff, clients, args.orders)
+    ids = common.create_orders(app, tariff, clients, args.orders)
     t0 = time.monotonic()
     with app.app_context(), database.connection_context():
         for order_id in ids:

@@ -422,6 +422,22 @@ def table(rows, headers):
     return "\n".join(out)
 
 
+def create_orders(app, tariff, clients, n):
+    """``n`` unpaid orders of ``tariff`` through the services layer, the clients in turn,
+    in one transaction; returns their ids."""
+    from app.db import database
+    from app.services import orders
+
+    ids = []
+    with app.app_context(), database.connection_context(), database.atomic():
+        for i in range(n):
+            order = orders.create(
+                {"client_id": clients[i % len(clients)].id, "tariff_id": tariff.id}
+            )
+            ids.append(order.id)
+    return ids
+
+
 def sandbox_catalog(app, latency_ms=0, module_name="sandbox-bench", timeout=60, interval=0.1):
     """What the activation benchmarks order from: a sandbox module (``latency_ms``), a VPS
     tariff served by it and 50 clients, made through the app; returns ``(module, tariff,

@@ -127,10 +127,9 @@ def rank_modules(service, kind="open"):
         .group_by(Operation.module)
         .tuples()
     )
-    items = {m.id: m.item_for_tariff.status for m in candidates if m.item_for_tariff is not None}
     ranked = []
     for m in candidates:
-        item_status = items.get(m.id)
+        item_status = m.item_for_tariff.status if m.item_for_tariff is not None else None
         facts = {
             "module_id": m.id,
             "module": m.name,
@@ -559,12 +558,8 @@ def correct_details(service_id, details, now):
 
 
 def timeline(service):
-    """The service's operations, newest first."""
-    return list(
-        Operation.select()
-        .where(Operation.service == service.id)
-        .order_by(Operation.created_at.desc(), Operation.id.desc())
-    )
+    """The service's operations, newest first (all of them: the API's answer)."""
+    return list(operations_of(service)[0])
 
 
 def operations_of(service):
