@@ -5,28 +5,39 @@ The database is the source of truth; a message that cannot be sent (broker down)
 logged, since the scheduler's sweep re-sends whatever is due.
 """
 
+import contextlib
 import logging
 
 from app.db import after_commit
 
 log = logging.getLogger(__name__)
 
+#: messages sent to Redis in one round trip (see ``actors.broker.BatchingRedisBroker``)
+BATCH = 500
+
 
 def _send(actor_name, ids, delay):
     if not ids:
         return
     import actors
+    from actors.broker import batch
 
     actor = getattr(actors, actor_name)
     options = {}
     if delay:
         options["delay"] = max(0, int(delay * 1000) + 50)
-    for obj_id in ids:
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
         try:
-            actor.send_with_options(args=(obj_id,), **options)
+            with batch(actors.broker) if len(chunk) > 1 else contextlib.nullcontext():
+                for obj_id in chunk:
+                    actor.send_with_options(args=(obj_id,), **options)
         except Exception as exc:
             log.warning(
-                "cannot send %s(%s) to the broker (%s); the sweep will", actor_name, obj_id, exc
+                "cannot send %s(%s) to the broker (%s); the sweep will",
+                actor_name,
+                chunk[0] if len(chunk) == 1 else f"{chunk[0]} … {chunk[-1]}, {len(chunk)} ids",
+                exc,
             )
 
 

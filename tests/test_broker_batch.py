@@ -1,0 +1,158 @@
+"""The Redis broker's batches (``actors.broker.BatchingRedisBroker``), against a real Redis
+and a real Dramatiq worker: messages sent inside ``batch()`` reach Redis together at the
+end of the block, each exactly once, and are run like any other message.
+"""
+
+import threading
+import time
+import uuid
+
+import dramatiq
+import pytest
+import redis
+
+from actors.broker import BatchingRedisBroker, batch
+from tests.support import free_port, wait_for
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def broker(redis_url):
+    namespace = f"provisor-test-batch-{uuid.uuid4().hex[:8]}"
+    broker = BatchingRedisBroker(url=redis_url, namespace=namespace)
+    broker.seen = []
+    lock = threading.Lock()
+
+    def record(n):
+        with lock:
+            broker.seen.append(n)
+
+    broker.record = dramatiq.actor(record, broker=broker, actor_name="record", queue_name="batch")
+    yield broker
+    conn = redis.Redis.from_url(redis_url)
+    keys = list(conn.scan_iter(match=f"{namespace}*", count=1000))
+    if keys:
+        conn.delete(*keys)
+    broker.close()
+
+
+def waiting(broker, queue="batch"):
+    """Messages of ``queue`` stored in Redis (the broker's hash of message bodies)."""
+    return broker.client.hlen(f"{broker.namespace}:{queue}.msgs")
+
+
+def run_worker(broker, until):
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(until, timeout=20)
+    finally:
+        worker.stop()
+
+
+def test_a_batch_reaches_redis_at_the_end_of_its_block_and_each_message_runs_once(broker):
+    with batch(broker):
+        for n in range(1200):
+            broker.record.send(n)
+        assert waiting(broker) == 0  # queued on the pipeline, not sent yet
+    assert waiting(broker) == 1200
+    run_worker(broker, lambda: len(broker.seen) >= 1200)
+    time.sleep(0.3)
+    assert sorted(broker.seen) == list(range(1200))
+
+
+def test_delayed_messages_in_a_batch_wait_their_delay(broker):
+    with batch(broker):
+        for n in range(5):
+            broker.record.send_with_options(args=(n,), delay=300)
+    assert waiting(broker, "batch.DQ") == 5
+    assert waiting(broker) == 0
+    run_worker(broker, lambda: len(broker.seen) >= 5)
+    assert sorted(broker.seen) == [0, 1, 2, 3, 4]
+
+
+def test_outside_a_batch_and_in_other_threads_messages_go_at_once(broker):
+    broker.record.send(1)
+    assert waiting(broker) == 1
+    with batch(broker):
+        broker.record.send(2)
+        other = threading.Thread(target=broker.record.send, args=(3,))
+        other.start()
+        other.join()
+        assert waiting(broker) == 2  # the other thread's message did not wait for this block
+        with batch(broker):  # a nested block joins the outer one
+            broker.record.send(4)
+        assert waiting(broker) == 2
+    assert waiting(broker) == 4
+
+
+def test_a_block_that_raises_sends_nothing(broker):
+    with pytest.raises(RuntimeError), batch(broker):
+        broker.record.send(1)
+        raise RuntimeError("stop")
+    assert waiting(broker) == 0
+    broker.record.send(2)  # the broker is still usable, unbatched
+    assert waiting(broker) == 1
+
+
+def test_redis_down_is_raised_at_the_end_of_the_block():
+    broker = BatchingRedisBroker(url=f"redis://127.0.0.1:{free_port()}/0", namespace="nowhere")
+    record = dramatiq.actor(lambda n: None, broker=broker, actor_name="record")
+    with pytest.raises(redis.ConnectionError), batch(broker):
+        record.send(1)
+        record.send(2)
+    broker.close()
+
+
+def test_the_stub_broker_sends_one_by_one():
+    from dramatiq.brokers.stub import StubBroker
+
+    broker = StubBroker()
+    record = dramatiq.actor(lambda n: None, broker=broker, actor_name="record", queue_name="q")
+    with batch(broker):
+        record.send(1)
+        assert broker.queues["q"].qsize() == 1
+
+
+def test_dispatch_sends_many_ids_in_batches_of_its_size(broker, monkeypatch):
+    import actors
+    from app.services import dispatch
+
+    pipelines = []
+    make_pipeline = broker.client.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipelines.append(1)
+        return make_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(broker.client, "pipeline", counting_pipeline)
+    monkeypatch.setattr(actors, "broker", broker)
+    monkeypatch.setattr(actors, "run_operation", broker.record)
+    dispatch._send("run_operation", list(range(2 * dispatch.BATCH + 2)), None)
+    assert waiting(broker) == 2 * dispatch.BATCH + 2
+    assert len(pipelines) == 3
+    dispatch._send("run_operation", [7], None)  # one id: sent as is, no pipeline
+    assert waiting(broker) == 2 * dispatch.BATCH + 3
+    assert len(pipelines) == 3
+
+
+def test_dispatch_logs_a_batch_redis_refused_and_goes_on(monkeypatch, caplog):
+    import actors
+    from app.services import dispatch
+
+    broker = BatchingRedisBroker(url=f"redis://127.0.0.1:{free_port()}/0", namespace="nowhere")
+    record = dramatiq.actor(lambda n: None, broker=broker, actor_name="record")
+    monkeypatch.setattr(actors, "broker", broker)
+    monkeypatch.setattr(actors, "run_operation", record)
+    dispatch._send("run_operation", list(range(1, dispatch.BATCH + 3)), None)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "app.services.dispatch"]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(
+        f"cannot send run_operation(1 … {dispatch.BATCH}, {dispatch.BATCH} ids) to the broker ("
+    )
+    assert warnings[1].startswith(
+        f"cannot send run_operation({dispatch.BATCH + 1} … {dispatch.BATCH + 2}, 2 ids)"
+    )
+    assert all(w.endswith("; the sweep will") for w in warnings)
+    broker.close()
