@@ -293,6 +293,12 @@ def cached_write(key, build, params):
     return execute_statement(text, params).rowcount
 
 
+def cached_write_returning(key, build, params):
+    """As :func:`cached_write`, for a write with ``RETURNING``: its rows (tuples)."""
+    _, text = _built_once(key, build)
+    return execute_statement(text, params).fetchall()
+
+
 def _built_once(key, build):
     """``(query, SQL text)`` of ``build()``, made once per dialect and ``key``; the query's
     parameters must be exactly the placeholders ``build`` says it used, in order."""

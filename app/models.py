@@ -138,45 +138,83 @@ class BaseModel(Model):
         pk_field = meta.primary_key
         if pk_field is False or meta.composite_key or meta.only_save_dirty:
             return super().save(force_insert=force_insert, only=only)
+        if self._pk is not None and not force_insert:
+            text, params, names = self._update_by_id(only)
+            rows = db.execute_statement(text, params).rowcount
+            self._dirty -= set(names)
+            return rows
+        if not meta.auto_increment:
+            return super().save(force_insert=force_insert, only=only)
+        data = self._data_to_save(only)
+        pk_value = self._pk
+        if pk_value is None:
+            data.pop(pk_field.name, None)
+        for field, default in meta.defaults.items():
+            if field.name not in data and field.name != pk_field.name:
+                data[field.name] = default() if callable(default) else default
+        names = tuple(data)
+        model, fields = type(self), meta.fields
+        text = db.statement_text((model, "insert", names), lambda: db.insert_text(model, names))
+        cursor = db.execute_statement(text, [fields[name].db_value(data[name]) for name in names])
+        new_id = cursor.lastrowid if db.is_sqlite() else cursor.fetchone()[0]
+        if pk_value is None and new_id is not None:
+            self._pk = new_id
+            self._dirty.discard(pk_field.name)
+        self._dirty -= set(data)
+        return 1
+
+    def _data_to_save(self, only):
         data = dict(self.__data__)
         if only is not None:
             wanted = {f if isinstance(f, str) else f.name for f in only}
             data = {name: value for name, value in data.items() if name in wanted}
         self._populate_unsaved_relations(data)
-        pk_value = self._pk
-        fields = meta.fields
-        model = type(self)
-        if pk_value is not None and not force_insert:
-            data.pop(pk_field.name, None)
-            if not data:
-                raise ValueError("no data to save!")
-            names = tuple(data)
-            text = db.statement_text(
-                (model, "update", names), lambda: db.update_by_id_text(model, names)
-            )
-            params = [fields[name].db_value(data[name]) for name in names]
-            params.append(pk_field.db_value(pk_value))
-            rows = db.execute_statement(text, params).rowcount
-        else:
-            if not meta.auto_increment:
-                return super().save(force_insert=force_insert, only=only)
-            if pk_value is None:
-                data.pop(pk_field.name, None)
-            for field, default in meta.defaults.items():
-                if field.name not in data and field.name != pk_field.name:
-                    data[field.name] = default() if callable(default) else default
-            names = tuple(data)
-            text = db.statement_text((model, "insert", names), lambda: db.insert_text(model, names))
-            cursor = db.execute_statement(
-                text, [fields[name].db_value(data[name]) for name in names]
-            )
-            new_id = cursor.lastrowid if db.is_sqlite() else cursor.fetchone()[0]
-            if pk_value is None and new_id is not None:
-                self._pk = new_id
-                self._dirty.discard(pk_field.name)
-            rows = 1
-        self._dirty -= set(data)
-        return rows
+        return data
+
+    def _update_by_id(self, only):
+        """``(SQL text, parameters, field names)`` of the UPDATE by id that ``save(only=
+        only)`` runs for this row."""
+        data = self._data_to_save(only)
+        pk_field = self._meta.primary_key
+        data.pop(pk_field.name, None)
+        if not data:
+            raise ValueError("no data to save!")
+        names = tuple(data)
+        model, fields = type(self), self._meta.fields
+        text = db.statement_text(
+            (model, "update", names), lambda: db.update_by_id_text(model, names)
+        )
+        params = [fields[name].db_value(data[name]) for name in names]
+        params.append(pk_field.db_value(self._pk))
+        return text, params, names
+
+
+def save_together(first, first_only, second):
+    """``first.save(only=first_only)`` then ``second.save()`` — two rows already stored,
+    of different tables — in one statement on PostgreSQL (the first UPDATE as a
+    data-modifying ``WITH``: both run, in the same transaction, on one snapshot); one
+    after the other on SQLite. Returns the rows the second changed."""
+    simple = (
+        db.is_sqlite()
+        or type(first) is type(second)
+        or any(
+            m._meta.primary_key is False or m._meta.composite_key or m._meta.only_save_dirty
+            for m in (type(first), type(second))
+        )
+        or first._pk is None
+        or second._pk is None
+    )
+    if simple:
+        first.save(only=first_only)
+        return second.save()
+    text1, params1, names1 = first._update_by_id(first_only)
+    text2, params2, names2 = second._update_by_id(None)
+    key = (type(first), names1, type(second), names2)
+    text = db.statement_text(("together", key), lambda: f'WITH "saved_first" AS ({text1}) {text2}')
+    rows = db.execute_statement(text, [*params1, *params2]).rowcount
+    first._dirty -= set(names1)
+    second._dirty -= set(names2)
+    return rows
 
 
 # --- people -----------------------------------------------------------------------------

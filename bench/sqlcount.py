@@ -32,6 +32,13 @@ def shape(sql):
         return f"{shape(text)} (prepared)" if text else "EXECUTE"
     if sql.lstrip().upper().startswith("PREPARE"):
         return "PREPARE"
+    m = re.match(r'^\s*WITH\s+"\w+"\s+AS\s+\(', sql, re.I)
+    if m:  # one CTE: ``INSERT INTO attempt WITH UPDATE operation``
+        depth, end = 1, m.end()
+        while depth and end < len(sql):
+            depth += {"(": 1, ")": -1}.get(sql[end], 0)
+            end += 1
+        return f"{shape(sql[end:])} WITH {shape(sql[m.end() : end - 1])}"
     while True:  # parentheses (subqueries, conditions) emptied, innermost first
         stripped = re.sub(r"\([^()]*\)", "_", sql)
         if stripped == sql:

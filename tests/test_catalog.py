@@ -191,6 +191,18 @@ def test_module_choice_order(app, api):
         assert module.id == a
         assert explanation["candidates"][0]["current"] is True
         assert explanation["candidates"][-1]["recent_errors"] is True
+        # the payment reads the same candidates, with their items, in its order's SELECT
+        from app.services import orders
+
+        def with_payment_read():
+            _, candidates = orders._order_to_pay(order["id"])
+            return provisioning.rank_modules(service, candidates=candidates)
+
+        assert with_payment_read() == provisioning.rank_modules(service)
+        assert [facts["item"] for _, facts in with_payment_read()] == ["ready"] * 4
+        ProcessingModule.update(enabled=False).where(ProcessingModule.id == c).execute()
+        assert [m.id for m, _ in with_payment_read()] == [a, b, d]
+        assert with_payment_read() == provisioning.rank_modules(service)
 
 
 def test_no_module_fits_makes_a_manual_task(app, api):

@@ -244,3 +244,77 @@ def test_prepared_statements_can_be_turned_off(app, postgres_url):
             database.close()
         database.obj.close_all()
         create_app(dict(app.config))  # the app's own database (and setting) again
+
+
+def test_a_claim_starts_its_attempt_and_a_lost_claim_starts_none(any_app):
+    """The claim's UPDATE and the attempt's INSERT (one statement on PostgreSQL): the
+    attempt returned is the row stored; a claim from a stale read changes nothing."""
+    from app.models import Attempt, Operation, ProcessingModule
+    from app.services import operations
+
+    with any_app.app_context():
+        module = ProcessingModule.create(name="Claims", type="sandbox", config={})
+        op = Operation.create(kind="ensure_item", module=module.id, status="queued")
+        stale = Operation.get_by_id(op.id)
+        now = dt.datetime(2026, 12, 6, 15, 0, 0, 123456)
+        lease = now + dt.timedelta(minutes=5)
+        with write_transaction():
+            attempt = operations._claim_row(op, "running", lease, now)
+        assert isinstance(attempt.id, int)
+        stored = Attempt.select().where(Attempt.id == attempt.id).get()
+        fields = Attempt._meta.sorted_fields
+        assert {f.name: getattr(attempt, f.name) for f in fields} == {
+            f.name: getattr(stored, f.name) for f in fields
+        }
+        assert attempt._dirty == set()
+        assert (stored.operation_id, stored.number, stored.started_at) == (op.id, 1, now)
+        assert stored.worker == operations.WORKER_NAME and stored.log == ""
+        claimed = Operation.select().where(Operation.id == op.id).get()
+        assert (claimed.status, claimed.attempts, claimed.lease_until) == ("running", 1, lease)
+        assert claimed.updated_at == now
+        # a second worker that read the operation before the claim: no claim, no attempt
+        with write_transaction():
+            assert operations._claim_row(stale, "running", lease, now) is None
+        assert Attempt.select().where(Attempt.operation == op.id).count() == 1
+        assert Operation.select().where(Operation.id == op.id).get().attempts == 1
+        # the attempt is saved as peewee would (its finish written by id)
+        attempt.outcome, attempt.finished_at = "done", now
+        attempt.save(only=[Attempt.outcome, Attempt.finished_at])
+        assert Attempt.get_by_id(attempt.id).outcome == "done"
+
+
+def test_two_rows_saved_together_are_both_written(any_app):
+    """``save_together``: an attempt's end and its operation in one statement on
+    PostgreSQL, one after the other on SQLite; both rows as ``save`` would leave them."""
+    from app.models import Attempt, Operation, ProcessingModule, save_together
+    from app.services.operations import ATTEMPT_END
+
+    with any_app.app_context():
+        module = ProcessingModule.create(name="Together", type="sandbox", config={})
+        op = Operation.create(kind="ensure_item", module=module.id, status="running", attempts=1)
+        attempt = Attempt.create(operation=op.id, number=1, worker="w", log="")
+        now = dt.datetime(2026, 12, 6, 16, 0, 0, 5)
+        attempt.finished_at, attempt.outcome, attempt.log = now, "done", "called; done"
+        attempt.worker = "not saved: not in ATTEMPT_END"
+        op.status, op.finished_at, op.state = "done", now, {"a": [1, "é"]}
+        with write_transaction():
+            assert save_together(attempt, ATTEMPT_END, op) == 1
+        assert attempt._dirty == {"worker"} and op._dirty == set()
+        stored = Attempt.select().where(Attempt.id == attempt.id).get()
+        assert (stored.finished_at, stored.outcome, stored.log, stored.worker) == (
+            now,
+            "done",
+            "called; done",
+            "w",
+        )
+        stored_op = Operation.select().where(Operation.id == op.id).get()
+        assert {f.name: stored_op.__data__.get(f.name) for f in Operation._meta.sorted_fields} == {
+            f.name: op.__data__.get(f.name) for f in Operation._meta.sorted_fields
+        }
+        # a rolled-back transaction leaves neither
+        with pytest.raises(RuntimeError), write_transaction():
+            attempt.outcome, op.status = "interrupted", "queued"
+            save_together(attempt, ATTEMPT_END, op)
+            raise RuntimeError("roll back")
+        assert Attempt.get_by_id(attempt.id).outcome == "done"
+        assert Operation.get_by_id(op.id).status == "done"

@@ -28,13 +28,14 @@ import time
 from datetime import timedelta
 
 from flask import current_app
-from peewee import JOIN, fn
+from peewee import JOIN, Select, Value, fn
 
 import modules
 from app import guards, inflight, logs, messages
 from app.db import (
     cached_query_rows,
     cached_write,
+    cached_write_returning,
     get_for_update,
     is_sqlite,
     release_connection,
@@ -52,6 +53,7 @@ from app.models import (
     Tariff,
     Task,
     parse_id,
+    save_together,
     search_term,
     sorted_by,
     utcnow,
@@ -377,12 +379,9 @@ def _claim(operation_id):
         lease = now + timedelta(
             seconds=instance.timeout() + instance.io_timeout() + _setting("LEASE_GRACE")
         )
-        claimed = _claim_row(op, OPERATION.target("claim", op.status), lease, now)
-        if claimed != 1:
+        attempt = _claim_row(op, OPERATION.target("claim", op.status), lease, now)
+        if attempt is None:
             return None
-        attempt = Attempt.create(
-            operation=op.id, number=op.attempts + 1, worker=WORKER_NAME, started_at=now
-        )
         op.attempts += 1
         OPERATION.move(op, "claim")
         return op, attempt, instance
@@ -416,10 +415,47 @@ def _claim_query():
     return query, placeholders
 
 
+def _claim_with_attempt_query():
+    """PostgreSQL: the claim's UPDATE and the attempt's INSERT in one statement — the
+    INSERT takes its row from what the UPDATE returns, so an operation not claimed gets no
+    attempt — with placeholders as :func:`_claim_query`'s, then the attempt's worker and
+    log. The attempt starts at the claim's ``updated_at`` (the same ``now``)."""
+    update, placeholders = _claim_query()
+    claimed = update.returning(Operation.id, Operation.attempts, Operation.updated_at).cte(
+        "claimed"
+    )
+    query = (
+        Attempt.insert_from(
+            Select(
+                [claimed],
+                [
+                    claimed.c.id,
+                    claimed.c.attempts,
+                    Value("worker"),
+                    claimed.c.updated_at,
+                    Value("log"),
+                ],
+            ),
+            fields=[
+                Attempt.operation,
+                Attempt.number,
+                Attempt.worker,
+                Attempt.started_at,
+                Attempt.log,
+            ],
+        )
+        .with_cte(claimed)
+        .returning(Attempt.id)
+    )
+    return query, [*placeholders, "worker", "log"]
+
+
 def _claim_row(op, status, lease, now):
     """``op`` (as read) claimed: ``status`` (running), one attempt more, leased until
-    ``lease`` — if nobody changed its status or attempts since it was read; returns the
-    rows changed (1: claimed). One UPDATE whose text is made once."""
+    ``lease`` — if nobody changed its status or attempts since it was read — and its
+    attempt started; returns the attempt (None: not claimed). On PostgreSQL one statement
+    (:func:`_claim_with_attempt_query`), on SQLite the claim's UPDATE then the INSERT;
+    both texts made once."""
     params = [
         status,
         1,
@@ -430,7 +466,29 @@ def _claim_row(op, status, lease, now):
         op.status,
         op.attempts,
     ]
-    return cached_write("operations.claim", _claim_query, params)
+    number = op.attempts + 1
+    if is_sqlite():
+        if cached_write("operations.claim", _claim_query, params) != 1:
+            return None
+        return Attempt.create(operation=op.id, number=number, worker=WORKER_NAME, started_at=now)
+    rows = cached_write_returning(
+        "operations.claim_with_attempt", _claim_with_attempt_query, [*params, WORKER_NAME, ""]
+    )
+    if not rows:
+        return None
+    attempt = Attempt(
+        id=rows[0][0],
+        operation=op.id,
+        number=number,
+        worker=WORKER_NAME,
+        started_at=now,
+        finished_at=None,
+        outcome=None,
+        error=None,
+        log="",
+    )
+    attempt._dirty.clear()  # as stored
+    return attempt
 
 
 def _waits_for_item(op):
@@ -511,14 +569,20 @@ def _save_state(op_id, attempt_number, state):
         ).execute()
 
 
-def _finish_attempt(attempt, outcome, error, log_text, now):
+#: what :func:`_finish_attempt` writes of an attempt
+ATTEMPT_END = (Attempt.finished_at, Attempt.outcome, Attempt.error, Attempt.log)
+
+
+def _finish_attempt(attempt, outcome, error, log_text, now, save=True):
     """Record how an attempt ended, unless a callback or the sweep already did (their
-    notes stay in the log after the module's own lines)."""
+    notes stay in the log after the module's own lines). ``save=False``: the caller
+    saves it (with the operation: ``_complete(finished_attempt=...)``)."""
     attempt.log = guards.storable(log_text) + ("\n" + attempt.log if attempt.log else "")
     attempt.error = attempt.error if attempt.outcome else guards.storable(error)
     attempt.finished_at = attempt.finished_at or now
     attempt.outcome = attempt.outcome or outcome
-    attempt.save(only=[Attempt.finished_at, Attempt.outcome, Attempt.error, Attempt.log])
+    if save:
+        attempt.save(only=ATTEMPT_END)
 
 
 def _result_lock_query():
@@ -570,7 +634,10 @@ def _record_result(claimed, attempt, result, log_text):
     with write_transaction():
         op, current = _locked_after_attempt(claimed, attempt)
         attempt = _attempt_row(attempt, current)
-        _finish_attempt(attempt, result.status, None, log_text, now)
+        # done, as nearly every attempt ends: the attempt's row is saved with the
+        # operation's (one statement on PostgreSQL)
+        finishing = result.status == "done" and op.is_open
+        _finish_attempt(attempt, result.status, None, log_text, now, save=not finishing)
         log.info("%s, attempt %s: %s", op.kind, attempt.number, result.status)
         if result.status == "pending":
             if current:
@@ -602,6 +669,7 @@ def _record_result(claimed, attempt, result, log_text):
             result,
             known_service=claimed.service if op.service_id else None,
             locked=True,
+            finished_attempt=attempt,
         )
     return op
 
@@ -637,12 +705,14 @@ def _complete(
     expires_at=None,
     known_service=None,
     locked=False,
+    finished_attempt=None,
 ):
     """Mark ``op`` done and apply it to its service or item (inside a transaction).
     ``known_service``: the service as read earlier by the attempt, whose tariff, product
     type and client may be reused (see ``provisioning.apply_done``). ``locked``: ``op``
     comes from :func:`_locked_after_attempt` in this transaction, with its service and
-    the count of its open tasks."""
+    the count of its open tasks. ``finished_attempt``: the attempt that ended, not saved
+    yet (see :func:`_finish_attempt`), saved with ``op``."""
     OPERATION.move(op, "complete" if by else "done")
     op.finished_at = now
     op.updated_at = now
@@ -650,7 +720,10 @@ def _complete(
     op.next_run_at = None
     op.deadline_at = None
     op.completed_by = by
-    op.save()
+    if finished_attempt is not None:
+        save_together(finished_attempt, ATTEMPT_END, op)
+    else:
+        op.save()
     if op.kind == "ensure_item" and op.item_id:
         item = Item.get_by_id(op.item_id)
         ITEM.move(item, "ready")
@@ -675,7 +748,7 @@ def _complete(
         tasks.close_for_operation(op, now, by=by)
 
 
-def _complete_with(op, now, result, known_service=None, locked=False):
+def _complete_with(op, now, result, known_service=None, locked=False, finished_attempt=None):
     """``_complete`` with what a module's ``Result.done`` carries."""
     _complete(
         op,
@@ -686,6 +759,7 @@ def _complete_with(op, now, result, known_service=None, locked=False):
         expires_at=result.expires_at,
         known_service=known_service,
         locked=locked,
+        finished_attempt=finished_attempt,
     )
 
 

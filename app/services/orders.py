@@ -134,37 +134,38 @@ def taken_names(tariff, params):
 
 
 def _order_to_pay_query():
-    query = (
+    query = provisioning.join_modules_of_tariff(
         Order.select(Order, Service, Tariff, events.enabled_count_column())
         .join(Service, on=(Order.service == Service.id))
         .join(Tariff, on=(Service.tariff == Tariff.id))
-        .where(Order.id == 0)
-    )
-    return query, [0]
+    ).where(Order.id == 0)
+    return query, [True, 0]
 
 
 def _order_to_pay(order_id):
-    """The order with its service and the service's tariff, which paying it reads, in one
-    SELECT (its text made once) that also counts the enabled webhook endpoints (none: the
-    payment's events read none). NotFound if there is no such order."""
+    """The order with its service and the service's tariff, which paying it reads, and the
+    tariff's enabled modules with their items, which the payment ranks
+    (``provisioning.join_modules_of_tariff``), in one SELECT (its text made once) that
+    also counts the enabled webhook endpoints (none: the payment's events read none).
+    Returns the order and those modules; NotFound if there is no such order."""
     pk = parse_id(order_id)
-    rows = [] if pk is None else cached_query_rows("orders.to_pay", _order_to_pay_query, (pk,))
+    rows = [] if pk is None else cached_query_rows("orders.to_pay", _order_to_pay_query, (True, pk))
     if not rows:
         raise NotFound(f"order {order_id} not found")
     order = rows[0]
     events.known_enabled_count(order.enabled_endpoints)
-    return order
+    return order, provisioning.modules_in_rows(row.service.tariff for row in rows)
 
 
 def mark_paid(order_id, by):
     """Staff (or a payment) marks the order paid: the service goes ``processing``."""
     with write_transaction():
-        order = _order_to_pay(order_id)
+        order, candidates = _order_to_pay(order_id)
         if order.status == "paid":
             raise Conflict(f"order {order.id} is already paid")
         if order.status != "unpaid":
             raise Conflict(f"order {order.id} is {order.status}")
-        op = _pay(order, by)
+        op = _pay(order, by, candidates)
     return order, op
 
 
@@ -185,14 +186,14 @@ def _pay_query():
     return query, ["paid", Order.paid_at.db_value(_PAID_AT), "by", 0, "unpaid"]
 
 
-def _pay(order, by):
+def _pay(order, by, candidates=None):
     now = utcnow()
     params = ["paid", Order.paid_at.db_value(now), by, order.id, "unpaid"]
     updated = cached_write("orders.pay", _pay_query, params)
     if updated != 1:
         raise Conflict(f"order {order.id} is already paid")
     order.status, order.paid_at, order.paid_by = "paid", now, by
-    return provisioning.start_open(order.service, now)
+    return provisioning.start_open(order.service, now, candidates)
 
 
 def cancel(order_id):
@@ -231,7 +232,7 @@ def receive_payment(data):
         with write_transaction():
             if Payment.select().where(Payment.payment_id == payment_id).exists():
                 raise _Replay()
-            order = _order_to_pay(order_id)
+            order, candidates = _order_to_pay(order_id)
             if currency != order.currency:
                 raise ValidationError({"currency": f"The order is in {order.currency}."})
             if amount < order.amount:
@@ -242,7 +243,7 @@ def receive_payment(data):
                 raise Conflict(f"order {order.id} is cancelled")
             if order.status == "paid":
                 raise Conflict(f"order {order.id} is already paid by another payment")
-            op = _pay(order, f"payment {payment_id}")
+            op = _pay(order, f"payment {payment_id}", candidates)
             result = {
                 "payment_id": payment_id,
                 "order_id": order.id,

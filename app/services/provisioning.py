@@ -68,19 +68,55 @@ def _modules_of_tariff_query():
     return query, ["internal name", 0, True]
 
 
-def rank_modules(service, kind="open"):
+def join_modules_of_tariff(query):
+    """``query`` (a SELECT that joins a ``Tariff``) also reads that tariff's enabled
+    modules, each with its item for the tariff: one row per module (attribute
+    ``module_of_tariff`` of the tariff, with ``item_for_tariff`` as in
+    :func:`_modules_of_tariff_query`), one row with None when it has none. For a caller
+    that reads the tariff anyway before :func:`start_open`: give it
+    :func:`modules_in_rows` of the rows, and the payment needs no SELECT of its own for
+    them. Adds one placeholder, True, after the query's own."""
+    in_tariff = TariffModule.select(TariffModule.module).where(TariffModule.tariff == Tariff.id)
+    return (
+        query.select_extend(ProcessingModule, Item)
+        .switch(Tariff)
+        .join(
+            ProcessingModule,
+            JOIN.LEFT_OUTER,
+            on=(ProcessingModule.enabled == True)  # noqa: E712
+            & ProcessingModule.id.in_(in_tariff),
+            attr="module_of_tariff",
+        )
+        .join(
+            Item,
+            JOIN.LEFT_OUTER,
+            on=(Item.module == ProcessingModule.id) & (Item.internal_name == Tariff.internal_name),
+            attr="item_for_tariff",
+        )
+    )
+
+
+def modules_in_rows(tariffs):
+    """The modules :func:`join_modules_of_tariff` read, from the tariff of each row."""
+    return [t.module_of_tariff for t in tariffs if t.module_of_tariff is not None]
+
+
+def rank_modules(service, kind="open", candidates=None):
     """All enabled modules of the service's tariff, best first, with the reasons.
 
     Order (SPEC flow 4): items usable first, then modules without recent errors, then
     those under their ``max_running`` limit, then the module the service is already on,
-    then priority (lower first), then the lowest id.
+    then priority (lower first), then the lowest id. ``candidates``: those modules (each
+    with ``item_for_tariff``) read already in this transaction
+    (:func:`join_modules_of_tariff`).
     """
     tariff = service.tariff
-    candidates = cached_query_rows(
-        "provisioning.modules_of_tariff",
-        _modules_of_tariff_query,
-        (tariff.internal_name, tariff.id, True),
-    )
+    if candidates is None:
+        candidates = cached_query_rows(
+            "provisioning.modules_of_tariff",
+            _modules_of_tariff_query,
+            (tariff.internal_name, tariff.id, True),
+        )
     candidates = [
         m for m in candidates if (t := modules.get_type(m.type)) is not None and t.supports(kind)
     ]
@@ -154,9 +190,10 @@ def rank_modules(service, kind="open"):
     return [(m, facts) for _, m, facts in ranked]
 
 
-def choose_module(service, kind="open"):
-    """The module for a new operation of ``service``, or None; also the explanation."""
-    ranked = rank_modules(service, kind)
+def choose_module(service, kind="open", candidates=None):
+    """The module for a new operation of ``service``, or None; also the explanation
+    (``candidates``: see :func:`rank_modules`)."""
+    ranked = rank_modules(service, kind, candidates)
     explanation = {
         "chosen": None,
         "at": utcnow().isoformat(timespec="seconds"),
@@ -173,15 +210,15 @@ def choose_module(service, kind="open"):
 # --- starting operations ----------------------------------------------------------------
 
 
-def start_open(service, now):
+def start_open(service, now, candidates=None):
     """Payment arrived: the service goes ``processing`` and an ``open`` operation is queued.
 
     Inside the caller's transaction. If no module fits, the operation goes straight to a
-    manual setup task instead of failing.
+    manual setup task instead of failing. ``candidates``: see :func:`rank_modules`.
     """
     from app.services import operations
 
-    module, explanation = choose_module(service, "open")
+    module, explanation = choose_module(service, "open", candidates)
     SERVICE.move(service, "pay")
     service.module = module
     service.module_choice = explanation
