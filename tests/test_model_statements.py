@@ -318,3 +318,38 @@ def test_two_rows_saved_together_are_both_written(any_app):
             raise RuntimeError("roll back")
         assert Attempt.get_by_id(attempt.id).outcome == "done"
         assert Operation.get_by_id(op.id).status == "done"
+
+
+def test_the_sandbox_lookup_stays_on_its_indexes_as_its_table_grows(pg_app):
+    """The simulated panel's lookup, prepared while its table is empty, still reads by its
+    indexes once the table holds 2,000 rows (as one ``OR`` it read the whole table)."""
+    from modules.sandbox import _find_account_query
+
+    def lookup(n):
+        key = f"op-{n}"
+        return cached_query_rows(
+            "sandbox.find_account", _find_account_query, (key, n, "account", "deleted", key)
+        )
+
+    with pg_app.app_context():
+        for n in range(8):  # planned on an empty table (a generic plan after five)
+            assert lookup(n) == []
+        database.execute_sql(
+            "INSERT INTO sandbox_resource (operation_key, kind, remote_id, details, service_id,"
+            " status, created_at) SELECT 'op-' || i, 'account', 'r-' || i, '{}', i, 'active',"
+            " now() FROM generate_series(1, 2000) i"
+        )
+        database.execute_sql(
+            "INSERT INTO sandbox_resource (operation_key, kind, remote_id, details, service_id,"
+            " status, created_at) VALUES ('other-op', 'account', 'r-x', '{}', 1500, 'active',"
+            " now())"
+        )
+        count = "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'sandbox_resource'"
+        with database.atomic():  # this backend's counts, not yet flushed: read before, after
+            (before,) = database.execute_sql(count).fetchone()
+            rows = lookup(1500)
+            (after,) = database.execute_sql(count).fetchone()
+        seq_scans = after - before
+        # this operation's row first, then the service's other account; each once
+        assert [r.operation_key for r in rows] == ["op-1500", "other-op"]
+        assert seq_scans == 0
