@@ -133,21 +133,35 @@ def pg_db_stats(db=PG_DB):
 
 
 def pg_table_stats(db=PG_DB):
-    """pg_stat_user_tables of our database: seq_scan, seq_tup_read, idx_scan per table."""
+    """pg_stat_user_tables of our database: seq_scan, seq_tup_read, idx_scan, idx_tup_fetch
+    per table; idx_scan and idx_tup_read per index (``index <name>``)."""
     import psycopg2
 
     conn = psycopg2.connect(database_url(db))
     with conn.cursor() as cur:
         cur.execute("SELECT pg_stat_clear_snapshot()")
         cur.execute(
-            "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup "
+            "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup, "
+            "coalesce(idx_tup_fetch, 0) "
             "FROM pg_stat_user_tables"
         )
         rows = cur.fetchall()
+        cur.execute("SELECT indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes")
+        indexes = cur.fetchall()
     conn.close()
-    return {
-        r[0]: {"seq_scan": r[1], "seq_tup_read": r[2], "idx_scan": r[3], "rows": r[4]} for r in rows
+    stats = {
+        r[0]: {
+            "seq_scan": r[1],
+            "seq_tup_read": r[2],
+            "idx_scan": r[3],
+            "idx_tup_fetch": r[5],
+            "rows": r[4],
+        }
+        for r in rows
     }
+    for name, scans, read in indexes:  # which index read the entries
+        stats[f"index {name}"] = {"idx_scan": scans, "idx_tup_read": read}
+    return stats
 
 
 def diff(after, before):

@@ -353,3 +353,32 @@ def test_the_sandbox_lookup_stays_on_its_indexes_as_its_table_grows(pg_app):
         # this operation's row first, then the service's other account; each once
         assert [r.operation_key for r in rows] == ["op-1500", "other-op"]
         assert seq_scans == 0
+
+
+def test_a_claim_reads_its_operation_by_id_on_a_table_without_statistics(pg_app):
+    """The claim's guard on the status is no index's: PostgreSQL's generic plan, made
+    before the table's first ANALYZE, read every queued operation through the status
+    index to claim one (``app.db.unindexed``)."""
+    from app.models import Operation, ProcessingModule
+    from app.services import operations
+
+    with pg_app.app_context():
+        module = ProcessingModule.create(name="Claims", type="sandbox", config={})
+        database.execute_sql(
+            "INSERT INTO operation (kind, module_id, status, params, attempts, failures,"
+            " redispatches, created_at, updated_at, next_run_at) SELECT 'ensure_item', %s,"
+            " 'queued', '{}', 0, 0, 0, now(), now(), now() FROM generate_series(1, 2000)",
+            (module.id,),
+        )
+        ids = [op.id for op in Operation.select(Operation.id).order_by(Operation.id)]
+        now = dt.datetime(2026, 12, 6, 17, 0, 0)
+        count = "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'operation'"
+        with write_transaction():
+            for op_id in ids[:8]:  # a generic plan after five
+                op = Operation.get_by_id(op_id)
+                assert operations._claim_row(op, "running", now, now) is not None
+            op = Operation.get_by_id(ids[1500])
+            (before,) = database.execute_sql(count).fetchone()
+            assert operations._claim_row(op, "running", now, now) is not None
+            (after,) = database.execute_sql(count).fetchone()
+        assert after - before <= 2  # the operation's row (was: every queued operation)

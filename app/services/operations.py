@@ -39,6 +39,7 @@ from app.db import (
     get_for_update,
     is_sqlite,
     release_connection,
+    unindexed,
     write_transaction,
 )
 from app.messages import Reason
@@ -400,7 +401,9 @@ def _claim_query():
         redispatches=0,
         updated_at=_NOW,
     ).where(
-        (Operation.id == 10**12) & (Operation.status == "old status") & (Operation.attempts == -1)
+        (Operation.id == 10**12)
+        & (unindexed(Operation.status) == "old status")  # the row found by its id: see unindexed
+        & (Operation.attempts == -1)
     )
     placeholders = [
         "new status",

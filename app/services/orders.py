@@ -5,7 +5,7 @@ import logging
 
 from peewee import IntegrityError
 
-from app.db import cached_query_rows, cached_write, write_transaction
+from app.db import cached_query_rows, cached_write, unindexed, write_transaction
 from app.models import (
     Client,
     Order,
@@ -181,7 +181,7 @@ _PAID_AT = dt.datetime(2000, 1, 1)
 def _pay_query():
     """The payment's UPDATE of the order, built with placeholder values."""
     query = Order.update(status="paid", paid_at=_PAID_AT, paid_by="by").where(
-        (Order.id == 0) & (Order.status == "unpaid")
+        (Order.id == 0) & (unindexed(Order.status) == "unpaid")
     )
     return query, ["paid", Order.paid_at.db_value(_PAID_AT), "by", 0, "unpaid"]
 
