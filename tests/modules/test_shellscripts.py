@@ -483,13 +483,15 @@ def test_test_connection_pins_the_key_and_checks_the_scripts(api, ssh_host, ssh_
         private_key="",
         password=ssh_host.login_password,
         scripts_dir=ssh_host.scripts,
+        connect_timeout=15,  # a password login under the full suite's load: not what is tested
     )
     check = api.ok("post", f"/modules/{by_password['id']}/check")
     assert check["ok"] is False and list(check["fields"]) == ["config.scripts_dir"], check
     assert f"{ssh_host.scripts}/open (missing)" in check["message"]
     for kind in ("open", "suspend", "resume", "close", "change_tariff", "renew", "ensure_item"):
         ssh_host.script(kind, "exit 0")
-    assert api.ok("post", f"/modules/{by_password['id']}/check")["ok"] is True
+    check = api.ok("post", f"/modules/{by_password['id']}/check")
+    assert check["ok"] is True, check
     wrong = module(username=ssh_host.login_user, private_key="", password="not-the-password")
     check = api.ok("post", f"/modules/{wrong['id']}/check")
     assert check["ok"] is False and list(check["fields"]) == ["config.password"], check
