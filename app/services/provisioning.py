@@ -50,32 +50,14 @@ def get(service_id):
 # --- module choice ----------------------------------------------------------------------
 
 
-def _modules_of_tariff_query():
-    """The enabled modules of a tariff, each with its item for the tariff's internal name
-    (``item_for_tariff``, None if it has none), built with placeholder values."""
-    query = (
-        ProcessingModule.select(ProcessingModule, Item)
-        .join(TariffModule)
-        .switch(ProcessingModule)
-        .join(
-            Item,
-            JOIN.LEFT_OUTER,
-            on=(Item.module == ProcessingModule.id) & (Item.internal_name == "internal name"),
-            attr="item_for_tariff",
-        )
-        .where((TariffModule.tariff == 0) & (ProcessingModule.enabled == True))  # noqa: E712
-    )
-    return query, ["internal name", 0, True]
-
-
 def join_modules_of_tariff(query):
     """``query`` (a SELECT that joins a ``Tariff``) also reads that tariff's enabled
-    modules, each with its item for the tariff: one row per module (attribute
-    ``module_of_tariff`` of the tariff, with ``item_for_tariff`` as in
-    :func:`_modules_of_tariff_query`), one row with None when it has none. For a caller
-    that reads the tariff anyway before :func:`start_open`: give it
-    :func:`modules_in_rows` of the rows, and the payment needs no SELECT of its own for
-    them. Adds one placeholder, True, after the query's own."""
+    modules, each with its item for the tariff's internal name: one row per module
+    (attribute ``module_of_tariff`` of the tariff, its item as ``item_for_tariff``, None
+    if it has none), one row with None when it has no module; :func:`modules_in_rows`
+    takes them out. A caller that reads the tariff anyway before :func:`start_open` gives
+    it those, and the payment needs no SELECT of its own for them. Adds one placeholder,
+    True, after the query's own select list."""
     in_tariff = TariffModule.select(TariffModule.module).where(TariffModule.tariff == Tariff.id)
     return (
         query.select_extend(ProcessingModule, Item)
@@ -101,6 +83,12 @@ def modules_in_rows(tariffs):
     return [t.module_of_tariff for t in tariffs if t.module_of_tariff is not None]
 
 
+def _modules_of_tariff_query():
+    """A tariff's enabled modules with their items (:func:`join_modules_of_tariff`), by
+    the tariff's id, built with placeholder values."""
+    return join_modules_of_tariff(Tariff.select(Tariff.id)).where(Tariff.id == 0), [True, 0]
+
+
 def rank_modules(service, kind="open", candidates=None):
     """All enabled modules of the service's tariff, best first, with the reasons.
 
@@ -112,10 +100,10 @@ def rank_modules(service, kind="open", candidates=None):
     """
     tariff = service.tariff
     if candidates is None:
-        candidates = cached_query_rows(
-            "provisioning.modules_of_tariff",
-            _modules_of_tariff_query,
-            (tariff.internal_name, tariff.id, True),
+        candidates = modules_in_rows(
+            cached_query_rows(
+                "provisioning.modules_of_tariff", _modules_of_tariff_query, (True, tariff.id)
+            )
         )
     candidates = [
         m for m in candidates if (t := modules.get_type(m.type)) is not None and t.supports(kind)
