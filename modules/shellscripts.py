@@ -68,6 +68,10 @@ TIMEOUT_EXIT = 124  # timeout(1): the command ran past its limit
 KILL_AFTER = 5  # timeout(1) -k: seconds between its TERM and its KILL
 MAX_STDOUT = 1024 * 1024
 MAX_STDERR = 64 * 1024
+# sshd sends a script's exit status when the script ends, and the end of its output when the
+# output pipes are drained, in either order: the output is read to its end; a process the
+# script left running with the output still open is waited for this long after the exit
+OUTPUT_END_GRACE = 2.0
 MAX_LOGGED = 4000
 MAX_ERROR = 600
 FINGERPRINT = re.compile(r"^(?:(?P<type>[a-z][a-z0-9@.-]+)\s+)?(?P<fp>SHA256:[A-Za-z0-9+/]{43})$")
@@ -613,8 +617,9 @@ class ShellScriptsModule(ModuleType):
                 except (OSError, EOFError, paramiko.SSHException):
                     pass  # the script ended without reading it all
                 out, err = bytearray(), bytearray()
-                too_much = stopped = False
+                too_much = stopped = left_open = False
                 limit = started + self.wait_limit()
+                exited_at = None
                 while True:
                     busy = False
                     while channel.recv_ready():
@@ -629,18 +634,22 @@ class ShellScriptsModule(ModuleType):
                         busy = True
                         if len(err) > MAX_STDERR:
                             del err[: len(err) - MAX_STDERR]
-                    if (
-                        channel.exit_status_ready()
-                        and not channel.recv_ready()
-                        and not channel.recv_stderr_ready()
+                    drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+                    if drained and (
+                        channel.closed or (channel.eof_received and channel.exit_status_ready())
                     ):
-                        break
-                    if channel.closed and not busy and channel.eof_received:
-                        break
+                        break  # the whole output, and the exit (or none: a signal, cut off)
+                    if drained and channel.exit_status_ready() and not channel.eof_received:
+                        exited_at = exited_at or time.monotonic()
+                        if time.monotonic() - exited_at >= OUTPUT_END_GRACE:
+                            left_open = True  # something it started holds the output open
+                            break
                     if time.monotonic() >= limit:
                         stopped = True
                         break
-                    if not busy:
+                    if not busy and channel.status_event.is_set():
+                        time.sleep(0.01)  # exited: waiting for the rest of its output
+                    elif not busy:
                         channel.status_event.wait(0.02)
                 status = None
                 if not stopped and channel.exit_status_ready():
@@ -654,6 +663,11 @@ class ShellScriptsModule(ModuleType):
                 call.outcome = f"no exit after {elapsed:.1f} s: stopped waiting"
             else:
                 call.outcome = "no exit status" if status is None else f"exit {status}"
+                if left_open:
+                    call.outcome += (
+                        f", its output still open {OUTPUT_END_GRACE:g} s after: a process it "
+                        "started holds it (redirect that process's output)"
+                    )
         if too_much:
             raise PermanentError(f"{label} printed more than {MAX_STDOUT} bytes")
         decode = lambda data: bytes(data).decode("utf-8", "replace")  # noqa: E731

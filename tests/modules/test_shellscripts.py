@@ -308,6 +308,32 @@ def test_how_a_scripts_exit_and_output_are_read(shell, ssh_host):
             assert "stderr: " + body.split("'")[1] in attempt.log, case
 
 
+def test_a_scripts_output_is_read_to_its_end_after_its_exit(shell, ssh_host, ssh_server):
+    """sshd sends a script's exit status when the script ends and the end of its output
+    when the output is drained, in either order (Test connection once read half its probe's
+    answer under the full suite's load): an answer printed by a process the script left
+    running is read whole; a process that keeps the output open is let go 2 s after the
+    exit, and the attempt log says so."""
+    answer = '{"remote_id": "%s", "details": {"shell": "sh"}}'
+    late = ssh_host.script("open-late", f"( sleep 0.5; echo '{answer % 'late-1'}' ) & exit 0")
+    shell.configure(script_open=late)
+    tariff = shell.tariff()
+    service_id, op_id = shell.order(tariff)
+    attempt, op = shell.attempt_once(op_id)
+    assert op.status == "done", attempt.error
+    assert shell.api.ok("get", f"/services/{service_id}")["remote_id"] == "late-1"
+    assert "its output still open" not in attempt.log
+
+    held = ssh_host.script("open-held", f"echo '{answer % 'held-1'}'; sleep 30 & exit 0")
+    shell.configure(script_open=held)
+    service_id, op_id = shell.order(tariff)
+    attempt, op = shell.attempt_once(op_id)
+    assert op.status == "done", attempt.error
+    assert shell.api.ok("get", f"/services/{service_id}")["remote_id"] == "held-1"
+    assert "exit 0, its output still open 2 s after: a process it started holds it" in attempt.log
+    ssh_server.kill_leftovers()
+
+
 def test_a_script_that_hangs_is_stopped_at_its_time_limit(shell, ssh_host, ssh_server):
     path = ssh_host.script("open-hang", "echo 'started' >&2; sleep 60; echo never")
     shell.configure(script_open=path, time_limit=1)
