@@ -30,6 +30,7 @@ os.environ.setdefault("PROVISOR_INSTANCE_PATH", tempfile.mkdtemp(prefix="proviso
 # (OUTBOUND_ALLOWED_NETWORKS); processes the tests start inherit this
 os.environ["PROVISOR_OUTBOUND_ALLOWED_NETWORKS"] = "127.0.0.0/8"
 
+import dramatiq  # noqa: E402
 import pytest  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
@@ -63,12 +64,31 @@ def need(condition, reason):
     pytest.skip(reason)
 
 
+class _TestsOwnMessages(dramatiq.Middleware):
+    """Each message carries the test that sent it; one that reaches the session's embedded
+    worker after that test ended (a delayed push or retry the worker already held, which
+    ``flush_all`` does not reach) is skipped instead of running against the next test's
+    database (it once held that test's SQLite write lock). Last in the chain: the others
+    have begun the message and end it in their ``after_skip_message``."""
+
+    generation = 0
+
+    def before_enqueue(self, broker, message, delay):
+        message.options.setdefault("test_generation", _TestsOwnMessages.generation)
+
+    def before_process_message(self, broker, message):
+        sent_by = message.options.get("test_generation", _TestsOwnMessages.generation)
+        if sent_by != _TestsOwnMessages.generation:
+            raise dramatiq.middleware.SkipMessage("sent by an earlier test")
+
+
 @pytest.fixture(scope="session")
 def worker():
     """One embedded Dramatiq worker for the whole session (re-pointed at each test's app)."""
     import actors
     from app import embedded
 
+    actors.broker.add_middleware(_TestsOwnMessages())
     w = embedded.start_worker(
         create_app(
             {
@@ -92,6 +112,7 @@ def app(tmp_path, worker):
     from actors.middleware import AppContextMiddleware
 
     actors.broker.flush_all()
+    _TestsOwnMessages.generation += 1
     app = create_app(
         {
             "TESTING": True,
@@ -452,6 +473,7 @@ def live_app(tmp_path, worker):
     from actors.middleware import AppContextMiddleware
 
     actors.broker.flush_all()
+    _TestsOwnMessages.generation += 1
     app = create_app(
         {
             "TESTING": True,
