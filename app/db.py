@@ -9,12 +9,14 @@ message (see ``actors.middleware``).
 import hashlib
 import logging
 import os
+import select
 import threading
 import weakref
 from contextlib import contextmanager
 
 from peewee import SQL, DatabaseProxy, NodeList, SqliteDatabase
-from playhouse.db_url import connect
+from playhouse.db_url import connect, register_database
+from playhouse.pool import PooledPostgresqlDatabase
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,41 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "synchronous": "normal",
 }
+
+
+class PostgresqlPool(PooledPostgresqlDatabase):
+    """peewee's pool of PostgreSQL connections, without its round trip per checkout.
+
+    peewee asks the server ``SELECT 1`` each time it hands out an idle connection: two of
+    an activation's round trips (its message and its welcome email's). A connection the
+    server ended while it sat in the pool (a restart, ``pg_terminate_backend``, the server
+    killed) has the server's notice or the socket's end waiting to be read: a poll of the
+    socket with no wait sees it, and the connection is dropped as peewee drops one whose
+    ``SELECT 1`` fails. An idle connection has nothing to read otherwise (Provisor does
+    not LISTEN)."""
+
+    def _is_closed(self, conn):
+        adapter = self._adapter
+        if conn.closed:
+            return True
+        status = adapter.txn_status(conn)
+        if status == adapter.txn_unknown:
+            return True
+        if status != adapter.txn_idle:  # as peewee: a transaction left open is rolled back
+            try:
+                adapter.rollback(conn)
+            except Exception:
+                return True
+            return False
+        try:
+            poll = select.poll()
+            poll.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+            return bool(poll.poll(0))
+        except (OSError, ValueError):
+            return True
+
+
+register_database(PostgresqlPool, "provisor+postgresql+pool")
 
 
 def make_database(url, pool_size=None):
@@ -56,7 +93,10 @@ def make_database(url, pool_size=None):
 
             pool_size = config.read("DB_POOL_SIZE")
         return connect(
-            f"postgresql+pool://{rest}", max_connections=pool_size, stale_timeout=300, timeout=30
+            f"provisor+postgresql+pool://{rest}",
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=30,
         )
     return connect(url)
 

@@ -184,6 +184,9 @@ def snapshot(pids):
     snap = {
         "t": time.monotonic(),
         "postgres_cpu": common.postgres_cpu(),
+        "postgres_parts": common.postgres_cpu_parts(
+            own_pids={db_scalar("SELECT pg_backend_pid()")[0]}
+        ),
         "redis_cpu": common.redis_cpu(),
         "bench_cpu": sum(os.times()[:2]),
         "machine": common.machine_cpu(),
@@ -203,6 +206,12 @@ def cpu_split(before, after, n):
         if key.endswith("_cpu") and after[key] is not None and before.get(key) is not None:
             sec = after[key] - before[key]
             out[key] = {"s": round(sec, 3), "ms_per_item": round(sec * 1000 / n, 3)}
+    if before.get("postgres_parts") and after.get("postgres_parts"):
+        parts = common.postgres_cpu_split(before["postgres_parts"], after["postgres_parts"])
+        out["postgres_cpu_parts"] = {
+            part: {"s": round(sec, 3), "ms_per_item": round(sec * 1000 / n, 3)}
+            for part, sec in parts.items()
+        }
     busy = after["machine"][0] - before["machine"][0]
     total = after["machine"][1] - before["machine"][1]
     out["machine_busy_pct"] = round(100 * busy / total, 1) if total else None
@@ -545,6 +554,19 @@ def main():
             ],
         )
     )
+    parts = ("provisor", "autovacuum", "ended", "server", "benchmark")
+    split_rows = []
+    for r in runs:
+        a = r["activation"]
+        for label, key in (("with payments", "cpu"), ("after payments", "cpu_after_payments")):
+            found = (a.get(key) or {}).get("postgres_cpu_parts")
+            if found:
+                split_rows.append(
+                    [r["run"], label] + [f"{found[p]['ms_per_item']:.2f}" for p in parts]
+                )
+    if split_rows:
+        print("\nPostgreSQL CPU ms/act by process (ended: processes that ended meanwhile)")
+        print(common.table(split_rows, ["run", "span", *parts]))
     print()
     for key, value in summary.items():
         print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")

@@ -274,6 +274,57 @@ def postgres_cpu():
     return total
 
 
+def postgres_cpu_parts(db=PG_DB, own_pids=()):
+    """The PostgreSQL server's CPU by process, for :func:`postgres_cpu_split`: each live
+    process's CPU seconds and part, and what the postmaster reaped (processes that ended).
+    Parts: ``provisor`` (client backends on ``db``), ``benchmark`` (``own_pids``: the
+    benchmark's polling connection, and backends on other databases), ``autovacuum``,
+    ``server`` (the postmaster, WAL writer, checkpointer, background writer, launchers)."""
+    pids = pids_by_exe("postgres")
+    if not pids:
+        return None
+    ppids = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                ppids[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            pass
+    masters = [p for p in pids if ppids.get(p) not in pids]
+    live, reaped = {}, 0.0
+    for pid in pids:
+        line = cmdline(pid)
+        if pid in masters:
+            part = "server"
+            reaped += cpu_seconds(pid, with_reaped_children=True) - cpu_seconds(pid)
+        elif "autovacuum" in line:
+            part = "autovacuum"
+        elif pid in own_pids:
+            part = "benchmark"
+        elif f" {db} " in f"{line} ":
+            part = "provisor"
+        elif "(" in line:  # "user database host(port) state": another database's client
+            part = "benchmark"
+        else:
+            part = "server"
+        live[pid] = (part, cpu_seconds(pid))
+    return {"live": live, "reaped": reaped}
+
+
+def postgres_cpu_split(before, after):
+    """CPU seconds of each part between two :func:`postgres_cpu_parts`. A process alive at
+    both counts its difference, one started since its whole time; ``ended``: the processes
+    that ended in between (short-lived autovacuum workers, the benchmark's statistics
+    connections, a pooled connection closed), their time in between."""
+    out = {"provisor": 0.0, "benchmark": 0.0, "autovacuum": 0.0, "server": 0.0}
+    for pid, (part, cpu) in after["live"].items():
+        earlier = before["live"].get(pid)
+        out[part] += cpu - (earlier[1] if earlier and earlier[0] == part else 0.0)
+    gone_before = sum(cpu for pid, (_, cpu) in before["live"].items() if pid not in after["live"])
+    out["ended"] = after["reaped"] - before["reaped"] - gone_before
+    return out
+
+
 def redis_cpu():
     pids = pids_by_exe("redis-server")
     return sum(cpu_seconds(p) for p in pids) if pids else None

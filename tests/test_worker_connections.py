@@ -66,3 +66,53 @@ def test_a_call_on_sqlite_keeps_its_connection(api, monkeypatch):
     monkeypatch.setattr(SandboxModule, "_simulate", in_call)
     support.paid_service(api)
     assert seen == [True]
+
+
+def test_the_pool_hands_out_a_connection_without_a_round_trip_and_never_a_dead_one(
+    postgres_url,
+):
+    """peewee's pool asked the server ``SELECT 1`` at every checkout (two round trips per
+    activation); ``app.db.PostgresqlPool`` polls the socket instead. A connection the
+    server ended while it was in the pool (pg_terminate_backend, as a restart does) is
+    not handed out: the next checkout gets a new one and the query works."""
+    import psycopg2
+    import psycopg2.extensions
+
+    from app.db import make_database
+
+    sent = []
+
+    class Counted(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            sent.append(query if isinstance(query, str) else query.decode())
+            return super().execute(query, vars)
+
+    db = make_database(postgres_url, pool_size=2)
+    db.connect_params["cursor_factory"] = Counted
+    try:
+        with db.connection_context():
+            first = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        for _ in range(5):
+            with db.connection_context():
+                assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] == first
+        assert sent == ["SELECT pg_backend_pid()"] * 6  # the query only: no SELECT 1
+
+        admin = psycopg2.connect(postgres_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (first,))
+            assert cur.fetchone()[0] is True
+            support.wait_for(
+                lambda: (
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (first,))
+                    or cur.fetchone()[0] == 0
+                ),
+                timeout=10,
+                message="the backend to end",
+            )
+        admin.close()
+        with db.connection_context():
+            again = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        assert again != first
+    finally:
+        db.close_all()
