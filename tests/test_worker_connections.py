@@ -4,6 +4,8 @@ one process runs more calls at once than its pool has connections (issue 14, slo
 
 import threading
 
+import pytest
+
 from app.db import database
 from modules.sandbox import SandboxModule
 from tests import support
@@ -115,4 +117,73 @@ def test_the_pool_hands_out_a_connection_without_a_round_trip_and_never_a_dead_o
             again = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
         assert again != first
     finally:
+        db.close_all()
+
+
+def test_a_transactions_begin_goes_to_the_server_with_its_first_statement(postgres_url):
+    """``app.db.PostgresqlPool`` sends a transaction's BEGIN with its first statement (one
+    round trip); the transaction is the same: not seen by another connection before its
+    COMMIT, all of it undone by a failure, its savepoints as before; one with no
+    statement sends nothing."""
+    import psycopg2
+    import psycopg2.extensions
+    from peewee import IntegrityError
+
+    from app.db import make_database
+
+    sent = []
+
+    class Counted(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            sent.append(query if isinstance(query, str) else query.decode())
+            return super().execute(query, vars)
+
+    db = make_database(postgres_url, pool_size=2)
+    db.connect_params["cursor_factory"] = Counted
+    other = psycopg2.connect(postgres_url)
+    other.autocommit = True
+
+    def seen_elsewhere():
+        with other.cursor() as cur:
+            cur.execute("SELECT n FROM t ORDER BY n")
+            return [n for (n,) in cur.fetchall()]
+
+    try:
+        with db.connection_context():
+            db.execute_sql("CREATE TABLE t (n int PRIMARY KEY)")
+            sent.clear()
+            with db.atomic():
+                db.execute_sql("INSERT INTO t VALUES (%s)", (1,))
+                assert seen_elsewhere() == []  # inside a transaction: not committed yet
+                db.execute_sql("INSERT INTO t VALUES (%s)", (2,))
+            assert sent == [
+                "BEGIN; INSERT INTO t VALUES (%s)",
+                "INSERT INTO t VALUES (%s)",
+                "COMMIT",
+            ]
+            assert seen_elsewhere() == [1, 2]
+
+            sent.clear()
+            with db.atomic():
+                pass
+            assert sent == []
+
+            sent.clear()
+            with pytest.raises(IntegrityError), db.atomic():
+                db.execute_sql("INSERT INTO t VALUES (%s)", (1,))  # the first statement fails
+            assert sent == ["BEGIN; INSERT INTO t VALUES (%s)", "ROLLBACK"]
+            with pytest.raises(ValueError), db.atomic():
+                db.execute_sql("INSERT INTO t VALUES (%s)", (3,))
+                raise ValueError("undone")
+            assert seen_elsewhere() == [1, 2]
+
+            with db.atomic():
+                db.execute_sql("INSERT INTO t VALUES (%s)", (5,))
+                with pytest.raises(IntegrityError), db.atomic():  # a savepoint
+                    db.execute_sql("INSERT INTO t VALUES (%s)", (1,))
+                db.execute_sql("INSERT INTO t VALUES (%s)", (6,))
+            assert seen_elsewhere() == [1, 2, 5, 6]
+            assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 4
+    finally:
+        other.close()
         db.close_all()
