@@ -43,38 +43,54 @@ class PostgresqlPool(PooledPostgresqlDatabase):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._begin_waits = threading.local()
+        self._waiting = threading.local()
 
-    # A transaction's BEGIN goes to the server with its first statement ("BEGIN; <it>",
-    # one message, one round trip) instead of on its own: four of an activation's round
-    # trips. Nothing changes for the transaction: the server runs BEGIN first, and a
-    # first statement that fails leaves it aborted, to be rolled back, as before. One
-    # with no statement sends neither BEGIN nor COMMIT.
+    # Statements that wait to go with the next one, in the same message (one round trip):
+    # a transaction's BEGIN ("BEGIN; <its first statement>": four of an activation's round
+    # trips) and the writes whose result nobody reads (``execute_statement(later=True)``),
+    # which go with the transaction's next statement or its COMMIT. The server runs them
+    # in order before that statement; one that fails fails the message, and so the
+    # transaction, which is rolled back as before. A transaction with nothing sent sends
+    # neither BEGIN nor COMMIT.
+
+    def _take_waiting(self):
+        """The statements this thread's connection has waiting (taken: they go now)."""
+        conn, texts = getattr(self._waiting, "conn", None), getattr(self._waiting, "texts", None)
+        self._waiting.conn = self._waiting.texts = None
+        return texts if texts and conn is self._state.conn else []
 
     def begin(self, isolation_level=None):
         if isolation_level is not None or self._isolation_level:
             return super().begin(isolation_level)
-        self._begin_waits.conn = self.connection()  # opened now, as peewee's BEGIN would
+        self._waiting.conn = self.connection()  # opened now, as peewee's BEGIN would
+        self._waiting.texts = ["BEGIN"]
 
-    def _begin_waiting(self):
-        """Whether this thread's connection has a BEGIN not sent yet (it is sent now)."""
-        conn = getattr(self._begin_waits, "conn", None)
-        if conn is None:
-            return False
-        self._begin_waits.conn = None
-        return conn is self._state.conn
+    def send_later(self, sql):
+        """``sql`` (its values in it, every ``%`` doubled) goes to the server with this
+        transaction's next statement or its COMMIT."""
+        conn = self.connection()
+        if getattr(self._waiting, "conn", None) is not conn or self._waiting.texts is None:
+            self._waiting.conn, self._waiting.texts = conn, []
+        self._waiting.texts.append(sql)
 
     def execute_sql(self, sql, params=None):
-        if self._begin_waiting():
-            sql = "BEGIN; " + sql
+        waiting = self._take_waiting()
+        if waiting:
+            sql = "; ".join([*waiting, sql])
         return super().execute_sql(sql, params)
 
     def commit(self):
-        if not self._begin_waiting():
+        waiting = self._take_waiting()
+        if waiting == ["BEGIN"]:
+            return  # nothing was sent: nothing to commit
+        if waiting:
+            super().execute_sql("; ".join([*waiting, "COMMIT"]))
+        else:
             super().commit()
 
     def rollback(self):
-        if not self._begin_waiting():
+        waiting = self._take_waiting()
+        if waiting[:1] != ["BEGIN"]:  # else nothing was sent: the server has no transaction
             super().rollback()
 
     def _is_closed(self, conn):
@@ -266,14 +282,20 @@ def statement_text(key, build):
     return text
 
 
-def execute_statement(text, params):
+def execute_statement(text, params, later=False):
     """Run ``text`` (one of the statements above, made once) with ``params``.
 
     On PostgreSQL it runs as a prepared statement of this connection (``PREPARE`` the
     first time a connection runs it, then ``EXECUTE``): PostgreSQL then parses and plans
     it once per connection instead of every time (planning the attempt's 7-table SELECT
     took 0.5 ms, ten times running it). SQLite's driver keeps its statements prepared
-    already."""
+    already.
+
+    ``later``: nobody reads the statement's result (returns None). On PostgreSQL inside
+    a transaction it goes to the server with the transaction's next statement or its
+    COMMIT, in the same round trip (:class:`PostgresqlPool`); if it fails, that
+    statement's call raises its error and the transaction is rolled back. Only for a write
+    whose failure ends the transaction anyway (no savepoint or ``except`` around it)."""
     if (
         is_sqlite()
         or not _options["prepared"]
@@ -282,12 +304,12 @@ def execute_statement(text, params):
         # a number beyond PostgreSQL's integer (an id from outside, 2^63 - 1 at most):
         # the prepared form would refuse it as "out of range" for its integer column,
         # where the statement as text compares it and finds no row
-        return database.execute_sql(text, params)
+        return _run(text, params, later)
     named = _prepared_names.get(text)
     if named is None:
         named = _prepared_names[text] = _name_statement(text)
     if named is False:  # a text this cannot prepare: as it is
-        return database.execute_sql(text, params)
+        return _run(text, params, later)
     name, prepare, execute = named
     connection = database.connection()
     prepared = _prepared_on.get(connection)
@@ -296,7 +318,23 @@ def execute_statement(text, params):
     if name not in prepared:
         database.execute_sql(prepare)
         prepared.add(name)
-    return database.execute_sql(execute, params)
+    return _run(execute, params, later)
+
+
+def _run(sql, params, later):
+    obj = database.obj
+    if not later or is_sqlite() or not hasattr(obj, "send_later") or not obj.in_transaction():
+        cursor = database.execute_sql(sql, params)
+        return None if later else cursor
+    import psycopg2.extensions
+
+    connection = obj.connection()
+    with connection.cursor() as cursor:
+        text = cursor.mogrify(sql, params)
+    # the message's text is formatted once more, with the next statement's values
+    encoding = psycopg2.extensions.encodings[connection.encoding]
+    obj.send_later(text.decode(encoding).replace("%", "%%"))
+    return None
 
 
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1

@@ -131,18 +131,20 @@ class BaseModel(Model):
         instance._dirty.clear()
         return instance
 
-    def save(self, force_insert=False, only=None):
+    def save(self, force_insert=False, only=None, later=False):
         """peewee's ``save`` (an UPDATE of the row by its id, or an INSERT that sets the new
-        id), with the statement's text made once per set of columns."""
+        id), with the statement's text made once per set of columns. ``later``: the UPDATE
+        of a row known to be there, whose count nobody reads, may go to the server with
+        the transaction's next statement (``app.db.execute_statement``); returns None."""
         meta = self._meta
         pk_field = meta.primary_key
         if pk_field is False or meta.composite_key or meta.only_save_dirty:
             return super().save(force_insert=force_insert, only=only)
         if self._pk is not None and not force_insert:
             text, params, names = self._update_by_id(only)
-            rows = db.execute_statement(text, params).rowcount
+            cursor = db.execute_statement(text, params, later=later)
             self._dirty -= set(names)
-            return rows
+            return None if later else cursor.rowcount
         if not meta.auto_increment:
             return super().save(force_insert=force_insert, only=only)
         data = self._data_to_save(only)
@@ -189,11 +191,12 @@ class BaseModel(Model):
         return text, params, names
 
 
-def save_together(first, first_only, second):
+def save_together(first, first_only, second, later=False):
     """``first.save(only=first_only)`` then ``second.save()`` — two rows already stored,
     of different tables — in one statement on PostgreSQL (the first UPDATE as a
     data-modifying ``WITH``: both run, in the same transaction, on one snapshot); one
-    after the other on SQLite. Returns the rows the second changed."""
+    after the other on SQLite. Returns the rows the second changed (None with ``later``:
+    see ``BaseModel.save``)."""
     simple = (
         db.is_sqlite()
         or type(first) is type(second)
@@ -205,16 +208,16 @@ def save_together(first, first_only, second):
         or second._pk is None
     )
     if simple:
-        first.save(only=first_only)
-        return second.save()
+        first.save(only=first_only, later=later)
+        return second.save(later=later)
     text1, params1, names1 = first._update_by_id(first_only)
     text2, params2, names2 = second._update_by_id(None)
     key = (type(first), names1, type(second), names2)
     text = db.statement_text(("together", key), lambda: f'WITH "saved_first" AS ({text1}) {text2}')
-    rows = db.execute_statement(text, [*params1, *params2]).rowcount
+    cursor = db.execute_statement(text, [*params1, *params2], later=later)
     first._dirty -= set(names1)
     second._dirty -= set(names2)
-    return rows
+    return None if later else cursor.rowcount
 
 
 # --- people -----------------------------------------------------------------------------

@@ -92,6 +92,23 @@ def _timed(name, fn):
 _orig_execute_sql = peewee.Database.execute_sql
 
 
+def statements(sql):
+    """The statements of one message: ``app.db.PostgresqlPool`` sends a transaction's
+    BEGIN and the writes sent later with the next statement, joined by ``"; "`` (split
+    outside quoted values)."""
+    if "; " not in sql:
+        return [sql]
+    parts, start, quoted = [], 0, False
+    for i, char in enumerate(sql):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and sql.startswith("; ", i):
+            parts.append(sql[start:i])
+            start = i + 2
+    parts.append(sql[start:])
+    return parts
+
+
 def _execute_sql(self, sql, params=None, *args, **kwargs):
     cur = getattr(_local, "cur", None)
     start = time.perf_counter()
@@ -100,10 +117,16 @@ def _execute_sql(self, sql, params=None, *args, **kwargs):
     finally:
         if cur is not None:
             cur["t_sql"] += time.perf_counter() - start
-            cur["n_sql"] += 1
-            key = shape(sql)
-            cur["shapes"][key] += 1
-            cur["samples"].setdefault(key, sql[:500])
+            for part in statements(sql):
+                if part == "BEGIN":  # not counted when it went alone either
+                    continue
+                if part == "COMMIT":  # a COMMIT that carried writes sent later
+                    cur["n_commit"] += 1
+                    continue
+                cur["n_sql"] += 1
+                key = shape(part)
+                cur["shapes"][key] += 1
+                cur["samples"].setdefault(key, part[:500])
 
 
 peewee.Database.execute_sql = _execute_sql

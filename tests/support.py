@@ -2740,3 +2740,16 @@ class EventReceiver:
             return [
                 r for r in self.requests if event_type is None or r["json"]["type"] == event_type
             ]
+
+
+def counting_cursor(sent):
+    """A psycopg2 cursor class (a connection's ``cursor_factory``) that appends the text of
+    every message it sends to ``sent`` (values not filled in)."""
+    import psycopg2.extensions
+
+    class Counted(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):
+            sent.append(query if isinstance(query, str) else query.decode())
+            return super().execute(query, vars)
+
+    return Counted

@@ -723,10 +723,12 @@ def _complete(
     op.next_run_at = None
     op.deadline_at = None
     op.completed_by = by
+    # nobody reads the UPDATE's count: it goes with the next statement (the service's,
+    # the email's) or the COMMIT
     if finished_attempt is not None:
-        save_together(finished_attempt, ATTEMPT_END, op)
+        save_together(finished_attempt, ATTEMPT_END, op, later=True)
     else:
-        op.save()
+        op.save(later=True)
     if op.kind == "ensure_item" and op.item_id:
         item = Item.get_by_id(op.item_id)
         ITEM.move(item, "ready")

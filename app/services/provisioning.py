@@ -211,7 +211,7 @@ def start_open(service, now, candidates=None):
     service.module = module
     service.module_choice = explanation
     service.updated_at = now
-    service.save()
+    service.save(later=True)  # goes with the operation's INSERT (one round trip)
     if module is None:
         op = operations.create("open", module=None, service=service, status="queued")
         operations.escalate(op, Reason("no_module_for_tariff"), now)
@@ -538,7 +538,7 @@ def apply_done(
     if became_active:
         service.activated_at = now
     service.updated_at = now
-    service.save()
+    service.save(later=True)  # goes with the next statement (the email's INSERT) or the COMMIT
     if became_active:
         mail.queue_welcome(service)
     elif op.kind in NOTIFIED and moved:  # the client hears of what happened, once
