@@ -60,6 +60,7 @@ def _new():
     return {
         "t_sql": 0.0,
         "n_sql": 0,
+        "n_trip": 0,
         "t_commit": 0.0,
         "n_commit": 0,
         "t_connect": 0.0,
@@ -117,6 +118,7 @@ def _execute_sql(self, sql, params=None, *args, **kwargs):
     finally:
         if cur is not None:
             cur["t_sql"] += time.perf_counter() - start
+            cur["n_trip"] += 1
             for part in statements(sql):
                 if part == "BEGIN":  # not counted when it went alone either
                     continue
@@ -129,7 +131,31 @@ def _execute_sql(self, sql, params=None, *args, **kwargs):
                 cur["samples"].setdefault(key, part[:500])
 
 
+def _trip(fn):
+    """``fn`` sends one message to the server and waits for its answer: counted."""
+
+    def wrapper(*args, **kwargs):
+        cur = getattr(_local, "cur", None)
+        if cur is not None:
+            cur["n_trip"] += 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 peewee.Database.execute_sql = _execute_sql
+# round trips outside execute_sql: peewee's own BEGIN, COMMIT and ROLLBACK, and its pool's
+# SELECT 1 when it hands out an idle connection (app.db.PostgresqlPool sends none of these
+# on their own, except COMMIT / ROLLBACK after a statement went)
+peewee.Database.commit = _trip(peewee.Database.commit)
+peewee.Database.rollback = _trip(peewee.Database.rollback)
+peewee.PostgresqlDatabase.begin = _trip(peewee.PostgresqlDatabase.begin)
+try:
+    from playhouse import pool as _pool
+
+    _pool._PooledPostgresqlDatabase._is_closed = _trip(_pool._PooledPostgresqlDatabase._is_closed)
+except Exception:  # pragma: no cover
+    pass
 peewee.Database.commit = _timed("commit", peewee.Database.commit)
 for _cls in (peewee.PostgresqlDatabase, peewee.SqliteDatabase):
     _cls._connect = _timed("connect", _cls._connect)
@@ -202,6 +228,7 @@ def report(stats):
         lines.append(
             f"{kind}: {v['messages']} x; per unit: wall {1000 * v['t_wall'] / n:.2f} ms, "
             f"SQL {v['n_sql'] / n:.1f} stmts {1000 * v['t_sql'] / n:.2f} ms, "
+            f"round trips {v.get('n_trip', 0) / n:.1f}, "
             f"commits {v['n_commit'] / n:.1f} ({1000 * v['t_commit'] / n:.2f} ms), "
             f"connects {v['n_connect'] / n:.2f} ({1000 * v['t_connect'] / n:.2f} ms), "
             f"sends {v['n_send'] / n:.2f} ({1000 * v['t_send'] / n:.2f} ms), "
