@@ -27,8 +27,11 @@ SIGCONT instead: the worker's own drain rate without the producer competing for 
 ``--mode embedded`` measures the embedded default instead (SQLite, StubBroker, in-process
 worker and scheduler, a no-op actor on the same broker): see ``bench/activation_embedded.py``.
 
-``--instrument`` runs ``bench.instrumented_actors`` (counts SQL statements, commits,
-connections and messages per actor) and ``--profile`` records the worker with py-spy;
+PostgreSQL's CPU is also split by process (Provisor's backends, autovacuum, the server's
+own processes, processes that ended meanwhile, the benchmark's polling connection).
+
+``--instrument`` runs ``bench.instrumented_actors`` (counts SQL statements, round trips,
+commits, connections and messages per actor) and ``--profile`` records the worker with py-spy;
 both slow the worker down: use them to explain, not to measure.
 """
 
