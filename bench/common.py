@@ -253,13 +253,10 @@ def pids_by_exe(name):
     return out
 
 
-def postgres_cpu():
-    """CPU of the whole PostgreSQL server, including backends that already exited
-    (the postmaster reaps them: their time is in its cutime/cstime). Includes other
-    databases' work on this server: a noisy machine shows up here."""
+def _postgres_processes():
+    """The pids of every ``postgres`` process, and those of them that are postmasters
+    (whose parent is not a postgres process)."""
     pids = pids_by_exe("postgres")
-    if not pids:
-        return None
     ppids = {}
     for pid in pids:
         try:
@@ -267,7 +264,16 @@ def postgres_cpu():
                 ppids[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             pass
-    master = [p for p in pids if ppids.get(p) not in pids]
+    return pids, [p for p in pids if ppids.get(p) not in pids]
+
+
+def postgres_cpu():
+    """CPU of the whole PostgreSQL server, including backends that already exited
+    (the postmaster reaps them: their time is in its cutime/cstime). Includes other
+    databases' work on this server: a noisy machine shows up here."""
+    pids, master = _postgres_processes()
+    if not pids:
+        return None
     total = 0.0
     for pid in pids:
         total += cpu_seconds(pid, with_reaped_children=pid in master)
@@ -280,17 +286,9 @@ def postgres_cpu_parts(db=PG_DB, own_pids=()):
     Parts: ``provisor`` (client backends on ``db``), ``benchmark`` (``own_pids``: the
     benchmark's polling connection, and backends on other databases), ``autovacuum``,
     ``server`` (the postmaster, WAL writer, checkpointer, background writer, launchers)."""
-    pids = pids_by_exe("postgres")
+    pids, masters = _postgres_processes()
     if not pids:
         return None
-    ppids = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                ppids[pid] = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            pass
-    masters = [p for p in pids if ppids.get(p) not in pids]
     live, reaped = {}, 0.0
     for pid in pids:
         line = cmdline(pid)
