@@ -291,10 +291,16 @@ def retry_setup(service_id, actor):
 
 def _busy(service):
     """The service's open operation (not an item's), if any: one at a time."""
+    return _busy_of(service.id)
+
+
+def _busy_of(service_id):
+    if parse_id(service_id) is None:
+        return None  # no such service (get_for_client / get say so)
     return (
         Operation.select()
         .where(
-            (Operation.service == service.id)
+            (Operation.service == service_id)
             & Operation.status.in_(Operation.OPEN_STATUSES)
             & (Operation.kind != "ensure_item")
         )
@@ -599,11 +605,14 @@ def operations_of(service):
     return rows, Operation.select(Operation.id).where(Operation.service == service.id)
 
 
-def has_open_operation(service):
-    """Whether an operation of the service is not finished (its page then refreshes)."""
+def has_open_operation(service_id):
+    """Whether an operation of the service is not finished (its page then refreshes).
+    A page reads this before the service: see :func:`client_view`."""
+    if parse_id(service_id) is None:
+        return False  # no such service (get says so)
     return (
         Operation.select(Operation.id)
-        .where((Operation.service == service.id) & Operation.status.in_(Operation.OPEN_STATUSES))
+        .where((Operation.service == service_id) & Operation.status.in_(Operation.OPEN_STATUSES))
         .exists()
     )
 
@@ -715,11 +724,23 @@ def suspension_reason(service):
     return ((op.params or {}).get("reason") or "") if op is not None else ""
 
 
-def for_client(service):
+def client_view(service_id, client_id):
+    """The client's page of one of their services: ``(service, for_client(...))``.
+
+    The open operation is read before the service. Read the other way round, an operation
+    ending between the two reads left the page with the details from before it (a new
+    password not shown) and nothing in progress, so nothing to poll for: the page stayed
+    so. This way a page that shows nothing in progress shows what the last operation
+    wrote, and one that shows work in progress polls until it ends."""
+    busy = _busy_of(service_id)
+    service = get_for_client(service_id, client_id)
+    return service, for_client(service, busy)
+
+
+def for_client(service, busy):
     """What the client area shows beyond the service itself: the kind of the operation in
-    progress (of the kinds clients see) and the module data the module type lets clients
-    see (``client_data``)."""
-    busy = _busy(service)
+    progress (``busy``: the open operation, read before ``service``) and the module data
+    the module type lets clients see (``client_data``)."""
     kind = KINDS.get(busy.kind) if busy is not None else None
     cls = modules.get_type(service.module.type) if service.module_id else None
     shown = cls.client_data if cls is not None else ()

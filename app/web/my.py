@@ -34,8 +34,7 @@ def index():
 @client_required
 def service(service_id):
     """One of my services: its status, and its details once it is ready."""
-    svc = provisioning.get_for_client(service_id, acting_client_id())
-    view = provisioning.for_client(svc)
+    svc, view = provisioning.client_view(service_id, acting_client_id())
     return render(
         "my/service.html",
         "my/_service_live.html",

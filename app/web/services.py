@@ -106,7 +106,11 @@ def export():
 TIMELINE_PAGE = 50
 
 
-def _detail_context(service, errors=None, form=None, failed_form=None, reveal=False):
+def _detail_context(service, errors=None, form=None, failed_form=None, reveal=False, busy=None):
+    """The service page's context; ``busy``: whether an operation is open, read before the
+    service where the page polls (see ``provisioning.client_view``)."""
+    if busy is None:
+        busy = provisioning.has_open_operation(service.id)
     operations, count = provisioning.operations_of(service)
     return {
         "service": service,
@@ -116,7 +120,7 @@ def _detail_context(service, errors=None, form=None, failed_form=None, reveal=Fa
         "shown_details": provisioning.visible_details(service, reveal=reveal),
         "failed_form": failed_form,
         "timeline": Page(operations, size=TIMELINE_PAGE, count_query=count),
-        "busy": provisioning.has_open_operation(service),
+        "busy": busy,
         "emails": mail.for_service(service.id),
         "actions": provisioning.allowed_actions(service),
         "tariff_choices": provisioning.tariff_choices(service),
@@ -131,12 +135,13 @@ def _detail_context(service, errors=None, form=None, failed_form=None, reveal=Fa
 @staff_required
 def detail(service_id):
     """A service: status, details, why its module, the live operation timeline, emails."""
+    busy = provisioning.has_open_operation(service_id)  # first: see provisioning.client_view
     service = provisioning.get(service_id)
     return render(
         "services/detail.html",
         "services/_live.html",
         target="service-live",
-        **_detail_context(service),
+        **_detail_context(service, busy=busy),
     )
 
 
