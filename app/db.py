@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from peewee import SQL, DatabaseProxy, NodeList, SqliteDatabase
 from playhouse.db_url import connect, register_database
 from playhouse.pool import PooledPostgresqlDatabase
+from psycopg2.extensions import encodings as psycopg2_encodings
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,17 @@ class PostgresqlPool(PooledPostgresqlDatabase):
         self._waiting.conn = self.connection()  # opened now, as peewee's BEGIN would
         self._waiting.texts = ["BEGIN"]
 
-    def send_later(self, sql):
-        """``sql`` (its values in it, every ``%`` doubled) goes to the server with this
-        transaction's next statement or its COMMIT."""
+    def send_later(self, sql, params):
+        """``sql`` with ``params`` goes to the server with this transaction's next
+        statement or its COMMIT: its values are put in now, as the driver would (the
+        message's text is formatted once more, with the next statement's values: every
+        ``%`` doubled)."""
         conn = self.connection()
+        with conn.cursor() as cursor:
+            text = cursor.mogrify(sql, params).decode(psycopg2_encodings[conn.encoding])
         if getattr(self._waiting, "conn", None) is not conn or self._waiting.texts is None:
             self._waiting.conn, self._waiting.texts = conn, []
-        self._waiting.texts.append(sql)
+        self._waiting.texts.append(text.replace("%", "%%"))
 
     def execute_sql(self, sql, params=None):
         waiting = self._take_waiting()
@@ -323,18 +328,11 @@ def execute_statement(text, params, later=False):
 
 def _run(sql, params, later):
     obj = database.obj
-    if not later or is_sqlite() or not hasattr(obj, "send_later") or not obj.in_transaction():
-        cursor = database.execute_sql(sql, params)
-        return None if later else cursor
-    import psycopg2.extensions
-
-    connection = obj.connection()
-    with connection.cursor() as cursor:
-        text = cursor.mogrify(sql, params)
-    # the message's text is formatted once more, with the next statement's values
-    encoding = psycopg2.extensions.encodings[connection.encoding]
-    obj.send_later(text.decode(encoding).replace("%", "%%"))
-    return None
+    if later and isinstance(obj, PostgresqlPool) and obj.in_transaction():
+        obj.send_later(sql, params)
+        return None
+    cursor = database.execute_sql(sql, params)
+    return None if later else cursor
 
 
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1

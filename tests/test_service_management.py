@@ -129,17 +129,23 @@ def test_suspend_without_a_reason_says_so_and_a_long_one_is_refused(app, api, cl
     assert "Reason: Abuse report" in email.body
 
 
-def test_client_sees_the_reason_of_the_suspension(app, api, client):
+def _carols_active_service(app, api):
+    """A sandbox service of Carol's (a client with a login: carol@example.com /
+    carol-password), active; ``(service id, its module)``."""
     make_client_login(app)
     with db(app):
         from app.models import Client
 
         carol = Client.get(Client.email == "carol@example.com")
-    department, module, tariff, _ = api.catalog("sandbox")
+    _, module, tariff, _ = api.catalog("sandbox")
     order = api.order(carol.id, tariff["id"])
     _, paid = api.pay(order)
     api.wait_operation(paid["operation_id"])
-    service_id = order["service_id"]
+    return order["service_id"], module
+
+
+def test_client_sees_the_reason_of_the_suspension(app, api, client):
+    service_id, _ = _carols_active_service(app, api)
     _act(api, service_id, "suspend", {"reason": "Unpaid invoice"})
     login(client, "carol@example.com", "carol-password")
     page = html(client.get(f"/my/services/{service_id}"))
@@ -161,16 +167,7 @@ def test_the_client_page_follows_an_operation_that_ends_while_it_is_read(
     for (a browser test waited for ever on such a page, 1 run in 5 under load)."""
     from app.services import provisioning
 
-    make_client_login(app)
-    with db(app):
-        from app.models import Client
-
-        carol = Client.get(Client.email == "carol@example.com")
-    _, module, tariff, _ = api.catalog("sandbox")
-    order = api.order(carol.id, tariff["id"])
-    _, paid = api.pay(order)
-    api.wait_operation(paid["operation_id"])
-    service_id = order["service_id"]
+    service_id, module = _carols_active_service(app, api)
     login(client, "carol@example.com", "carol-password")
     before = html(client.get(f"/my/services/{service_id}"))
     assert 'hx-trigger="every 2s"' not in before
