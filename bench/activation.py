@@ -27,6 +27,12 @@ SIGCONT instead: the worker's own drain rate without the producer competing for 
 ``--mode embedded`` measures the embedded default instead (SQLite, StubBroker, in-process
 worker and scheduler, a no-op actor on the same broker): see ``bench/activation_embedded.py``.
 
+``--floor`` (with ``--mode prequeued`` or ``--mode embedded``) also measures, in each run,
+the floor: the same activations made by a hand-written actor (``bench/floor_actors.py``,
+``bench/floor_sqlite.py``: the same rows in the same tables, three durable transactions,
+no ORM, no app) on a fresh database, drained and timed the same way — the cost of the
+state changes themselves, against which the ratios are read.
+
 PostgreSQL's CPU is also split by process (Provisor's backends, autovacuum, the server's
 own processes, processes that ended meanwhile, the benchmark's polling connection).
 
@@ -61,6 +67,11 @@ def parse_args():
     )
     p.add_argument("--no-scheduler", action="store_true", help="do not run `provisor scheduler`")
     p.add_argument("--no-noop", action="store_true", help="skip the raw Dramatiq measurement")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="prequeued: also run bench.floor_actors (the same state changes, hand-written)",
+    )
     p.add_argument("--instrument", action="store_true", help="count queries per message")
     p.add_argument("--profile", action="store_true", help="py-spy record the worker")
     p.add_argument(
@@ -398,6 +409,90 @@ def activation_run(app, run_no):
     return result
 
 
+def floor_run(app, run_no):
+    """The floor (``bench/floor_actors.py``): the operations the payments queued, drained
+    by a hand-written actor making the same rows in three statements; measured as the
+    prequeued activation run (from SIGCONT to the last operation finished)."""
+    from app.services import orders
+    from bench import floor_actors
+
+    global _poll_conn
+    if _poll_conn is not None:
+        _poll_conn.close()
+        _poll_conn = None
+    common.recreate_database()
+    common.clean_namespace(NAMESPACE)
+    common.clean_namespace(floor_actors.NAMESPACE)
+    with app.app_context(), database.connection_context():
+        schema.upgrade()
+    procs = common.Procs(ENV)
+    result = {"run": run_no}
+    try:
+        # Provisor's own worker creates the tariff's item, then goes: the payments' messages
+        # stay in its queue (dropped below), the floor's actor drains the operations
+        procs.start("setup-worker", [f"{common.BIN}/dramatiq", "actors", "--processes", "1"])
+        module, tariff, clients = setup_catalog(app)
+        procs.stop("setup-worker")
+        order_ids = common.create_orders(app, tariff, clients, ARGS.orders)
+        with app.app_context(), database.connection_context():
+            for order_id in order_ids:
+                orders.mark_paid(order_id, by="bench")
+        common.clean_namespace(NAMESPACE)
+        op_ids = [
+            r[0]
+            for r in _rows("SELECT id FROM operation WHERE kind = 'open' AND status = 'queued'")
+        ]
+        worker, child = start_worker(procs, "floor", "bench.floor_actors:broker")
+        floor_actors.activate.send(-1)  # warm-up: the worker consumes (nothing to claim)
+        wait_drained(common.redis_client(), floor_actors.NAMESPACE, floor_actors.QUEUE, 60)
+        time.sleep(0.5)
+        os.kill(child, signal.SIGSTOP)
+        for op_id in op_ids:
+            floor_actors.activate.send(op_id)
+        before = snapshot({"worker": child})
+        t_cont_wall = time.time()
+        os.kill(child, signal.SIGCONT)
+
+        def all_done():
+            return db_scalar(
+                "SELECT (SELECT count(*) FROM service WHERE status = 'active') >= %s "
+                "AND (SELECT count(*) FROM email WHERE status = 'outbox') >= %s",
+                ARGS.orders,
+                ARGS.orders,
+            )[0]
+
+        common.wait_until(all_done, ARGS.timeout, interval=0.1, message="floor: all active")
+        after = snapshot({"worker": child})
+        result.update(activation_figures(ARGS.orders))
+        import datetime as dt
+
+        cont = dt.datetime.fromtimestamp(t_cont_wall, dt.UTC).replace(tzinfo=None)
+        result["span_from_sigcont_s"] = (result["last_finished"] - cont).total_seconds()
+        result["activations_per_s_from_sigcont"] = ARGS.orders / result["span_from_sigcont_s"]
+        result["cpu_after_payments"] = cpu_split(before, after, ARGS.orders)
+        result["panel_accounts"] = db_scalar(
+            "SELECT count(*) FROM sandbox_resource WHERE kind = 'account'"
+        )[0]
+        result["ops_with_one_attempt"] = db_scalar(
+            "SELECT count(*) FROM (SELECT operation_id FROM attempt GROUP BY operation_id "
+            "HAVING count(*) = 1) x"
+        )[0]
+    finally:
+        procs.stop_all()
+        common.clean_namespace(floor_actors.NAMESPACE)
+    return result
+
+
+def _rows(sql, *params):
+    import psycopg2
+
+    with psycopg2.connect(common.database_url()) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
 def wait_drained(client, namespace, queue, timeout=600):
     key_q, key_m = f"{namespace}:{queue}", f"{namespace}:{queue}.msgs"
 
@@ -479,12 +574,29 @@ def main():
                 f"final {act['worker_rss_final_mb']:.1f} MB)",
                 flush=True,
             )
+            if ARGS.floor:
+                floor = floor_run(app, run_no)
+                entry["floor"] = floor
+                entry["floor_per_s"] = floor["activations_per_s_from_sigcont"]
+                entry["project_vs_floor"] = rate / entry["floor_per_s"]
+                cpu = floor["cpu_after_payments"]
+                print(
+                    f"  run {run_no}: floor {entry['floor_per_s']:.1f} activations/s "
+                    f"(worker {cpu['worker_cpu']['ms_per_item']:.2f} ms, PostgreSQL "
+                    f"{cpu['postgres_cpu']['ms_per_item']:.2f} ms per activation; "
+                    f"{floor['attempt_rows']} attempts, {floor['panel_accounts']} accounts, "
+                    f"{floor['emails_outbox']} emails) -> Provisor / floor "
+                    f"{entry['project_vs_floor']:.3f}",
+                    flush=True,
+                )
             if not ARGS.no_noop:
                 for kind in ("project", "bare"):
                     noop = noop_run(kind, run_no)
                     entry[f"noop_{kind}"] = noop
                     entry[f"raw_{kind}_msgs_per_s"] = noop["msgs_per_s"]
                     entry[f"ratio_vs_{kind}"] = rate / noop["msgs_per_s"]
+                    if ARGS.floor:
+                        entry[f"floor_ratio_vs_{kind}"] = entry["floor_per_s"] / noop["msgs_per_s"]
                     print(
                         f"  run {run_no}: no-op ({kind} broker) {noop['msgs_per_s']:.1f} msgs/s "
                         f"-> ratio {entry[f'ratio_vs_{kind}']:.3f}",
@@ -505,6 +617,9 @@ def main():
         "raw_bare_msgs_per_s_median": med("raw_bare_msgs_per_s"),
         "ratio_vs_project_median": med("ratio_vs_project"),
         "ratio_vs_bare_median": med("ratio_vs_bare"),
+        "floor_per_s_median": med("floor_per_s"),
+        "floor_ratio_vs_bare_median": med("floor_ratio_vs_bare"),
+        "project_vs_floor_median": med("project_vs_floor"),
         "worker_rss_peak_mb_max": max(r["activation"]["worker_rss_hwm_mb"] for r in runs),
         "worker_rss_final_mb_median": common.median(
             [r["activation"]["worker_rss_final_mb"] for r in runs]

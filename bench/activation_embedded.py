@@ -51,6 +51,10 @@ def main(args):
     def noop(n):
         """Does nothing."""
 
+    from bench import floor_sqlite
+
+    floor = dramatiq.actor(floor_sqlite.activate, queue_name="bench_floor", max_retries=0)
+
     runs = []
     print(
         f"Provisor activation benchmark, embedded (SQLite, StubBroker, in-process worker x "
@@ -72,6 +76,19 @@ def main(args):
             embedded.stop_worker()
             if not database.is_closed():
                 database.close()
+        if args.floor:
+            floor_sqlite.DB_PATH = os.path.join(tmp, f"floor{run_no}.db")
+            os.environ["DATABASE_URL"] = f"sqlite:///{floor_sqlite.DB_PATH}"
+            app = create_app()
+            with app.app_context():
+                schema.upgrade()
+            worker = embedded.start_worker(app, threads=args.threads)
+            try:
+                runs[-1].update(_floor_run(args, app, worker, actors.broker, floor, database))
+            finally:
+                embedded.stop_worker()
+                if not database.is_closed():
+                    database.close()
     _report(args, runs)
 
 
@@ -197,12 +214,74 @@ def _run(args, app, worker, broker, noop, run_no, database):
     return result
 
 
+def _floor_run(args, app, worker, broker, floor, database):
+    """``bench/floor_sqlite.py``: the same rows hand-written, drained as ``_run`` drains
+    the project's messages (queued while the worker is paused, timed from its resume)."""
+    from datetime import datetime
+
+    from app.services import orders
+
+    tariff, clients = _catalog(app, database)
+    worker.pause()
+    ids = common.create_orders(app, tariff, clients, args.orders)
+    with app.app_context(), database.connection_context():
+        for order_id in ids:
+            orders.mark_paid(order_id, by="bench")
+        op_ids = [
+            r[0]
+            for r in database.execute_sql(
+                "SELECT id FROM operation WHERE kind = 'open' AND status = 'queued'"
+            ).fetchall()
+        ]
+    broker.flush_all()  # the payments' run_operation messages: the floor runs them instead
+    for op_id in op_ids:
+        floor.send(op_id)
+    cpu0 = time.process_time()
+    resumed = datetime.utcnow()
+    worker.resume()
+    broker.join("bench_floor", timeout=int(args.timeout * 1000))
+    worker.join()
+    cpu = time.process_time() - cpu0
+    n = args.orders
+    (last,) = _count(database, "SELECT max(finished_at) FROM operation WHERE kind = 'open'")
+    span = (datetime.fromisoformat(str(last)) - resumed).total_seconds()
+    active, emails, attempts, accounts = _count(
+        database,
+        "SELECT (SELECT count(*) FROM service WHERE status = 'active'), "
+        "(SELECT count(*) FROM email WHERE status = 'outbox' AND kind = 'welcome'), "
+        "(SELECT count(*) FROM attempt), "
+        "(SELECT count(*) FROM sandbox_resource WHERE kind = 'account')",
+    )
+    result = {
+        "floor_activations_per_s": n / span,
+        "floor_cpu_ms_per_activation": cpu * 1000 / n,
+        "floor_checks": {
+            "active": active,
+            "emails": emails,
+            "attempts": attempts,
+            "accounts": accounts,
+        },
+    }
+    print(
+        f"  floor: {result['floor_activations_per_s']:.1f} activations/s, CPU "
+        f"{result['floor_cpu_ms_per_activation']:.2f} ms/act ({active} active, {emails} "
+        f"emails, {attempts} attempts, {accounts} accounts)",
+        flush=True,
+    )
+    return result
+
+
 def _report(args, runs):
     def med(key):
         values = [r[key] for r in runs if r.get(key) is not None]
         return statistics.median(values) if values else None
 
+    for r in runs:
+        if r.get("floor_activations_per_s") and r.get("noop_msgs_per_s"):
+            r["floor_ratio"] = r["floor_activations_per_s"] / r["noop_msgs_per_s"]
+            r["project_vs_floor"] = r["activations_per_s"] / r["floor_activations_per_s"]
     headers = ["run", "act/s", "CPU ms/act", "no-op msg/s", "no-op CPU ms", "ratio", "load 1m"]
+    headers += ["floor act/s", "floor CPU ms", "floor ratio", "Provisor / floor"]
     rows = [
         [
             r["run"],
@@ -212,6 +291,10 @@ def _report(args, runs):
             f"{r.get('noop_cpu_ms_per_msg', 0):.3f}",
             f"{r.get('ratio', 0):.3f}",
             f"{r['load'][0]:.2f}",
+            f"{r.get('floor_activations_per_s', 0):.1f}",
+            f"{r.get('floor_cpu_ms_per_activation', 0):.2f}",
+            f"{r.get('floor_ratio', 0):.3f}",
+            f"{r.get('project_vs_floor', 0):.3f}",
         ]
         for r in runs
     ]
@@ -222,6 +305,10 @@ def _report(args, runs):
         "noop_msgs_per_s_median": med("noop_msgs_per_s"),
         "ratio_median": med("ratio"),
         "cpu_ms_per_activation_median": med("cpu_ms_per_activation"),
+        "floor_activations_per_s_median": med("floor_activations_per_s"),
+        "floor_cpu_ms_per_activation_median": med("floor_cpu_ms_per_activation"),
+        "floor_ratio_median": med("floor_ratio"),
+        "project_vs_floor_median": med("project_vs_floor"),
     }
     for key, value in summary.items():
         print(f"  {key}: {value:.3f}" if value is not None else f"  {key}: -")
