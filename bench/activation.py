@@ -274,17 +274,23 @@ def py_spy(pid, name):
     return proc, out
 
 
-def activation_run(app, run_no):
-    from app.services import orders
-
+def _fresh_database(app, *namespaces):
+    """A new benchmark database with the schema, and the run's Redis namespaces empty."""
     global _poll_conn
     if _poll_conn is not None:
         _poll_conn.close()
         _poll_conn = None
     common.recreate_database()
-    common.clean_namespace(NAMESPACE)
+    for namespace in (NAMESPACE, *namespaces):
+        common.clean_namespace(namespace)
     with app.app_context(), database.connection_context():
         schema.upgrade()
+
+
+def activation_run(app, run_no):
+    from app.services import orders
+
+    _fresh_database(app)
     procs = common.Procs(ENV)
     result = {"run": run_no}
     stats_path = None
@@ -416,15 +422,7 @@ def floor_run(app, run_no):
     from app.services import orders
     from bench import floor_actors
 
-    global _poll_conn
-    if _poll_conn is not None:
-        _poll_conn.close()
-        _poll_conn = None
-    common.recreate_database()
-    common.clean_namespace(NAMESPACE)
-    common.clean_namespace(floor_actors.NAMESPACE)
-    with app.app_context(), database.connection_context():
-        schema.upgrade()
+    _fresh_database(app, floor_actors.NAMESPACE)
     procs = common.Procs(ENV)
     result = {"run": run_no}
     try:

@@ -21,7 +21,9 @@ CPU: this process's CPU seconds (``time.process_time``: worker threads, schedule
 ``--instrument`` counts SQL statements and commits per message (``bench.sqlcount``).
 """
 
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -31,6 +33,7 @@ from bench import common
 
 def _setup(threads):
     tmp = tempfile.mkdtemp(prefix="provisor-bench-embedded-")
+    atexit.register(shutil.rmtree, tmp, True)  # the runs' SQLite files
     url = f"sqlite:///{tmp}/provisor.db"
     common.bench_env(url, redis_url=None, WORKER_THREADS=threads)
     return tmp, url
@@ -196,13 +199,7 @@ def _run(args, app, worker, broker, noop, run_no, database):
         worker.pause()
         for i in range(args.noop_messages):
             noop.send(i)
-        cpu0 = time.process_time()
-        t0 = time.monotonic()
-        worker.resume()
-        broker.join("bench_noop", timeout=int(args.timeout * 1000))
-        worker.join()
-        elapsed = time.monotonic() - t0
-        cpu = time.process_time() - cpu0
+        _, elapsed, cpu = _drain(args, worker, broker, "bench_noop")
         result["noop_msgs_per_s"] = args.noop_messages / elapsed
         result["noop_cpu_ms_per_msg"] = cpu * 1000 / args.noop_messages
         result["ratio"] = result["activations_per_s"] / result["noop_msgs_per_s"]
@@ -212,6 +209,20 @@ def _run(args, app, worker, broker, noop, run_no, database):
             f"ms/msg -> ratio {result['ratio']:.3f}"
         )
     return result
+
+
+def _drain(args, worker, broker, queue):
+    """Resume the paused worker and wait until it has done every message of ``queue``:
+    ``(when it resumed (UTC), seconds, CPU seconds of this process)``."""
+    from datetime import datetime
+
+    cpu0 = time.process_time()
+    resumed = datetime.utcnow()
+    t0 = time.monotonic()
+    worker.resume()
+    broker.join(queue, timeout=int(args.timeout * 1000))
+    worker.join()
+    return resumed, time.monotonic() - t0, time.process_time() - cpu0
 
 
 def _floor_run(args, app, worker, broker, floor, database):
@@ -236,12 +247,7 @@ def _floor_run(args, app, worker, broker, floor, database):
     broker.flush_all()  # the payments' run_operation messages: the floor runs them instead
     for op_id in op_ids:
         floor.send(op_id)
-    cpu0 = time.process_time()
-    resumed = datetime.utcnow()
-    worker.resume()
-    broker.join("bench_floor", timeout=int(args.timeout * 1000))
-    worker.join()
-    cpu = time.process_time() - cpu0
+    resumed, _, cpu = _drain(args, worker, broker, "bench_floor")
     n = args.orders
     (last,) = _count(database, "SELECT max(finished_at) FROM operation WHERE kind = 'open'")
     span = (datetime.fromisoformat(str(last)) - resumed).total_seconds()

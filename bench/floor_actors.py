@@ -18,16 +18,15 @@ Run: ``dramatiq bench.floor_actors:broker --processes 1 --threads N`` with ``DAT
 """
 
 import datetime as dt
-import hashlib
 import json
 import os
-import secrets
-import socket
 import threading
 
 import dramatiq
 import psycopg2
 from dramatiq.brokers.redis import RedisBroker
+
+from bench.floor_common import WORKER, account, attempt_log, welcome
 
 QUEUE = "bench_floor"
 NAMESPACE = os.environ.get("REDIS_NAMESPACE", "provisor") + "-floor"
@@ -91,18 +90,7 @@ STATEMENTS = {
     "result": (RESULT, "bigint, timestamp, text, bigint, text, text, text, text, text, text"),
 }
 
-BODY = """Hello {name},
-
-your {tariff} is ready.
-
-IP: {ip}
-Username: {username}
-Password: {password}
-Panel: {panel_url}
-"""
-
 _local = threading.local()
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _cursor():
@@ -132,33 +120,26 @@ def activate(operation_id):
         if row is None:
             return
         attempt_id, number, service_id, client_name, client_email, tariff = row
-        key = str(operation_id)
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        remote_id = f"sbx-account-{digest[:10]}"
-        details = {
-            "ip": f"192.0.2.{int(digest[:6], 16) % 250 + 2}",
-            "username": f"u{service_id}",
-            "password": secrets.token_urlsafe(12),
-            "panel_url": "https://panel.sandbox.test/",
-        }
+        key, remote_id, details = account(operation_id, service_id)
         details_json = json.dumps(details)
         cur.execute(
             "EXECUTE floor_panel (%s, %s, %s, %s, %s)",
             (key, remote_id, details_json, service_id, now),
         )
         done = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        subject, body = welcome(service_id, client_name, tariff, details)
         cur.execute(
             "EXECUTE floor_result (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 operation_id,
                 done,
-                f"sandbox: open key={key} attempt={number}\nsandbox: created account {remote_id}",
+                attempt_log(key, number, remote_id),
                 attempt_id,
                 remote_id,
                 details_json,
                 json.dumps({"sandbox_account": remote_id}),
                 client_email,
-                f"Your {tariff} is ready (service #{service_id})",
-                BODY.format(name=client_name, tariff=tariff, **details),
+                subject,
+                body,
             ),
         )

@@ -12,26 +12,13 @@ with.
 """
 
 import datetime as dt
-import hashlib
 import json
-import os
-import secrets
-import socket
 import sqlite3
 import threading
 
+from bench.floor_common import WORKER, account, attempt_log, welcome
+
 DB_PATH = None  # set by the benchmark before the first message
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-BODY = """Hello {name},
-
-your {tariff} is ready.
-
-IP: {ip}
-Username: {username}
-Password: {password}
-Panel: {panel_url}
-"""
 
 _local = threading.local()
 
@@ -86,15 +73,7 @@ def activate(operation_id):
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    key = str(operation_id)
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    remote_id = f"sbx-account-{digest[:10]}"
-    details = {
-        "ip": f"192.0.2.{int(digest[:6], 16) % 250 + 2}",
-        "username": f"u{service_id}",
-        "password": secrets.token_urlsafe(12),
-        "panel_url": "https://panel.sandbox.test/",
-    }
+    key, remote_id, details = account(operation_id, service_id)
     details_json = json.dumps(details)
     conn.execute(
         "INSERT INTO sandbox_resource (operation_key, kind, remote_id, details, service_id, "
@@ -103,6 +82,7 @@ def activate(operation_id):
         (key, remote_id, details_json, service_id, now),
     )
     done = _now()
+    subject, body = welcome(service_id, client_name, tariff, details)
     conn.execute("BEGIN IMMEDIATE")
     try:
         ended = conn.execute(
@@ -116,11 +96,7 @@ def activate(operation_id):
             return
         conn.execute(
             "UPDATE attempt SET log = ?, finished_at = ?, outcome = 'done' WHERE id = ?",
-            (
-                f"sandbox: open key={key} attempt={number}\nsandbox: created account {remote_id}",
-                done,
-                attempt_id,
-            ),
+            (attempt_log(key, number, remote_id), done, attempt_id),
         )
         conn.execute(
             "UPDATE service SET status = 'active', remote_id = ?, details = ?, "
@@ -140,8 +116,8 @@ def activate(operation_id):
             (
                 done,
                 client_email,
-                f"Your {tariff} is ready (service #{service_id})",
-                BODY.format(name=client_name, tariff=tariff, **details),
+                subject,
+                body,
                 service_id,
                 done,
             ),
