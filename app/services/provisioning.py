@@ -289,20 +289,19 @@ def retry_setup(service_id, actor):
     return op
 
 
+# the operation making a service's item (``ensure_item``) is the item's: it does not keep
+# the service from getting another operation
+ITEM_KIND = "ensure_item"
+
+
 def _busy(service):
     """The service's open operation (not an item's), if any: one at a time."""
-    return _busy_of(service.id)
-
-
-def _busy_of(service_id):
-    if parse_id(service_id) is None:
-        return None  # no such service (get_for_client / get say so)
     return (
         Operation.select()
         .where(
-            (Operation.service == service_id)
+            (Operation.service == service.id)
             & Operation.status.in_(Operation.OPEN_STATUSES)
-            & (Operation.kind != "ensure_item")
+            & (Operation.kind != ITEM_KIND)
         )
         .first()
     )
@@ -605,16 +604,17 @@ def operations_of(service):
     return rows, Operation.select(Operation.id).where(Operation.service == service.id)
 
 
-def has_open_operation(service_id):
-    """Whether an operation of the service is not finished (its page then refreshes).
-    A page reads this before the service: see :func:`client_view`."""
+def open_kinds(service_id):
+    """The kinds of the service's operations not finished (an item's included), in one
+    query for a page: it refreshes while there is one, and offers no action while one of
+    the service's own is open (``allowed_actions(service, kinds_open)``). A page reads
+    this before the service: see :func:`client_view`."""
     if parse_id(service_id) is None:
-        return False  # no such service (get says so)
-    return (
-        Operation.select(Operation.id)
-        .where((Operation.service == service_id) & Operation.status.in_(Operation.OPEN_STATUSES))
-        .exists()
+        return []  # no such service (get / get_for_client say so)
+    rows = Operation.select(Operation.kind).where(
+        (Operation.service == service_id) & Operation.status.in_(Operation.OPEN_STATUSES)
     )
+    return [kind for (kind,) in rows.tuples()]
 
 
 def service_sorts():
@@ -678,10 +678,15 @@ def get_for_client(service_id, client_id):
     return service
 
 
-def allowed_actions(service):
+def allowed_actions(service, kinds_open=None):
     """The kinds ``request`` would accept for the service now (none while busy), in the
-    order of the kinds table: never one its module does not implement."""
-    if _busy(service) is not None:
+    order of the kinds table: never one its module does not implement. ``kinds_open``:
+    :func:`open_kinds` of the service where the caller has read them (else read here)."""
+    if kinds_open is None:
+        busy = _busy(service) is not None
+    else:
+        busy = any(kind != ITEM_KIND for kind in kinds_open)
+    if busy:
         return []
     cls = modules.get_type(service.module.type) if service.module_id else None
     return [
@@ -692,10 +697,10 @@ def allowed_actions(service):
     ]
 
 
-def client_actions(service):
+def client_actions(service, kinds_open=None):
     """The kinds the client may ask for on their own service now (``clients_may_request``
     in the kinds table; none while busy; never one its module does not implement)."""
-    return [kind for kind in allowed_actions(service) if kind in CLIENT_REQUESTABLE]
+    return [kind for kind in allowed_actions(service, kinds_open) if kind in CLIENT_REQUESTABLE]
 
 
 def request_by_client(service_id, client_id, kind):
@@ -732,16 +737,18 @@ def client_view(service_id, client_id):
     password not shown) and nothing in progress, so nothing to poll for: the page stayed
     so. This way a page that shows nothing in progress shows what the last operation
     wrote, and one that shows work in progress polls until it ends."""
-    busy = _busy_of(service_id)
+    kinds_open = open_kinds(service_id)
     service = get_for_client(service_id, client_id)
-    return service, for_client(service, busy)
+    return service, for_client(service, kinds_open)
 
 
-def for_client(service, busy):
+def for_client(service, kinds_open):
     """What the client area shows beyond the service itself: the kind of the operation in
-    progress (``busy``: the open operation, read before ``service``) and the module data
-    the module type lets clients see (``client_data``)."""
-    kind = KINDS.get(busy.kind) if busy is not None else None
+    progress (``kinds_open``: :func:`open_kinds`, read before ``service``; an item's is not
+    the service's) and the module data the module type lets clients see
+    (``client_data``)."""
+    own = [kind for kind in kinds_open if kind != ITEM_KIND]
+    kind = KINDS.get(own[0]) if own else None
     cls = modules.get_type(service.module.type) if service.module_id else None
     shown = cls.client_data if cls is not None else ()
     data = {k: v for k, v in (service.module_data or {}).items() if k in shown}
@@ -749,7 +756,7 @@ def for_client(service, busy):
         "in_progress": kind if kind is not None and kind.clients_see else None,
         "data": data,
         "suspension_reason": suspension_reason(service),
-        "actions": [] if busy is not None else client_actions(service),
+        "actions": client_actions(service, kinds_open),
     }
 
 

@@ -106,11 +106,13 @@ def export():
 TIMELINE_PAGE = 50
 
 
-def _detail_context(service, errors=None, form=None, failed_form=None, reveal=False, busy=None):
-    """The service page's context; ``busy``: whether an operation is open, read before the
-    service where the page polls (see ``provisioning.client_view``)."""
-    if busy is None:
-        busy = provisioning.has_open_operation(service.id)
+def _detail_context(
+    service, errors=None, form=None, failed_form=None, reveal=False, kinds_open=None
+):
+    """The service page's context; ``kinds_open``: ``provisioning.open_kinds``, read before
+    the service where the page polls (see ``provisioning.client_view``)."""
+    if kinds_open is None:
+        kinds_open = provisioning.open_kinds(service.id)
     operations, count = provisioning.operations_of(service)
     return {
         "service": service,
@@ -120,9 +122,9 @@ def _detail_context(service, errors=None, form=None, failed_form=None, reveal=Fa
         "shown_details": provisioning.visible_details(service, reveal=reveal),
         "failed_form": failed_form,
         "timeline": Page(operations, size=TIMELINE_PAGE, count_query=count),
-        "busy": busy,
+        "busy": bool(kinds_open),
         "emails": mail.for_service(service.id),
-        "actions": provisioning.allowed_actions(service),
+        "actions": provisioning.allowed_actions(service, kinds_open),
         "tariff_choices": provisioning.tariff_choices(service),
         "kinds": KINDS,
         "suspension_reason": provisioning.suspension_reason(service),
@@ -135,13 +137,13 @@ def _detail_context(service, errors=None, form=None, failed_form=None, reveal=Fa
 @staff_required
 def detail(service_id):
     """A service: status, details, why its module, the live operation timeline, emails."""
-    busy = provisioning.has_open_operation(service_id)  # first: see provisioning.client_view
+    kinds_open = provisioning.open_kinds(service_id)  # first: see provisioning.client_view
     service = provisioning.get(service_id)
     return render(
         "services/detail.html",
         "services/_live.html",
         target="service-live",
-        **_detail_context(service, busy=busy),
+        **_detail_context(service, kinds_open=kinds_open),
     )
 
 
