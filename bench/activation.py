@@ -428,7 +428,7 @@ def floor_run(app, run_no):
     try:
         # Provisor's own worker creates the tariff's item, then goes: the payments' messages
         # stay in its queue (dropped below), the floor's actor drains the operations
-        procs.start("setup-worker", [f"{common.BIN}/dramatiq", "actors", "--processes", "1"])
+        start_worker(procs, "setup-worker", "actors")
         module, tariff, clients = setup_catalog(app)
         procs.stop("setup-worker")
         order_ids = common.create_orders(app, tariff, clients, ARGS.orders)
@@ -436,10 +436,10 @@ def floor_run(app, run_no):
             for order_id in order_ids:
                 orders.mark_paid(order_id, by="bench")
         common.clean_namespace(NAMESPACE)
-        op_ids = [
-            r[0]
-            for r in _rows("SELECT id FROM operation WHERE kind = 'open' AND status = 'queued'")
-        ]
+        op_ids = db_scalar(
+            "SELECT array_agg(id ORDER BY id) FROM operation "
+            "WHERE kind = 'open' AND status = 'queued'"
+        )[0]
         worker, child = start_worker(procs, "floor", "bench.floor_actors:broker")
         floor_actors.activate.send(-1)  # warm-up: the worker consumes (nothing to claim)
         wait_drained(common.redis_client(), floor_actors.NAMESPACE, floor_actors.QUEUE, 60)
@@ -479,16 +479,6 @@ def floor_run(app, run_no):
         procs.stop_all()
         common.clean_namespace(floor_actors.NAMESPACE)
     return result
-
-
-def _rows(sql, *params):
-    import psycopg2
-
-    with psycopg2.connect(common.database_url()) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def wait_drained(client, namespace, queue, timeout=600):
