@@ -384,14 +384,15 @@ def update_by_id_text(model, names):
     return f"UPDATE {_quoted_table(model)} SET {sets} WHERE {pk} = {database.param}"
 
 
-def insert_text(model, names):
+def insert_text(model, names, returning=True):
     """``INSERT INTO <table> (<columns>) VALUES (?, ...)``, returning the new id on
-    PostgreSQL (SQLite gives it as the cursor's ``lastrowid``)."""
+    PostgreSQL unless ``returning`` is false (SQLite gives it as the cursor's
+    ``lastrowid``)."""
     fields = model._meta.fields
     columns = ", ".join(_quote(fields[n].column_name) for n in names)
     values = ", ".join([database.param] * len(names))
     text = f"INSERT INTO {_quoted_table(model)} ({columns}) VALUES ({values})"
-    if not is_sqlite():
+    if returning and not is_sqlite():
         text += f" RETURNING {_quote(model._meta.primary_key.column_name)}"
     return text
 
@@ -407,19 +408,15 @@ def unindexed(field):
     return NodeList((field, SQL("|| ''")))
 
 
-def cached_write(key, build, params):
+def cached_write(key, build, params, later=False):
     """Run the peewee write query (UPDATE, DELETE) that ``build()`` returns with its SQL
     text generated once per dialect and ``key`` (``build`` returns ``(query,
     placeholders)``, as for :func:`cached_query_rows`; the values must be given as each
-    column's ``db_value`` would make them); returns the rows changed."""
+    column's ``db_value`` would make them); returns the rows changed. ``later``: as for
+    :func:`execute_statement` (returns None)."""
     _, text = _built_once(key, build)
-    return execute_statement(text, params).rowcount
-
-
-def cached_write_returning(key, build, params):
-    """As :func:`cached_write`, for a write with ``RETURNING``: its rows (tuples)."""
-    _, text = _built_once(key, build)
-    return execute_statement(text, params).fetchall()
+    cursor = execute_statement(text, params, later=later)
+    return None if later else cursor.rowcount
 
 
 def _built_once(key, build):

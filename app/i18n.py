@@ -11,6 +11,7 @@ README, "Translations", for the pybabel commands.
 """
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
 
 from flask import has_request_context, request
@@ -19,6 +20,7 @@ from flask_babel import (
     force_locale,
     format_datetime,
     format_decimal,
+    get_translations,
     gettext,
     lazy_gettext,
 )
@@ -132,7 +134,16 @@ def tr(text):
     escaped like any value (the ``_`` of templates would trust it)."""
     if not isinstance(text, str) or not text:
         return text
+    translations = _client_translations.get()
+    if translations is not None:
+        return translations.ugettext(text)
     return gettext(text)
+
+
+# the catalog of the language :func:`client_locale` set, looked up once for its block: an
+# email's labels and names are several ``tr`` calls, each of which would find the
+# locale's catalog again through Flask-Babel (12 µs a call against 0.2 µs)
+_client_translations = ContextVar("client_translations", default=None)
 
 
 def best_language(value):
@@ -163,7 +174,11 @@ def client_locale(client):
     """Translate in ``client``'s language inside the block (its emails)."""
     language = best_language(getattr(client, "language", None)) or DEFAULT_LANGUAGE
     with force_locale(language):
-        yield language
+        token = _client_translations.set(get_translations())
+        try:
+            yield language
+        finally:
+            _client_translations.reset(token)
 
 
 def local_datetime(value, format="medium"):

@@ -135,7 +135,9 @@ class BaseModel(Model):
         """peewee's ``save`` (an UPDATE of the row by its id, or an INSERT that sets the new
         id), with the statement's text made once per set of columns. ``later``: the UPDATE
         of a row known to be there, whose count nobody reads, may go to the server with
-        the transaction's next statement (``app.db.execute_statement``); returns None."""
+        the transaction's next statement (``app.db.execute_statement``); returns None. An
+        INSERT with ``later`` on PostgreSQL goes the same way and leaves the new row's id
+        unknown (``None`` here): for a row nobody refers to in this transaction."""
         meta = self._meta
         pk_field = meta.primary_key
         if pk_field is False or meta.composite_key or meta.only_save_dirty:
@@ -156,8 +158,17 @@ class BaseModel(Model):
                 data[field.name] = default() if callable(default) else default
         names = tuple(data)
         model, fields = type(self), meta.fields
+        params = [fields[name].db_value(data[name]) for name in names]
+        if later and not db.is_sqlite():
+            # nobody reads the new id: the INSERT goes with the transaction's next
+            # statement (or its COMMIT) and the row's id stays unknown here
+            key = (model, "insert_later", names)
+            text = db.statement_text(key, lambda: db.insert_text(model, names, returning=False))
+            db.execute_statement(text, params, later=True)
+            self._dirty -= set(data)
+            return None
         text = db.statement_text((model, "insert", names), lambda: db.insert_text(model, names))
-        cursor = db.execute_statement(text, [fields[name].db_value(data[name]) for name in names])
+        cursor = db.execute_statement(text, params)
         new_id = cursor.lastrowid if db.is_sqlite() else cursor.fetchone()[0]
         if pk_value is None and new_id is not None:
             self._pk = new_id

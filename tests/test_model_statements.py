@@ -99,6 +99,34 @@ def test_a_row_with_a_given_id_is_inserted_with_it(any_app):
         assert _peewee_row(Client, chosen).name == "Dee"
 
 
+def test_a_row_inserted_later_is_stored_with_the_transaction(any_app):
+    """``save(later=True)`` of a new row: on PostgreSQL its INSERT goes with the
+    transaction's next statement or its COMMIT, the id unknown here; on SQLite it is
+    inserted at once. Either way the row stored is the one ``create`` would store, and a
+    transaction that fails stores none."""
+    from app.db import is_sqlite
+
+    def queued(subject):
+        return Email(to="a@example.com", subject=subject, body="Hi", status="outbox")
+
+    with any_app.app_context():
+        with write_transaction():
+            email = queued("later")
+            assert email.save(force_insert=True, later=True) in (None, 1)
+            assert (email.id is None) != is_sqlite()
+            assert email._dirty == set()
+        reference = Email.create(to="a@example.com", subject="now", body="Hi", status="outbox")
+        stored = Email.get(Email.subject == "later")
+        for field in Email._meta.sorted_fields:
+            if field.name not in ("id", "subject", "created_at"):
+                assert getattr(stored, field.name) == getattr(reference, field.name), field.name
+        assert stored.created_at is not None
+        with pytest.raises(RuntimeError), write_transaction():
+            queued("rolled back").save(force_insert=True, later=True)
+            raise RuntimeError("the transaction fails")
+        assert not Email.select().where(Email.subject == "rolled back").exists()
+
+
 def test_get_for_update_locks_the_row_on_postgresql(pg_app):
     """A second transaction's FOR UPDATE waits until the first commits."""
     with pg_app.app_context():
@@ -248,7 +276,13 @@ def test_prepared_statements_can_be_turned_off(app, postgres_url):
 
 def test_a_claim_starts_its_attempt_and_a_lost_claim_starts_none(any_app):
     """The claim's UPDATE and the attempt's INSERT (one statement on PostgreSQL): the
-    attempt returned is the row stored; a claim from a stale read changes nothing."""
+    attempt returned is the row stored. On SQLite a claim from a stale read changes
+    nothing; on PostgreSQL the claim's read locks the operation until its COMMIT, so no
+    other transaction can change it in between (nor claim it: it waits, then reads it
+    running), and the attempt's id comes with that read."""
+    import psycopg2
+
+    from app.db import is_sqlite
     from app.models import Attempt, Operation, ProcessingModule
     from app.services import operations
 
@@ -259,7 +293,20 @@ def test_a_claim_starts_its_attempt_and_a_lost_claim_starts_none(any_app):
         now = dt.datetime(2026, 12, 6, 15, 0, 0, 123456)
         lease = now + dt.timedelta(minutes=5)
         with write_transaction():
-            attempt = operations._claim_row(op, "running", lease, now)
+            loaded = operations._load_for_attempt(op.id)
+            if not is_sqlite():
+                other = psycopg2.connect(any_app.config["DATABASE_URL"])
+                try:
+                    with (
+                        other.cursor() as cur,
+                        pytest.raises(psycopg2.errors.LockNotAvailable),
+                    ):
+                        cur.execute(
+                            "SELECT id FROM operation WHERE id = %s FOR UPDATE NOWAIT", (op.id,)
+                        )
+                finally:
+                    other.close()
+            attempt = operations._claim_row(loaded, "running", lease, now)
         assert isinstance(attempt.id, int)
         stored = Attempt.select().where(Attempt.id == attempt.id).get()
         fields = Attempt._meta.sorted_fields
@@ -272,9 +319,15 @@ def test_a_claim_starts_its_attempt_and_a_lost_claim_starts_none(any_app):
         claimed = Operation.select().where(Operation.id == op.id).get()
         assert (claimed.status, claimed.attempts, claimed.lease_until) == ("running", 1, lease)
         assert claimed.updated_at == now
-        # a second worker that read the operation before the claim: no claim, no attempt
-        with write_transaction():
-            assert operations._claim_row(stale, "running", lease, now) is None
+        if is_sqlite():
+            # a second worker that read the operation before the claim: no claim, no attempt
+            with write_transaction():
+                assert operations._claim_row(stale, "running", lease, now) is None
+        else:
+            # a second worker reads it (locked) once the claim committed: running, not due
+            with write_transaction():
+                assert operations._load_for_attempt(op.id).status == "running"
+            assert operations._claim(op.id) is None
         assert Attempt.select().where(Attempt.operation == op.id).count() == 1
         assert Operation.select().where(Operation.id == op.id).get().attempts == 1
         # the attempt is saved as peewee would (its finish written by id)
@@ -375,9 +428,9 @@ def test_a_claim_reads_its_operation_by_id_on_a_table_without_statistics(pg_app)
         count = "SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'operation'"
         with write_transaction():
             for op_id in ids[:8]:  # a generic plan after five
-                op = Operation.get_by_id(op_id)
+                op = operations._load_for_attempt(op_id)
                 assert operations._claim_row(op, "running", now, now) is not None
-            op = Operation.get_by_id(ids[1500])
+            op = operations._load_for_attempt(ids[1500])
             (before,) = database.execute_sql(count).fetchone()
             assert operations._claim_row(op, "running", now, now) is not None
             (after,) = database.execute_sql(count).fetchone()

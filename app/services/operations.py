@@ -28,14 +28,13 @@ import time
 from datetime import timedelta
 
 from flask import current_app
-from peewee import JOIN, Select, Value, fn
+from peewee import JOIN, SQL, Select, Value, fn
 
 import modules
 from app import guards, inflight, logs, messages
 from app.db import (
     cached_query_rows,
     cached_write,
-    cached_write_returning,
     get_for_update,
     is_sqlite,
     release_connection,
@@ -317,6 +316,14 @@ def _attempt_load_query():
         )
         .where(Operation.id == 0)  # its primary key: one row at most
     )
+    if not is_sqlite():  # SQLite's write transactions are serialised already
+        # the operation locked for its claim, and the id its attempt will have (see
+        # _claim_row: the claim then needs no answer, and goes with the COMMIT)
+        query = query.select_extend(
+            SQL(f"nextval(pg_get_serial_sequence('{Attempt._meta.table_name}', 'id'))").alias(
+                "next_attempt_id"
+            )
+        ).for_update(of=Operation)
     return query, [0]
 
 
@@ -329,7 +336,11 @@ def _load_for_attempt(operation_id):
     none, the transaction's events need not read them (``events.known_enabled_count``).
 
     Its SQL text is generated once (``app.db.cached_query_rows``): peewee generating the
-    text of this 7-table SELECT was 9 % of a worker's CPU (bench/README.md, issue 14)."""
+    text of this 7-table SELECT was 9 % of a worker's CPU (bench/README.md, issue 14).
+
+    On PostgreSQL it locks the operation's row (``FOR UPDATE OF operation``) until the
+    claim's transaction ends, and takes the id of the attempt a claim would start
+    (``next_attempt_id``; a duplicate that claims nothing leaves a gap in the ids)."""
     pk = parse_id(operation_id)
     if pk is None:
         return None
@@ -421,44 +432,48 @@ def _claim_query():
 def _claim_with_attempt_query():
     """PostgreSQL: the claim's UPDATE and the attempt's INSERT in one statement — the
     INSERT takes its row from what the UPDATE returns, so an operation not claimed gets no
-    attempt — with placeholders as :func:`_claim_query`'s, then the attempt's worker and
-    log. The attempt starts at the claim's ``updated_at`` (the same ``now``)."""
+    attempt — with placeholders as :func:`_claim_query`'s, then the attempt's id, worker
+    and log. The attempt starts at the claim's ``updated_at`` (the same ``now``)."""
     update, placeholders = _claim_query()
     claimed = update.returning(Operation.id, Operation.attempts, Operation.updated_at).cte(
         "claimed"
     )
-    query = (
-        Attempt.insert_from(
-            Select(
-                [claimed],
-                [
-                    claimed.c.id,
-                    claimed.c.attempts,
-                    Value("worker"),
-                    claimed.c.updated_at,
-                    Value("log"),
-                ],
-            ),
-            fields=[
-                Attempt.operation,
-                Attempt.number,
-                Attempt.worker,
-                Attempt.started_at,
-                Attempt.log,
+    query = Attempt.insert_from(
+        Select(
+            [claimed],
+            [
+                Value(-7),
+                claimed.c.id,
+                claimed.c.attempts,
+                Value("worker"),
+                claimed.c.updated_at,
+                Value("log"),
             ],
-        )
-        .with_cte(claimed)
-        .returning(Attempt.id)
-    )
-    return query, [*placeholders, "worker", "log"]
+        ),
+        fields=[
+            Attempt.id,
+            Attempt.operation,
+            Attempt.number,
+            Attempt.worker,
+            Attempt.started_at,
+            Attempt.log,
+        ],
+    ).with_cte(claimed)
+    return query, [*placeholders, -7, "worker", "log"]
 
 
 def _claim_row(op, status, lease, now):
     """``op`` (as read) claimed: ``status`` (running), one attempt more, leased until
     ``lease`` — if nobody changed its status or attempts since it was read — and its
-    attempt started; returns the attempt (None: not claimed). On PostgreSQL one statement
-    (:func:`_claim_with_attempt_query`), on SQLite the claim's UPDATE then the INSERT;
-    both texts made once."""
+    attempt started; returns the attempt (None: not claimed). Both texts made once.
+
+    On SQLite the claim's UPDATE, then the attempt's INSERT if it claimed. On PostgreSQL
+    ``op`` comes from :func:`_load_for_attempt` in this transaction, which locked its row
+    and took the attempt's id (``next_attempt_id``): nobody can change it before the
+    COMMIT, so the claim cannot be lost and nobody needs its answer — one statement
+    (:func:`_claim_with_attempt_query`) that goes to the server with the COMMIT, one round
+    trip for both (``execute_statement(later=True)``). Its conditions on status and
+    attempts stay, as a guard; a failure fails the COMMIT, and so the claim."""
     params = [
         status,
         1,
@@ -474,13 +489,15 @@ def _claim_row(op, status, lease, now):
         if cached_write("operations.claim", _claim_query, params) != 1:
             return None
         return Attempt.create(operation=op.id, number=number, worker=WORKER_NAME, started_at=now)
-    rows = cached_write_returning(
-        "operations.claim_with_attempt", _claim_with_attempt_query, [*params, WORKER_NAME, ""]
+    attempt_id = op.next_attempt_id
+    cached_write(
+        "operations.claim_with_attempt",
+        _claim_with_attempt_query,
+        [*params, attempt_id, WORKER_NAME, ""],
+        later=True,
     )
-    if not rows:
-        return None
     attempt = Attempt(
-        id=rows[0][0],
+        id=attempt_id,
         operation=op.id,
         number=number,
         worker=WORKER_NAME,
