@@ -59,6 +59,78 @@ def _find_account_query():
     return query, ["key", -1, "account", "deleted", "key"]
 
 
+def _find_or_create_text(account):
+    """PostgreSQL: :meth:`SandboxModule._create`'s lookup and, when it finds nothing, its
+    INSERT, in one statement (one round trip to the "panel" instead of two). Its rows:
+    this operation's row (rank 0), else the service's other accounts that are not deleted
+    (rank 1, oldest first; ``account`` only), else the row it made (rank 2); none when
+    another attempt of this operation inserted its row meanwhile (``ON CONFLICT``). Its
+    parameters: the key, the service id, the key, then the new row's columns in the
+    order of :data:`_NEW_COLUMNS`. Each lookup stays on its index (see
+    :func:`_find_account_query`)."""
+    from app.models import SandboxResource
+
+    table = SandboxResource._meta.table_name
+    columns = ", ".join(f'"{f.column_name}"' for f in SandboxResource._meta.sorted_fields)
+    others = (
+        f' UNION ALL SELECT {columns}, 1 AS "rank" FROM "{table}" WHERE "service_id" = %s'
+        ' AND "kind" = \'account\' AND "status" <> \'deleted\' AND "operation_key" <> %s'
+        if account
+        else ""
+    )
+    new = ", ".join(f'"{name}"' for name in _NEW_COLUMNS)
+    values = ", ".join(["%s"] * len(_NEW_COLUMNS))
+    return (
+        f'WITH "found" AS (SELECT {columns}, 0 AS "rank" FROM "{table}"'
+        f' WHERE "operation_key" = %s{others}),'
+        f' "made" AS (INSERT INTO "{table}" ({new}) SELECT {values}'
+        ' WHERE NOT EXISTS (SELECT 1 FROM "found")'
+        ' ON CONFLICT ("operation_key") DO NOTHING'
+        f' RETURNING {columns}, 2 AS "rank")'
+        ' SELECT * FROM "found" UNION ALL SELECT * FROM "made" ORDER BY "rank", "id"'
+    )
+
+
+#: the columns :func:`_find_or_create_text` inserts
+_NEW_COLUMNS = (
+    "operation_key",
+    "kind",
+    "remote_id",
+    "details",
+    "service_id",
+    "status",
+    "created_at",
+)
+
+
+def _find_or_create(ctx, row, for_service):
+    """``(the row found or made, whether it was made)`` by :func:`_find_or_create_text`,
+    ``(None, False)`` when another attempt inserted this operation's row meanwhile."""
+    from app.db import execute_statement, statement_text
+    from app.models import SandboxResource
+
+    account = bool(for_service)
+    text = statement_text(
+        ("sandbox.find_or_create", account), lambda: _find_or_create_text(account)
+    )
+    key = row.operation_key
+    params = [key, *((ctx.service.id, key) if account else ())]
+    fields = SandboxResource._meta.fields
+    for name in _NEW_COLUMNS:
+        value = row.created_at if name == "created_at" else getattr(row, name)
+        params.append(fields[name].db_value(value))
+    found = execute_statement(text, params).fetchone()
+    if found is None:
+        return None, False
+    stored = SandboxResource(__no_default__=1)
+    stored.__data__.update(
+        (f.name, f.python_value(value))
+        for f, value in zip(SandboxResource._meta.sorted_fields, found[:-1], strict=True)
+    )
+    stored._dirty.clear()
+    return stored, found[-1] == 2
+
+
 class SandboxModule(ModuleType):
     id = "sandbox"
     name = "Sandbox (simulated panel)"
@@ -175,17 +247,14 @@ class SandboxModule(ModuleType):
         return rows[0] if rows else None
 
     def _create(self, ctx, kind, make_details, status="active"):
+        """This operation's row (or, for an account, the service's): found and taken
+        over, else created. On PostgreSQL both in one statement (the panel answers in one
+        round trip: :func:`_find_or_create_text`), on SQLite the lookup then the INSERT."""
         from peewee import IntegrityError
 
+        from app.db import is_sqlite
         from app.models import SandboxResource
 
-        existing = self._find(ctx, kind)
-        if existing is not None:
-            if existing.operation_key == ctx.idempotency_key and ctx.state:
-                ctx.log(f"sandbox: checking {kind} {existing.remote_id}")
-            else:
-                ctx.log(f"sandbox: {kind} {existing.remote_id} already exists: taking it over")
-            return existing
         digest = hashlib.sha1(ctx.idempotency_key.encode()).hexdigest()
         row = SandboxResource(
             operation_key=ctx.idempotency_key,
@@ -195,12 +264,28 @@ class SandboxModule(ModuleType):
             service_id=ctx.service.id if ctx.service is not None else None,
             status=status,
         )
-        try:
-            row.save(force_insert=True)  # outside any transaction: the call to a panel
-        except IntegrityError:  # another attempt of this operation made it meanwhile
-            row = SandboxResource.get(SandboxResource.operation_key == ctx.idempotency_key)
-        ctx.log(f"sandbox: created {kind} {row.remote_id}")
-        return row
+        if is_sqlite():
+            existing, made = self._find(ctx, kind), False
+            if existing is None:
+                try:
+                    row.save(force_insert=True)  # outside any transaction: the call to a panel
+                    existing, made = row, True
+                except IntegrityError:  # another attempt of this operation made it meanwhile
+                    pass
+        else:
+            existing, made = _find_or_create(ctx, row, kind == "account" and ctx.service)
+        if existing is None:  # another attempt of this operation made it meanwhile
+            existing, made = (
+                SandboxResource.get(SandboxResource.operation_key == row.operation_key),
+                True,
+            )
+        if made:
+            ctx.log(f"sandbox: created {kind} {existing.remote_id}")
+        elif existing.operation_key == ctx.idempotency_key and ctx.state:
+            ctx.log(f"sandbox: checking {kind} {existing.remote_id}")
+        else:
+            ctx.log(f"sandbox: {kind} {existing.remote_id} already exists: taking it over")
+        return existing
 
     def _details(self, ctx, digest):
         n = int(digest[:6], 16)

@@ -408,6 +408,90 @@ def test_the_sandbox_lookup_stays_on_its_indexes_as_its_table_grows(pg_app):
         assert seq_scans == 0
 
 
+def _sandbox_context(op_id, service_id, state=None):
+    from types import SimpleNamespace
+
+    from modules.base import OperationContext
+
+    operation = SimpleNamespace(id=op_id, kind="open")
+    return OperationContext(operation, 1, service=SimpleNamespace(id=service_id), state=state)
+
+
+def _sandbox_account(ctx):
+    from modules.sandbox import SandboxModule
+
+    return SandboxModule({})._create(ctx, "account", lambda digest: {"username": digest[:6]})
+
+
+def test_the_sandbox_panel_finds_takes_over_or_creates_an_account(any_app):
+    """The simulated panel (one statement on PostgreSQL, a lookup then an INSERT on
+    SQLite): an operation's account is created once, found again by the same operation,
+    taken over by another operation of the same service (the oldest live one), never
+    taken over once deleted."""
+    from app.models import SandboxResource
+
+    with any_app.app_context():
+        first = _sandbox_context(9001, 77)
+        made = _sandbox_account(first)
+        assert isinstance(made.id, int) and made._dirty == set()
+        assert (made.operation_key, made.kind, made.service_id, made.status) == (
+            "9001",
+            "account",
+            77,
+            "active",
+        )
+        assert made.remote_id.startswith("sbx-account-") and made.details["username"]
+        assert "sandbox: created account" in first.log_text
+        stored = SandboxResource.get(SandboxResource.operation_key == "9001")
+        assert {f.name: getattr(stored, f.name) for f in SandboxResource._meta.sorted_fields} == {
+            f.name: getattr(made, f.name) for f in SandboxResource._meta.sorted_fields
+        }
+
+        again = _sandbox_context(9001, 77, state={"checks_left": 1})
+        assert _sandbox_account(again).id == made.id
+        assert f"checking account {made.remote_id}" in again.log_text
+
+        other = _sandbox_context(9002, 77)
+        assert _sandbox_account(other).id == made.id  # the service's account, taken over
+        assert "already exists: taking it over" in other.log_text
+        assert not SandboxResource.select().where(SandboxResource.operation_key == "9002").exists()
+
+        SandboxResource.update(status="deleted").where(SandboxResource.id == made.id).execute()
+        fresh = _sandbox_account(_sandbox_context(9003, 77))
+        assert fresh.id != made.id and fresh.operation_key == "9003"
+        assert SandboxResource.select().where(SandboxResource.service_id == 77).count() == 2
+
+
+def test_the_sandbox_panel_adopts_the_row_another_attempt_inserts_meanwhile(pg_app):
+    """Two attempts of one operation at once: the row the other inserts while this one's
+    statement runs (not visible to its lookup, its INSERT waits on the key, then does
+    nothing) is the one returned; still one row for the operation."""
+    import psycopg2
+
+    from app.models import SandboxResource
+
+    other = psycopg2.connect(pg_app.config["DATABASE_URL"])
+    try:
+        with other.cursor() as cur:
+            cur.execute(
+                "INSERT INTO sandbox_resource (operation_key, kind, remote_id, details,"
+                " service_id, status, created_at) VALUES ('9100', 'account', 'theirs', '{}',"
+                " 78, 'active', now())"
+            )
+        timer = threading.Timer(0.5, other.commit)
+        timer.start()
+        with pg_app.app_context():
+            ctx = _sandbox_context(9100, 78)
+            row = _sandbox_account(ctx)
+            assert row.remote_id == "theirs"
+            assert (
+                SandboxResource.select().where(SandboxResource.operation_key == "9100").count() == 1
+            )
+        timer.join()
+    finally:
+        other.close()
+
+
 def test_a_claim_reads_its_operation_by_id_on_a_table_without_statistics(pg_app):
     """The claim's guard on the status is no index's: PostgreSQL's generic plan, made
     before the table's first ANALYZE, read every queued operation through the status
