@@ -121,12 +121,17 @@ class BaseModel(Model):
         lock = lock and not db.is_sqlite()
         text = db.statement_text((cls, "by_id", lock), lambda: db.select_by_id_text(cls, lock))
         row = db.execute_statement(text, (meta.primary_key.db_value(pk),)).fetchone()
-        if row is None:
-            return None
+        return None if row is None else cls.from_row(row)
+
+    @classmethod
+    def from_row(cls, values):
+        """The row whose columns are ``values`` (every column, in the order of
+        ``_meta.sorted_fields``, as the database gives them), each converted as peewee
+        converts it; nothing to save."""
         instance = cls(__no_default__=1)
         instance.__data__.update(
             (f.name, f.python_value(value))
-            for f, value in zip(meta.sorted_fields, row, strict=True)
+            for f, value in zip(cls._meta.sorted_fields, values, strict=True)
         )
         instance._dirty.clear()
         return instance

@@ -116,19 +116,11 @@ def _find_or_create(ctx, row, for_service):
     key = row.operation_key
     params = [key, *((ctx.service.id, key) if account else ())]
     fields = SandboxResource._meta.fields
-    for name in _NEW_COLUMNS:
-        value = row.created_at if name == "created_at" else getattr(row, name)
-        params.append(fields[name].db_value(value))
+    params += [fields[name].db_value(getattr(row, name)) for name in _NEW_COLUMNS]
     found = execute_statement(text, params).fetchone()
     if found is None:
         return None, False
-    stored = SandboxResource(__no_default__=1)
-    stored.__data__.update(
-        (f.name, f.python_value(value))
-        for f, value in zip(SandboxResource._meta.sorted_fields, found[:-1], strict=True)
-    )
-    stored._dirty.clear()
-    return stored, found[-1] == 2
+    return SandboxResource.from_row(found[:-1]), found[-1] == 2
 
 
 class SandboxModule(ModuleType):
@@ -273,12 +265,10 @@ class SandboxModule(ModuleType):
                 except IntegrityError:  # another attempt of this operation made it meanwhile
                     pass
         else:
-            existing, made = _find_or_create(ctx, row, kind == "account" and ctx.service)
-        if existing is None:  # another attempt of this operation made it meanwhile
-            existing, made = (
-                SandboxResource.get(SandboxResource.operation_key == row.operation_key),
-                True,
-            )
+            for_service = kind == "account" and ctx.service is not None
+            existing, made = _find_or_create(ctx, row, for_service)
+        if existing is None:  # another attempt of this operation made it meanwhile: taken over
+            existing = SandboxResource.get(SandboxResource.operation_key == row.operation_key)
         if made:
             ctx.log(f"sandbox: created {kind} {existing.remote_id}")
         elif existing.operation_key == ctx.idempotency_key and ctx.state:
