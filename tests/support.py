@@ -2156,7 +2156,6 @@ class SSHServer:
         self.port = port or free_port()
         self.tag = uuid.uuid4().hex
         self.process = None
-        self.made_privsep_dir = False
         self.host_key_path = os.path.join(self.folder, "ssh_host_ed25519_key")
         self.keys_dir = os.path.join(self.folder, "authorized_keys")
         os.makedirs(self.keys_dir, exist_ok=True)
@@ -2238,9 +2237,10 @@ class SSHServer:
                     ]
                 )
             )
-        if not os.path.isdir(self.PRIVSEP_DIR):
-            os.makedirs(self.PRIVSEP_DIR, mode=0o755)
-            self.made_privsep_dir = True
+        # sshd's privilege separation directory (compiled in): made when missing, never
+        # removed — another sshd of these tests (another xdist worker, another run on this
+        # machine) may still need it for its next connection
+        os.makedirs(self.PRIVSEP_DIR, mode=0o755, exist_ok=True)
         self.log = open(os.path.join(self.folder, "sshd.log"), "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [self.BINARY, "-D", "-e", "-f", config], stdout=self.log, stderr=self.log
@@ -2287,9 +2287,6 @@ class SSHServer:
 
     def cleanup(self):
         self.stop()
-        if self.made_privsep_dir:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.PRIVSEP_DIR)
 
 
 def linux_user(name):
