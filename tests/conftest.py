@@ -388,7 +388,7 @@ def ssh_server():
     need(support.SSHServer.unavailable() is None, str(support.SSHServer.unavailable()))
     server = support.SSHServer(tempfile.mkdtemp(prefix="provisor-sshd-")).start()
     yield server
-    server.cleanup()
+    server.stop()
     shutil.rmtree(server.folder, ignore_errors=True)
 
 

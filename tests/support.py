@@ -2285,9 +2285,6 @@ class SSHServer:
         self.process = None
         self.log.close()
 
-    def cleanup(self):
-        self.stop()
-
 
 def linux_user(name):
     """``{"comment", "home", "locked", "expired"}`` of a Linux user, None if there is none."""

@@ -294,6 +294,11 @@ def retry_setup(service_id, actor):
 ITEM_KIND = "ensure_item"
 
 
+def _own(kinds_open):
+    """Of :func:`open_kinds`, the service's own operations (not its item's)."""
+    return [kind for kind in kinds_open if kind != ITEM_KIND]
+
+
 def _busy(service):
     """The service's open operation (not an item's), if any: one at a time."""
     return (
@@ -682,10 +687,7 @@ def allowed_actions(service, kinds_open=None):
     """The kinds ``request`` would accept for the service now (none while busy), in the
     order of the kinds table: never one its module does not implement. ``kinds_open``:
     :func:`open_kinds` of the service where the caller has read them (else read here)."""
-    if kinds_open is None:
-        busy = _busy(service) is not None
-    else:
-        busy = any(kind != ITEM_KIND for kind in kinds_open)
+    busy = _busy(service) is not None if kinds_open is None else bool(_own(kinds_open))
     if busy:
         return []
     cls = modules.get_type(service.module.type) if service.module_id else None
@@ -747,7 +749,7 @@ def for_client(service, kinds_open):
     progress (``kinds_open``: :func:`open_kinds`, read before ``service``; an item's is not
     the service's) and the module data the module type lets clients see
     (``client_data``)."""
-    own = [kind for kind in kinds_open if kind != ITEM_KIND]
+    own = _own(kinds_open)
     kind = KINDS.get(own[0]) if own else None
     cls = modules.get_type(service.module.type) if service.module_id else None
     shown = cls.client_data if cls is not None else ()

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 import modules
-from app.db import database
+from app.db import database, release
 from app.models import Item, Operation, SandboxResource, Service
 from app.services import dispatch, operations
 from tests.modules.jobpanel import JobPanel, JobPanelModule
@@ -1287,8 +1287,19 @@ class Engine:
                 if op.status == "polling":
                     time.sleep(0.1)  # a remote job (a real server elsewhere) takes a moment
                 Operation.update(next_run_at=None).where(Operation.id == op_id).execute()
-                operations.run(op_id)
+            self.run_once(op_id)
         raise AssertionError(f"operation {op_id} did not settle after {max_checks} runs")
+
+    def run_once(self, op_id):
+        """One attempt as a worker runs it: the connection opened for it and released after
+        (``actors.middleware``). On PostgreSQL the attempt gives its pooled connection back
+        around the module's call, which a ``connection_context`` cannot span."""
+        with self.app.app_context():
+            database.connect(reuse_if_open=True)
+            try:
+                return operations.run(op_id)
+            finally:
+                release()
 
     def run_all(self):
         """Run every operation that is due (e.g. the ensure_item of a new tariff)."""
@@ -1318,6 +1329,13 @@ def engine(app, monkeypatch):
     """No messages to the worker: the test runs each operation itself."""
     monkeypatch.setattr(dispatch, "_send", lambda *args, **kwargs: None)
     return Engine(app)
+
+
+@pytest.fixture
+def any_engine(any_app, monkeypatch):
+    """``engine`` for ``any_app``: SQLite, then PostgreSQL."""
+    monkeypatch.setattr(dispatch, "_send", lambda *args, **kwargs: None)
+    return Engine(any_app)
 
 
 @pytest.fixture

@@ -53,29 +53,33 @@ def declared(backend, kind):
     return modules.get_type(backend.type_id).supports(kind)
 
 
-def test_open_twice_with_the_same_operation_takes_over(app, api, engine, backend, monkeypatch):
-    """A worker dies after the remote call: the next attempt adopts what it made."""
-    _, _, tariff, client = setup(api, engine, backend)
-    service_id, op_id = open_service(api, engine, tariff, client)
+def test_open_twice_with_the_same_operation_takes_over(
+    any_app, any_api, any_engine, backend, monkeypatch
+):
+    """A worker dies after the remote call: the next attempt adopts what it made (on SQLite
+    and on PostgreSQL, whose claim locks the operation and whose simulated panel answers
+    in one statement)."""
+    _, _, tariff, client = setup(any_api, any_engine, backend)
+    service_id, op_id = open_service(any_api, any_engine, tariff, client)
 
     def die(*args, **kwargs):
         raise Killed()
 
     with monkeypatch.context() as patch:
         patch.setattr(operations, "_record_result", die)
-        with pytest.raises(Killed), app.app_context(), database.connection_context():
-            operations.run(op_id)
-    assert len(backend.objects(engine.service(service_id))) == 1  # the remote call happened
-    with app.app_context(), database.connection_context():
+        with pytest.raises(Killed):
+            any_engine.run_once(op_id)
+    assert len(backend.objects(any_engine.service(service_id))) == 1  # the remote call happened
+    with any_app.app_context(), database.connection_context():
         assert Operation.get_by_id(op_id).status == "running"
         # its lease runs out: the sweep reclaims it as a real scheduler would
         Operation.update(lease_until=utcnow() - timedelta(seconds=1)).where(
             Operation.id == op_id
         ).execute()
         assert operations.sweep()["reclaimed"] == 1
-    op = engine.run(op_id)
+    op = any_engine.run(op_id)
     assert op.status == "done", op.last_error
-    service = engine.service(service_id)
+    service = any_engine.service(service_id)
     objects = backend.objects(service)
     assert len(objects) == 1, objects
     assert service.remote_id == objects[0][0]

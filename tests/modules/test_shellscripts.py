@@ -436,7 +436,7 @@ def test_a_changed_host_key_is_refused_naming_both_keys(app, api, engine, ssh_ho
         assert check["ok"] is False and new in check["fields"]["config.host_key"]
         assert api.ok("get", f"/modules/{shell.module['id']}")["config"]["host_key"] == old
     finally:
-        server.cleanup()
+        server.stop()
 
 
 def test_the_pinned_keys_type_is_the_one_negotiated(api, ssh_host, tmp_path):
@@ -465,7 +465,7 @@ def test_the_pinned_keys_type_is_the_one_negotiated(api, ssh_host, tmp_path):
             check = api.ok("post", f"/modules/{module['id']}/check")
             assert check["ok"] is True and f"host key {shown} as pinned" in check["message"]
     finally:
-        server.cleanup()
+        server.stop()
     # the RSA key pinned, and a server that has none (the session's: Ed25519 only)
     module = api.ok(
         "post",
