@@ -397,6 +397,15 @@ def insert_text(model, names, returning=True):
     return text
 
 
+def next_id_column(model, alias):
+    """A select-list column (PostgreSQL) with the id the next row of ``model`` will have,
+    taken from its sequence once per statement (a scalar subquery), named ``alias``: a
+    transaction that reads it inserts that row with its id and needs no ``RETURNING``, so
+    the INSERT can go with the COMMIT. An id taken and not used leaves a gap."""
+    sequence = f"pg_get_serial_sequence('{model._meta.table_name}', 'id')"
+    return SQL(f"(SELECT nextval({sequence}))").alias(alias)
+
+
 def unindexed(field):
     """``field`` as an expression no index serves (``field || ''``), for a condition that
     only checks the row a statement finds by its primary key (``WHERE id = ? AND status =

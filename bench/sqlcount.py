@@ -8,6 +8,7 @@ For analysis only: it slows things down a little.
 
 import collections
 import contextlib
+import os
 import re
 import threading
 import time
@@ -73,6 +74,10 @@ def _new():
         "n_jinja_compile": 0,
         "shapes": collections.Counter(),
         "samples": {},
+        # BENCH_PG_CPU=1: the PostgreSQL backend's CPU (ns, /proc/<pid>/schedstat) during
+        # each round trip, by what the trip carried ("BEGIN + SELECT operation ...")
+        "pg_ns": collections.Counter(),
+        "pg_trips": collections.Counter(),
     }
 
 
@@ -91,6 +96,31 @@ def _timed(name, fn):
 
 
 _orig_execute_sql = peewee.Database.execute_sql
+PG_CPU = os.environ.get("BENCH_PG_CPU") == "1"
+
+
+def _backend_ns(db):
+    """CPU time (ns) the server process of ``db``'s connection in this thread has used, or
+    None (not PostgreSQL, not measuring, not readable)."""
+    if not PG_CPU:
+        return None
+    conn = getattr(db._state, "conn", None)
+    if conn is None or not hasattr(conn, "get_backend_pid"):
+        return None
+    try:
+        with open(f"/proc/{conn.get_backend_pid()}/schedstat") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError):
+        return None
+
+
+def _add_pg(cur, key, before, db):
+    if before is None:
+        return
+    after = _backend_ns(db)
+    if after is not None:
+        cur["pg_ns"][key] += after - before
+        cur["pg_trips"][key] += 1
 
 
 def statements(sql):
@@ -112,6 +142,7 @@ def statements(sql):
 
 def _execute_sql(self, sql, params=None, *args, **kwargs):
     cur = getattr(_local, "cur", None)
+    pg_before = _backend_ns(self) if cur is not None else None
     start = time.perf_counter()
     try:
         return _orig_execute_sql(self, sql, params, *args, **kwargs)
@@ -119,16 +150,36 @@ def _execute_sql(self, sql, params=None, *args, **kwargs):
         if cur is not None:
             cur["t_sql"] += time.perf_counter() - start
             cur["n_trip"] += 1
+            trip = []
             for part in statements(sql):
                 if part == "BEGIN":  # not counted when it went alone either
+                    trip.append("BEGIN")
                     continue
                 if part == "COMMIT":  # a COMMIT that carried writes sent later
                     cur["n_commit"] += 1
+                    trip.append("COMMIT")
                     continue
                 cur["n_sql"] += 1
                 key = shape(part)
+                trip.append(key)
                 cur["shapes"][key] += 1
                 cur["samples"].setdefault(key, part[:500])
+            _add_pg(cur, " + ".join(trip), pg_before, self)
+
+
+def _commit(fn):
+    """peewee's own COMMIT (one round trip): its server CPU counted as "COMMIT"."""
+
+    def wrapper(self, *args, **kwargs):
+        cur = getattr(_local, "cur", None)
+        pg_before = _backend_ns(self) if cur is not None else None
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            if cur is not None:
+                _add_pg(cur, "COMMIT", pg_before, self)
+
+    return wrapper
 
 
 def _trip(fn):
@@ -147,7 +198,7 @@ peewee.Database.execute_sql = _execute_sql
 # round trips outside execute_sql: peewee's own BEGIN, COMMIT and ROLLBACK, and its pool's
 # SELECT 1 when it hands out an idle connection (app.db.PostgresqlPool sends none of these
 # on their own, except COMMIT / ROLLBACK after a statement went)
-peewee.Database.commit = _trip(peewee.Database.commit)
+peewee.Database.commit = _commit(_trip(peewee.Database.commit))
 peewee.Database.rollback = _trip(peewee.Database.rollback)
 peewee.PostgresqlDatabase.begin = _trip(peewee.PostgresqlDatabase.begin)
 try:
@@ -190,8 +241,8 @@ def add(kind, cur, elapsed, exception=False):
         agg["t_wall"] += elapsed
         agg["exceptions"] += bool(exception)
         for key, value in cur.items():
-            if key == "shapes":
-                agg["shapes"].update(value)
+            if key in ("shapes", "pg_ns", "pg_trips"):
+                agg[key].update(value)
             elif key == "samples":
                 for k, v in value.items():
                     agg["samples"].setdefault(k, v)
@@ -212,7 +263,10 @@ def measure(kind):
 
 def snapshot():
     with _lock:
-        return {k: {**v, "shapes": dict(v["shapes"])} for k, v in _stats.items()}
+        return {
+            k: {**v, **{c: dict(v[c]) for c in ("shapes", "pg_ns", "pg_trips")}}
+            for k, v in _stats.items()
+        }
 
 
 def reset():
@@ -237,4 +291,13 @@ def report(stats):
         )
         for key, count in sorted(v["shapes"].items(), key=lambda kv: -kv[1]):
             lines.append(f"    {count / n:5.2f}  {key}")
+        pg_ns = v.get("pg_ns") or {}
+        if pg_ns:
+            lines.append(
+                f"  PostgreSQL backend CPU per unit {sum(pg_ns.values()) / n / 1e6:.3f} ms, "
+                "by round trip (trips per unit, µs per unit):"
+            )
+            for key, ns in sorted(pg_ns.items(), key=lambda kv: -kv[1]):
+                trips = v["pg_trips"].get(key, 0)
+                lines.append(f"    {trips / n:5.2f}  {ns / n / 1000:7.1f}  {key}")
     return "\n".join(lines)

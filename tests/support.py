@@ -2736,14 +2736,16 @@ class EventReceiver:
             ]
 
 
-def counting_cursor(sent):
+def counting_cursor(sent, thread=None):
     """A psycopg2 cursor class (a connection's ``cursor_factory``) that appends the text of
-    every message it sends to ``sent`` (values not filled in)."""
+    every message it sends to ``sent`` (values not filled in); with ``thread`` (an ident),
+    only those that thread sends (not the embedded worker's)."""
     import psycopg2.extensions
 
     class Counted(psycopg2.extensions.cursor):
         def execute(self, query, vars=None):
-            sent.append(query if isinstance(query, str) else query.decode())
+            if thread is None or threading.get_ident() == thread:
+                sent.append(query if isinstance(query, str) else query.decode())
             return super().execute(query, vars)
 
     return Counted

@@ -290,3 +290,54 @@ def test_one_operation_of_a_kind_at_a_time_for_concurrent_requests(served, kind)
             assert status == 409, (status, data)
             label = KINDS[kind].label  # the kind as people read it ("Suspend")
             assert f"already has operation #{made[0].id} ({label}" in data["error"]["message"]
+
+
+def test_one_payment_of_an_order_for_concurrent_requests(served):
+    """Eight staff requests marking the same order paid at the same moment: one pays it
+    and queues its ``open`` operation, the others are told 409 (already paid); the order,
+    its service and its operations as one payment left them."""
+    from app.models import Operation, Order, Service
+
+    _, module = served.post("/modules", {"name": "Panel", "type": "sandbox", "config": {}})
+    _, tariff = served.post(
+        "/tariffs",
+        {
+            "name": "VPS",
+            "product_type": "vps",
+            "price": "5",
+            "internal_name": "vps-p",
+            "module_ids": [module["id"]],
+        },
+    )
+    _, client = served.post("/clients", {"name": "Ann", "email": "ann@example.com"})
+    _, order = served.post(
+        "/orders", {"client_id": client["id"], "tariff_id": tariff["id"], "params": {}}
+    )
+    barrier = threading.Barrier(N)
+    results = [None] * N
+
+    def pay(i):
+        barrier.wait()
+        results[i] = served.post(f"/orders/{order['id']}/pay", {})
+
+    threads = [threading.Thread(target=pay, args=(i,)) for i in range(N)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    paid = [data for status, data in results if status == 200]
+    assert len(paid) == 1, results
+    for status, data in results:
+        if status != 200:
+            assert status == 409, (status, data)
+            assert data["error"]["code"] == "conflict"
+            assert "already paid" in data["error"]["message"]
+    with served.app.app_context(), database.connection_context():
+        opened = list(
+            Operation.select().where(
+                (Operation.service == order["service_id"]) & (Operation.kind == "open")
+            )
+        )
+        assert [op.id for op in opened] == [paid[0]["operation_id"]]
+        assert Order.get_by_id(order["id"]).status == "paid"
+        assert Service.get_by_id(order["service_id"]).status == "processing"

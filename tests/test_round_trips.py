@@ -177,3 +177,64 @@ def test_a_write_sent_later_goes_with_the_next_statement_or_the_commit(pg_app):
         other.close()
         database.obj.connect_params.pop("cursor_factory", None)
         database.obj.close_all()
+
+
+def test_a_payment_locks_its_order_and_is_two_round_trips(pg_api):
+    """Paying an order on PostgreSQL: the first message reads the order locked (``FOR
+    UPDATE OF order``) with what the payment ranks and the id its operation will have;
+    the second carries the order's UPDATE, the service's, the operation's INSERT with that
+    id, and the COMMIT. A second payment then reads it paid and changes nothing."""
+    import threading
+
+    import psycopg2
+
+    from app.db import database, write_transaction
+    from app.models import Operation, Order, Service
+    from app.services import orders
+    from app.services.errors import Conflict
+
+    api, app = pg_api, pg_api.app
+    _, _, tariff, client = api.catalog("sandbox")
+    warm, order = (api.order(client["id"], tariff["id"]) for _ in range(2))
+    sent = []
+    database.obj.close_all()
+    database.obj.connect_params["cursor_factory"] = support.counting_cursor(
+        sent, threading.get_ident()
+    )
+    other = psycopg2.connect(app.config["DATABASE_URL"])
+    try:
+        with app.app_context(), database.connection_context():
+            with write_transaction():
+                read, _ = orders._order_to_pay(order["id"])
+                assert read.status == "unpaid" and read.next_operation_id > 0
+                with other.cursor() as cur, pytest.raises(psycopg2.errors.LockNotAvailable):
+                    cur.execute(
+                        'SELECT id FROM "order" WHERE id = %s FOR UPDATE NOWAIT', (read.id,)
+                    )
+                other.rollback()
+                taken = read.next_operation_id
+            orders.mark_paid(warm["id"], by="staff")  # its statements prepared on first use
+            sent.clear()
+            paid, op = orders.mark_paid(order["id"], by="staff")
+            assert len(sent) == 2, sent
+            assert sent[0].startswith("BEGIN; EXECUTE provisor_")
+            assert sent[1].count("EXECUTE provisor_") == 3 and sent[1].endswith("; COMMIT")
+            # the id taken by the read above was not used: the payment took the next one
+            assert op.id > taken
+            stored = Operation.get_by_id(op.id)
+            assert (stored.kind, stored.status, stored.service_id) == (
+                "open",
+                "queued",
+                order["service_id"],
+            )
+            assert Order.get_by_id(order["id"]).status == "paid" == paid.status
+            assert Service.get_by_id(order["service_id"]).status == "processing"
+            sent.clear()
+            with pytest.raises(Conflict, match="already paid"):
+                orders.mark_paid(order["id"], by="staff")
+            assert sent[-1] == "ROLLBACK" and len(sent) == 2
+            assert Operation.select().where(Operation.service == order["service_id"]).count() == 1
+    finally:
+        other.close()
+        database.obj.connect_params.pop("cursor_factory", None)
+        database.obj.close_all()

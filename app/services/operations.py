@@ -28,7 +28,7 @@ import time
 from datetime import timedelta
 
 from flask import current_app
-from peewee import JOIN, SQL, Select, Value, fn
+from peewee import JOIN, Select, Value, fn
 
 import modules
 from app import guards, inflight, logs, messages
@@ -37,6 +37,7 @@ from app.db import (
     cached_write,
     get_for_update,
     is_sqlite,
+    next_id_column,
     release_connection,
     unindexed,
     write_transaction,
@@ -87,13 +88,16 @@ def _setting(name):
     return current_app.config[name]
 
 
-def create(kind, *, module, service=None, item=None, params=None, status="queued"):
+def create(kind, *, module, service=None, item=None, params=None, status="queued", pk=None):
     """Create an operation (inside the caller's transaction) and return it.
 
     The caller sends it with :func:`dispatch.operations` after the transaction commits.
+    ``pk``: the id the caller took for it (``app.db.next_id_column``): its INSERT then needs
+    no answer and goes with the transaction's next statement or its COMMIT (PostgreSQL).
     """
     now = utcnow()
-    op = Operation.create(
+    op = Operation(
+        id=pk,
         kind=kind,
         module=module,
         service=service,
@@ -105,6 +109,7 @@ def create(kind, *, module, service=None, item=None, params=None, status="queued
         created_at=now,
         updated_at=now,
     )
+    op.save(force_insert=True, later=pk is not None)
     events.created("operation", op)
     return op
 
@@ -319,11 +324,9 @@ def _attempt_load_query():
     if not is_sqlite():  # SQLite's write transactions are serialised already
         # the operation locked for its claim, and the id its attempt will have (see
         # _claim_row: the claim then needs no answer, and goes with the COMMIT)
-        query = query.select_extend(
-            SQL(f"nextval(pg_get_serial_sequence('{Attempt._meta.table_name}', 'id'))").alias(
-                "next_attempt_id"
-            )
-        ).for_update(of=Operation)
+        query = query.select_extend(next_id_column(Attempt, "next_attempt_id")).for_update(
+            of=Operation
+        )
     return query, [0]
 
 

@@ -5,9 +5,17 @@ import logging
 
 from peewee import IntegrityError
 
-from app.db import cached_query_rows, cached_write, unindexed, write_transaction
+from app.db import (
+    cached_query_rows,
+    cached_write,
+    is_sqlite,
+    next_id_column,
+    unindexed,
+    write_transaction,
+)
 from app.models import (
     Client,
+    Operation,
     Order,
     Payment,
     Service,
@@ -139,6 +147,12 @@ def _order_to_pay_query():
         .join(Service, on=(Order.service == Service.id))
         .join(Tariff, on=(Service.tariff == Tariff.id))
     ).where(Order.id == 0)
+    if not is_sqlite():  # SQLite's write transactions are serialised already
+        # the order locked until the payment's COMMIT, and the id of the operation paying it
+        # queues: the payment's writes then need no answer and go with the COMMIT (_pay)
+        query = query.select_extend(next_id_column(Operation, "next_operation_id")).for_update(
+            of=Order
+        )
     return query, [True, 0]
 
 
@@ -147,7 +161,11 @@ def _order_to_pay(order_id):
     tariff's enabled modules with their items, which the payment ranks
     (``provisioning.join_modules_of_tariff``), in one SELECT (its text made once) that
     also counts the enabled webhook endpoints (none: the payment's events read none).
-    Returns the order and those modules; NotFound if there is no such order."""
+    Returns the order and those modules; NotFound if there is no such order.
+
+    On PostgreSQL it locks the order (``FOR UPDATE OF order``) until the transaction ends
+    — a second payment of it waits, then reads it paid — and takes the id of the operation
+    the payment queues (``next_operation_id``)."""
     pk = parse_id(order_id)
     rows = [] if pk is None else cached_query_rows("orders.to_pay", _order_to_pay_query, (True, pk))
     if not rows:
@@ -189,11 +207,18 @@ def _pay_query():
 def _pay(order, by, candidates=None):
     now = utcnow()
     params = ["paid", Order.paid_at.db_value(now), by, order.id, "unpaid"]
-    updated = cached_write("orders.pay", _pay_query, params)
-    if updated != 1:
+    next_id = getattr(order, "next_operation_id", None)
+    if next_id is not None:
+        # read locked in this transaction (_order_to_pay): its status is the stored one and
+        # stays so, its UPDATE needs no answer (it goes with the operation's INSERT and the
+        # COMMIT: the payment is two round trips)
+        if order.status != "unpaid":
+            raise Conflict(f"order {order.id} is already paid")
+        cached_write("orders.pay", _pay_query, params, later=True)
+    elif cached_write("orders.pay", _pay_query, params) != 1:
         raise Conflict(f"order {order.id} is already paid")
     order.status, order.paid_at, order.paid_by = "paid", now, by
-    return provisioning.start_open(order.service, now, candidates)
+    return provisioning.start_open(order.service, now, candidates, operation_id=next_id)
 
 
 def cancel(order_id):

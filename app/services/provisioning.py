@@ -198,11 +198,12 @@ def choose_module(service, kind="open", candidates=None):
 # --- starting operations ----------------------------------------------------------------
 
 
-def start_open(service, now, candidates=None):
+def start_open(service, now, candidates=None, operation_id=None):
     """Payment arrived: the service goes ``processing`` and an ``open`` operation is queued.
 
     Inside the caller's transaction. If no module fits, the operation goes straight to a
     manual setup task instead of failing. ``candidates``: see :func:`rank_modules`.
+    ``operation_id``: the id the caller took for the operation (``operations.create``).
     """
     from app.services import operations
 
@@ -213,10 +214,12 @@ def start_open(service, now, candidates=None):
     service.updated_at = now
     service.save(later=True)  # goes with the operation's INSERT (one round trip)
     if module is None:
-        op = operations.create("open", module=None, service=service, status="queued")
+        op = operations.create(
+            "open", module=None, service=service, status="queued", pk=operation_id
+        )
         operations.escalate(op, Reason("no_module_for_tariff"), now)
         return op
-    op = operations.create("open", module=module, service=service)
+    op = operations.create("open", module=module, service=service, pk=operation_id)
     from app.services import dispatch
 
     dispatch.operation(op.id)
