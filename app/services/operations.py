@@ -28,17 +28,19 @@ import time
 from datetime import timedelta
 
 from flask import current_app
-from peewee import JOIN, Select, Value, fn
+from peewee import JOIN, SQL, Cast, Column, DatabaseError, Select, Value, fn
 
 import modules
 from app import guards, inflight, logs, messages
 from app.db import (
     cached_query_rows,
     cached_write,
+    execute_statement,
     get_for_update,
     is_sqlite,
     next_id_column,
     release_connection,
+    statement_text,
     unindexed,
     write_transaction,
 )
@@ -53,6 +55,7 @@ from app.models import (
     Service,
     Tariff,
     Task,
+    WebhookEndpoint,
     parse_id,
     save_together,
     search_term,
@@ -324,9 +327,14 @@ def _attempt_load_query():
     if not is_sqlite():  # SQLite's write transactions are serialised already
         # the operation locked for its claim, and the id its attempt will have (see
         # _claim_row: the claim then needs no answer, and goes with the COMMIT)
-        query = query.select_extend(next_id_column(Attempt, "next_attempt_id")).for_update(
-            of=Operation
-        )
+        query = query.select_extend(
+            next_id_column(Attempt, "next_attempt_id"),
+            # the row versions the result checks (_record_done_unread): the operation's
+            # once the claim committed (the id of this transaction, which writes it) and
+            # the service's as read here
+            SQL("pg_current_xact_id()::xid::text").alias("version_claimed"),
+            Cast(Column(Service._meta.table, "xmin"), "text").alias("service_version"),
+        ).for_update(of=Operation)
     return query, [0]
 
 
@@ -397,8 +405,10 @@ def _claim(operation_id):
         attempt = _claim_row(op, OPERATION.target("claim", op.status), lease, now)
         if attempt is None:
             return None
+        # the operation as the claim stored it
         op.attempts += 1
         OPERATION.move(op, "claim")
+        op.lease_until, op.redispatches, op.updated_at = lease, 0, now
         return op, attempt, instance
 
 
@@ -652,7 +662,97 @@ def _attempt_row(attempt, current):
     return attempt if current else Attempt.get_by_id(attempt.id)
 
 
+class _ChangedSinceClaim(Exception):
+    """What the claim read of an operation changed before its result was written."""
+
+
+def _unchanged_since_claim_text():
+    """The check :func:`_record_done_unread` sends first: ``provisor_expect`` (migration
+    0022) raises unless the operation's row is the one its claim wrote (and locks it), the
+    service's the one the claim read, the operation has no open task and as many webhook
+    endpoints are enabled as the claim counted."""
+    open_marks = ", ".join(["%s"] * len(Task.OPEN_STATUSES))
+    return (
+        "SELECT provisor_expect("
+        f'(SELECT xmin::text FROM "{Operation._meta.table_name}" WHERE id = %s FOR UPDATE) = %s'
+        f' AND (SELECT xmin::text FROM "{Service._meta.table_name}" WHERE id = %s) = %s'
+        f' AND NOT EXISTS (SELECT 1 FROM "{Task._meta.table_name}"'
+        f" WHERE {Task.operation.column_name} = %s AND status IN ({open_marks}))"
+        f' AND (SELECT count(*) FROM "{WebhookEndpoint._meta.table_name}" WHERE enabled) = %s,'
+        " %s)"
+    )
+
+
+def _writes_without_reading(claimed, result):
+    """Whether the result of ``claimed``'s attempt may be written without reading the
+    operation again (:func:`_record_done_unread`): PostgreSQL (row versions), a ``done``
+    result of an operation on a service, as nearly every attempt ends."""
+    return (
+        result.status == "done"
+        and getattr(claimed, "version_claimed", None) is not None
+        and claimed.kind != "ensure_item"
+        and claimed.service_id is not None
+        and claimed.__rel__.get("service") is not None
+    )
+
+
+def _record_done_unread(claimed, attempt, result, log_text):
+    """A ``done`` result written in one round trip: the operation as its claim left it
+    (``claimed``) done, its attempt ended, its service (as the claim read it) set up,
+    the welcome email queued, all sent with the COMMIT after one check
+    (:func:`_unchanged_since_claim_text`) that nothing of it changed meanwhile — a
+    callback, a cancel, a reclaim, a change to the service, an open task, an endpoint
+    enabled. If something did, the check stops the transaction before its COMMIT, the rows
+    are put back as they were and the result goes the usual way (:func:`_record_result`,
+    which reads them again, locked); returns None then."""
+    service = claimed.service
+    rows = (claimed, service, attempt)
+    kept = [(row, dict(row.__data__), set(row._dirty), dict(row.__rel__)) for row in rows]
+    now = utcnow()
+    check = statement_text("operations.unchanged_since_claim", _unchanged_since_claim_text)
+    params = [
+        claimed.id,
+        claimed.version_claimed,
+        service.id,
+        claimed.service_version,
+        claimed.id,
+        *Task.OPEN_STATUSES,
+        claimed.enabled_endpoints,
+        "changed since its claim",
+    ]
+    try:
+        with write_transaction():
+            execute_statement(check, params, later=True)
+            events.known_enabled_count(claimed.enabled_endpoints)
+            claimed.open_tasks = 0
+            _finish_attempt(attempt, "done", None, log_text, now, save=False)
+            if result.state is not None:
+                claimed.state = result.state
+            _complete_with(
+                claimed,
+                now,
+                result,
+                known_service=service,
+                locked=True,
+                finished_attempt=attempt,
+            )
+    except DatabaseError as exc:
+        driver_error = exc.__cause__ or exc.__context__  # peewee's is raised from it
+        if getattr(driver_error, "pgcode", None) != "PV001":
+            raise
+        for row, data, dirty, related in kept:
+            row.__data__, row._dirty, row.__rel__ = data, dirty, related
+        log.info("attempt %s: the operation changed during the call", attempt.number)
+        return None
+    log.info("%s, attempt %s: done", claimed.kind, attempt.number)
+    return claimed
+
+
 def _record_result(claimed, attempt, result, log_text):
+    if _writes_without_reading(claimed, result):
+        op = _record_done_unread(claimed, attempt, result, log_text)
+        if op is not None:
+            return op
     now = utcnow()
     with write_transaction():
         op, current = _locked_after_attempt(claimed, attempt)
