@@ -662,10 +662,6 @@ def _attempt_row(attempt, current):
     return attempt if current else Attempt.get_by_id(attempt.id)
 
 
-class _ChangedSinceClaim(Exception):
-    """What the claim read of an operation changed before its result was written."""
-
-
 def _unchanged_since_claim_text():
     """The check :func:`_record_done_unread` sends first: ``provisor_expect`` (migration
     0022) raises unless the operation's row is the one its claim wrote (and locks it), the
@@ -701,8 +697,8 @@ def _record_done_unread(claimed, attempt, result, log_text):
     (``claimed``) done, its attempt ended, its service (as the claim read it) set up,
     the welcome email queued, all sent with the COMMIT after one check
     (:func:`_unchanged_since_claim_text`) that nothing of it changed meanwhile — a
-    callback, a cancel, a reclaim, a change to the service, an open task, an endpoint
-    enabled. If something did, the check stops the transaction before its COMMIT, the rows
+    callback, a reclaim, the module's state saved, a change to the service, an open task,
+    an endpoint enabled. If something did, the check stops the transaction before its COMMIT, the rows
     are put back as they were and the result goes the usual way (:func:`_record_result`,
     which reads them again, locked); returns None then."""
     service = claimed.service
