@@ -501,11 +501,13 @@ def create_orders(app, tariff, clients, n):
     return ids
 
 
-def sandbox_catalog(app, latency_ms=0, module_name="sandbox-bench", timeout=60, interval=0.1):
+def sandbox_catalog(
+    app, latency_ms=0, module_name="sandbox-bench", timeout=60, interval=0.1, wait=True
+):
     """What the activation benchmarks order from: a sandbox module (``latency_ms``), a VPS
     tariff served by it and 50 clients, made through the app; returns ``(module, tariff,
     clients)`` once a worker has created the tariff's item (ensure_item: it also proves the
-    worker is up)."""
+    worker is up) — at once with ``wait=False`` (no worker: the caller runs it)."""
     from app.db import database
     from app.models import Item
     from app.services import accounts, catalog
@@ -533,6 +535,9 @@ def sandbox_catalog(app, latency_ms=0, module_name="sandbox-bench", timeout=60, 
             accounts.create_client({"name": f"Client {i}", "email": f"c{i}@bench.example"})
             for i in range(50)
         ]
+
+    if not wait:
+        return module, tariff, clients
 
     def item_ready():
         with app.app_context(), database.connection_context():

@@ -37,7 +37,7 @@ def main():
     from app import create_app, schema
     from app.db import database, keep_connection, release
     from app.models import Operation
-    from app.services import accounts, catalog, operations, orders
+    from app.services import operations, orders
 
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": "bench-secret"})
     schema.upgrade()
@@ -50,31 +50,17 @@ def main():
         finally:
             release()
 
+    module, tariff, clients = common.sandbox_catalog(app, wait=False)
     with app.app_context():
         with database.connection_context():
-            dept = catalog.create_department({"name": "Bench"})
-            module = catalog.create_module(
-                {"name": "sandbox", "type": "sandbox", "config": {}, "department_id": dept.id}
-            )
-            tariff = catalog.create_tariff(
-                {
-                    "name": "Bench VPS",
-                    "product_type": "vps",
-                    "price": "5.00",
-                    "internal_name": "bench-vps",
-                    "module_ids": [module.id],
-                }
-            )
-            clients = [
-                accounts.create_client({"name": f"Client {i}", "email": f"c{i}@bench.example"})
-                for i in range(20)
-            ]
             items = [op.id for op in Operation.select().where(Operation.kind == "ensure_item")]
         for op_id in items:
             attempt(op_id)
         with database.connection_context():
             ids = [
-                orders.create({"client_id": clients[i % 20].id, "tariff_id": tariff.id}).id
+                orders.create(
+                    {"client_id": clients[i % len(clients)].id, "tariff_id": tariff.id}
+                ).id
                 for i in range(n)
             ]
             start = time.thread_time()

@@ -110,22 +110,54 @@ def assert_refused(status, data, field):
         assert data["error"]["code"] == "conflict"
 
 
-@pytest.mark.parametrize("path", sorted(CREATES))
-def test_identical_creates_at_once_make_one(served, path):
-    body, field = CREATES[path]
-    before = served.count(f"/{path}")
+def _sandbox_order(served):
+    """A sandbox module in a department, a tariff it serves, a client and an unpaid order
+    of that tariff; returns the module and the order (as the API answered)."""
+    _, department = served.post("/departments", {"name": "Ops"})
+    _, module = served.post(
+        "/modules",
+        {"name": "Panel", "type": "sandbox", "config": {}, "department_id": department["id"]},
+    )
+    _, tariff = served.post(
+        "/tariffs",
+        {
+            "name": "VPS",
+            "product_type": "vps",
+            "price": "5",
+            "internal_name": "vps-c",
+            "module_ids": [module["id"]],
+        },
+    )
+    _, client = served.post("/clients", {"name": "Ann", "email": "ann@example.com"})
+    _, order = served.post(
+        "/orders", {"client_id": client["id"], "tariff_id": tariff["id"], "params": {}}
+    )
+    return module, order
+
+
+def _at_once(served, path, body=None):
+    """``N`` POSTs of ``body`` to ``path`` released together by a barrier; their
+    ``(status, json)``."""
     barrier = threading.Barrier(N)
     results = [None] * N
 
-    def create(i):
+    def post(i):
         barrier.wait()
-        results[i] = served.post(f"/{path}", body)
+        results[i] = served.post(path, body or {})
 
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(N)]
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(N)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    return results
+
+
+@pytest.mark.parametrize("path", sorted(CREATES))
+def test_identical_creates_at_once_make_one(served, path):
+    body, field = CREATES[path]
+    before = served.count(f"/{path}")
+    results = _at_once(served, f"/{path}", body)
     statuses = sorted(status for status, _ in results)
     assert statuses.count(201) == 1, results
     for status, data in results:
@@ -245,41 +277,12 @@ def test_one_operation_of_a_kind_at_a_time_for_concurrent_requests(served, kind)
     naming the operation in progress."""
     from app.models import Operation, Service
 
-    _, department = served.post("/departments", {"name": "Ops"})
-    _, module = served.post(
-        "/modules",
-        {"name": "Panel", "type": "sandbox", "config": {}, "department_id": department["id"]},
-    )
-    _, tariff = served.post(
-        "/tariffs",
-        {
-            "name": "VPS",
-            "product_type": "vps",
-            "price": "5",
-            "internal_name": "vps-c",
-            "module_ids": [module["id"]],
-        },
-    )
-    _, client = served.post("/clients", {"name": "Ann", "email": "ann@example.com"})
-    _, order = served.post(
-        "/orders", {"client_id": client["id"], "tariff_id": tariff["id"], "params": {}}
-    )
+    module, order = _sandbox_order(served)
     with served.app.app_context(), database.connection_context():
         Service.update(status="active", module=module["id"]).where(
             Service.id == order["service_id"]
         ).execute()
-    barrier = threading.Barrier(N)
-    results = [None] * N
-
-    def ask(i):
-        barrier.wait()
-        results[i] = served.post(f"/services/{order['service_id']}/{kind}", {})
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(N)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results = _at_once(served, f"/services/{order['service_id']}/{kind}")
     accepted = [data for status, data in results if status == 202]
     assert len(accepted) == 1, results
     with served.app.app_context(), database.connection_context():
@@ -298,33 +301,8 @@ def test_one_payment_of_an_order_for_concurrent_requests(served):
     its service and its operations as one payment left them."""
     from app.models import Operation, Order, Service
 
-    _, module = served.post("/modules", {"name": "Panel", "type": "sandbox", "config": {}})
-    _, tariff = served.post(
-        "/tariffs",
-        {
-            "name": "VPS",
-            "product_type": "vps",
-            "price": "5",
-            "internal_name": "vps-p",
-            "module_ids": [module["id"]],
-        },
-    )
-    _, client = served.post("/clients", {"name": "Ann", "email": "ann@example.com"})
-    _, order = served.post(
-        "/orders", {"client_id": client["id"], "tariff_id": tariff["id"], "params": {}}
-    )
-    barrier = threading.Barrier(N)
-    results = [None] * N
-
-    def pay(i):
-        barrier.wait()
-        results[i] = served.post(f"/orders/{order['id']}/pay", {})
-
-    threads = [threading.Thread(target=pay, args=(i,)) for i in range(N)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    _, order = _sandbox_order(served)
+    results = _at_once(served, f"/orders/{order['id']}/pay")
     paid = [data for status, data in results if status == 200]
     assert len(paid) == 1, results
     for status, data in results:
