@@ -318,4 +318,5 @@ def test_one_payment_of_an_order_for_concurrent_requests(served):
         )
         assert [op.id for op in opened] == [paid[0]["operation_id"]]
         assert Order.get_by_id(order["id"]).status == "paid"
-        assert Service.get_by_id(order["service_id"]).status == "processing"
+        # processing, or active already: the embedded worker runs the operation
+        assert Service.get_by_id(order["service_id"]).status in ("processing", "active")

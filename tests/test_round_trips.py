@@ -222,13 +222,10 @@ def test_a_payment_locks_its_order_and_is_two_round_trips(pg_api):
             # the id taken by the read above was not used: the payment took the next one
             assert op.id > taken
             stored = Operation.get_by_id(op.id)
-            assert (stored.kind, stored.status, stored.service_id) == (
-                "open",
-                "queued",
-                order["service_id"],
-            )
+            assert (stored.kind, stored.service_id) == ("open", order["service_id"])
             assert Order.get_by_id(order["id"]).status == "paid" == paid.status
-            assert Service.get_by_id(order["service_id"]).status == "processing"
+            # processing, or further already: the embedded worker runs the operation
+            assert Service.get_by_id(order["service_id"]).status in ("processing", "active")
             sent.clear()
             with pytest.raises(Conflict, match="already paid"):
                 orders.mark_paid(order["id"], by="staff")
