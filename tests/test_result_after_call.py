@@ -154,3 +154,38 @@ def test_a_done_result_is_one_message_after_the_call(pg_api, during_call):
     finally:
         database.obj.connect_params.pop("cursor_factory", None)
         database.obj.close_all()
+
+
+@pytest.mark.parametrize("change", [_nothing, _service_edited], ids=lambda f: f.__name__)
+def test_the_welcome_email_goes_once_with_an_smtp_server(
+    any_app, any_api, during_call, smtp_server, change
+):
+    """With an SMTP server the welcome email's INSERT is answered (its id is needed to
+    send it), so the check goes with it rather than with the COMMIT: a result that went
+    the long way still sends the welcome email once, and only after the commit."""
+    any_app.config["SMTP_URL"] = smtp_server.url
+    during_call.change = change
+    _, _, tariff, client = any_api.catalog("sandbox")
+    order = any_api.order(client["id"], tariff["id"])
+    paid = any_api.ok("post", f"/orders/{order['id']}/pay")
+    any_api.wait_operation(paid["operation_id"])
+    support.wait_for(lambda: smtp_server.messages, message="the welcome email")
+    with any_app.app_context(), database.connection_context():
+        service = Service.get_by_id(order["service_id"])
+        sent = support.wait_for(
+            lambda: list(
+                Email.select().where(
+                    (Email.service == service.id)
+                    & (Email.kind == "welcome")
+                    & (Email.status == "sent")
+                )
+            ),
+            message="the welcome email marked sent",
+        )
+        assert len(sent) == 1
+        assert Email.select().where(Email.service == service.id).count() == 1
+        assert service.status == "active"
+        if change is _service_edited:
+            assert service.details["staff_note"] == "kept"
+    to_client = [m for m in smtp_server.messages if client["email"] in str(m)]
+    assert len(to_client) == 1
