@@ -2738,13 +2738,17 @@ class EventReceiver:
 
 def counting_cursor(sent, thread=None):
     """A psycopg2 cursor class (a connection's ``cursor_factory``) that appends the text of
-    every message it sends to ``sent`` (values not filled in); with ``thread`` (an ident),
-    only those that thread sends (not the embedded worker's)."""
+    every message it sends to ``sent`` (values not filled in); with ``thread`` (an ident,
+    or a function giving the ident at the time), only those that thread sends (not the
+    embedded worker's, or only one worker thread's)."""
     import psycopg2.extensions
+
+    def wanted():
+        return threading.get_ident() == (thread() if callable(thread) else thread)
 
     class Counted(psycopg2.extensions.cursor):
         def execute(self, query, vars=None):
-            if thread is None or threading.get_ident() == thread:
+            if thread is None or wanted():
                 sent.append(query if isinstance(query, str) else query.decode())
             return super().execute(query, vars)
 

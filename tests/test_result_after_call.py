@@ -124,18 +124,11 @@ def test_a_done_result_is_one_message_after_the_call(pg_api, during_call):
 
     during_call.change = mark_thread
 
-    class Holder:
-        """Records only the worker thread's messages, from the end of the call on."""
-
-        def __init__(self):
-            self.texts = sent
-
-        def append(self, text):
-            if threading.get_ident() == worker.get("thread"):
-                sent.append(text)
-
     database.obj.close_all()
-    database.obj.connect_params["cursor_factory"] = support.counting_cursor(Holder())
+    # only the worker thread's messages, from the end of the call on
+    database.obj.connect_params["cursor_factory"] = support.counting_cursor(
+        sent, lambda: worker.get("thread")
+    )
     try:
         _, _, tariff, client = pg_api.catalog("sandbox")
         # the worker's connections prepare each statement the first time they run it (a
