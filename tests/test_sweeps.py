@@ -273,3 +273,41 @@ def test_a_sweep_resends_every_due_operation_a_batch_at_a_time(app, monkeypatch)
         sent.clear()
         assert operations.sweep(limit=2, max_resent=3)["resent"] == 3
         assert sum(len(batch) for batch in sent) == 3
+
+
+def test_a_resend_leaves_an_operation_claimed_since_the_sweep_read_it(any_app, monkeypatch):
+    """The sweep reads the due operations, then writes their ``dispatched_at``: one claimed
+    by a worker in between (now ``running``, its lease and attempts written) keeps its row
+    as the worker wrote it and gets no message; the others are re-sent (both databases)."""
+    any_app.config["SWEEP_GRACE"] = 10
+    now = utcnow()
+    sent = []
+    monkeypatch.setattr(dispatch, "operations", lambda ids, delay=None: sent.append(list(ids)))
+    with db(any_app):
+        due = [
+            Operation.create(
+                kind="suspend",
+                status="queued",
+                next_run_at=now - timedelta(minutes=5, seconds=-i),
+                dispatched_at=now - timedelta(minutes=5),
+            ).id
+            for i in range(3)
+        ]
+        lease = now + timedelta(minutes=2)
+        real_transaction = operations.write_transaction
+
+        def claimed_in_between():
+            # what a worker's claim commits between the sweep's read and its write
+            Operation.update(status="running", attempts=1, lease_until=lease, redispatches=0).where(
+                Operation.id == due[1]
+            ).execute()
+            return real_transaction()
+
+        monkeypatch.setattr(operations, "write_transaction", claimed_in_between)
+        assert operations.sweep()["resent"] == 2
+        assert sent == [[due[0], due[2]]]
+        claimed = Operation.get_by_id(due[1])
+        assert (claimed.status, claimed.redispatches) == ("running", 0)
+        assert claimed.dispatched_at < now and claimed.lease_until == lease
+        for op in Operation.select().where(Operation.id.in_([due[0], due[2]])):
+            assert (op.status, op.redispatches) == ("queued", 1) and op.dispatched_at >= now

@@ -1175,7 +1175,7 @@ def sweep(limit=1000, max_resent=50_000):
 
 def _resend_due(now, limit, max_resent):
     """Send ``run_operation`` again for the operations due since ``SWEEP_GRACE`` whose last
-    message is as old; returns how many. In batches of ``limit`` (by ``next_run_at``,
+    message is as old (and still due when their row is written); returns how many. In batches of ``limit`` (by ``next_run_at``,
     ``id``: each query goes on after the last row of the one before, so rows skipped for
     their backoff are not read again), each batch's ``dispatched_at`` committed before
     its messages are sent."""
@@ -1207,10 +1207,17 @@ def _resend_due(now, limit, max_resent):
         ][: max_resent - resent]
         if ids:
             with write_transaction():
-                Operation.update(dispatched_at=now, redispatches=Operation.redispatches + 1).where(
-                    Operation.id.in_(ids)
-                ).execute()
-                dispatch.operations(ids)
+                # still due when written: an operation claimed (or finished) since it was
+                # read keeps its row as its worker wrote it, and gets no message
+                updated = (
+                    Operation.update(dispatched_at=now, redispatches=Operation.redispatches + 1)
+                    .where(Operation.id.in_(ids) & due)
+                    .returning(Operation.id)
+                )
+                kept = {row.id for row in updated.execute()}
+                ids = [op_id for op_id in ids if op_id in kept]
+                if ids:
+                    dispatch.operations(ids)
             resent += len(ids)
         if len(rows) < limit:
             break
