@@ -298,6 +298,7 @@ def activation_run(app, run_no):
         module_name = "actors"
         if ARGS.instrument:
             module_name = "bench.instrumented_actors"
+            os.makedirs(common.RESULTS, exist_ok=True)  # the worker writes its counts there
             stats_path = os.path.join(common.RESULTS, f"instrumented-{os.getpid()}-{run_no}.json")
             procs.env = {**procs.env, "BENCH_STATS_PATH": stats_path}
         worker, child = start_worker(procs, "worker", module_name)
