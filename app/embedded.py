@@ -22,8 +22,6 @@ from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
-from app.db import keep_connection
-
 log = logging.getLogger(__name__)
 
 _worker = None
@@ -235,17 +233,6 @@ def ensure_open_files(connection_limit):
     return None
 
 
-class _RequestThreads(ThreadedTaskDispatcher):
-    """waitress's request threads, each keeping its SQLite connection between requests
-    (:func:`app.db.keep_connection`), as the embedded worker's threads do: opening one
-    costs a file open, the schema read and four PRAGMAs on every request. The threads live
-    as long as the server; no transaction stays open between requests."""
-
-    def handler_thread(self, thread_no):
-        keep_connection()
-        return super().handler_thread(thread_no)
-
-
 def web_server(app, host, port, threads, connection_limit, channel_timeout, backlog):
     """The waitress server of ``provisor serve`` (:class:`WebServer` on each address
     ``host`` resolves to). ``channel_timeout``: seconds an idle connection stays open."""
@@ -262,7 +249,7 @@ def web_server(app, host, port, threads, connection_limit, channel_timeout, back
         max_request_body_size=app.config["MAX_BODY_BYTES"],
     )
     socket_map = {}
-    dispatcher = _RequestThreads()
+    dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(threads)
     refusing = set()
     servers = [
