@@ -220,6 +220,20 @@ def test_one_renewal_failing_does_not_stop_the_others(app, api, monkeypatch):
     assert renewed == {services[1]}
 
 
+def _queued_and_due(now, count):
+    """``count`` queued operations due five minutes ago (one a second later than the one
+    before), their last message as old: ids in the order a sweep re-sends them."""
+    return [
+        Operation.create(
+            kind="suspend",
+            status="queued",
+            next_run_at=now - timedelta(minutes=5, seconds=-i),
+            dispatched_at=now - timedelta(minutes=5),
+        ).id
+        for i in range(count)
+    ]
+
+
 def test_a_sweep_resends_every_due_operation_a_batch_at_a_time(app, monkeypatch):
     """More due operations than one query reads (``limit``): one sweep re-sends all of
     them, a batch at a time, each batch's ``dispatched_at`` written in the transaction
@@ -251,15 +265,7 @@ def test_a_sweep_resends_every_due_operation_a_batch_at_a_time(app, monkeypatch)
             ).id
             for i in range(2)
         ]
-        due = [
-            Operation.create(
-                kind="suspend",
-                status="queued",
-                next_run_at=now - timedelta(minutes=5, seconds=-i),
-                dispatched_at=now - timedelta(minutes=5),
-            ).id
-            for i in range(5)
-        ]
+        due = _queued_and_due(now, 5)
         counts = operations.sweep(limit=2)
         assert counts["resent"] == 5, counts
         assert sent == [due[0:2], due[2:4], due[4:5]]
@@ -284,15 +290,7 @@ def test_a_resend_leaves_an_operation_claimed_since_the_sweep_read_it(any_app, m
     sent = []
     monkeypatch.setattr(dispatch, "operations", lambda ids, delay=None: sent.append(list(ids)))
     with db(any_app):
-        due = [
-            Operation.create(
-                kind="suspend",
-                status="queued",
-                next_run_at=now - timedelta(minutes=5, seconds=-i),
-                dispatched_at=now - timedelta(minutes=5),
-            ).id
-            for i in range(3)
-        ]
+        due = _queued_and_due(now, 3)
         lease = now + timedelta(minutes=2)
         real_transaction = operations.write_transaction
 
