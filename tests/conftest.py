@@ -381,26 +381,16 @@ def _pg_api(app, postgres_url, **config):
 @pytest.fixture
 def make_postgres_database(postgres_server):
     """A factory of further fresh PostgreSQL databases (URLs), all dropped afterwards."""
-    import uuid
-
-    import psycopg2
-
-    admin = psycopg2.connect(postgres_server + "/postgres")
-    admin.autocommit = True
-    names = []
+    made = []
 
     def make():
-        name = f"provisor_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        names.append(name)
-        return f"{postgres_server}/{name}"
+        databases = _fresh_postgres_database(postgres_server)
+        made.append(databases)
+        return next(databases)
 
     yield make
-    with admin.cursor() as cur:
-        for name in names:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    for databases in made:
+        databases.close()  # dropped
 
 
 @pytest.fixture(scope="session")

@@ -1175,10 +1175,10 @@ def sweep(limit=1000, max_resent=50_000):
 
 def _resend_due(now, limit, max_resent):
     """Send ``run_operation`` again for the operations due since ``SWEEP_GRACE`` whose last
-    message is as old (and still due when their row is written); returns how many. In batches of ``limit`` (by ``next_run_at``,
-    ``id``: each query goes on after the last row of the one before, so rows skipped for
-    their backoff are not read again), each batch's ``dispatched_at`` committed before
-    its messages are sent."""
+    message is as old (and still due when their row is written); returns how many. In
+    batches of ``limit`` (by ``next_run_at``, ``id``: each query goes on after the last row
+    of the one before, so rows skipped for their backoff are not read again), each batch's
+    ``dispatched_at`` committed before its messages are sent."""
     grace = timedelta(seconds=_setting("SWEEP_GRACE"))
     due = (
         Operation.status.in_(RUNNABLE)
