@@ -114,6 +114,7 @@ def vps(app, api, engine, proxmox_sim):
 
 
 def test_simulated_proxmox_open_clones_sizes_starts_and_gives_the_client_access(vps):
+    vps.sim.running_reads = 1  # each task is seen running once, however slow the machine
     tariff = vps.tariff(cores=2, memory_mib=2048, disk_gib=10)
     service_id, op = vps.open(tariff, os_image="ubuntu-24.04")
     assert op.status == "done", op.last_error

@@ -241,6 +241,9 @@ class ProxmoxSimulator:
         self.tasks = {}  # upid -> task
         self.denied = set()  # privileges the token lacks
         self.task_seconds = 0.3
+        # a task answers "running" to its first ``running_reads`` status reads even when its
+        # time is up (a busy host): a test that must see a poll does not race the clock
+        self.running_reads = 0
         self.agent_seconds = 0.3  # the guest agent answers this long after the start
         self.fault = None
         self.slow_seconds = 5.0
@@ -490,7 +493,11 @@ class ProxmoxSimulator:
         """Finish the tasks whose time is up (their effect happens then)."""
         now = time.monotonic()
         for task in self.tasks.values():
-            if task["status"] == "running" and now >= task["ends_at"]:
+            if (
+                task["status"] == "running"
+                and now >= task["ends_at"]
+                and task["status_reads"] >= self.running_reads
+            ):
                 failure = task.pop("failure", None)
                 if failure:
                     task["log"].append(f"TASK ERROR: {failure}")
@@ -523,6 +530,7 @@ class ProxmoxSimulator:
             "ends_at": time.monotonic() + self.task_seconds,
             "finish": finish,
             "log": list(lines),
+            "status_reads": 0,
         }
         if kind in self.fail_tasks:
             task["failure"] = self.fail_tasks.pop(kind)
@@ -885,6 +893,7 @@ class ProxmoxSimulator:
         data["pid"] = int(task["upid"].split(":")[2], 16)
         if task["status"] == "stopped":
             data["exitstatus"] = task["exitstatus"]
+        task["status_reads"] += 1
         return data
 
     def _tasks_log_get(self, args, params):
