@@ -241,6 +241,55 @@ def http_endpoint():
     server.stop()
 
 
+class SandboxHold:
+    """Sandbox panel calls held at the panel while ``hold()`` is in force: a test that must
+    see an operation under way holds it there for as long as it looks, instead of racing a
+    ``latency_ms`` against the machine's speed. ``entered`` is set once a call is held."""
+
+    def __init__(self):
+        self.released = threading.Event()
+        self.released.set()
+        self.entered = threading.Event()
+        self.kinds, self.from_attempt = (), 1
+
+    def hold(self, *kinds, from_attempt=1):
+        """Hold the calls of these operation kinds (of every kind: none given), from this
+        attempt of the operation on."""
+        self.kinds, self.from_attempt = kinds, from_attempt
+        self.entered.clear()
+        self.released.clear()
+
+    def holds(self, ctx):
+        return (
+            not self.released.is_set()
+            and (not self.kinds or ctx.kind in self.kinds)
+            and ctx.attempt_number >= self.from_attempt
+        )
+
+    def release(self):
+        self.released.set()
+
+
+@pytest.fixture
+def sandbox_hold(monkeypatch):
+    """A ``SandboxHold`` on every sandbox module of the process (the embedded worker's
+    attempts included); released at the end of the test."""
+    from modules.sandbox import SandboxModule
+
+    hold = SandboxHold()
+    simulate = SandboxModule._simulate
+
+    def held(self, ctx, failures=True):
+        if hold.holds(ctx):
+            hold.entered.set()
+            hold.released.wait(60)  # a test that never releases fails on its own wait
+        return simulate(self, ctx, failures)
+
+    monkeypatch.setattr(SandboxModule, "_simulate", held)
+    yield hold
+    hold.release()
+
+
 @pytest.fixture
 def event_receiver():
     """A webhook endpoint for outgoing events on loopback (``support.EventReceiver``)."""

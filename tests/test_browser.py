@@ -70,7 +70,7 @@ def _service_of(app, email):
         return Service.select().join(Client).where(Client.email == email).get().id
 
 
-def test_staff_sees_operation_live_while_client_pays(live_app, chromium):
+def test_staff_sees_operation_live_while_client_pays(live_app, chromium, sandbox_hold):
     from playwright.sync_api import expect
 
     base = live_app.config["BASE_URL"]
@@ -106,6 +106,8 @@ def test_staff_sees_operation_live_while_client_pays(live_app, chromium):
     service_id = _service_of(live_app, "nina@example.com")
     row = shopper.locator("tr[data-status]").first
     expect(row).to_have_attribute("data-status", "unpaid")
+    # the second attempt waits at the panel until the first one's failure has been seen
+    sandbox_hold.hold("open", from_attempt=2)
     shopper.click("button:has-text('Pay now (sandbox)')")
     expect(shopper.locator("tr[data-status]").first).to_have_attribute("data-status", "paid")
 
@@ -113,6 +115,7 @@ def test_staff_sees_operation_live_while_client_pays(live_app, chromium):
     op_row = staff.locator(f"#operations-live tr[data-service='{service_id}']")
     expect(op_row).to_have_count(1, timeout=10_000)
     expect(op_row).to_contain_text("simulated failure of attempt 1", timeout=10_000)
+    sandbox_hold.release()
     expect(op_row).to_have_count(0, timeout=15_000)  # done: it leaves the open list
     staff.select_option("#f-status", "done")  # look back: htmx swaps the table in place
     done_row = staff.locator(f"#operations-live tr[data-service='{service_id}']")

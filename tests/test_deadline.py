@@ -24,7 +24,8 @@ def test_the_deadline_interrupts_a_call_that_keeps_going():
     with pytest.raises(DeadlineExceeded), Deadline(0.3):
         while True:
             time.sleep(0.02)
-    assert 0.3 <= time.monotonic() - started < 1.0
+    # not before it; the bound is loose (a loaded machine): without it the loop never ends
+    assert 0.3 <= time.monotonic() - started < 3.0
 
 
 def test_a_block_that_ends_in_time_is_never_interrupted_afterwards():
@@ -55,7 +56,7 @@ def test_a_module_swallowing_exceptions_is_still_stopped():
                 time.sleep(0.02)
             except Exception as exc:  # a careless module
                 swallowed.append(exc)
-    assert swallowed == [] and time.monotonic() - started < 1.0
+    assert swallowed == [] and time.monotonic() - started < 4.0  # stopped, not the loop's end
 
 
 def test_a_trickling_endpoint_is_stopped_at_the_deadline_and_never_overlapped(
@@ -93,7 +94,8 @@ def test_a_trickling_endpoint_is_stopped_at_the_deadline_and_never_overlapped(
     for attempt in attempts:
         assert "ran past its deadline of 1 s" in attempt.error, attempt.error
         took = (attempt.finished_at - attempt.started_at).total_seconds()
-        assert took < 2.5, took  # the deadline, and the read it was in
+        # the deadline and the read it was in (a loaded machine), far from the 10 s trickle
+        assert took < 5, took
     assert attempts[1].started_at >= attempts[0].finished_at  # never overlapping
     assert final.status == "manual" and op["status"] == "manual"
     wait_for(lambda: len(http_endpoint.calls("open")) == 2, timeout=5)

@@ -591,13 +591,19 @@ def test_a_refused_change_is_parked_and_the_rest_flows(app, client, admin, scrip
     time.sleep(0.5)
     texts = [r["json"]["text"] for r in scripted_peer.sent("/events", "POST")]
     assert texts == ["first A", "only B"]  # the second of A waits behind the parked one
+
+    def rows():
+        with db(app):
+            return {
+                r.payload["text"]: r.status
+                for r in ProxyOutgoing.select().where(ProxyOutgoing.kind == "comment")
+            }
+
+    # "only B" is recorded sent once the peer's answer is back: a moment after the peer has it
+    expected = {"first A": "parked", "second A": "pending", "only B": "sent"}
+    wait_for(lambda: rows() == expected, message=f"the rows {expected}")
     with db(app):
-        rows = {
-            r.payload["text"]: r.status
-            for r in ProxyOutgoing.select().where(ProxyOutgoing.kind == "comment")
-        }
         parked = ProxyOutgoing.get(ProxyOutgoing.status == "parked")
-    assert rows == {"first A": "parked", "second A": "pending", "only B": "sent"}
     assert "answered 422: not here" in parked.last_error
     side = side_row(app, side_id)
     assert side.next_push_at is None and side.push_failures == 0  # not a failing peer

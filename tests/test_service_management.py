@@ -159,7 +159,7 @@ def test_client_sees_the_reason_of_the_suspension(app, api, client):
 
 
 def test_the_client_page_follows_an_operation_that_ends_while_it_is_read(
-    app, api, client, monkeypatch
+    app, api, client, monkeypatch, sandbox_hold
 ):
     """The client's service page reads the open operation before the service: an
     operation that ends between the two reads leaves a page that polls (and its next poll
@@ -167,14 +167,12 @@ def test_the_client_page_follows_an_operation_that_ends_while_it_is_read(
     for (a browser test waited for ever on such a page, 1 run in 5 under load)."""
     from app.services import provisioning
 
-    service_id, module = _carols_active_service(app, api)
+    service_id, _ = _carols_active_service(app, api)
     login(client, "carol@example.com", "carol-password")
     before = html(client.get(f"/my/services/{service_id}"))
     assert 'hx-trigger="every 2s"' not in before
 
-    api.ok(
-        "put", f"/modules/{module['id']}", {"name": module["name"], "config": {"latency_ms": 500}}
-    )
+    sandbox_hold.hold("change_password")  # open until the page has read it
     assert client.post(f"/my/services/{service_id}/change_password").status_code == 302
     with db(app):
         (op,) = Operation.select().where(
@@ -184,6 +182,7 @@ def test_the_client_page_follows_an_operation_that_ends_while_it_is_read(
 
     def then_the_operation_ends(service_id_, client_id):
         service = read_service(service_id_, client_id)
+        sandbox_hold.release()
         api.wait_operation(op.id)  # the worker finishes it right after the service was read
         return service
 

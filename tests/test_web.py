@@ -220,8 +220,9 @@ def test_operations_filters_and_empty_state(app, client, admin):
     assert f'id="operation-{op_id}"' in module_filtered
 
 
-def test_operation_status_partial_polls_only_while_open(app, client, admin):
-    ids = paid_service(admin, config={"latency_ms": 1500}, wait=None)
+def test_operation_status_partial_polls_only_while_open(app, client, admin, sandbox_hold):
+    sandbox_hold.hold("open")  # the attempt stays at the panel until released
+    ids = paid_service(admin, wait=None)
     op_id = ids["operation_id"]
     admin.wait_operation(op_id, ("running",))
     headers = {**HTMX, "HX-Target": "operation-status"}
@@ -230,6 +231,7 @@ def test_operation_status_partial_polls_only_while_open(app, client, admin):
     assert 'id="operation-status"' in running and "<html" not in running
     assert 'hx-trigger="every 1s"' in running
     assert 'data-status="running"' in running
+    sandbox_hold.release()
     admin.wait_operation(op_id, ("done",))
     done = html(client.get(f"/operations/{op_id}", headers=headers))
     assert 'data-status="done"' in done
@@ -335,11 +337,13 @@ def test_service_actions_and_their_errors(app, client, admin):
     assert client.post(f"/services/{service_id}/explode").status_code == 404
 
 
-def test_service_timeline_polls_while_an_operation_is_open(app, client, admin):
-    ids = paid_service(admin, config={"latency_ms": 1500}, wait=("running",))
+def test_service_timeline_polls_while_an_operation_is_open(app, client, admin, sandbox_hold):
+    sandbox_hold.hold("open")  # the attempt stays at the panel until released
+    ids = paid_service(admin, wait=("running",))
     headers = {**HTMX, "HX-Target": "service-live"}
     live = html(client.get(f"/services/{ids['service_id']}", headers=headers))
     assert 'id="service-live"' in live and 'hx-trigger="every 1s"' in live
+    sandbox_hold.release()
     admin.wait_operation(ids["operation_id"])
     settled = html(client.get(f"/services/{ids['service_id']}", headers=headers))
     assert "hx-trigger" not in settled and 'data-status="active"' in settled
@@ -847,9 +851,10 @@ def test_register_order_pay_in_sandbox_until_active(app, client, admin):
     assert "already paid" in again
 
 
-def test_my_service_polls_only_while_being_set_up(app, client, admin):
+def test_my_service_polls_only_while_being_set_up(app, client, admin, sandbox_hold):
     app.config["SANDBOX_PAYMENTS"] = True
-    _, _, tariff, _ = admin.catalog("sandbox", config={"latency_ms": 1500})
+    _, _, tariff, _ = admin.catalog("sandbox")
+    sandbox_hold.hold("open")  # the service stays in setup until released
     client.post("/logout")
     make_client_login(app)
     login(client, "carol@example.com", "carol-password")
@@ -863,6 +868,7 @@ def test_my_service_polls_only_while_being_set_up(app, client, admin):
     assert 'data-status="processing"' in live
     page = html(client.get(f"/my/services/{order.service_id}"))
     assert "Your service is being set up." in page and 'hx-trigger="every 2s"' in page
+    sandbox_hold.release()
     wait_for(lambda: 'data-status="active"' in html(client.get("/my", headers=headers)))
     assert "hx-trigger" not in html(client.get("/my", headers=headers))
 

@@ -374,14 +374,12 @@ def test_cancel_with_reason_then_reopen_by_an_admin_only(app, client, admin):
         assert (last.kind, last.text) == ("cancelled", "Cancelled.")
 
 
-def test_run_again_polls_and_the_page_reloads_when_the_task_closes(app, client, admin):
+def test_run_again_polls_and_the_page_reloads_when_the_task_closes(
+    app, client, admin, sandbox_hold
+):
     ids = escalated(admin, retry_delay=1)
     task_id = ids["task_id"]
-    with db(app):
-        # slow the module down so that the attempt is seen under way
-        module = Service.get_by_id(ids["service_id"]).module
-        module.config = {**module.config, "latency_ms": 2500}
-        module.save()
+    sandbox_hold.hold()  # the attempt is seen under way: it stays at the panel until released
     response = client.post(f"/tasks/{task_id}/restart", follow_redirects=True)
     body = html(response)
     assert f"Operation #{ids['operation_id']} queued to run now." in body
@@ -390,6 +388,7 @@ def test_run_again_polls_and_the_page_reloads_when_the_task_closes(app, client, 
         f"/tasks/{task_id}?was=new", headers={**HTMX, "HX-Target": "task-operation"}
     )
     assert "<html" not in html(partial) and 'id="task-operation"' in html(partial)
+    sandbox_hold.release()
     # attempt 2 succeeds (fail_first=1): the operation is done, the task closed itself
     admin.wait_operation(ids["operation_id"])
     with db(app):
@@ -472,12 +471,9 @@ def test_set_up_manually_from_current_operations(app, client, admin):
     assert client.post("/operations/999999/take-over").status_code == 404
 
 
-def test_service_actions_show_in_current_operations(app, client, admin):
+def test_service_actions_show_in_current_operations(app, client, admin, sandbox_hold):
     ids = paid_service(admin)
-    with db(app):
-        module = Service.get_by_id(ids["service_id"]).module
-        module.config = {**module.config, "latency_ms": 1500}
-        module.save()
+    sandbox_hold.hold()  # the suspend stays open (at the panel) until released
     response = client.post(f"/services/{ids['service_id']}/suspend")
     assert response.status_code == 302
     with db(app):
@@ -487,6 +483,7 @@ def test_service_actions_show_in_current_operations(app, client, admin):
     assert "Suspend" in row and f"by {ADMIN[0]}" in row
     service_page = html(client.get(f"/services/{ids['service_id']}"))
     assert "Why this module" in service_page and "chosen" in service_page
+    sandbox_hold.release()
     admin.wait_operation(op.id)
 
 

@@ -31,6 +31,7 @@ def test_a_polling_operation_waits_without_a_worker_and_finishes(app, api, clien
     department, module, tariff, shopper = api.catalog(
         "jobpanel", panel.config(poll_after=1.0), max_attempts=1
     )
+    panel.checks_needed = 10**6  # the job stays unready while the page is looked at
     order = api.order(shopper["id"], tariff["id"])
     _, paid = api.pay(order)
     op_id = paid["operation_id"]
@@ -40,9 +41,19 @@ def test_a_polling_operation_waits_without_a_worker_and_finishes(app, api, clien
     assert polling["deadline_at"]  # max_wait (one hour by default) bounds the wait
     # Current operations says what it waits for
     client.post("/login", data={"email": "admin@example.com", "password": "admin-password"})
-    row = client.get("/operations", headers={"HX-Request": "true", "HX-Target": "operations-live"})
-    text = " ".join(re.sub(r"<[^>]+>", " ", row.get_data(as_text=True)).split())
+
+    def current_operations():
+        headers = {"HX-Request": "true", "HX-Target": "operations-live"}
+        row = client.get("/operations", headers=headers)
+        return " ".join(re.sub(r"<[^>]+>", " ", row.get_data(as_text=True)).split())
+
+    # between two checks (a check itself shows as running for a moment)
+    text = wait_for(
+        lambda: (t := current_operations()) and "waiting for the panel" in t and t,
+        message="the row between two checks",
+    )
     assert re.search(r"waiting for the panel — next check (in \d+ s|now)", text), text
+    panel.checks_needed = 4
     done = api.wait_operation(op_id)
     # four checks, none of them a failure, although max_attempts is 1
     assert done["attempts"] >= 4 and done["failures"] == 0
