@@ -244,19 +244,17 @@ def http_endpoint():
 class SandboxHold:
     """Sandbox panel calls held at the panel while ``hold()`` is in force: a test that must
     see an operation under way holds it there for as long as it looks, instead of racing a
-    ``latency_ms`` against the machine's speed. ``entered`` is set once a call is held."""
+    ``latency_ms`` against the machine's speed."""
 
     def __init__(self):
         self.released = threading.Event()
         self.released.set()
-        self.entered = threading.Event()
         self.kinds, self.from_attempt = (), 1
 
     def hold(self, *kinds, from_attempt=1):
         """Hold the calls of these operation kinds (of every kind: none given), from this
         attempt of the operation on."""
         self.kinds, self.from_attempt = kinds, from_attempt
-        self.entered.clear()
         self.released.clear()
 
     def holds(self, ctx):
@@ -281,7 +279,6 @@ def sandbox_hold(monkeypatch):
 
     def held(self, ctx, failures=True):
         if hold.holds(ctx):
-            hold.entered.set()
             hold.released.wait(60)  # a test that never releases fails on its own wait
         return simulate(self, ctx, failures)
 
