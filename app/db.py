@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from peewee import SQL, DatabaseProxy, NodeList, SqliteDatabase
 from playhouse.db_url import connect, register_database
 from playhouse.pool import PooledPostgresqlDatabase
-from psycopg2.extensions import encodings as psycopg2_encodings
 
 log = logging.getLogger(__name__)
 
@@ -55,47 +54,50 @@ class PostgresqlPool(PooledPostgresqlDatabase):
     # neither BEGIN nor COMMIT.
 
     def _take_waiting(self):
-        """The statements this thread's connection has waiting (taken: they go now)."""
+        """The statements this thread's connection has waiting (taken: they go now), as
+        ``(texts, params)``: their texts in order and all their parameters, in order."""
         conn, texts = getattr(self._waiting, "conn", None), getattr(self._waiting, "texts", None)
-        self._waiting.conn = self._waiting.texts = None
-        return texts if texts and conn is self._state.conn else []
+        params = getattr(self._waiting, "params", None)
+        self._waiting.conn = self._waiting.texts = self._waiting.params = None
+        return (texts, params) if texts and conn is self._state.conn else ([], [])
 
     def begin(self, isolation_level=None):
         if isolation_level is not None or self._isolation_level:
             return super().begin(isolation_level)
         self._waiting.conn = self.connection()  # opened now, as peewee's BEGIN would
-        self._waiting.texts = ["BEGIN"]
+        self._waiting.texts, self._waiting.params = ["BEGIN"], []
 
     def send_later(self, sql, params):
         """``sql`` with ``params`` goes to the server with this transaction's next
-        statement or its COMMIT: its values are put in now, as the driver would (the
-        message's text is formatted once more, with the next statement's values: every
-        ``%`` doubled)."""
+        statement or its COMMIT, in the same message: the texts are joined and their
+        parameters put one after another, and the driver binds them all at once (peewee
+        always has it bind, even no parameters, so every text's ``%%`` means what it
+        meant alone)."""
         conn = self.connection()
-        with conn.cursor() as cursor:
-            text = cursor.mogrify(sql, params).decode(psycopg2_encodings[conn.encoding])
         if getattr(self._waiting, "conn", None) is not conn or self._waiting.texts is None:
-            self._waiting.conn, self._waiting.texts = conn, []
-        self._waiting.texts.append(text.replace("%", "%%"))
+            self._waiting.conn, self._waiting.texts, self._waiting.params = conn, [], []
+        self._waiting.texts.append(sql)
+        self._waiting.params.extend(params)
 
     def execute_sql(self, sql, params=None):
-        waiting = self._take_waiting()
-        if waiting:
-            sql = "; ".join([*waiting, sql])
+        texts, waiting_params = self._take_waiting()
+        if texts:
+            sql = "; ".join([*texts, sql])
+            params = [*waiting_params, *(params or ())]
         return super().execute_sql(sql, params)
 
     def commit(self):
-        waiting = self._take_waiting()
-        if waiting == ["BEGIN"]:
+        texts, params = self._take_waiting()
+        if texts == ["BEGIN"]:
             return  # nothing was sent: nothing to commit
-        if waiting:
-            super().execute_sql("; ".join([*waiting, "COMMIT"]))
+        if texts:
+            super().execute_sql("; ".join([*texts, "COMMIT"]), params)
         else:
             super().commit()
 
     def rollback(self):
-        waiting = self._take_waiting()
-        if waiting[:1] != ["BEGIN"]:  # else nothing was sent: the server has no transaction
+        texts, _ = self._take_waiting()
+        if texts[:1] != ["BEGIN"]:  # else nothing was sent: the server has no transaction
             super().rollback()
 
     def _is_closed(self, conn):

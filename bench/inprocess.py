@@ -8,11 +8,25 @@ layer; the orders are paid one after another (``orders.mark_paid``), then each `
 operation is run once (``operations.run``) as a worker thread runs it (a connection taken,
 given back after). Prints the thread's CPU time per payment and per attempt: a figure
 that does not depend on Dramatiq, Redis or the other threads, for comparing two versions
-of the code in alternating rounds (``PYTHONPATH=<a checkout>``).
+of the code in alternating rounds (run from that checkout: ``cd <checkout> &&
+<venv>/bin/python -m bench.inprocess``; the current directory comes first on the path).
+
+Under callgrind it counts instructions instead, which do not depend on how busy or how
+fast the machine is that day (the same code gives the same count to a few parts in ten
+thousand): ::
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg.%p \
+        .venv/bin/python -m bench.inprocess postgres 300 --callgrind
+
+Only the payments and the attempts are counted (``callgrind_control`` switches the
+counting on and off from inside, and dumps after each), and it prints the instructions
+per payment and per attempt: this process's, not PostgreSQL's.
 """
 
+import glob
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +35,10 @@ from bench import common
 
 
 def main():
-    kind = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 600
+    counting = "--callgrind" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--callgrind"]
+    kind = args[0] if args else "sqlite"
+    n = int(args[1]) if len(args) > 1 else 600
     if kind == "sqlite":
         url = f"sqlite:///{tempfile.mkdtemp(prefix='provisor-inprocess-')}/provisor.sqlite3"
     elif kind == "postgres":
@@ -63,13 +79,17 @@ def main():
                 ).id
                 for i in range(n)
             ]
+            _callgrind(counting, "-i", "on")
             start = time.thread_time()
             ops = [orders.mark_paid(order_id, by="bench")[1].id for order_id in ids]
             pay = (time.thread_time() - start) / n
+            _callgrind(counting, "--dump=payments")
         start = time.thread_time()
         for op_id in ops:
             attempt(op_id)
         run = (time.thread_time() - start) / n
+        _callgrind(counting, "--dump=attempts")
+        _callgrind(counting, "-i", "off")
         with database.connection_context():
             done = (
                 Operation.select()
@@ -83,6 +103,38 @@ def main():
         f"{kind}: {n} orders, {done} activated; CPU per payment {pay * 1000:.3f} ms, "
         f"per attempt {run * 1000:.3f} ms"
     )
+    if counting:
+        counts = _dumped_counts()
+        print(
+            f"{kind}: instructions per payment {counts['payments'] / n:,.0f}, "
+            f"per attempt {counts['attempts'] / n:,.0f} (callgrind, this process)"
+        )
+
+
+def _callgrind(counting, *args):
+    """``callgrind_control <args>`` for this process (under callgrind only)."""
+    if counting:
+        subprocess.run(
+            ["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True
+        )
+
+
+def _dumped_counts():
+    """The instructions of each part dumped so far (``--dump=<part>``), by part: read from
+    the dump files callgrind wrote for this process (``--callgrind-out-file=/tmp/cg.%p``,
+    as above: ``/tmp/cg.<pid>.<n>``)."""
+    counts = {}
+    for path in glob.glob(f"/tmp/cg.{os.getpid()}.*"):
+        part = total = None
+        with open(path) as dump:
+            for line in dump:
+                if line.startswith("desc: Trigger: dump "):
+                    part = line.removeprefix("desc: Trigger: dump ").strip()
+                elif line.startswith("totals:"):
+                    total = int(line.split()[1])
+        if part and total is not None:
+            counts[part] = total
+    return counts
 
 
 if __name__ == "__main__":

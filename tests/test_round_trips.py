@@ -115,7 +115,8 @@ def test_a_transactions_begin_goes_to_the_server_with_its_first_statement(postgr
 def test_a_write_sent_later_goes_with_the_next_statement_or_the_commit(pg_app):
     """``save(later=True)`` (the service's UPDATE in the payment and in the result of an
     attempt): inside a transaction the UPDATE goes with the transaction's next statement,
-    which sees it, or with its COMMIT; a value with quotes and ``%`` arrives as it was; one
+    which sees it, or with its COMMIT; a value with quotes, ``%``, ``%s`` and ``%(x)s``
+arrives as it was (the texts are joined and all their parameters bound at once); one
     that fails fails the transaction, all of it undone; one in a transaction rolled back
     is never sent; outside a transaction it runs at once."""
     import psycopg2
@@ -144,18 +145,18 @@ def test_a_write_sent_later_goes_with_the_next_statement_or_the_commit(pg_app):
             sent.clear()
 
             with write_transaction():
-                ann.name = "100% O'Brien"
+                ann.name = "100% O'Brien %s"
                 assert ann.save(later=True) is None
                 assert sent == []  # not sent yet
-                assert Client.get_by_id(ann.id).name == "100% O'Brien"  # the next one sees it
+                assert Client.get_by_id(ann.id).name == "100% O'Brien %s"  # the next one sees it
                 assert len(sent) == 1 and sent[0].startswith("BEGIN; EXECUTE provisor_")
                 assert sent[0].count("EXECUTE provisor_") == 2
                 assert stored(ann.id)[0] == "Ann"  # not committed yet
-                ann.phone = "+1 555"
+                ann.phone = "+1 555 %(x)s %%"
                 ann.save(later=True)  # the last write: with the COMMIT
             assert len(sent) == 2 and sent[1].startswith("EXECUTE provisor_")
             assert sent[1].endswith("; COMMIT")
-            assert stored(ann.id) == ("100% O'Brien", "+1 555")
+            assert stored(ann.id) == ("100% O'Brien %s", "+1 555 %(x)s %%")
 
             sent.clear()
             with pytest.raises(IntegrityError), write_transaction():
@@ -163,7 +164,7 @@ def test_a_write_sent_later_goes_with_the_next_statement_or_the_commit(pg_app):
                 bob.save()
                 ann.email = "bob@example.com"  # taken: the UPDATE fails at the COMMIT
                 ann.save(later=True)
-            assert stored(bob.id)[0] == "Bob" and stored(ann.id)[0] == "100% O'Brien"
+            assert stored(bob.id)[0] == "Bob" and stored(ann.id)[0] == "100% O'Brien %s"
             assert sent[-1] == "ROLLBACK"
 
             sent.clear()
@@ -172,7 +173,7 @@ def test_a_write_sent_later_goes_with_the_next_statement_or_the_commit(pg_app):
                 ann.save(later=True)
                 raise ValueError("rolled back")
             assert sent == []  # nothing was sent: no BEGIN, no UPDATE, no ROLLBACK
-            assert Client.get_by_id(ann.id).name == "100% O'Brien"  # the connection works
+            assert Client.get_by_id(ann.id).name == "100% O'Brien %s"  # the connection works
     finally:
         other.close()
         database.obj.connect_params.pop("cursor_factory", None)
