@@ -116,7 +116,7 @@ def test_a_write_sent_later_goes_with_the_next_statement_or_the_commit(pg_app):
     """``save(later=True)`` (the service's UPDATE in the payment and in the result of an
     attempt): inside a transaction the UPDATE goes with the transaction's next statement,
     which sees it, or with its COMMIT; a value with quotes, ``%``, ``%s`` and ``%(x)s``
-arrives as it was (the texts are joined and all their parameters bound at once); one
+    arrives as it was (the texts are joined and all their parameters bound at once); one
     that fails fails the transaction, all of it undone; one in a transaction rolled back
     is never sent; outside a transaction it runs at once."""
     import psycopg2
