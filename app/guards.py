@@ -95,7 +95,10 @@ def storable(text):
 def one_line(text, limit=None):
     """``text`` on one line: line breaks, tabs and other control characters become spaces
     (a mail header, a title). ``limit``: cut to that many characters."""
-    cleaned = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    text = str(text)
+    if not text.isprintable():  # (most are: then the check is all, in C)
+        text = "".join(c if c.isprintable() else " " for c in text)
+    cleaned = " ".join(text.split())
     return cleaned[:limit] if limit else cleaned
 
 

@@ -42,7 +42,7 @@ def main():
     if kind == "sqlite":
         url = f"sqlite:///{tempfile.mkdtemp(prefix='provisor-inprocess-')}/provisor.sqlite3"
     elif kind == "postgres":
-        db = "provisor_bench_inprocess"
+        db = os.environ.get("BENCH_INPROCESS_DB", "provisor_bench_inprocess")
         common.recreate_database(db)
         url = common.database_url(db)
     else:
@@ -122,9 +122,10 @@ def _callgrind(counting, *args):
 def _dumped_counts():
     """The instructions of each part dumped so far (``--dump=<part>``), by part: read from
     the dump files callgrind wrote for this process (``--callgrind-out-file=/tmp/cg.%p``,
-    as above: ``/tmp/cg.<pid>.<n>``)."""
+    as above: ``/tmp/cg.<pid>.<n>``; another prefix than ``/tmp/cg`` in ``CALLGRIND_OUT``)."""
     counts = {}
-    for path in glob.glob(f"/tmp/cg.{os.getpid()}.*"):
+    prefix = os.environ.get("CALLGRIND_OUT", "/tmp/cg")
+    for path in glob.glob(f"{prefix}.{os.getpid()}.*"):
         part = total = None
         with open(path) as dump:
             for line in dump:
