@@ -1,6 +1,8 @@
 """Input guards that apply to every request, before any view runs, and to every JSON body
 a request carries."""
 
+import re
+
 from flask import request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
@@ -90,6 +92,14 @@ def storable(text):
     written as ``\\x00``, visibly. For what Provisor records of a remote's words
     (attempt logs, errors), never for values it hands on (those are refused)."""
     return text.replace("\x00", "\\x00") if isinstance(text, str) else text
+
+
+def has_control_characters(text):
+    """Whether ``text`` holds a control character (C0 or DEL): not one line of text."""
+    return _CONTROL.search(text) is not None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def one_line(text, limit=None):

@@ -20,9 +20,9 @@ secret``; the kind may be left out (``password | Password | required | secret``)
 """
 
 import ipaddress
-import re
 from urllib.parse import urlsplit
 
+from app import guards
 from app.services import order_fields
 from app.services.errors import ValidationError
 
@@ -30,7 +30,6 @@ KINDS = ("text", "ip", "url", "domain", "hostname", "port")
 FLAGS = ("required", "secret")
 DEFAULT_MAX = {"text": 200, "ip": 45, "url": 2000, "domain": 253, "hostname": 253, "port": 5}
 MAX_LENGTH = 10000  # the most a text field may declare
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what one line of text may not hold
 MESSAGES = {
     "ip": "Not an IP address.",
     "url": "Not a web address (http:// or https://).",
@@ -92,7 +91,7 @@ def clean_value(spec, raw):
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
         raise ValueError("Must be text.")
     text = str(raw).strip()
-    if _CONTROL.search(text):
+    if guards.has_control_characters(text):
         raise ValueError("Must be one line of text.")
     kind, limit = kind_of(spec), limit_of(spec)
     if len(text) > limit:

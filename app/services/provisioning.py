@@ -13,7 +13,7 @@ from flask import current_app
 from peewee import JOIN, Value, fn
 
 import modules
-from app import secrets_box
+from app import guards, secrets_box
 from app.db import cached_query_rows, write_transaction
 from app.messages import Reason, kind_label
 from app.models import (
@@ -863,7 +863,7 @@ def clean_remote_id(value, errors, required=False):
         errors["remote_id"] = "Must be text."
         return None
     value = value.strip()
-    if len(value) > MAX_REMOTE_ID or any(ord(c) < 32 or c == "\x7f" for c in value):
+    if len(value) > MAX_REMOTE_ID or guards.has_control_characters(value):
         errors["remote_id"] = f"One line of at most {MAX_REMOTE_ID} characters."
         return None
     return value
