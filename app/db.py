@@ -463,9 +463,12 @@ def cached_query_rows(key, build, params):
     ``build`` returns ``(query, placeholders)`` and the placeholders must be exactly the
     parameters peewee finds in it, in order; ``params`` are bound in their place."""
     query, text = _built_once(key, build)
-    wrapper = query._get_cursor_wrapper(execute_statement(text, params))
+    cursor = execute_statement(text, params)
     full_key = (type(database.obj), key)
     layout = _layouts.get(full_key)
+    if isinstance(layout, _RowMaker):
+        return layout.rows(cursor.fetchall())
+    wrapper = query._get_cursor_wrapper(cursor)
     if layout is not None:
         wrapper.__dict__.update(layout)
         wrapper.initialized = True
@@ -477,11 +480,118 @@ def cached_query_rows(key, build, params):
         # column goes to, its converter, how the joined instances link): the same for
         # every run of this text, and only read when rows are made; working it out again
         # for every SELECT was 14 % of a worker's CPU
-        _layouts[full_key] = {k: v for k, v in wrapper.__dict__.items() if k not in fresh}
+        layout = {k: v for k, v in wrapper.__dict__.items() if k not in fresh}
+        _layouts[full_key] = _RowMaker.of(wrapper) or layout
     return rows
 
 
 _layouts = {}
+
+
+class _RowMaker:
+    """The rows of a joined model SELECT made as peewee's ``ModelCursorWrapper.process_row``
+    makes them — each selected model's instance, its columns converted by the same
+    converters, the joined instances linked by the same rules — from the layout peewee
+    worked out for the first row, with each field's value put straight into the
+    instance's data instead of through one attribute assignment per column (half the
+    cost of the 7-table load of every attempt: bench/README.md, issue 14, eleventh pass).
+    A column that is not a plain field (a computed value, a foreign key's id under
+    another name than peewee's own) is still assigned as peewee assigns it."""
+
+    __slots__ = ("_models", "_root", "_columns", "_assigned", "_links", "_reachable")
+
+    @classmethod
+    def of(cls, wrapper):
+        """The maker for the rows ``wrapper`` made (None: a kind of rows it does not make;
+        peewee goes on making them)."""
+        from peewee import FieldAccessor, ForeignKeyAccessor, Model, ModelCursorWrapper
+
+        if type(wrapper) is not ModelCursorWrapper:
+            return None
+        if not all(is_model for _, _, is_model in wrapper._constructor_list):
+            return None
+        keys = [key for key, _, _ in wrapper._constructor_list]
+        models = [model for _, model, _ in wrapper._constructor_list]
+        if any(model.__init__ is not Model.__init__ for model in models):
+            return None  # a model that does more when it is made: made by peewee
+        maker = cls()
+        maker._models = models
+        maker._root = keys.index(wrapper.model)
+        maker._columns, maker._assigned = [], []
+        for index, key, column, converter in wrapper._row_spec:
+            slot = keys.index(key) if key in keys else maker._root
+            accessor = _class_attribute(models[slot], column)
+            if type(accessor) is FieldAccessor:
+                maker._columns.append((index, slot, accessor.name, converter))
+                continue
+            field = getattr(accessor, "field", None)  # an ObjectIdAccessor: the key's id
+            if type(accessor).__name__ == "ObjectIdAccessor" and isinstance(
+                _class_attribute(models[slot], field.name), ForeignKeyAccessor
+            ):
+                maker._columns.append((index, slot, field.name, converter))
+                continue
+            maker._assigned.append((index, slot, column, converter))
+        maker._links = [
+            (keys.index(src), attr, keys.index(dest), is_outer, is_fk)
+            for src, attr, dest, is_dict, is_outer, is_fk in wrapper.src_to_dest
+            if not is_dict
+        ]
+        if len(maker._links) != len(wrapper.src_to_dest):
+            return None
+        maker._reachable = {
+            keys.index(dest): {keys.index(k) for k in reachable if k in keys}
+            for dest, reachable in wrapper._dest_reachable.items()
+            if dest in keys
+        }
+        return maker
+
+    def rows(self, values):
+        """The instances (of the root model, the others linked from it) of ``values``, the
+        rows as the cursor gave them."""
+        return [self._row(row) for row in values]
+
+    def _row(self, row):
+        instances = []
+        for model in self._models:
+            instance = model.__new__(model)
+            instance.__data__, instance._dirty, instance.__rel__ = {}, set(), {}
+            instances.append(instance)
+        datas = [instance.__data__ for instance in instances]
+        filled = set()
+        for index, slot, name, converter in self._columns:
+            value = row[index]
+            if value is not None:
+                filled.add(slot)
+            datas[slot][name] = value if converter is None else converter(value)
+        for index, slot, column, converter in self._assigned:
+            value = row[index]
+            if value is not None:
+                filled.add(slot)
+            setattr(instances[slot], column, value if converter is None else converter(value))
+        for src, attr, dest, is_outer, is_fk in self._links:
+            joined = instances[dest]
+            reachable = self._reachable.get(dest)
+            if dest not in filled and not (reachable and reachable & filled):
+                if not is_outer:
+                    continue
+                joined = None
+            if src not in filled and dest not in filled and is_outer:
+                continue
+            if joined is None and is_fk:
+                instances[src].__rel__[attr] = None  # as peewee: known absent, id kept
+            else:
+                setattr(instances[src], attr, joined)
+        for instance in instances:
+            instance._dirty.clear()
+        return instances[self._root]
+
+
+def _class_attribute(cls, name):
+    """``name``'s attribute in ``cls`` or its bases, as stored (a descriptor itself)."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
 
 
 # --- what a transaction reads once, and what runs after it commits ----------------------

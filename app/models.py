@@ -31,14 +31,29 @@ def utcnow():
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+# one encoder and one decoder, made once (``json.dumps`` with an option makes an encoder
+# per call) and used by every thread (neither keeps anything between calls)
+_json_text = json.JSONEncoder(sort_keys=True).encode
+_json_value = json.JSONDecoder().decode
+
+
 class JSONField(TextField):
-    """JSON stored as text, so SQLite and PostgreSQL behave alike."""
+    """JSON stored as text, so SQLite and PostgreSQL behave alike: the text of
+    ``json.dumps(value, sort_keys=True)``, read back by ``json.loads``."""
 
     def db_value(self, value):
-        return None if value is None else json.dumps(value, sort_keys=True)
+        if value is None:
+            return None
+        if type(value) is dict and not value:
+            return "{}"  # the default of most of them
+        return _json_text(value)
 
     def python_value(self, value):
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        if value == "{}":
+            return {}
+        return _json_value(value) if type(value) is str else json.loads(value)
 
 
 MAX_ID = 2**63 - 1

@@ -519,3 +519,111 @@ def test_a_claim_reads_its_operation_by_id_on_a_table_without_statistics(pg_app)
             assert operations._claim_row(op, "running", now, now) is not None
             (after,) = database.execute_sql(count).fetchone()
         assert after - before <= 2  # the operation's row (was: every queued operation)
+
+
+def _shape(instance, seen=None):
+    """Everything peewee keeps of a model instance it made from a row, its joined
+    instances' too: its data, its dirty fields, its known related rows (and absent ones)
+    and any other attribute a column set."""
+    seen = set() if seen is None else seen
+    if instance is None or id(instance) in seen:
+        return instance if instance is None else ("seen", type(instance).__name__)
+    seen.add(id(instance))
+    extra = {
+        k: _shape(v, seen) if hasattr(v, "__data__") else v
+        for k, v in vars(instance).items()
+        if k not in ("__data__", "_dirty", "__rel__")
+    }
+    return (
+        type(instance).__name__,
+        dict(instance.__data__),
+        set(instance._dirty),
+        {k: _shape(v, seen) for k, v in instance.__rel__.items()},
+        extra,
+    )
+
+
+def _as_peewee_makes(query, params):
+    """The rows of ``query`` run with ``params``, made by peewee's own cursor wrapper."""
+    from app.db import database
+
+    text, _ = query.sql()
+    return list(query._get_cursor_wrapper(database.execute_sql(text, params)))
+
+
+def test_the_attempt_load_makes_the_instances_peewee_makes(any_app):
+    """An attempt's 7-table load (``cached_query_rows``: its instances made straight from
+    the rows once peewee has worked out their layout) gives what peewee's own rows give —
+    the same data, related rows, absent joins and extra columns — for an operation on a
+    service with its item, one whose item is not there, and one with no service at all,
+    whichever of them is read first."""
+    from app.db import is_sqlite
+    from app.models import Item, Operation, ProcessingModule, Service
+    from app.services import operations
+
+    with any_app.app_context():
+        module = ProcessingModule.create(
+            name="Loads", type="sandbox", config={"latency_ms": 0, "panel_host": "p.test"}
+        )
+        product_type = ProductType.create(name="Hosting", code="hosting-loads")
+        tariffs = [
+            Tariff.create(
+                name=name,
+                product_type=product_type,
+                price=Decimal("2.50"),
+                internal_name=name.lower(),
+            )
+            for name in ("Small", "Large")
+        ]
+        Item.create(module=module, internal_name="small", remote_id="item-1", status="ready")
+        client = Client.create(name="Loader", email="loader@example.com", language="ru")
+        ops = [Operation.create(kind="ensure_item", module=module.id, status="queued")]
+        for tariff in tariffs:
+            service = Service.create(client=client, tariff=tariff, details={"login": "x"})
+            ops.append(
+                Operation.create(
+                    kind="open",
+                    module=module.id,
+                    service=service,
+                    status="queued",
+                    params={"domain": "example.com"},
+                )
+            )
+        query, _ = operations._attempt_load_query()
+        for op in ops + ops[::-1] + ops:
+            with write_transaction():
+                made = operations._load_for_attempt(op.id)
+                made.__dict__.pop("_items", None)  # set by _load_for_attempt after the load
+                reference = _as_peewee_makes(query, [op.id])
+            assert len(reference) == 1
+            if not is_sqlite():  # each read takes an id of the sequence
+                assert made.next_attempt_id < reference[0].next_attempt_id
+                del made.next_attempt_id, reference[0].next_attempt_id
+            assert _shape(made) == _shape(reference[0])
+        with write_transaction():
+            loaded = operations._load_for_attempt(ops[1].id)
+        assert loaded.service.tariff.item_of_module.remote_id == "item-1"
+        assert loaded.service.client.email == "loader@example.com"
+        assert loaded.module.config["panel_host"] == "p.test"
+        with write_transaction():
+            assert operations._load_for_attempt(ops[2].id).service.tariff.item_of_module is None
+            assert operations._load_for_attempt(ops[0].id).service is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, [], {"b": 1, "a": [1, 2.5, None, True]}, "x", 0, {"é": "ü\n\x00"}, [{}], {"": {}}],
+)
+def test_a_json_field_stores_the_text_json_dumps_gives(value):
+    """A JSON field's text is ``json.dumps(value, sort_keys=True)`` (its encoder is made
+    once; an empty mapping is written without it) and reads back as ``json.loads``."""
+    import json
+
+    from app.models import JSONField
+
+    field = JSONField()
+    text = field.db_value(value)
+    assert text == json.dumps(value, sort_keys=True)
+    assert field.python_value(text) == json.loads(text) == value
+    assert field.db_value(None) is None and field.python_value(None) is None
+    assert field.python_value("{}") is not field.python_value("{}")  # a new mapping each time
