@@ -521,14 +521,15 @@ class _RowMaker:
         for index, key, column, converter in wrapper._row_spec:
             slot = keys.index(key) if key in keys else maker._root
             accessor = _class_attribute(models[slot], column)
+            kept = kept_as_they_are(converter)
             if type(accessor) is FieldAccessor:
-                maker._columns.append((index, slot, accessor.name, converter))
+                maker._columns.append((index, slot, accessor.name, converter or _same, kept))
                 continue
             field = getattr(accessor, "field", None)  # an ObjectIdAccessor: the key's id
             if type(accessor).__name__ == "ObjectIdAccessor" and isinstance(
                 _class_attribute(models[slot], field.name), ForeignKeyAccessor
             ):
-                maker._columns.append((index, slot, field.name, converter))
+                maker._columns.append((index, slot, field.name, converter or _same, kept))
                 continue
             maker._assigned.append((index, slot, column, converter))
         maker._links = [
@@ -558,11 +559,11 @@ class _RowMaker:
             instances.append(instance)
         datas = [instance.__data__ for instance in instances]
         filled = set()
-        for index, slot, name, converter in self._columns:
+        for index, slot, name, converter, kept in self._columns:
             value = row[index]
             if value is not None:
                 filled.add(slot)
-            datas[slot][name] = value if converter is None else converter(value)
+            datas[slot][name] = value if type(value) in kept else converter(value)
         for index, slot, column, converter in self._assigned:
             value = row[index]
             if value is not None:
@@ -584,6 +585,40 @@ class _RowMaker:
         for instance in instances:
             instance._dirty.clear()
         return instances[self._root]
+
+
+def _same(value):
+    return value
+
+
+def kept_as_they_are(converter):
+    """The types of value that ``converter`` — the ``python_value`` of a peewee field of a
+    plain type, the driver's value in — gives back unchanged (it need not be called for
+    them): None and, for a text field, a ``str``; for an integer or a foreign key to one,
+    an ``int``; for a date and time, a ``datetime``; for a boolean, a ``bool``. None of
+    them for a field of another type or of a subclass (its own conversion)."""
+    import datetime
+
+    import peewee
+
+    field = getattr(converter, "__self__", None)
+    if getattr(converter, "__func__", None) is not getattr(type(field), "python_value", None):
+        return ()
+    if type(field) is peewee.ForeignKeyField:
+        field = field.rel_field
+        if type(field).python_value is not peewee.Field.python_value:
+            return ()
+    kept = {
+        peewee.CharField: str,
+        peewee.TextField: str,
+        peewee.IntegerField: int,
+        peewee.BigIntegerField: int,
+        peewee.AutoField: int,
+        peewee.BigAutoField: int,
+        peewee.BooleanField: bool,
+        peewee.DateTimeField: datetime.datetime,
+    }.get(type(field))
+    return () if kept is None else (type(None), kept)
 
 
 def _class_attribute(cls, name):

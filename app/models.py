@@ -58,6 +58,9 @@ class JSONField(TextField):
 
 MAX_ID = 2**63 - 1
 
+# per model: its fields' names, converters and the values each keeps as they are (from_row)
+_from_row_plans = {}
+
 
 def parse_id(value):
     """A database id from user input (an int or ASCII digits, 1..2^63-1), else None."""
@@ -144,9 +147,15 @@ class BaseModel(Model):
         ``_meta.sorted_fields``, as the database gives them), each converted as peewee
         converts it; nothing to save."""
         instance = cls(__no_default__=1)
+        plan = _from_row_plans.get(cls)
+        if plan is None:
+            plan = _from_row_plans[cls] = [
+                (f.name, f.python_value, db.kept_as_they_are(f.python_value))
+                for f in cls._meta.sorted_fields
+            ]
         instance.__data__.update(
-            (f.name, f.python_value(value))
-            for f, value in zip(cls._meta.sorted_fields, values, strict=True)
+            (name, value if type(value) in kept else convert(value))
+            for (name, convert, kept), value in zip(plan, values, strict=True)
         )
         instance._dirty.clear()
         return instance
