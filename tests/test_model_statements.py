@@ -627,3 +627,27 @@ def test_a_json_field_stores_the_text_json_dumps_gives(value):
     assert field.python_value(text) == json.loads(text) == value
     assert field.db_value(None) is None and field.python_value(None) is None
     assert field.python_value("{}") is not field.python_value("{}")  # a new mapping each time
+
+
+def test_only_plain_fields_skip_their_converter_for_values_they_keep():
+    """``kept_as_they_are``: the driver's values a peewee field of a plain type gives back
+    unchanged (so the row makers need not call it); nothing for a subclass with its own
+    conversion, another kind of field, or a converter that is not a field's."""
+    import datetime
+
+    import peewee
+
+    from app.db import kept_as_they_are
+    from app.models import JSONField, Operation
+
+    assert kept_as_they_are(peewee.CharField().python_value) == (type(None), str)
+    assert kept_as_they_are(peewee.DateTimeField().python_value) == (
+        type(None),
+        datetime.datetime,
+    )
+    assert kept_as_they_are(Operation.service.python_value) == (type(None), int)  # a key
+    for converter in (JSONField().python_value, peewee.DecimalField().python_value, int, None):
+        assert kept_as_they_are(converter) == ()
+    for field, value in ((peewee.CharField(), "x"), (peewee.IntegerField(), 7)):
+        assert type(value) in kept_as_they_are(field.python_value)
+        assert field.python_value(value) is value
