@@ -555,8 +555,7 @@ def test_the_attempt_load_makes_the_instances_peewee_makes(any_app):
     """An attempt's 7-table load (``cached_query_rows``: its instances made straight from
     the rows once peewee has worked out their layout) gives what peewee's own rows give —
     the same data, related rows, absent joins and extra columns — for an operation on a
-    service with its item, one whose item is not there, and one with no service at all,
-    whichever of them is read first."""
+    service with its item, one whose item is not there, and one with no service at all."""
     from app.db import is_sqlite
     from app.models import Item, Operation, ProcessingModule, Service
     from app.services import operations
@@ -600,6 +599,10 @@ def test_the_attempt_load_makes_the_instances_peewee_makes(any_app):
                 assert made.next_attempt_id < reference[0].next_attempt_id
                 del made.next_attempt_id, reference[0].next_attempt_id
             assert _shape(made) == _shape(reference[0])
+        from app import db
+
+        layout = db._layouts[(type(db.database.obj), "operations.attempt_load")]
+        assert isinstance(layout, db._RowMaker)  # the rows compared were the maker's
         with write_transaction():
             loaded = operations._load_for_attempt(ops[1].id)
         assert loaded.service.tariff.item_of_module.remote_id == "item-1"
