@@ -17,6 +17,20 @@ def _emails(app, service_id, kind):
         return list(Email.select().where((Email.service == service_id) & (Email.kind == kind)))
 
 
+def _emails_once_recorded(app, service_id, kind):
+    """The emails of ``kind`` once none is ``sending``: the SMTP server has a message a
+    moment before its sender records it sent."""
+    return wait_for(
+        lambda: (
+            (emails := _emails(app, service_id, kind))
+            and all(e.status != "sending" for e in emails)
+            and emails
+        ),
+        timeout=15,
+        message=f"the {kind} emails recorded",
+    )
+
+
 def _delivered(smtp_server, subject_part, count=1):
     """Wait for ``count`` messages whose subject has ``subject_part``; they are all."""
 
@@ -92,7 +106,7 @@ def test_suspend_reason_reaches_module_client_and_email_then_each_notice_once(
         with database.connection_context():
             mail.sweep()
     for kind in ("suspend", "resume", "change_tariff", "close"):
-        emails = _emails(app, service_id, f"notice_{kind}")
+        emails = _emails_once_recorded(app, service_id, f"notice_{kind}")
         assert [e.status for e in emails] == ["sent"], kind
     assert len(smtp_server.messages) == 5  # welcome + four notices
 
@@ -239,7 +253,8 @@ def test_change_password_generated_stored_encrypted_set_and_emailed(app, api, sm
     assert new not in _log(app, op["id"])
     message = _delivered(smtp_server, "New password")[0]
     assert f"New password: {new}" in message["body"]
-    assert [e.status for e in _emails(app, service_id, "notice_change_password")] == ["sent"]
+    emails = _emails_once_recorded(app, service_id, "notice_change_password")
+    assert [e.status for e in emails] == ["sent"]
     assert len(smtp_server.messages) == 2  # the welcome email and this one
 
 
