@@ -6,6 +6,7 @@ Requests open a connection on first use and close it at teardown; workers do the
 message (see ``actors.middleware``).
 """
 
+import datetime
 import hashlib
 import logging
 import os
@@ -14,6 +15,7 @@ import threading
 import weakref
 from contextlib import contextmanager
 
+import peewee
 from peewee import SQL, DatabaseProxy, NodeList, SqliteDatabase
 from playhouse.db_url import connect, register_database
 from playhouse.pool import PooledPostgresqlDatabase
@@ -504,15 +506,13 @@ class _RowMaker:
     def of(cls, wrapper):
         """The maker for the rows ``wrapper`` made (None: a kind of rows it does not make;
         peewee goes on making them)."""
-        from peewee import FieldAccessor, ForeignKeyAccessor, Model, ModelCursorWrapper
-
-        if type(wrapper) is not ModelCursorWrapper:
+        if type(wrapper) is not peewee.ModelCursorWrapper:
             return None
         if not all(is_model for _, _, is_model in wrapper._constructor_list):
             return None
         keys = [key for key, _, _ in wrapper._constructor_list]
         models = [model for _, model, _ in wrapper._constructor_list]
-        if any(model.__init__ is not Model.__init__ for model in models):
+        if any(model.__init__ is not peewee.Model.__init__ for model in models):
             return None  # a model that does more when it is made: made by peewee
         maker = cls()
         maker._models = models
@@ -522,14 +522,13 @@ class _RowMaker:
             slot = keys.index(key) if key in keys else maker._root
             accessor = _class_attribute(models[slot], column)
             kept = kept_as_they_are(converter)
-            if type(accessor) is FieldAccessor:
+            if type(accessor) is peewee.FieldAccessor:
                 maker._columns.append((index, slot, accessor.name, converter or _same, kept))
                 continue
-            field = getattr(accessor, "field", None)  # an ObjectIdAccessor: the key's id
-            if type(accessor).__name__ == "ObjectIdAccessor" and isinstance(
-                _class_attribute(models[slot], field.name), ForeignKeyAccessor
+            if type(accessor) is peewee.ObjectIdAccessor and isinstance(  # a key's id
+                _class_attribute(models[slot], accessor.field.name), peewee.ForeignKeyAccessor
             ):
-                maker._columns.append((index, slot, field.name, converter or _same, kept))
+                maker._columns.append((index, slot, accessor.field.name, converter or _same, kept))
                 continue
             maker._assigned.append((index, slot, column, converter))
         maker._links = [
@@ -597,10 +596,6 @@ def kept_as_they_are(converter):
     them): None and, for a text field, a ``str``; for an integer or a foreign key to one,
     an ``int``; for a date and time, a ``datetime``; for a boolean, a ``bool``. None of
     them for a field of another type or of a subclass (its own conversion)."""
-    import datetime
-
-    import peewee
-
     field = getattr(converter, "__self__", None)
     python_value = getattr(type(field), "python_value", None)  # a field's, if it is one
     if field is None or getattr(converter, "__func__", None) is not python_value:
@@ -609,17 +604,21 @@ def kept_as_they_are(converter):
         field = field.rel_field
         if type(field).python_value is not peewee.Field.python_value:
             return ()
-    kept = {
-        peewee.CharField: str,
-        peewee.TextField: str,
-        peewee.IntegerField: int,
-        peewee.BigIntegerField: int,
-        peewee.AutoField: int,
-        peewee.BigAutoField: int,
-        peewee.BooleanField: bool,
-        peewee.DateTimeField: datetime.datetime,
-    }.get(type(field))
+    kept = _KEPT_TYPES.get(type(field))
     return () if kept is None else (type(None), kept)
+
+
+# peewee's plain field classes and the type of value each gives back unchanged
+_KEPT_TYPES = {
+    peewee.CharField: str,
+    peewee.TextField: str,
+    peewee.IntegerField: int,
+    peewee.BigIntegerField: int,
+    peewee.AutoField: int,
+    peewee.BigAutoField: int,
+    peewee.BooleanField: bool,
+    peewee.DateTimeField: datetime.datetime,
+}
 
 
 def _class_attribute(cls, name):
