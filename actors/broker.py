@@ -10,15 +10,20 @@ setting stops before it boots, saying which one and why.
 """
 
 import contextlib
+import logging
 import threading
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.errors import ConnectionClosed
 
 from actors.metrics import WorkerMetrics
 from actors.middleware import AppContextMiddleware, GracefulShutdown
 from app import config
+
+log = logging.getLogger(__name__)
 
 
 class BadSettings(ImportError):
@@ -30,8 +35,8 @@ class BadSettings(ImportError):
 class _PipelinedDispatch:
     """Stands in for RedisBroker's ``dispatch`` script: while the calling thread is inside
     :meth:`BatchingRedisBroker.batch`, an ``enqueue`` is queued on that batch's pipeline
-    instead of being sent at once; every other command (and every other thread) goes to
-    Redis as before."""
+    instead of being sent at once (inside :meth:`BatchingRedisBroker.pipelined`, every
+    command is); every other command (and every other thread) goes to Redis as before."""
 
     def __init__(self, script, batches):
         self.script = script
@@ -39,9 +44,96 @@ class _PipelinedDispatch:
 
     def __call__(self, keys=None, args=None, client=None):
         pipe = getattr(self.batches, "pipe", None)
-        if pipe is not None and client is None and args and args[0] == "enqueue":
+        if (
+            pipe is not None
+            and client is None
+            and args
+            and (args[0] == "enqueue" or getattr(self.batches, "every", False))
+        ):
             return self.script(keys=keys, args=args, client=pipe)
         return self.script(keys=keys, args=args, client=client)
+
+
+class _GatheredAcks:
+    """The acknowledgements of one queue that this process's workers have not sent yet.
+    Kept by the broker, not by a consumer: a consumer that Dramatiq replaces after a
+    connection error leaves its unsent ones to the next."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.ids = []
+
+    def add(self, redis_message_id):
+        with self.lock:
+            self.ids.append(redis_message_id)
+
+    def take(self):
+        with self.lock:
+            ids, self.ids = self.ids, []
+        return ids
+
+    def give_back(self, ids):
+        with self.lock:
+            self.ids[:0] = ids
+
+
+class _GatheringConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, with a message's acknowledgement gathered instead of sent
+    by the worker thread that ran it: the consumer thread sends the gathered ones in one
+    pipeline with its next fetch (one round trip for all of them, where each was one).
+
+    An acknowledgement only tells Redis to forget a message that has run. One not yet
+    sent when the process dies leaves that message to be delivered again once the
+    process's heartbeat is old (as one whose worker died while running it), and every
+    Provisor actor is idempotent: the operation is done, the message does nothing. The
+    consumer sends them whenever its prefetched messages are all handed out (so at most a
+    backoff sleep later: ``worker_timeout`` when idle) and when it closes, on a worker's
+    shutdown; one that fails to send is kept for the next try. A message that failed
+    (``nack``: to the dead-letter queue) is still sent at once.
+    """
+
+    def __init__(self, broker, queue_name, prefetch, timeout):
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self.gathered = broker.gathered_acks(queue_name)
+
+    def ack(self, message):
+        self.gathered.add(message.options["redis_message_id"])
+        self.queued_message_ids.discard(message.message_id)
+
+    def __next__(self):
+        if not self.message_cache and self.gathered.ids:
+            wanted = self.prefetch - self.outstanding_message_count
+            fetched = self._send_acks(fetch=wanted if wanted > 0 else 0)
+            if fetched:
+                self.message_cache = fetched
+        return super().__next__()
+
+    def close(self):
+        try:
+            self._send_acks(fetch=0)
+        except ConnectionClosed:
+            log.warning("could not acknowledge messages of %s on closing", self.queue_name)
+        super().close()
+
+    def _send_acks(self, fetch):
+        """Send the gathered acknowledgements, and fetch up to ``fetch`` messages in the
+        same round trip; the fetched messages (their data, as Dramatiq's fetch gives)."""
+        ids = self.gathered.take()
+        if not ids and not fetch:
+            return []
+        try:
+            with self.broker.pipelined() as results:
+                for redis_message_id in ids:
+                    self.broker.do_ack(self.queue_name, redis_message_id)
+                if fetch:
+                    self.broker.do_fetch(self.queue_name, fetch)
+        except redis.ConnectionError as exc:
+            self.gathered.give_back(ids)
+            raise ConnectionClosed(exc) from None
+        except BaseException:
+            self.gathered.give_back(ids)
+            raise
+        return results[-1] if fetch else []
 
 
 class BatchingRedisBroker(RedisBroker):
@@ -61,6 +153,36 @@ class BatchingRedisBroker(RedisBroker):
         super().__init__(*args, **kwargs)
         self._batches = threading.local()
         self.scripts["dispatch"] = _PipelinedDispatch(self.scripts["dispatch"], self._batches)
+        self._gathered = {}
+        self._gathered_lock = threading.Lock()
+
+    @property
+    def consumer_class(self):
+        return _GatheringConsumer
+
+    def gathered_acks(self, queue_name):
+        """The acknowledgements of ``queue_name`` gathered and not sent yet (one per
+        queue and process: every consumer of the queue on this broker sends them)."""
+        with self._gathered_lock:
+            return self._gathered.setdefault(queue_name, _GatheredAcks())
+
+    @contextlib.contextmanager
+    def pipelined(self):
+        """Every Dramatiq command this thread sends inside the block goes to Redis in one
+        pipeline at its end; the block gets the list the results are put in, in order
+        (nothing is sent if the block raises)."""
+        if getattr(self._batches, "pipe", None) is not None:
+            raise RuntimeError("pipelined() inside a batch")
+        results = []
+        pipe = self._batches.pipe = self.client.pipeline(transaction=False)
+        self._batches.every = True
+        try:
+            yield results
+        finally:
+            self._batches.pipe = None
+            self._batches.every = False
+        if len(pipe):
+            results.extend(pipe.execute())
 
     @contextlib.contextmanager
     def batch(self):

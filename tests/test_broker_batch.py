@@ -156,3 +156,90 @@ def test_dispatch_logs_a_batch_redis_refused_and_goes_on(monkeypatch, caplog):
     )
     assert all(w.endswith("; the sweep will") for w in warnings)
     broker.close()
+
+
+def acks_held(broker, queue="batch"):
+    """Messages Redis holds as fetched by this broker and not acknowledged yet."""
+    return broker.client.scard(f"{broker.namespace}:__acks__.{broker.broker_id}.{queue}")
+
+
+def test_acknowledgements_are_gathered_and_sent_with_the_next_fetch(broker, monkeypatch):
+    sent = []
+    execute = type(broker.client.pipeline()).execute
+
+    def counting_execute(pipe, *args, **kwargs):
+        sent.append(len(pipe))
+        return execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(broker.client.pipeline()), "execute", counting_execute)
+    with batch(broker):
+        for n in range(300):
+            broker.record.send(n)
+    sent.clear()
+    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker.start()
+    try:
+        wait_for(lambda: len(broker.seen) >= 300, timeout=20)
+        # while the worker runs on, idle: the last ones go with its next (empty) fetch
+        wait_for(lambda: waiting(broker) == 0 and acks_held(broker) == 0, timeout=5)
+    finally:
+        worker.stop()
+    assert sorted(broker.seen) == list(range(300))
+    # 300 acknowledgements in fewer round trips than messages, each with a fetch or alone
+    assert sum(sent) >= 300
+    assert len(sent) < 300, sent
+    assert max(sent) > 2, sent
+
+
+def test_acknowledgements_left_at_a_stop_are_sent_when_the_consumer_closes(broker):
+    for n in range(20):
+        broker.record.send(n)
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=1000)
+    worker.start()
+    wait_for(lambda: len(broker.seen) >= 20, timeout=20)
+    worker.stop()  # at once: the consumer may still be in its backoff sleep
+    assert waiting(broker) == 0
+    assert acks_held(broker) == 0
+    assert broker.gathered_acks("batch").ids == []
+
+
+def test_acknowledgements_that_cannot_be_sent_are_kept_for_the_next_try(broker):
+    from dramatiq.errors import ConnectionClosed
+
+    from actors.broker import _GatheringConsumer
+
+    broker.record.send(1)
+    consumer = broker.consume("batch", prefetch=4, timeout=100)
+    message = next(consumer)
+    assert message is not None and tuple(message.args) == (1,)
+    assert acks_held(broker) == 1
+    consumer.ack(message)
+    assert isinstance(consumer, _GatheringConsumer)
+    assert acks_held(broker) == 1  # gathered, not sent yet
+    real_client = broker.client
+    broker.client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(ConnectionClosed):
+            next(consumer)
+        assert len(broker.gathered_acks("batch").ids) == 1  # kept
+    finally:
+        broker.client = real_client
+    # a new consumer of the queue (as Dramatiq makes after a connection error) sends them
+    other = broker.consume("batch", prefetch=4, timeout=100)
+    assert next(other) is None  # nothing to fetch; the acknowledgement went
+    assert acks_held(broker) == 0
+    assert waiting(broker) == 0
+    other.close()
+    consumer.close()
+
+
+def test_a_failed_message_is_still_rejected_at_once(broker):
+    broker.record.send(1)
+    consumer = broker.consume("batch", prefetch=4, timeout=100)
+    message = next(consumer)
+    message.fail()
+    consumer.nack(message)
+    assert acks_held(broker) == 0
+    assert waiting(broker) == 0
+    assert broker.client.hlen(f"{broker.namespace}:batch.XQ.msgs") == 1
+    consumer.close()
