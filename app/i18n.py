@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
 
+from babel import Locale
 from flask import has_request_context, request
 from flask_babel import (
     Babel,
@@ -169,11 +170,16 @@ def select_locale():
     return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
 
 
+# each supported language's babel Locale, parsed once (Flask-Babel takes a Locale as it is;
+# a code would be parsed again for every email)
+_LOCALES = {language: Locale.parse(language) for language in LANGUAGES}
+
+
 @contextmanager
 def client_locale(client):
     """Translate in ``client``'s language inside the block (its emails)."""
     language = best_language(getattr(client, "language", None)) or DEFAULT_LANGUAGE
-    with force_locale(language):
+    with force_locale(_LOCALES[language]):
         token = _client_translations.set(get_translations())
         try:
             yield language

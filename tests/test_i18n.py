@@ -12,7 +12,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from app.models import Client, ProductType
+from app.i18n import client_locale
+from app.models import Client, ProductType, Service
 from tests.support import db, html, login, make_client_login, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -270,6 +271,36 @@ def test_a_providers_own_welcome_text_is_sent_as_written(app, api, smtp_server):
     _, message = _welcome(app, api, smtp_server, "ru")
     assert message["subject"] == "Готово: VPS S / ready"
     assert message["body"].strip() == "Our own words for Alice Client."
+
+
+def test_a_providers_own_welcome_text_stays_in_the_sandbox(app, api, smtp_server):
+    with db(app):
+        ProductType.update(
+            welcome_template="{{ client.__class__.__mro__ }} {{ client.name }}",
+        ).where(ProductType.code == "vps").execute()
+    service_id, message = _welcome(app, api, smtp_server, "en")
+    body = message["body"]
+    assert "<class" not in body and "Alice Client" not in body
+    assert "(template error: access to attribute '__class__' of 'Client' object is unsafe.)" in body
+    with db(app):  # the service is active all the same
+        assert Service.get_by_id(service_id).status == "active"
+
+
+def test_only_provisors_own_texts_are_compiled_outside_the_sandbox(app):
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from app.services import mail
+
+    with app.app_context():
+        for language in ("en", "ru"):
+            with client_locale(Client(language=language)):
+                builtin = mail._builtin(
+                    mail.DEFAULT_WELCOME_TEMPLATE, (mail.DEFAULT_WELCOME_TEMPLATE,)
+                )
+                own = mail._builtin("Hello {{ client.name }}", (mail.DEFAULT_WELCOME_TEMPLATE,))
+                assert builtin[1] is True and own == ("Hello {{ client.name }}", False)
+                assert not isinstance(mail._compiled(*builtin).environment, SandboxedEnvironment)
+                assert isinstance(mail._compiled(*own).environment, SandboxedEnvironment)
 
 
 def test_staff_pages_render_in_both_languages(app, client, admin):

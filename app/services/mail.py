@@ -15,6 +15,7 @@ from email.utils import make_msgid
 from urllib.parse import unquote, urlparse
 
 from flask import current_app
+from jinja2 import Environment
 from jinja2.sandbox import SandboxedEnvironment
 
 from app import guards
@@ -26,13 +27,17 @@ from app.states import EMAIL
 
 log = logging.getLogger(__name__)
 
+# a provider's texts are rendered in Jinja's sandbox (a template can only read what it is
+# given, and no attribute starting with "_"); Provisor's own texts, from the source and its
+# translation catalogs, without it (the sandbox checks every attribute a template reads)
 _templates = SandboxedEnvironment(autoescape=False)
+_builtin_templates = Environment(autoescape=False)
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(source):
+def _compiled(source, builtin=False):
     """Templates come from the database; compile each distinct text once."""
-    return _templates.from_string(source)
+    return (_builtin_templates if builtin else _templates).from_string(source)
 
 
 def queue(to, subject, body, kind="", service=None):
@@ -78,10 +83,10 @@ Thank you for choosing us.
 
 def _builtin(text, defaults):
     """``text`` in the current language if it is one of Provisor's built-in ``defaults``
-    (its catalog entry), else as the provider wrote it."""
+    (its catalog entry), else as the provider wrote it; and whether it is a built-in one."""
     same = {default.strip(): default for default in defaults}
     default = same.get(text.replace("\r\n", "\n").strip())  # as a form saves it back
-    return tr(default) if default is not None else text
+    return (tr(default), True) if default is not None else (text, False)
 
 
 def _context(service, **extra):
@@ -121,8 +126,8 @@ def render_welcome(service):
     context = _context(service)
     subject_source = product_type.welcome_subject or DEFAULT_WELCOME_SUBJECTS[-1]
     body_source = product_type.welcome_template or ""
-    subject = _compiled(_builtin(subject_source, DEFAULT_WELCOME_SUBJECTS))
-    body = _compiled(_builtin(body_source, (DEFAULT_WELCOME_TEMPLATE,)))
+    subject = _compiled(*_builtin(subject_source, DEFAULT_WELCOME_SUBJECTS))
+    body = _compiled(*_builtin(body_source, (DEFAULT_WELCOME_TEMPLATE,)))
     return subject.render(context).strip(), body.render(context)
 
 
@@ -232,8 +237,8 @@ def render_notice(service, kind, **extra):
     subject, text = notice_template(service.tariff.product_type, kind)
     default_subject, default_text = NOTICE_DEFAULTS[kind]
     context = _context(service, **extra)
-    subject = _compiled(_builtin(subject, (default_subject,)))
-    body = _compiled(_builtin(text, (default_text,)))
+    subject = _compiled(*_builtin(subject, (default_subject,)))
+    body = _compiled(*_builtin(text, (default_text,)))
     return subject.render(context).strip(), body.render(context)
 
 
