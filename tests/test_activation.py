@@ -360,3 +360,36 @@ def test_outbox_without_smtp(app, api):
     emails = wait_for(lambda: api.ok("get", "/emails?status=outbox")["emails"])
     assert emails[0]["to"] == client["email"]
     assert emails[0]["kind"] == "welcome"
+
+
+def test_a_message_delivered_again_after_its_operation_is_done_changes_nothing(app, api):
+    """What a Redis broker does with a message whose acknowledgement a dead worker never
+    sent: it comes again. The operation is done, so the run does nothing."""
+    import actors
+    from app.models import Email, SandboxResource, Service
+
+    _, _, tariff, client = api.catalog("sandbox")
+    order = api.order(client["id"], tariff["id"])
+    _, paid = api.pay(order)
+    op_id = paid["operation_id"]
+    done = api.wait_operation(op_id)
+    wait_for(lambda: api.ok("get", "/emails?status=outbox")["emails"], message="the welcome")
+
+    def state():
+        with database.connection_context():
+            service = Service.get_by_id(order["service_id"])
+            return (
+                [(a.number, a.outcome) for a in _attempts(op_id)],
+                Operation.get_by_id(op_id).status,
+                (service.status, service.details),
+                SandboxResource.select().where(SandboxResource.service_id == service.id).count(),
+                Email.select().where(Email.service == service.id).count(),
+            )
+
+    before = state()
+    assert before[0] == [(1, "done")] and before[1] == "done"
+    assert before[3] == 1 and before[4] == 1
+    with app.app_context(), database.connection_context():
+        actors.run_operation.fn(op_id)  # the same message again, as a worker runs it
+    assert state() == before
+    assert api.ok("get", f"/operations/{op_id}")["attempts"] == done["attempts"] == 1

@@ -243,3 +243,35 @@ def test_a_failed_message_is_still_rejected_at_once(broker):
     assert waiting(broker) == 0
     assert broker.client.hlen(f"{broker.namespace}:batch.XQ.msgs") == 1
     consumer.close()
+
+
+def test_an_acknowledgement_lost_with_its_process_means_the_message_comes_again(redis_url):
+    """A process that dies with acknowledgements gathered and not sent: once its heartbeat
+    is old, another process's broker puts those messages back and they run again (every
+    actor turns such a message away: tests/test_activation.py)."""
+    namespace = f"provisor-test-lost-ack-{uuid.uuid4().hex[:8]}"
+    dead = BatchingRedisBroker(url=redis_url, namespace=namespace, heartbeat_timeout=200)
+    dramatiq.actor(lambda n: None, broker=dead, actor_name="record", queue_name="batch")
+    alive = BatchingRedisBroker(
+        url=redis_url, namespace=namespace, heartbeat_timeout=200, maintenance_chance=1_000_000
+    )
+    try:
+        dead.get_actor("record").send(1)
+        consumer = dead.consume("batch", prefetch=4, timeout=100)
+        first = next(consumer)
+        consumer.ack(first)  # gathered; the process "dies" before its consumer sends it
+        assert acks_held(dead) == 1
+        time.sleep(0.4)  # its heartbeat gets old
+        other = alive.consume("batch", prefetch=4, timeout=100)
+        again = wait_for(lambda: next(other), timeout=5, message="the message again")
+        assert again.message_id == first.message_id and tuple(again.args) == (1,)
+        other.ack(again)
+        other.close()
+        assert waiting(alive) == 0 and acks_held(alive) == 0
+    finally:
+        conn = redis.Redis.from_url(redis_url)
+        keys = list(conn.scan_iter(match=f"{namespace}*", count=1000))
+        if keys:
+            conn.delete(*keys)
+        dead.close()
+        alive.close()
