@@ -122,7 +122,7 @@ class _GatheringConsumer(_RedisConsumer):
         if not ids and not fetch:
             return []
         try:
-            with self.broker.pipelined() as results:
+            with self.broker.pipelined(raise_on_error=False) as results:
                 for redis_message_id in ids:
                     self.broker.do_ack(self.queue_name, redis_message_id)
                 if fetch:
@@ -133,7 +133,24 @@ class _GatheringConsumer(_RedisConsumer):
         except BaseException:
             self.gathered.give_back(ids)
             raise
-        return results[-1] if fetch else []
+        refused = [r for r in results[: len(ids)] if isinstance(r, Exception)]
+        if refused:
+            # as Dramatiq does with an ack Redis refuses: not retried (it would be refused
+            # again and hold up the fetch); the message is delivered again when this
+            # worker restarts, and finds its work done
+            log.warning(
+                "Redis refused %d of %d acknowledgements on %s (%s); those messages will be "
+                "delivered again when this worker restarts",
+                len(refused),
+                len(ids),
+                self.queue_name,
+                refused[0],
+            )
+        if not fetch:
+            return []
+        if isinstance(results[-1], Exception):
+            raise results[-1]
+        return results[-1]
 
 
 class BatchingRedisBroker(RedisBroker):
@@ -167,10 +184,12 @@ class BatchingRedisBroker(RedisBroker):
             return self._gathered.setdefault(queue_name, _GatheredAcks())
 
     @contextlib.contextmanager
-    def pipelined(self):
+    def pipelined(self, raise_on_error=True):
         """Every Dramatiq command this thread sends inside the block goes to Redis in one
         pipeline at its end; the block gets the list the results are put in, in order
-        (nothing is sent if the block raises)."""
+        (nothing is sent if the block raises). ``raise_on_error=False``: a command Redis
+        refuses gives its error in the list instead of raising (a lost connection still
+        raises)."""
         if getattr(self._batches, "pipe", None) is not None:
             raise RuntimeError("pipelined() inside a batch")
         results = []
@@ -182,7 +201,7 @@ class BatchingRedisBroker(RedisBroker):
             self._batches.pipe = None
             self._batches.every = False
         if len(pipe):
-            results.extend(pipe.execute())
+            results.extend(pipe.execute(raise_on_error=raise_on_error))
 
     @contextlib.contextmanager
     def batch(self):

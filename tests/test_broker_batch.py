@@ -275,3 +275,33 @@ def test_an_acknowledgement_lost_with_its_process_means_the_message_comes_again(
             conn.delete(*keys)
         dead.close()
         alive.close()
+
+
+def test_an_acknowledgement_redis_refuses_is_logged_and_does_not_hold_up_the_fetch(
+    broker, monkeypatch, caplog
+):
+    broker.record.send(1)
+    consumer = broker.consume("batch", prefetch=4, timeout=100)
+    first = next(consumer)
+    consumer.ack(first)
+    broker.record.send(2)
+
+    def refused_ack(queue_name, redis_message_id):
+        # an EVALSHA of a script Redis does not have: a real refusal (NOSCRIPT), on the
+        # pipeline the consumer is filling
+        broker._batches.pipe.execute_command("EVALSHA", "0" * 40, 0)
+
+    monkeypatch.setattr(broker, "do_ack", refused_ack, raising=False)
+    with caplog.at_level("WARNING", logger="actors.broker"):
+        second = next(consumer)  # the refused ack went with this fetch
+    assert second is not None and tuple(second.args) == (2,)
+    assert broker.gathered_acks("batch").ids == []  # not retried
+    warnings = [r.getMessage() for r in caplog.records if r.name == "actors.broker"]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "Redis refused 1 of 1 acknowledgements on batch (No matching script"
+    ), warnings  # the server's own words
+    assert acks_held(broker) == 2  # the first comes again when this worker restarts
+    monkeypatch.undo()
+    consumer.ack(second)
+    consumer.close()
+    assert acks_held(broker) == 1
