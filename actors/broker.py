@@ -127,11 +127,10 @@ class _GatheringConsumer(_RedisConsumer):
                     self.broker.do_ack(self.queue_name, redis_message_id)
                 if fetch:
                     self.broker.do_fetch(self.queue_name, fetch)
-        except redis.ConnectionError as exc:
+        except BaseException as exc:
             self.gathered.give_back(ids)
-            raise ConnectionClosed(exc) from None
-        except BaseException:
-            self.gathered.give_back(ids)
+            if isinstance(exc, redis.ConnectionError):
+                raise ConnectionClosed(exc) from None
             raise
         refused = [r for r in results[: len(ids)] if isinstance(r, Exception)]
         if refused:
