@@ -298,7 +298,10 @@ def execute_statement(text, params, later=False):
     first time a connection runs it, then ``EXECUTE``): PostgreSQL then parses and plans
     it once per connection instead of every time (planning the attempt's 7-table SELECT
     took 0.5 ms, ten times running it). SQLite's driver keeps its statements prepared
-    already.
+    already. The EXECUTE's values are written as SQL literals here (:func:`_literals`:
+    the text psycopg2's adapters make of them, at a tenth of the cost: psycopg2 spends
+    ≈ 10,000 instructions on each value it adapts, 81 of them in an activation); the
+    driver binds those of other types.
 
     ``later``: nobody reads the statement's result (returns None). On PostgreSQL inside
     a transaction it goes to the server with the transaction's next statement or its
@@ -327,7 +330,10 @@ def execute_statement(text, params, later=False):
     if name not in prepared:
         database.execute_sql(prepare)
         prepared.add(name)
-    return _run(execute, params, later)
+    literals = _literals(connection, params) if params else None
+    if literals is None:
+        return _run(execute, params, later)
+    return _run(f"EXECUTE {name} ({literals})", (), later)
 
 
 def _run(sql, params, later):
@@ -337,6 +343,36 @@ def _run(sql, params, later):
         return None
     cursor = database.execute_sql(sql, params)
     return None if later else cursor
+
+
+def _literals(connection, params):
+    """``params`` written as the SQL literals psycopg2 would make of them, joined with
+    ``", "`` (and ``%`` doubled: the driver still formats the text, with no parameters),
+    or None when one of them is not of a type written here or the connection does not
+    allow it — then the driver binds them itself."""
+    if (
+        connection.encoding != "UTF8"
+        or connection.get_parameter_status("standard_conforming_strings") != "on"
+    ):
+        return None
+    parts = []
+    for value in params:
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value:
+                return None  # the driver refuses it, with its own message
+            parts.append("'" + value.replace("'", "''").replace("%", "%%") + "'")
+        elif kind is int:
+            parts.append(str(value) if value >= 0 else f" {value}")
+        elif value is None:
+            parts.append("NULL")
+        elif kind is datetime.datetime and value.tzinfo is None:
+            parts.append(f"'{value.isoformat()}'::timestamp")
+        elif kind is bool:
+            parts.append("true" if value else "false")
+        else:
+            return None
+    return ", ".join(parts)
 
 
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
