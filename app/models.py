@@ -7,6 +7,7 @@ services layer (``app/services``).
 
 import datetime as dt
 import json
+import time
 
 from flask_login import UserMixin
 from peewee import (
@@ -27,8 +28,14 @@ from app.db import database
 
 
 def utcnow():
-    """Naive UTC now: what every DateTimeField of Provisor stores."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    """Naive UTC now: what every DateTimeField of Provisor stores. Made as the epoch plus
+    the system clock's microseconds, the clock ``datetime.now`` reads: the same value at
+    a third of the cost of ``datetime.now(UTC).replace(tzinfo=None)`` (``replace`` parses
+    its keywords; ≈ 10 calls per activation)."""
+    return _EPOCH + dt.timedelta(0, 0, time.time_ns() // 1000)
+
+
+_EPOCH = dt.datetime(1970, 1, 1)
 
 
 # one encoder and one decoder, made once (``json.dumps`` with an option makes an encoder

@@ -286,6 +286,27 @@ def test_a_providers_own_welcome_text_stays_in_the_sandbox(app, api, smtp_server
         assert Service.get_by_id(service_id).status == "active"
 
 
+def test_a_providers_own_welcome_text_reads_fields_every_way(app, api, smtp_server):
+    """A detail field is read as an attribute, as a key and through the mapping's
+    methods, in a provider's text (in the sandbox, with Jinja's globals such as
+    ``range``) as in Provisor's own."""
+    with db(app):
+        ProductType.update(
+            welcome_template=(
+                "{% for field in fields %}{{ field.label }}={{ field['value'] }}"
+                "|{{ field.get('name') }}|{{ field | length }};{% endfor %}"
+                "{% for i in range(2) %}[{{ i }}]{% endfor %}{{ fields[0].keys() | list }}"
+            ),
+        ).where(ProductType.code == "vps").execute()
+    service_id, message = _welcome(app, api, smtp_server, "en")
+    with db(app):
+        details = Service.get_by_id(service_id).details
+    body = message["body"]
+    assert f"IP address={details['ip']}|ip|3;" in body
+    assert f"Username={details['username']}|username|3;" in body
+    assert "[0][1]['name', 'label', 'value']" in body
+
+
 def test_only_provisors_own_texts_are_compiled_outside_the_sandbox(app):
     from jinja2.sandbox import SandboxedEnvironment
 

@@ -654,3 +654,17 @@ def test_only_plain_fields_skip_their_converter_for_values_they_keep():
     for field, value in ((peewee.CharField(), "x"), (peewee.IntegerField(), 7)):
         assert type(value) in kept_as_they_are(field.python_value)
         assert field.python_value(value) is value
+
+
+def test_utcnow_is_the_naive_utc_time_of_the_system_clock():
+    """``utcnow`` (the epoch plus the clock's microseconds) reads what
+    ``datetime.now(UTC)`` reads: naive, with microseconds, between two readings of it."""
+    from app.models import utcnow
+
+    for _ in range(1000):
+        before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = utcnow()
+        after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        assert now.tzinfo is None and type(now) is dt.datetime
+        assert before <= now <= after
+    assert len({utcnow().microsecond for _ in range(50)}) > 1  # not rounded to a second

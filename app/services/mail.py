@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # translation catalogs, without it (the sandbox checks every attribute a template reads)
 _templates = SandboxedEnvironment(autoescape=False)
 _builtin_templates = Environment(autoescape=False)
+# Provisor's own texts use none of Jinja's default globals (range, dict, cycler...): without
+# them a render does not copy them into its context one by one (a KeyError each, from the
+# ChainMap Jinja looks them up in)
+_builtin_templates.globals.clear()
 
 
 @functools.lru_cache(maxsize=64)
@@ -89,6 +93,19 @@ def _builtin(text, defaults):
     return (tr(default), True) if default is not None else (text, False)
 
 
+class _Field(dict):
+    """A detail field as a template sees it: a mapping of its ``name``, ``label`` and
+    ``value``, also read as attributes (``field.label``). Jinja tries an attribute first
+    and only then the key: for a plain dict each ``field.label`` raised and threw away an
+    AttributeError (ten per welcome email)."""
+
+    __slots__ = ()
+
+    name = property(lambda self: self["name"])
+    label = property(lambda self: self["label"])
+    value = property(lambda self: self["value"])
+
+
 def _context(service, **extra):
     """What every template about a service may use: service, tariff, client,
     product_type, details and fields (each with label and value), and ``extra``; the
@@ -97,16 +114,14 @@ def _context(service, **extra):
     product_type = tariff.product_type
     details = service.details or {}
     fields = [
-        {
-            "name": f["name"],
-            "label": tr(f.get("label") or f["name"]),
-            "value": details.get(f["name"], ""),
-        }
+        _Field(
+            name=f["name"], label=tr(f.get("label") or f["name"]), value=details.get(f["name"], "")
+        )
         for f in product_type.detail_fields or []
     ]
     known = {f["name"] for f in fields}
     fields += [
-        {"name": k, "label": k, "value": v} for k, v in sorted(details.items()) if k not in known
+        _Field(name=k, label=k, value=v) for k, v in sorted(details.items()) if k not in known
     ]
     return {
         "service": service,
