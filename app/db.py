@@ -366,14 +366,7 @@ def execute_statement(text, params, later=False):
     COMMIT, in the same round trip (:class:`PostgresqlPool`); if it fails, that
     statement's call raises its error and the transaction is rolled back. Only for a write
     whose failure ends the transaction anyway (no savepoint or ``except`` around it)."""
-    if (
-        is_sqlite()
-        or not _options["prepared"]
-        or any(type(p) is int and not _INT4_MIN <= p <= _INT4_MAX for p in params)
-    ):
-        # a number beyond PostgreSQL's integer (an id from outside, 2^63 - 1 at most):
-        # the prepared form would refuse it as "out of range" for its integer column,
-        # where the statement as text compares it and finds no row
+    if is_sqlite() or not _options["prepared"]:
         return _run(text, params, later)
     named = _prepared_names.get(text)
     if named is None:
@@ -382,13 +375,20 @@ def execute_statement(text, params, later=False):
         return _run(text, params, later)
     name, prepare, execute = named
     connection = database.connection()
+    literals = _literals(connection, params) if params else None
+    if literals is _BEYOND_INT4 or (
+        literals is None and any(type(p) is int and not _INT4_MIN <= p <= _INT4_MAX for p in params)
+    ):
+        # a number beyond PostgreSQL's integer (an id from outside, 2^63 - 1 at most):
+        # the prepared form would refuse it as "out of range" for its integer column,
+        # where the statement as text compares it and finds no row
+        return _run(text, params, later)
     prepared = _prepared_on.get(connection)
     if prepared is None:
         prepared = _prepared_on[connection] = set()
     if name not in prepared:
         database.execute_sql(prepare)
         prepared.add(name)
-    literals = _literals(connection, params) if params else None
     if literals is None:
         return _run(execute, params, later)
     return _run(f"EXECUTE {name} ({literals})", (), later)
@@ -407,7 +407,9 @@ def _literals(connection, params):
     """``params`` written as the SQL literals psycopg2 would make of them, joined with
     ``", "`` (and ``%`` doubled: the driver still formats the text, with no parameters),
     or None when one of them is not of a type written here or the connection does not
-    allow it — then the driver binds them itself."""
+    allow it — then the driver binds them itself; ``_BEYOND_INT4`` for a number beyond
+    PostgreSQL's integer (the statement then runs unprepared: see
+    :func:`execute_statement`)."""
     if (
         connection.encoding != "UTF8"
         or connection.get_parameter_status("standard_conforming_strings") != "on"
@@ -421,6 +423,8 @@ def _literals(connection, params):
                 return None  # the driver refuses it, with its own message
             parts.append("'" + value.replace("'", "''").replace("%", "%%") + "'")
         elif kind is int:
+            if not _INT4_MIN <= value <= _INT4_MAX:
+                return _BEYOND_INT4
             parts.append(str(value) if value >= 0 else f" {value}")
         elif value is None:
             parts.append("NULL")
@@ -434,6 +438,7 @@ def _literals(connection, params):
 
 
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+_BEYOND_INT4 = object()
 _options = {"prepared": True}
 _prepared_names = {}
 _prepared_on = weakref.WeakKeyDictionary()  # a driver connection -> the names it prepared

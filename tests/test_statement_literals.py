@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from app.db import _literals, database, execute_statement, write_transaction
+from app.db import _BEYOND_INT4, _literals, database, execute_statement, write_transaction
 from app.models import Client
 
 TRICKY_STRINGS = [
@@ -71,6 +71,9 @@ def test_the_literals_are_the_text_psycopg2_makes(pg_app):
             assert written is not None, value
             assert written.replace("%%", "%") == _as_driver_writes(connection, value), value
         assert _literals(connection, ["a", 1, None, True]) == "'a', 1, NULL, true"
+        # beyond PostgreSQL's integer: the statement runs unprepared (finds no row)
+        assert _literals(connection, ["a", 2**31]) is _BEYOND_INT4
+        assert _literals(connection, [-(2**31) - 1]) is _BEYOND_INT4
 
 
 def test_values_written_as_literals_round_trip(pg_app):
