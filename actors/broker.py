@@ -12,6 +12,7 @@ setting stops before it boots, saying which one and why.
 import contextlib
 import logging
 import threading
+import time
 
 import dramatiq
 import redis
@@ -50,8 +51,61 @@ class _PipelinedDispatch:
             and args
             and (args[0] == "enqueue" or getattr(self.batches, "every", False))
         ):
-            return self.script(keys=keys, args=args, client=pipe)
+            # by its digest, without registering the script on the pipeline: redis-py
+            # asks the server ``SCRIPT EXISTS`` before every pipeline that has one, a round
+            # trip of its own for each fetch; a server that lost the script (restarted,
+            # SCRIPT FLUSH) answers NOSCRIPT and _execute loads it and sends those again
+            keys, args = keys or [], args or []
+            return pipe.evalsha(self.script.sha, len(keys), *keys, *args)
         return self.script(keys=keys, args=args, client=client)
+
+
+def _execute(client, pipe, scripts, raise_on_error):
+    """``pipe.execute(raise_on_error)``; the commands the server refused as NOSCRIPT (it
+    lost a script of ``scripts`` — redis-py ``Script`` objects — since it was loaded)
+    sent again once the script is loaded."""
+    commands = list(pipe.command_stack)
+    results = pipe.execute(raise_on_error=False)
+    by_sha = {script.sha: script for script in scripts}
+    lost = [
+        i
+        for i, (result, (command_args, _)) in enumerate(zip(results, commands, strict=True))
+        if isinstance(result, redis.exceptions.NoScriptError) and command_args[1] in by_sha
+    ]
+    if lost:
+        for sha in {commands[i][0][1] for i in lost}:
+            by_sha[sha].sha = client.script_load(by_sha[sha].script)
+        again = client.pipeline(transaction=False)
+        for i in lost:
+            command_args, options = commands[i]
+            again.execute_command(*command_args, **options)
+        for i, result in zip(lost, again.execute(raise_on_error=False), strict=True):
+            results[i] = result
+    if raise_on_error:
+        pipe.raise_first_error(commands, results)  # as ``execute`` raises it
+    return results
+
+
+# The acknowledgement of many messages in one call (Dramatiq's script takes one per call,
+# and each call runs its whole preamble): for each id, what Dramatiq's "ack" does — the id
+# leaves the set of messages this worker fetched and, only if it was still there, its body
+# is deleted (a message put back for another worker meanwhile keeps its body) — and this
+# worker's heartbeat, as every call of Dramatiq's script records it. Returns how many were
+# acknowledged.
+# KEYS: the worker's set of fetched ids of the queue, the queue's hash of bodies, the
+# heartbeats; ARGV: the time in ms, the worker's id, then the message ids.
+_ACK_MANY = """
+redis.call("zadd", KEYS[3], ARGV[1], ARGV[2])
+local acknowledged = 0
+for i = 3, #ARGV do
+    if redis.call("srem", KEYS[1], ARGV[i]) > 0 then
+        redis.call("hdel", KEYS[2], ARGV[i])
+        acknowledged = acknowledged + 1
+    end
+end
+return acknowledged
+"""
+_ACKS_PER_CALL = 1000
 
 
 class _GatheredAcks:
@@ -121,10 +175,11 @@ class _GatheringConsumer(_RedisConsumer):
         ids = self.gathered.take()
         if not ids and not fetch:
             return []
+        calls = [ids[i : i + _ACKS_PER_CALL] for i in range(0, len(ids), _ACKS_PER_CALL)]
         try:
             with self.broker.pipelined(raise_on_error=False) as results:
-                for redis_message_id in ids:
-                    self.broker.do_ack(self.queue_name, redis_message_id)
+                for chunk in calls:
+                    self.broker.ack_many(self.queue_name, chunk)
                 if fetch:
                     self.broker.do_fetch(self.queue_name, fetch)
         except BaseException as exc:
@@ -132,7 +187,11 @@ class _GatheringConsumer(_RedisConsumer):
             if isinstance(exc, redis.ConnectionError):
                 raise ConnectionClosed(exc) from None
             raise
-        refused = [r for r in results[: len(ids)] if isinstance(r, Exception)]
+        refused = [
+            (chunk, result)
+            for chunk, result in zip(calls, results, strict=False)
+            if isinstance(result, Exception)
+        ]
         if refused:
             # as Dramatiq does with an ack Redis refuses: not retried (it would be refused
             # again and hold up the fetch); the message is delivered again when this
@@ -140,10 +199,10 @@ class _GatheringConsumer(_RedisConsumer):
             log.warning(
                 "Redis refused %d of %d acknowledgements on %s (%s); those messages will be "
                 "delivered again when this worker restarts",
-                len(refused),
+                sum(len(chunk) for chunk, _ in refused),
                 len(ids),
                 self.queue_name,
-                refused[0],
+                refused[0][1],
             )
         if not fetch:
             return []
@@ -168,7 +227,9 @@ class BatchingRedisBroker(RedisBroker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._batches = threading.local()
-        self.scripts["dispatch"] = _PipelinedDispatch(self.scripts["dispatch"], self._batches)
+        self._dispatch_script = self.scripts["dispatch"]
+        self.scripts["dispatch"] = _PipelinedDispatch(self._dispatch_script, self._batches)
+        self._ack_many_script = self.client.register_script(_ACK_MANY)
         self._gathered = {}
         self._gathered_lock = threading.Lock()
 
@@ -181,6 +242,20 @@ class BatchingRedisBroker(RedisBroker):
         queue and process: every consumer of the queue on this broker sends them)."""
         with self._gathered_lock:
             return self._gathered.setdefault(queue_name, _GatheredAcks())
+
+    def _scripts(self):
+        return (self._dispatch_script, self._ack_many_script)
+
+    def ack_many(self, queue_name, redis_message_ids):
+        """Inside :meth:`pipelined`: acknowledge these messages of ``queue_name`` fetched
+        by this process, in one call (see ``_ACK_MANY``)."""
+        keys = [
+            f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}",
+            f"{self.namespace}:{queue_name}.msgs",
+            f"{self.namespace}:__heartbeats__",
+        ]
+        args = [int(time.time() * 1000), self.broker_id, *redis_message_ids]
+        self._batches.pipe.evalsha(self._ack_many_script.sha, len(keys), *keys, *args)
 
     @contextlib.contextmanager
     def pipelined(self, raise_on_error=True):
@@ -200,7 +275,7 @@ class BatchingRedisBroker(RedisBroker):
             self._batches.pipe = None
             self._batches.every = False
         if len(pipe):
-            results.extend(pipe.execute(raise_on_error=raise_on_error))
+            results.extend(_execute(self.client, pipe, self._scripts(), raise_on_error))
 
     @contextlib.contextmanager
     def batch(self):
@@ -217,7 +292,7 @@ class BatchingRedisBroker(RedisBroker):
         finally:
             self._batches.pipe = None
         if len(pipe):
-            pipe.execute()
+            _execute(self.client, pipe, self._scripts(), True)
 
 
 def batch(broker):

@@ -164,11 +164,12 @@ def acks_held(broker, queue="batch"):
 
 
 def test_acknowledgements_are_gathered_and_sent_with_the_next_fetch(broker, monkeypatch):
-    sent = []
+    sent = []  # per pipeline: the ids in each of its calls of the acknowledging script
     execute = type(broker.client.pipeline()).execute
 
     def counting_execute(pipe, *args, **kwargs):
-        sent.append(len(pipe))
+        sha = broker._ack_many_script.sha
+        sent.append([len(c[0]) - 8 for c in pipe.command_stack if c[0][:2] == ("EVALSHA", sha)])
         return execute(pipe, *args, **kwargs)
 
     monkeypatch.setattr(type(broker.client.pipeline()), "execute", counting_execute)
@@ -185,10 +186,12 @@ def test_acknowledgements_are_gathered_and_sent_with_the_next_fetch(broker, monk
     finally:
         worker.stop()
     assert sorted(broker.seen) == list(range(300))
-    # 300 acknowledgements in fewer round trips than messages, each with a fetch or alone
-    assert sum(sent) >= 300
-    assert len(sent) < 300, sent
-    assert max(sent) > 2, sent
+    # 300 acknowledgements, each sent once, in fewer round trips than messages (each with
+    # a fetch or alone), several in one call of the script
+    calls = [ids for pipeline in sent for ids in pipeline]
+    assert sum(calls) == 300, sent
+    assert len([pipeline for pipeline in sent if pipeline]) < 300, sent
+    assert max(calls) > 2 and all(len(pipeline) <= 1 for pipeline in sent), sent
 
 
 def test_acknowledgements_left_at_a_stop_are_sent_when_the_consumer_closes(broker):
@@ -286,12 +289,12 @@ def test_an_acknowledgement_redis_refuses_is_logged_and_does_not_hold_up_the_fet
     consumer.ack(first)
     broker.record.send(2)
 
-    def refused_ack(queue_name, redis_message_id):
+    def refused_ack(queue_name, redis_message_ids):
         # an EVALSHA of a script Redis does not have: a real refusal (NOSCRIPT), on the
         # pipeline the consumer is filling
         broker._batches.pipe.execute_command("EVALSHA", "0" * 40, 0)
 
-    monkeypatch.setattr(broker, "do_ack", refused_ack, raising=False)
+    monkeypatch.setattr(broker, "ack_many", refused_ack, raising=False)
     with caplog.at_level("WARNING", logger="actors.broker"):
         second = next(consumer)  # the refused ack went with this fetch
     assert second is not None and tuple(second.args) == (2,)
@@ -305,3 +308,99 @@ def test_an_acknowledgement_redis_refuses_is_logged_and_does_not_hold_up_the_fet
     consumer.ack(second)
     consumer.close()
     assert acks_held(broker) == 1
+
+
+def test_a_pipeline_asks_redis_nothing_before_its_commands(broker, monkeypatch):
+    """The broker's pipelines (a batch of messages, a fetch with its acknowledgements)
+    are one round trip each: redis-py asks ``SCRIPT EXISTS`` first for a pipeline that
+    registered a script (one round trip more per fetch); the broker's do not register."""
+    asked = []
+    pipeline = type(broker.client.pipeline())
+    immediate = pipeline.immediate_execute_command
+
+    def recording(pipe, *args, **options):
+        asked.append(args[0])
+        return immediate(pipe, *args, **options)
+
+    monkeypatch.setattr(pipeline, "immediate_execute_command", recording)
+    with batch(broker):
+        for n in range(50):
+            broker.record.send(n)
+    assert waiting(broker) == 50
+    run_worker(broker, lambda: len(broker.seen) >= 50 and acks_held(broker) == 0)
+    assert sorted(broker.seen) == list(range(50))
+    assert broker.gathered_acks("batch").ids == []
+    assert asked == []
+
+
+def test_a_redis_that_lost_the_broker_script_is_given_it_again(private_redis):
+    """A Redis that does not have the broker's script (new, restarted, SCRIPT FLUSH)
+    answers NOSCRIPT to the pipelined commands: the script is loaded and those commands
+    sent again, each once — a batch's messages and a fetch with its acknowledgements."""
+    broker = BatchingRedisBroker(url=private_redis.url, namespace="provisor-test-noscript")
+    seen = []
+    broker_actor = dramatiq.actor(
+        seen.append, broker=broker, actor_name="record", queue_name="batch"
+    )
+    try:
+        assert broker.client.script_exists(broker._dispatch_script.sha) == [False]
+        with batch(broker):
+            for n in range(30):
+                broker_actor.send(n)
+        assert waiting(broker) == 30  # each once
+        consumer = broker.consume("batch", prefetch=10, timeout=100)
+        first = [next(consumer) for _ in range(10)]
+        for message in first:
+            consumer.ack(message)
+        broker.client.script_flush()
+        rest = []
+        while len(rest) < 20:  # the acknowledgements go with these fetches
+            message = next(consumer)
+            if message is not None:
+                rest.append(message)
+                consumer.ack(message)
+        consumer.close()
+        ids = [m.args[0] for m in first + rest]
+        assert sorted(ids) == list(range(30))
+        assert waiting(broker) == 0 and acks_held(broker) == 0
+        assert broker.client.script_exists(broker._dispatch_script.sha) == [True]
+    finally:
+        broker.close()
+
+
+def test_a_late_acknowledgement_leaves_a_message_put_back_to_the_worker_that_has_it(redis_url):
+    """The gathered acknowledgements go in one call of Provisor's script, which does per
+    message what Dramatiq's does: a message another worker was given meanwhile (this
+    one's heartbeat was old) keeps its body, and that worker runs and acknowledges it;
+    the call records this worker's heartbeat, as each call of Dramatiq's script does."""
+    namespace = f"provisor-test-late-ack-{uuid.uuid4().hex[:8]}"
+    slow = BatchingRedisBroker(url=redis_url, namespace=namespace, heartbeat_timeout=200)
+    dramatiq.actor(lambda n: None, broker=slow, actor_name="record", queue_name="batch")
+    alive = BatchingRedisBroker(
+        url=redis_url, namespace=namespace, heartbeat_timeout=200, maintenance_chance=1_000_000
+    )
+    heartbeats = f"{namespace}:__heartbeats__"
+    try:
+        slow.get_actor("record").send(1)
+        consumer = slow.consume("batch", prefetch=1, timeout=100)
+        first = next(consumer)
+        time.sleep(0.4)  # its heartbeat gets old: the other worker is given the message
+        other = alive.consume("batch", prefetch=4, timeout=100)
+        again = wait_for(lambda: next(other), timeout=5, message="the message again")
+        assert again.message_id == first.message_id
+        # the other worker's maintenance forgot this one (no fetched message left to it)
+        assert slow.client.zscore(heartbeats, slow.broker_id) is None
+        consumer.ack(first)
+        consumer.close()  # too late: sent now, as a stopping worker sends what it gathered
+        assert slow.client.zscore(heartbeats, slow.broker_id) is not None  # as Dramatiq's ack
+        assert slow.client.hexists(f"{namespace}:batch.msgs", again.options["redis_message_id"])
+        other.ack(again)
+        other.close()
+        assert waiting(alive) == 0 and acks_held(alive) == 0 and acks_held(slow) == 0
+    finally:
+        conn = redis.Redis.from_url(redis_url)
+        keys = list(conn.scan_iter(match=f"{namespace}*", count=1000))
+        if keys:
+            conn.delete(*keys)
+        slow.close()
+        alive.close()
