@@ -6,6 +6,7 @@ Requests open a connection on first use and close it at teardown; workers do the
 message (see ``actors.middleware``).
 """
 
+import codecs
 import datetime
 import hashlib
 import logging
@@ -205,6 +206,7 @@ def make_database(url, pool_size=None):
         return connect(url, pragmas=SQLITE_PRAGMAS)
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgresql", "postgres"):
+        _utf8_in_c()
         # a pool: a new PostgreSQL backend per request or message costs more than the work;
         # database.close() hands the connection back to the pool
         if pool_size is None:
@@ -218,6 +220,34 @@ def make_database(url, pool_size=None):
             timeout=30,
         )
     return connect(url)
+
+
+_UTF8_CODEC = "provisor_utf8"
+
+
+def _utf8_codec(name):
+    """Python's UTF-8 codec as its two C functions (a codec search function)."""
+    if name == _UTF8_CODEC:
+        return codecs.CodecInfo(codecs.utf_8_encode, codecs.utf_8_decode, name=_UTF8_CODEC)
+    return None
+
+
+def _utf8_in_c():
+    """psycopg2 turns what the server names — every column of every result, the
+    command's status, a notice or an error — into ``str`` by calling the connection's
+    codec, and the SQL text into bytes the same way; for UTF-8 that is
+    ``encodings.utf_8.decode``, a Python function around ``codecs.utf_8_decode``:
+    ≈ 100 Python calls per activation. Its encodings table
+    (``psycopg2.extensions.encodings``, PostgreSQL's name → Python's) is pointed at a
+    codec of those C functions themselves. The same bytes give the same text; the one
+    difference, a UTF-8 sequence cut at the end of the bytes (decoded without
+    ``final``), does not come from a server whose client encoding is UTF-8. The values
+    in rows were never decoded this way (psycopg2 decodes them in C already)."""
+    import psycopg2.extensions
+
+    if psycopg2.extensions.encodings.get("UTF8") != _UTF8_CODEC:
+        codecs.register(_utf8_codec)
+        psycopg2.extensions.encodings["UTF8"] = _UTF8_CODEC
 
 
 def init_db(url, pool_size=None, prepared=None):
@@ -429,7 +459,8 @@ def _literals(connection, params):
         elif value is None:
             parts.append("NULL")
         elif kind is datetime.datetime and value.tzinfo is None:
-            parts.append(f"'{value.isoformat()}'::timestamp")
+            text = _timestamps.get(value)
+            parts.append(_timestamp_literal(value) if text is None else text)
         elif kind is bool:
             parts.append("true" if value else "false")
         else:
@@ -437,6 +468,19 @@ def _literals(connection, params):
     return ", ".join(parts)
 
 
+def _timestamp_literal(value):
+    """The literal of a naive datetime, kept for the next statements that bind the same
+    moment: an attempt binds 13 datetimes, 8 of them distinct (the result's ``now`` is
+    the operation's, the attempt's, the service's and the email's time), and
+    ``datetime.isoformat`` is ≈ 7,000 instructions a call. At most 256 are kept (the
+    moments of the statements in flight); equal datetimes have the same text."""
+    if len(_timestamps) >= 256:
+        _timestamps.clear()
+    text = _timestamps[value] = f"'{value.isoformat()}'::timestamp"
+    return text
+
+
+_timestamps = {}
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 _BEYOND_INT4 = object()
 _options = {"prepared": True}

@@ -159,3 +159,39 @@ def test_an_activation_leaves_no_value_to_the_drivers_adapters(pg_api):
     finally:
         database.obj.connect_params.pop("cursor_factory", None)
         database.obj.close_all()
+
+
+def test_names_and_messages_from_the_server_are_decoded_by_the_c_codec(pg_app):
+    """psycopg2 decodes column names, statuses and errors with the codec its encodings
+    table names for UTF-8 (``app.db._utf8_in_c``): Python's UTF-8 functions themselves,
+    no Python frame per name; the same text comes out, both ways."""
+    import sys
+
+    import psycopg2.extensions
+
+    assert psycopg2.extensions.encodings["UTF8"] == "provisor_utf8"
+    frames = []
+
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.endswith("utf_8.py"):
+            frames.append(frame.f_code.co_name)
+
+    with pg_app.app_context(), database.connection_context():
+        connection = database.connection()
+        assert connection.encoding == "UTF8"
+        with connection.cursor() as cursor:
+            sys.setprofile(watch)
+            try:
+                cursor.execute('SELECT 1 AS "naïve ∑ 日本語 🙂", %s AS "b"', ("O'Brien é",))
+                row = cursor.fetchone()
+                names = [column.name for column in cursor.description]
+                status = cursor.statusmessage
+            finally:
+                sys.setprofile(None)
+            assert names == ["naïve ∑ 日本語 🙂", "b"]
+            assert row == (1, "O'Brien é") and status == "SELECT 1"
+            with pytest.raises(Exception) as refused:
+                cursor.execute('SELECT * FROM "no table ∑ 日本語"')
+            assert 'relation "no table ∑ 日本語" does not exist' in str(refused.value)
+        connection.rollback()
+    assert frames == []  # no Python function decoded or encoded anything
