@@ -189,6 +189,40 @@ def redis_commands(url=REDIS_URL):
     return int(redis_client(url).info("stats")["total_commands_processed"])
 
 
+# --- callgrind (instructions counted from inside: bench.inprocess, bench.consumer) -------
+
+
+def callgrind_control(counting, *args):
+    """``callgrind_control <args>`` for this process (under callgrind only)."""
+    if counting:
+        done = subprocess.run(
+            ["callgrind_control", *args, str(os.getpid())], capture_output=True, text=True
+        )
+        if done.returncode != 0 or "Error" in done.stdout + done.stderr:  # it exits 0 anyway
+            sys.exit("--callgrind: run this under valgrind --tool=callgrind (see its docstring)")
+
+
+def callgrind_counts():
+    """The instructions of each part dumped so far (``--dump=<part>``), by part: read from
+    the dump files callgrind wrote for this process (``--callgrind-out-file=/tmp/cg.%p``:
+    ``/tmp/cg.<pid>.<n>``; another prefix than ``/tmp/cg`` in ``CALLGRIND_OUT``)."""
+    import glob
+
+    counts = {}
+    prefix = os.environ.get("CALLGRIND_OUT", "/tmp/cg")
+    for path in glob.glob(f"{prefix}.{os.getpid()}.*"):
+        part = total = None
+        with open(path) as dump:
+            for line in dump:
+                if line.startswith("desc: Trigger: dump "):
+                    part = line.removeprefix("desc: Trigger: dump ").strip()
+                elif line.startswith("totals:"):
+                    total = int(line.split()[1])
+        if part and total is not None:
+            counts[part] = total
+    return counts
+
+
 # --- /proc ------------------------------------------------------------------------------
 
 

@@ -13,8 +13,6 @@ message instead. Run it from each checkout to compare two versions of actors/bro
 (the current directory comes first on the path).
 """
 
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -38,7 +36,7 @@ def main():
             for i in range(n):
                 actor.send(i)
         consumer = broker.consume("bench", prefetch=16, timeout=100)
-        _callgrind(counting, "-i", "on")
+        common.callgrind_control(counting, "-i", "on")
         start, got = time.thread_time(), 0
         while got < n:
             message = next(consumer)
@@ -47,43 +45,15 @@ def main():
                 got += 1
         consumer.close()
         cpu = (time.thread_time() - start) / n
-        _callgrind(counting, "--dump=consume")
-        _callgrind(counting, "-i", "off")
+        common.callgrind_control(counting, "--dump=consume")
+        common.callgrind_control(counting, "-i", "off")
     finally:
         common.clean_namespace(namespace)
         broker.close()
     print(f"{n} messages consumed and acknowledged; CPU per message {cpu * 1e6:.1f} us")
     if counting:
-        total = _dumped_total("consume")
+        total = common.callgrind_counts()["consume"]
         print(f"instructions per message {total / n:,.0f} (callgrind, this process)")
-
-
-def _callgrind(counting, *args):
-    if counting:
-        done = subprocess.run(
-            ["callgrind_control", *args, str(os.getpid())], capture_output=True, text=True
-        )
-        if done.returncode != 0 or "Error" in done.stdout + done.stderr:
-            sys.exit("--callgrind: run this under valgrind --tool=callgrind (see its docstring)")
-
-
-def _dumped_total(part):
-    """The instructions of the dump ``part`` of this process (``/tmp/cg.<pid>.<n>``; another
-    prefix than ``/tmp/cg`` in ``CALLGRIND_OUT``)."""
-    import glob
-
-    prefix = os.environ.get("CALLGRIND_OUT", "/tmp/cg")
-    for path in glob.glob(f"{prefix}.{os.getpid()}.*"):
-        found = total = None
-        with open(path) as dump:
-            for line in dump:
-                if line.startswith("desc: Trigger: dump "):
-                    found = line.removeprefix("desc: Trigger: dump ").strip()
-                elif line.startswith("totals:"):
-                    total = int(line.split()[1])
-        if found == part and total is not None:
-            return total
-    sys.exit(f"--callgrind: no dump {part} of this process under {prefix}")
 
 
 if __name__ == "__main__":

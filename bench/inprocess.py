@@ -23,10 +23,8 @@ counting on and off from inside, and dumps after each), and it prints the instru
 per payment and per attempt: this process's, not PostgreSQL's.
 """
 
-import glob
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,17 +77,17 @@ def main():
                 ).id
                 for i in range(n)
             ]
-            _callgrind(counting, "-i", "on")
+            common.callgrind_control(counting, "-i", "on")
             start = time.thread_time()
             ops = [orders.mark_paid(order_id, by="bench")[1].id for order_id in ids]
             pay = (time.thread_time() - start) / n
-            _callgrind(counting, "--dump=payments")
+            common.callgrind_control(counting, "--dump=payments")
         start = time.thread_time()
         for op_id in ops:
             attempt(op_id)
         run = (time.thread_time() - start) / n
-        _callgrind(counting, "--dump=attempts")
-        _callgrind(counting, "-i", "off")
+        common.callgrind_control(counting, "--dump=attempts")
+        common.callgrind_control(counting, "-i", "off")
         with database.connection_context():
             done = (
                 Operation.select()
@@ -104,40 +102,11 @@ def main():
         f"per attempt {run * 1000:.3f} ms"
     )
     if counting:
-        counts = _dumped_counts()
+        counts = common.callgrind_counts()
         print(
             f"{kind}: instructions per payment {counts['payments'] / n:,.0f}, "
             f"per attempt {counts['attempts'] / n:,.0f} (callgrind, this process)"
         )
-
-
-def _callgrind(counting, *args):
-    """``callgrind_control <args>`` for this process (under callgrind only)."""
-    if counting:
-        done = subprocess.run(
-            ["callgrind_control", *args, str(os.getpid())], capture_output=True, text=True
-        )
-        if done.returncode != 0 or "Error" in done.stdout + done.stderr:  # it exits 0 anyway
-            sys.exit("--callgrind: run this under valgrind --tool=callgrind (see its docstring)")
-
-
-def _dumped_counts():
-    """The instructions of each part dumped so far (``--dump=<part>``), by part: read from
-    the dump files callgrind wrote for this process (``--callgrind-out-file=/tmp/cg.%p``,
-    as above: ``/tmp/cg.<pid>.<n>``; another prefix than ``/tmp/cg`` in ``CALLGRIND_OUT``)."""
-    counts = {}
-    prefix = os.environ.get("CALLGRIND_OUT", "/tmp/cg")
-    for path in glob.glob(f"{prefix}.{os.getpid()}.*"):
-        part = total = None
-        with open(path) as dump:
-            for line in dump:
-                if line.startswith("desc: Trigger: dump "):
-                    part = line.removeprefix("desc: Trigger: dump ").strip()
-                elif line.startswith("totals:"):
-                    total = int(line.split()[1])
-        if part and total is not None:
-            counts[part] = total
-    return counts
 
 
 if __name__ == "__main__":

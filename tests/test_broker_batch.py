@@ -30,11 +30,16 @@ def broker(redis_url):
 
     broker.record = dramatiq.actor(record, broker=broker, actor_name="record", queue_name="batch")
     yield broker
+    drop_namespace(redis_url, namespace)
+    broker.close()
+
+
+def drop_namespace(redis_url, namespace):
+    """Remove a test's keys from the shared Redis."""
     conn = redis.Redis.from_url(redis_url)
     keys = list(conn.scan_iter(match=f"{namespace}*", count=1000))
     if keys:
         conn.delete(*keys)
-    broker.close()
 
 
 def waiting(broker, queue="batch"):
@@ -272,10 +277,7 @@ def test_an_acknowledgement_lost_with_its_process_means_the_message_comes_again(
         other.close()
         assert waiting(alive) == 0 and acks_held(alive) == 0
     finally:
-        conn = redis.Redis.from_url(redis_url)
-        keys = list(conn.scan_iter(match=f"{namespace}*", count=1000))
-        if keys:
-            conn.delete(*keys)
+        drop_namespace(redis_url, namespace)
         dead.close()
         alive.close()
 
@@ -398,9 +400,6 @@ def test_a_late_acknowledgement_leaves_a_message_put_back_to_the_worker_that_has
         other.close()
         assert waiting(alive) == 0 and acks_held(alive) == 0 and acks_held(slow) == 0
     finally:
-        conn = redis.Redis.from_url(redis_url)
-        keys = list(conn.scan_iter(match=f"{namespace}*", count=1000))
-        if keys:
-            conn.delete(*keys)
+        drop_namespace(redis_url, namespace)
         slow.close()
         alive.close()
