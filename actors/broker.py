@@ -221,8 +221,7 @@ class _OnlyHookedMiddleware:
     handling; the lists are made again whenever middleware is added."""
 
     def add_middleware(self, middleware, **kwargs):
-        self._hooked = {}
-        super().add_middleware(middleware, **kwargs)
+        super().add_middleware(middleware, **kwargs)  # it emits nothing itself
         self._hooked = {}
 
     def _hooked_by(self, hook):
@@ -241,25 +240,23 @@ class _OnlyHookedMiddleware:
         return found
 
     def emit_before(self, signal, *args, **kwargs):
-        signal = "before_" + signal
-        for middleware in self._hooked_by(signal):
+        self._call_hooks("before_" + signal, args, kwargs, MiddlewareError)
+
+    def emit_after(self, signal, *args, **kwargs):
+        self._call_hooks("after_" + signal, args, kwargs, ())
+
+    def _call_hooks(self, hook, args, kwargs, raised):
+        """Each middleware's ``hook``; an exception of the ``raised`` kinds goes to the
+        caller (a ``before_`` hook's MiddlewareError, such as SkipMessage), any other is
+        logged and the next middleware is called, as Dramatiq does."""
+        for middleware in self._hooked_by(hook):
             try:
-                getattr(middleware, signal)(self, *args, **kwargs)
-            except MiddlewareError:
+                getattr(middleware, hook)(self, *args, **kwargs)
+            except raised:
                 raise
             except Exception:
                 self.logger.critical(
-                    "Unexpected failure in %s of %r.", signal, middleware, exc_info=True
-                )
-
-    def emit_after(self, signal, *args, **kwargs):
-        signal = "after_" + signal
-        for middleware in self._hooked_by(signal):
-            try:
-                getattr(middleware, signal)(self, *args, **kwargs)
-            except Exception:
-                self.logger.critical(
-                    "Unexpected failure in %s of %r.", signal, middleware, exc_info=True
+                    "Unexpected failure in %s of %r.", hook, middleware, exc_info=True
                 )
 
 
